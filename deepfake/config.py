@@ -1,0 +1,254 @@
+"""The structured-config schema: every key a run accepts, with its type and default.
+
+Hydra merges `conf/` onto this schema, so an unknown key or a wrong type fails at composition time with
+the key's full name. `validate()` adds the value checks a type cannot express (ranges, choices).
+Python users build the same tree directly: `Config(base_path=..., use_drive=True)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from deepfake.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    _target_: str = "deepfake.models.get_model"
+    architecture: str = "tiny"
+    pretrained: bool = False
+    weights: str | None = None
+    dropout_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    img_size: int | None = None
+    channels_last: bool = True
+    compile: bool = False
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class SchedulerConfig:
+    _target_: str = "deepfake.schedulers.create_scheduler"
+    _partial_: bool = True
+    name: str = "cosine"
+    warmup_epochs: float = 1.0
+    warmup_steps: int | None = None
+    warmup_start_factor: float = 0.01
+    min_lr: float = 1e-6
+    step_epochs: float = 10.0
+    milestones: list[float] = field(default_factory=lambda: [30.0, 60.0])
+    gamma: float = 0.1
+    plateau_patience: int = 2
+    mode: str = "${training.monitor_mode}"
+    onecycle_max_lr_factor: float = 1.0
+
+
+@dataclass
+class GradClipConfig:
+    mode: str = "norm"
+    max: float = 1.0
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = False
+    monitor: str = "${training.monitor}"
+    mode: str = "${training.monitor_mode}"
+    patience: int = 5
+    min_delta: float = 0.0
+
+
+@dataclass
+class EmaConfig:
+    enabled: bool = False
+    decay: float = 0.999
+    warmup: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    every_n_steps: int | None = None
+    keep_top_k: int = 0
+
+
+@dataclass
+class TrainingConfig:
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    num_epochs: int = 8
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.05
+    optimizer: Any = field(
+        default_factory=lambda: {"_target_": "torch.optim.AdamW", "_partial_": True, "betas": [0.9, 0.999]}
+    )
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    amp: str = "auto"
+    grad_clip: GradClipConfig = field(default_factory=GradClipConfig)
+    grad_accum_steps: int = 1
+    monitor: str = "val/auc"
+    monitor_mode: str = "max"
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    on_nan: str = "stop"
+    log_every_n_steps: int = 20
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+@dataclass
+class SyntheticConfig:
+    videos_per_split: dict[str, int] = field(default_factory=lambda: {"train": 150, "val": 50, "test": 50})
+    frames_per_video: int = 8
+    img_size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    hflip: bool = True
+    crop_scale: list[float] = field(default_factory=lambda: [0.8, 1.0])
+
+
+@dataclass
+class DataConfig:
+    _target_: str = "deepfake.data.DataModule"
+    kind: str = "synthetic"
+    root: str | None = None
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "val", "test": "test"})
+    real_dirs: list[str] = field(default_factory=lambda: ["real"])
+    fake_dirs: list[str] = field(default_factory=lambda: ["fake"])
+    img_size: int | None = None
+    num_workers: int = -1
+    persistent_workers: bool = True
+    prefetch_factor: int = 4
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    test_sets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class HardwareConfig:
+    device: str = "auto"
+    cudnn_benchmark: bool = True
+    tf32: bool = True
+    deterministic: bool = False
+    num_threads: int | None = None
+
+
+@dataclass
+class BackupConfig:
+    enabled: bool = True
+    every_n_epochs: int = 0
+    keep_last: int = 3
+    include: list[str] = field(default_factory=lambda: ["last.pt", "best.pt"])
+    mirror: str | None = None
+    min_free_gb: float = 1.0
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = True
+    progress: str = "auto"
+    every_n_seconds: float = 30.0
+
+
+@dataclass
+class Config:
+    """The root of a run's configuration (the original design's `Config(base_path, use_drive)`)."""
+
+    base_path: str = "."
+    use_drive: bool = False
+    seed: int = 42
+    resume: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    backup: BackupConfig = field(default_factory=BackupConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def register_configs() -> None:
+    """Register the schema so `conf/train.yaml` can name it first in its defaults list."""
+    ConfigStore.instance().store(name="train_schema", node=Config)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "training.amp": ("auto", "bf16", "fp16", "off"),
+    "training.grad_clip.mode": ("norm", "value", "off"),
+    "training.monitor_mode": ("max", "min"),
+    "training.early_stopping.mode": ("max", "min"),
+    "training.on_nan": ("stop", "skip"),
+    "training.scheduler.name": ("cosine", "step", "multistep", "plateau", "onecycle", "constant"),
+    "logging.progress": ("auto", "rich", "plain", "off"),
+    "data.kind": ("synthetic", "folder"),
+}
+_POSITIVE: tuple[str, ...] = (
+    "training.batch_size",
+    "training.num_epochs",
+    "training.learning_rate",
+    "training.grad_accum_steps",
+    "training.log_every_n_steps",
+    "logging.every_n_seconds",
+)
+_NON_NEGATIVE: tuple[str, ...] = (
+    "training.weight_decay",
+    "training.scheduler.warmup_epochs",
+    "training.scheduler.min_lr",
+    "model.dropout_rate",
+    "model.drop_path_rate",
+    "training.early_stopping.patience",
+    "training.early_stopping.min_delta",
+    "backup.every_n_epochs",
+    "backup.keep_last",
+)
+
+
+def to_config(cfg: Config | DictConfig | dict) -> DictConfig:
+    """Merge any accepted form onto the schema and check values; the one entry point for `train()`."""
+    schema = OmegaConf.structured(Config)
+    if isinstance(cfg, Config):
+        merged = OmegaConf.merge(schema, OmegaConf.structured(cfg))
+    else:
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=False)
+        cfg = {k: v for k, v in cfg.items() if k != "hydra"}
+        try:
+            merged = OmegaConf.merge(schema, cfg)
+        except Exception as e:  # omegaconf raises several types; all mean "this config is malformed"
+            raise ConfigError(f"invalid config: {e}") from None
+    validate(merged)
+    return merged
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value is out of range."""
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
+    for key in _POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is None or value <= 0:
+            raise ConfigError(f"{key} must be > 0 (got {value}); set e.g. {key}={_example(key)}")
+    for key in _NON_NEGATIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"{key} must be >= 0 (got {value})")
+    if not 0.0 <= cfg.model.dropout_rate < 1.0:
+        raise ConfigError(f"model.dropout_rate must be in [0, 1) (got {cfg.model.dropout_rate})")
+    if cfg.training.eval_batch_size is not None and cfg.training.eval_batch_size <= 0:
+        raise ConfigError(f"training.eval_batch_size must be > 0 (got {cfg.training.eval_batch_size})")
+    if cfg.training.grad_clip.mode != "off" and cfg.training.grad_clip.max <= 0:
+        raise ConfigError(f"training.grad_clip.max must be > 0 (got {cfg.training.grad_clip.max})")
+    if cfg.data.kind != "synthetic" and not cfg.data.root:
+        raise ConfigError(
+            f"data.root is not set for data.kind={cfg.data.kind}: pass data.root=/path/to/dataset"
+        )
+
+
+def _example(key: str) -> str:
+    return {"training.learning_rate": "1e-4", "logging.every_n_seconds": "30"}.get(key, "1")

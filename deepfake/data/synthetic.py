@@ -1,0 +1,355 @@
+"""Procedural face-crop deepfake dataset whose fakes are Self-Blended Images, written once as JPEGs.
+
+It is the project's embedded default dataset, so ``python train.py`` runs offline on a laptop CPU. Fakes follow
+SBI (Shiohara & Yamasaki, CVPR 2022): a face is blended with a colour/frequency/position-perturbed copy of
+itself, so the only evidence is a blending boundary and an inside/outside inconsistency, partly hidden by JPEG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+FAKE_METHOD = "sbi"
+DEFAULT_VIDEOS_PER_SPLIT = {"train": 150, "val": 50, "test": 50}
+COMPLETE_MARKER = ".complete"
+
+Array = np.ndarray
+
+_SKIN = np.array([[0.96, 0.80, 0.69], [0.80, 0.60, 0.45], [0.55, 0.37, 0.25], [0.33, 0.21, 0.14]], np.float32)
+_HAIR = np.array(
+    [[0.07, 0.05, 0.04], [0.28, 0.17, 0.09], [0.78, 0.63, 0.38], [0.52, 0.24, 0.11], [0.62, 0.61, 0.60]],
+    np.float32,
+)
+_IRIS = np.array([[0.35, 0.20, 0.10], [0.30, 0.45, 0.65], [0.30, 0.45, 0.30], [0.14, 0.10, 0.08]], np.float32)
+
+
+def _grid(size: int) -> tuple[Array, Array]:
+    """Pixel-centre coordinates in [0, 1], shaped to broadcast against (frames, H, W)."""
+    c = ((np.arange(size) + 0.5) / size).astype(np.float32)
+    return c[None, None, :], c[None, :, None]
+
+
+def _hat_matrix(pos: Array, n: int) -> Array:
+    """Linear-interpolation weights (..., len, n) that sample a length-n axis at fractional indices pos."""
+    return np.maximum(0.0, 1.0 - np.abs(np.clip(pos, 0, n - 1)[..., None] - np.arange(n))).astype(np.float32)
+
+
+def _gauss_matrix(size: int, sigma: Array) -> Array:
+    """Per-frame (F, size, size) Gaussian blur operators, row-normalised so borders keep their brightness."""
+    d = np.arange(size, dtype=np.float32)
+    k = np.exp(-((d[:, None] - d[None, :]) ** 2) / (2.0 * sigma.reshape(-1, 1, 1) ** 2))
+    return (k / k.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def _separable(img: Array, rows: Array, cols: Array) -> Array:
+    """Apply per-frame linear operators along H and W: rows @ img @ cols.T for (F, H, W[, C]) images."""
+    if img.ndim == 3:
+        return rows @ img @ cols.transpose(0, 2, 1)
+    chw = img.transpose(0, 3, 1, 2)
+    return (rows[:, None] @ chw @ cols.transpose(0, 2, 1)[:, None]).transpose(0, 2, 3, 1)
+
+
+def _ellipse(x: Array, y: Array, cx: Any, cy: Any, rx: Any, ry: Any, px: float, angle: Any = 0.0) -> Array:
+    """Anti-aliased ellipse coverage in [0, 1] with a one-pixel soft edge."""
+    dx, dy = x - cx, y - cy
+    c, s = np.cos(angle), np.sin(angle)
+    d = np.sqrt(((c * dx + s * dy) / rx) ** 2 + ((c * dy - s * dx) / ry) ** 2)
+    return np.clip((1.0 - d) * np.minimum(rx, ry) / px + 0.5, 0.0, 1.0)
+
+
+def _paint(img: Array, alpha: Array, colour: Any) -> None:
+    img += alpha[..., None] * (np.asarray(colour, np.float32) - img)
+
+
+def _sample_identity(rng: np.random.Generator) -> dict[str, Any]:
+    """Per-person constants, so all frames of a video show one recognisable identity."""
+    u = rng.uniform
+    t = u(0, len(_SKIN) - 1)
+    i = min(int(t), len(_SKIN) - 2)
+    skin = _SKIN[i] + (t - i) * (_SKIN[i + 1] - _SKIN[i]) + u(-0.03, 0.03, 3)
+    rx = u(0.23, 0.30)
+    light = np.array([u(-0.6, 0.6), u(-0.6, 0.1), 1.0])
+    return {
+        "skin": skin.astype(np.float32),
+        "hair": (_HAIR[rng.integers(len(_HAIR))] * u(0.8, 1.2) + u(-0.03, 0.03, 3)).clip(0, 1),
+        "iris": _IRIS[rng.integers(len(_IRIS))],
+        "shirt": u(0.1, 0.9, 3),
+        "bg": u(0.1, 0.9, (2, 3)),
+        "bg_angle": u(0, 2 * np.pi),
+        "bg_tex": rng.normal(0, u(0.02, 0.08), (5, 5, 3)),
+        "cx": 0.5 + u(-0.03, 0.03),
+        "cy": 0.47 + u(-0.03, 0.03),
+        "rx": rx,
+        "ry": rx * u(1.15, 1.4),
+        "light": light / np.linalg.norm(light),
+        "long_hair": u() < 0.4,
+        "bald": u() < 0.1,
+        "beard": u() < 0.2,
+        "hairline": u(0.35, 0.65),
+        "eye_dx": u(0.32, 0.42),
+        "eye_dy": u(0.08, 0.2),
+        "eye_r": u(0.13, 0.18),
+        "brow_tilt": u(-0.25, 0.25),
+        "mouth_y": u(0.45, 0.6),
+        "mouth_w": u(0.28, 0.45),
+        "mouth_h": u(0.06, 0.11),
+        "noise": u(0.006, 0.02),
+    }
+
+
+def _render_video(rng: np.random.Generator, p: dict[str, Any], n: int, size: int) -> tuple[Array, Array]:
+    """Draw n frames of identity p with per-frame jitter; returns images (n, H, W, 3) and face boxes."""
+    x, y = _grid(size)
+    px = 1.0 / size
+
+    def f(lo: float, hi: float) -> Array:
+        return rng.uniform(lo, hi, (n, 1, 1)).astype(np.float32)
+
+    scale = 1.0 + f(-0.04, 0.04)
+    cx, cy = p["cx"] + f(-0.02, 0.02), p["cy"] + f(-0.02, 0.02)
+    rx, ry = p["rx"] * scale, p["ry"] * scale
+
+    t = np.clip((x - 0.5) * np.cos(p["bg_angle"]) + (y - 0.5) * np.sin(p["bg_angle"]) + 0.5, 0, 1)
+    up = _hat_matrix((np.arange(size) + 0.5) / size * 4, 5)
+    tex = (up @ p["bg_tex"].transpose(2, 0, 1) @ up.T).transpose(1, 2, 0)
+    bg = p["bg"][0] + t[..., None] * (p["bg"][1] - p["bg"][0]) + tex
+    img = np.repeat(bg.astype(np.float32), n, axis=0)
+
+    skin, hair = p["skin"], p["hair"]
+    _paint(img, _ellipse(x, y, cx, cy + ry * 1.8, rx * 2.0, ry * 0.95, px), p["shirt"])
+    _paint(img, _ellipse(x, y, cx, cy + ry * 0.9, rx * 0.45, ry * 0.6, px), skin * 0.78)
+    if p["long_hair"]:
+        _paint(img, _ellipse(x, y, cx, cy + ry * 0.15, rx * 1.22, ry * 1.12, px), hair * 0.85)
+    for s in (-1, 1):
+        _paint(img, _ellipse(x, y, cx + s * rx * 0.97, cy, rx * 0.14, ry * 0.17, px), skin * 0.88)
+
+    u, v = (x - cx) / rx, (y - cy) / ry
+    nz = np.sqrt(np.clip(1.0 - u**2 - v**2, 0.0, 1.0))
+    light = p["light"] + rng.uniform(-0.08, 0.08, (n, 3))
+    light /= np.linalg.norm(light, axis=1, keepdims=True)
+    lx, ly, lz = (light[:, i, None, None].astype(np.float32) for i in range(3))
+    shade = 0.6 + 0.45 * np.clip(lx * u + ly * v + lz * nz, 0.0, 1.0)
+    face = skin * shade[..., None]
+    face += (
+        0.12 * _ellipse(x, y, cx, cy + 0.25 * ry, rx * 0.75, ry * 0.25, 0.2)[..., None] * [0.3, -0.1, -0.1]
+    )
+    alpha = _ellipse(x, y, cx, cy, rx, ry, px)[..., None]
+    img += alpha * (face - img)
+
+    if p["beard"]:
+        lower = np.clip((y - cy - 0.2 * ry) / (0.15 * ry), 0, 1)
+        _paint(img, 0.6 * lower * _ellipse(x, y, cx, cy, rx, ry, px), hair)
+    if not p["bald"]:
+        line = cy - ry * p["hairline"] + 0.35 * ry * ((x - cx) / rx) ** 2
+        cap = _ellipse(x, y, cx, cy - ry * 0.12, rx * 1.08, ry * 0.98, px) * np.clip((line - y) / px, 0, 1)
+        strands = 1.0 + 0.12 * np.sin((x - cx) * size * 1.7 + 3.0 * y)[..., None]
+        img += cap[..., None] * (hair * strands - img)
+
+    ex, ey, er = p["eye_dx"] * rx, cy - p["eye_dy"] * ry, p["eye_r"] * rx
+    eye_open = np.where(rng.uniform(size=(n, 1, 1)) < 0.1, 0.25, f(0.8, 1.0))
+    gaze = f(-0.25, 0.25) * er
+    for s in (-1, 1):
+        brow = _ellipse(
+            x, y, cx + s * ex, ey - 0.8 * er - 0.06 * ry, er * 1.3, 0.22 * er, px, s * p["brow_tilt"]
+        )
+        _paint(img, brow, hair * 0.7)
+        sclera = _ellipse(x, y, cx + s * ex, ey, er, er * 0.55 * eye_open, px)
+        _paint(img, sclera, [0.93, 0.92, 0.88])
+        iris = _ellipse(x, y, cx + s * ex + gaze, ey, er * 0.5, er * 0.5, px) * sclera
+        _paint(img, iris, p["iris"])
+        _paint(img, _ellipse(x, y, cx + s * ex + gaze, ey, er * 0.22, er * 0.22, px) * sclera, [0.05] * 3)
+        nostril = _ellipse(x, y, cx + s * 0.07 * rx, cy + 0.3 * ry, 0.05 * rx, 0.03 * ry, px)
+        _paint(img, 0.5 * nostril, skin * 0.4)
+    nose = _ellipse(x, y, cx - 0.06 * rx * np.sign(p["light"][0]), cy + 0.1 * ry, 0.06 * rx, 0.22 * ry, px)
+    img *= 1.0 - 0.12 * nose[..., None]
+
+    my, mw, mh = cy + p["mouth_y"] * ry, p["mouth_w"] * rx, p["mouth_h"] * ry * f(0.7, 1.3)
+    _paint(img, _ellipse(x, y, cx, my, mw, mh, px), skin * [0.85, 0.5, 0.5])
+    _paint(img, _ellipse(x, y, cx, my, mw * 0.9, np.maximum(mh * 0.25, px), px), [0.3, 0.1, 0.1])
+
+    img *= f(0.9, 1.1)[..., None] * rng.uniform(0.97, 1.03, (n, 1, 1, 3)).astype(np.float32)
+    img += rng.normal(0.0, p["noise"], img.shape).astype(np.float32)
+    boxes = np.stack([cx, cy, rx, ry], axis=1)[..., 0, 0]
+    return np.clip(img, 0.0, 1.0), boxes
+
+
+def _self_blend(rng: np.random.Generator, img: Array, boxes: Array) -> Array:
+    """SBI: blend each frame with a perturbed copy of itself inside a deformed, soft face mask."""
+    n, size = img.shape[0], img.shape[1]
+    unit = size / 64.0
+    strength = rng.uniform(K["s_lo"], 1.0)
+
+    def f(lo: float, hi: float, shape: tuple[int, ...] = (n, 1, 1, 1)) -> Array:
+        return rng.uniform(lo, hi, shape).astype(np.float32)
+
+    def signed(lo: float, hi: float, shape: tuple[int, ...] = (n, 1, 1, 1)) -> Array:
+        return f(lo, hi, shape) * rng.choice(np.array([-1.0, 1.0], np.float32), shape)
+
+    direction = rng.normal(size=(n, 1, 1, 3)).astype(np.float32)
+    direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
+    src = (
+        img * (1.0 + strength * signed(0.3, 1.0) * K["gain"])
+        + strength * f(0.3, 1.0) * K["shift"] * direction
+    )
+    mean = src.mean(axis=(1, 2, 3), keepdims=True)
+    src = mean + (src - mean) * (1.0 + strength * f(-1, 1) * K["contrast"])
+    theta = strength * rng.uniform(-1, 1, n) * K["hue"]
+    axis = np.full(3, 1 / np.sqrt(3))
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rot = (
+        np.cos(theta)[:, None, None] * np.eye(3)
+        + np.sin(theta)[:, None, None] * cross
+        + (1 - np.cos(theta))[:, None, None] * np.outer(axis, axis)
+    )
+    src = (src.reshape(n, -1, 3) @ rot.transpose(0, 2, 1).astype(np.float32)).reshape(img.shape)
+
+    sharpen = rng.uniform(size=n) < 0.5
+    blurred = _separable(src, *(2 * (_gauss_matrix(size, rng.uniform(*K["blur"], n) * unit),)))
+    amount = np.where(sharpen, -rng.uniform(*K["sharp"], n), rng.uniform(K["blur_mix"], 1.0, n))
+    src = src + amount.reshape(n, 1, 1, 1).astype(np.float32) * (blurred - src)
+
+    cx, cy, rx, ry = (boxes[:, i, None] for i in range(4))
+    zoom = 1.0 + strength * rng.uniform(-0.05, 0.05, (n, 1))
+    shift = rng.uniform(-1.5, 1.5, (n, 2)) * unit / size
+    grid = (np.arange(size) + 0.5) / size
+    rows = _hat_matrix((cy + (grid - cy) / zoom - shift[:, 1:]) * size - 0.5, size)
+    cols = _hat_matrix((cx + (grid - cx) / zoom - shift[:, :1]) * size - 0.5, size)
+    src = _separable(src, rows, cols)
+
+    x, y = _grid(size)
+    mcx, mcy = (
+        (cx + rx * rng.uniform(-0.05, 0.05, (n, 1)))[..., None],
+        (cy + ry * f(0.0, 0.12, (n, 1)))[..., None],
+    )
+    mrx, mry = (rx * f(0.7, 0.95, (n, 1)))[..., None], (ry * f(0.75, 1.0, (n, 1)))[..., None]
+    ang = np.arctan2((y - mcy) / mry, (x - mcx) / mrx)
+    rho = np.sqrt(((x - mcx) / mrx) ** 2 + ((y - mcy) / mry) ** 2)
+    k = np.arange(2, 5).reshape(1, 3, 1, 1)
+    wobble = f(-0.08, 0.08, (n, 3, 1, 1)) * np.cos(k * ang[:, None] + f(0, 2 * np.pi, (n, 3, 1, 1)))
+    hard = np.clip((1.0 + wobble.sum(1) - rho) * np.minimum(mrx, mry) * size + 0.5, 0.0, 1.0)
+    sigma = rng.uniform(*K["mask_sigma"], n) * unit
+    mask = _separable(hard.astype(np.float32), *(2 * (_gauss_matrix(size, sigma),)))
+    mask *= rng.choice(K["ratio"], (n, 1, 1)).astype(np.float32)
+    return np.clip(img + mask[..., None] * (src - img), 0.0, 1.0)
+
+
+def _write_dataset(root: Path, params: dict[str, Any]) -> None:
+    size, frames, seed = params["img_size"], params["frames_per_video"], params["seed"]
+    for si, split in enumerate(SPLITS):
+        n_videos = params["videos_per_split"].get(split, 0)
+        for person in range((n_videos + 1) // 2):
+            rng = np.random.default_rng([seed, si, person])
+            imgs, boxes = _render_video(rng, _sample_identity(rng), frames, size)
+            vid = f"{split}{person:04d}"
+            videos = [(root / split / "real" / vid, imgs)]
+            if 2 * person + 1 < n_videos:
+                if PAIR_MODE == "indep":
+                    rng2 = np.random.default_rng([seed, si, person])
+                    ident = _sample_identity(rng2)
+                    imgs, boxes = _render_video(
+                        np.random.default_rng([seed, si, person, 1]), ident, frames, size
+                    )
+                videos.append(
+                    (
+                        root / split / "fake" / FAKE_METHOD / f"{vid}_{FAKE_METHOD}",
+                        _self_blend(rng, imgs, boxes),
+                    )
+                )
+            for out, video in videos:
+                out.mkdir(parents=True)
+                for fi, frame in enumerate((video * 255.0 + 0.5).astype(np.uint8)):
+                    Image.fromarray(frame).save(
+                        out / f"{fi:03d}.jpg", quality=params["jpeg_quality"], subsampling=2
+                    )
+
+
+PAIR_MODE = os.environ.get("PAIR_MODE", "exact")
+K = dict(
+    s_lo=0.4,
+    gain=0.15,
+    shift=0.1,
+    contrast=0.25,
+    hue=0.4,
+    blur=(0.7, 1.5),
+    sharp=(0.8, 2.0),
+    blur_mix=0.6,
+    mask_sigma=(0.7, 2.5),
+    ratio=[0.6, 0.8, 1.0, 1.0],
+)
+K.update(json.loads(os.environ.get("SBI_K", "{}")))
+
+
+def _is_complete(root: Path, params: dict[str, Any]) -> bool:
+    try:
+        return json.loads((root / COMPLETE_MARKER).read_text()) == params
+    except (OSError, ValueError):
+        return False
+
+
+def generate_synthetic_dataset(
+    root: str | Path,
+    *,
+    img_size: int = 64,
+    videos_per_split: dict[str, int] | None = None,
+    frames_per_video: int = 8,
+    seed: int = 0,
+    jpeg_quality: int = 90,
+) -> Path:
+    """Write the dataset under root (once) and return root.
+
+    Layout: ``root/{split}/real/<video>/<frame>.jpg`` and ``root/{split}/fake/sbi/<video>/<frame>.jpg``;
+    videos_per_split counts real plus fake videos (real gets the odd one). The tree is built in a unique
+    sibling folder, marked complete, then renamed into place, so a crash or a concurrent caller never leaves
+    a half-written dataset that looks finished.
+    """
+    root = Path(root)
+    videos = dict(DEFAULT_VIDEOS_PER_SPLIT if videos_per_split is None else videos_per_split)
+    if not set(videos) <= set(SPLITS) or any(int(v) < 0 for v in videos.values()):
+        raise ValueError(f"videos_per_split must map a subset of {SPLITS} to counts >= 0, got {videos}")
+    if img_size < 16 or frames_per_video < 1 or not 1 <= jpeg_quality <= 100:
+        raise ValueError("need img_size >= 16, frames_per_video >= 1 and 1 <= jpeg_quality <= 100")
+    params = {
+        "format_version": FORMAT_VERSION,
+        "img_size": int(img_size),
+        "videos_per_split": {k: int(v) for k, v in videos.items()},
+        "frames_per_video": int(frames_per_video),
+        "seed": int(seed),
+        "jpeg_quality": int(jpeg_quality),
+    }
+    if _is_complete(root, params):
+        return root
+    if root.exists() and not (root / COMPLETE_MARKER).exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} is non-empty and was not written by generate_synthetic_dataset")
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        _write_dataset(tmp, params)
+        (tmp / COMPLETE_MARKER).write_text(json.dumps(params, sort_keys=True))
+        if root.exists() and not _is_complete(root, params):
+            # Stale dataset from other parameters: move it aside atomically, then delete it.
+            old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
+            try:
+                os.replace(root, old)
+            except FileNotFoundError:
+                pass
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            if not _is_complete(root, params):  # Lost a race to a writer with other parameters.
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root

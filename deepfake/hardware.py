@@ -1,0 +1,145 @@
+"""HardwareManager: picks the device and precision, applies speed switches, and describes the machine."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+from typing import Any
+
+import psutil
+import torch
+
+from deepfake.engine import Precision
+from deepfake.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class HardwareManager:
+    """Chooses `device` (auto: CUDA, then MPS, then CPU) and says why."""
+
+    def __init__(
+        self,
+        device: str = "auto",
+        cudnn_benchmark: bool = True,
+        tf32: bool = True,
+        deterministic: bool = False,
+        num_threads: int | None = None,
+    ) -> None:
+        self.device, self.reason = self._pick(device)
+        self.cudnn_benchmark = cudnn_benchmark and not deterministic
+        self.tf32 = tf32
+        self.deterministic = deterministic
+        self.num_threads = num_threads
+
+    @staticmethod
+    def _pick(requested: str) -> tuple[torch.device, str]:
+        mps = getattr(torch.backends, "mps", None)
+        has_mps = bool(mps and mps.is_available())
+        if requested == "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda"), f"CUDA available ({torch.cuda.device_count()} device(s))"
+            if has_mps:
+                return torch.device("mps"), "no CUDA; Apple MPS available"
+            return torch.device("cpu"), "no CUDA or MPS device found"
+        if requested.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise ConfigError(
+                    f"hardware.device={requested} but CUDA is not available; use hardware.device=auto"
+                )
+            index = int(requested.split(":")[1]) if ":" in requested else 0
+            if index >= torch.cuda.device_count():
+                raise ConfigError(
+                    f"hardware.device={requested} but only {torch.cuda.device_count()} CUDA device(s) exist"
+                )
+            return torch.device(requested), "requested"
+        if requested == "mps" and not has_mps:
+            raise ConfigError("hardware.device=mps but MPS is not available; use hardware.device=auto")
+        if requested not in ("cpu", "mps"):
+            raise ConfigError(f"hardware.device={requested!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        return torch.device(requested), "requested"
+
+    def configure(self) -> None:
+        """Apply the global speed/determinism switches for this process."""
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = self.cudnn_benchmark
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32
+            torch.backends.cudnn.allow_tf32 = self.tf32
+        if self.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=False)
+            torch.backends.cudnn.deterministic = True
+
+    def precision(self, amp: str) -> Precision:
+        """Resolve `training.amp`: auto = bf16 where the device supports it, else fp16 on CUDA, else fp32."""
+        kind = self.device.type
+        if amp == "off":
+            return Precision(kind, None)
+        bf16_ok = self._bf16_supported()
+        if amp == "auto":
+            if bf16_ok:
+                amp = "bf16"
+            elif kind == "cuda":
+                amp = "fp16"
+            else:
+                return Precision(kind, None)
+        if amp == "bf16":
+            if not bf16_ok:
+                raise ConfigError(
+                    f"training.amp=bf16 is not supported on {self._name()}; use training.amp=fp16 or auto"
+                )
+            return Precision(kind, torch.bfloat16)
+        if kind == "cpu":
+            raise ConfigError("training.amp=fp16 needs a GPU; on the CPU use training.amp=bf16 or off")
+        scaler = torch.amp.GradScaler(kind) if kind == "cuda" else None
+        return Precision(kind, torch.float16, scaler)
+
+    def _bf16_supported(self) -> bool:
+        if self.device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        if self.device.type == "cpu":
+            # Native bf16 kernels (AVX512-BF16/AMX) make CPU autocast worthwhile; emulated bf16 is slower.
+            checker = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+            return bool(checker and checker())
+        return self.device.type == "mps"
+
+    def _name(self) -> str:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return platform.processor() or self.device.type
+
+    def summary(self, path: str = ".") -> dict[str, Any]:
+        """What this run ran on; saved as hardware.json."""
+        mem = psutil.virtual_memory()
+        info: dict[str, Any] = {
+            "device": str(self.device),
+            "device_reason": self.reason,
+            "device_name": self._name(),
+            "torch": torch.__version__,
+            "cuda_version": torch.version.cuda,
+            "cpu_count": os.cpu_count(),
+            "ram_gb": round(mem.total / 2**30, 2),
+            "ram_available_gb": round(mem.available / 2**30, 2),
+            "disk_free_gb": round(shutil.disk_usage(path).free / 2**30, 2),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        }
+        if self.device.type == "cuda":
+            props = torch.cuda.get_device_properties(self.device)
+            info.update(
+                gpu_memory_gb=round(props.total_memory / 2**30, 2),
+                gpu_capability=f"{props.major}.{props.minor}",
+            )
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                info["driver"] = pynvml.nvmlSystemGetDriverVersion()
+            except Exception:  # NVML is optional: the summary simply omits the driver
+                pass
+        return info

@@ -1,0 +1,178 @@
+"""Detectors: a timm backbone, dropout and a one-logit head (label 1 = fake)."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.optim import param_groups_weight_decay
+from torch import nn
+
+from deepfake.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Names the field uses, mapped to timm model names.
+ALIASES: dict[str, str] = {
+    "tiny": "test_resnet",
+    "swin_transformer": "swin_tiny_patch4_window7_224",
+    "swin": "swin_tiny_patch4_window7_224",
+    "xception": "legacy_xception",
+    "efficientnet_b4": "efficientnet_b4",
+    "efficientnet_b0": "efficientnet_b0",
+    "resnet50": "resnet50",
+    "convnext_tiny": "convnext_tiny",
+    "vit_small": "vit_small_patch16_224",
+}
+
+
+def resolve_architecture(name: str) -> str:
+    """Map an alias or timm name to a timm name; unknown names get the closest suggestions."""
+    if name in ALIASES:
+        return ALIASES[name]
+    if timm.is_model(name):
+        return name
+    candidates = list(ALIASES) + timm.list_models()
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ConfigError(
+        f"model.architecture={name!r} is not a known alias or timm model.{hint} "
+        f"Aliases: {', '.join(ALIASES)}; any name from timm.list_models() works too."
+    )
+
+
+class DeepfakeDetector(nn.Module):
+    """Backbone + dropout + linear head returning one fake-logit per image.
+
+    Inputs may be uint8 (N, 3, H, W): they are scaled and normalised here, on the device, so loaders
+    ship compact uint8 and the preprocessing travels with the model (predict and export reuse it).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        dropout_rate: float = 0.0,
+        architecture: str = "",
+        img_size: int = 224,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.architecture = architecture
+        self.img_size = img_size
+        self.channels_last = channels_last
+        cfg = getattr(backbone, "pretrained_cfg", {}) or {}
+        mean = cfg.get("mean", (0.485, 0.456, 0.406))
+        std = cfg.get("std", (0.229, 0.224, 0.225))
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.head = nn.Sequential(nn.Dropout(dropout_rate), nn.Linear(backbone.num_features, 1))
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """What an input pipeline must reproduce; saved in checkpoints for predict/evaluate."""
+        return {
+            "img_size": self.img_size,
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+        }
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(self.normalize(x))).squeeze(1)
+
+    def configure_optimizers(
+        self,
+        learning_rate: float = 1e-4,
+        weight_decay: float = 0.05,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        steps_per_epoch: int | None = None,
+        num_epochs: int | None = None,
+    ) -> tuple[torch.optim.Optimizer, Any]:
+        """Build the optimizer (norm and bias parameters get no weight decay) and, if given, the scheduler.
+
+        `optimizer` and `scheduler` are partials (Hydra `_partial_: true`); the defaults are AdamW and none.
+        """
+        groups = param_groups_weight_decay(self, weight_decay=weight_decay)
+        factory = optimizer or torch.optim.AdamW
+        opt = factory(groups, lr=learning_rate)
+        sched = None
+        if scheduler is not None:
+            if steps_per_epoch is None or num_epochs is None:
+                raise ValueError("a scheduler needs steps_per_epoch and num_epochs")
+            sched = scheduler(opt, steps_per_epoch=steps_per_epoch, num_epochs=num_epochs)
+        return opt, sched
+
+
+def get_model(
+    architecture: str = "tiny",
+    pretrained: bool = False,
+    weights: str | None = None,
+    dropout_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+    img_size: int | None = None,
+    channels_last: bool = False,
+    compile: bool = False,
+    grad_checkpointing: bool = False,
+) -> DeepfakeDetector:
+    """Create a detector from an alias or any timm name.
+
+    `weights` is a local .safetensors/.pth file of the backbone (the offline way to get pretrained
+    weights); its classifier is dropped and our head is freshly initialised.
+    """
+    name = resolve_architecture(architecture)
+    kwargs: dict[str, Any] = {"num_classes": 0}
+    if drop_path_rate:
+        kwargs["drop_path_rate"] = drop_path_rate
+    if img_size is not None and _takes_img_size(name):
+        kwargs["img_size"] = img_size
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model.weights={weights} does not exist; pass a .safetensors or .pth file")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+        pretrained = True
+    try:
+        backbone = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except Exception as e:
+        if not pretrained:
+            raise
+        source = f"from {weights}" if weights else "(no local copy and no network)"
+        raise ConfigError(
+            f"could not load pretrained weights for {name} {source}: {type(e).__name__}: {e}. "
+            f"Offline, pass a local file: model.weights=/path/{name}.safetensors (or .pth), "
+            f"or train from scratch with model.pretrained=false."
+        ) from None
+    if grad_checkpointing:
+        backbone.set_grad_checkpointing(True)
+    size = img_size or int(backbone.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    model = DeepfakeDetector(
+        backbone, dropout_rate=dropout_rate, architecture=name, img_size=size, channels_last=channels_last
+    )
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        # In-place compile keeps state_dict keys free of the `_orig_mod.` prefix.
+        model.compile()
+    log.info(
+        "model %s: %.2fM parameters, input %dpx", name, sum(p.numel() for p in model.parameters()) / 1e6, size
+    )
+    return model
+
+
+def _takes_img_size(name: str) -> bool:
+    """Transformers fix their grid at build time and need img_size; CNNs take any size as is."""
+    return any(k in name for k in ("vit", "swin", "deit", "beit", "eva", "maxvit", "coatnet"))
