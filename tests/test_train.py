@@ -125,7 +125,7 @@ def test_multirun_sweep_lands_in_multirun(tmp_path: Path, folder_dataset: Path) 
     jobs = sorted(p.parent for p in (tmp_path / "multirun").glob("*/*/*/metrics.json"))
     assert [j.name for j in jobs] == ["0", "1"]
     lrs = {o for j in jobs for o in OmegaConf.load(j / ".hydra" / "overrides.yaml") if "learning_rate" in o}
-    assert lrs == {"training.learning_rate=1e-3", "training.learning_rate=3e-4"}
+    assert lrs == {"training.learning_rate=0.001", "training.learning_rate=0.0003"}
     for job in jobs:
         assert (job / "checkpoints" / "last.pt").is_file()
         assert list(job.glob("events.out.tfevents.*"))
