@@ -96,6 +96,7 @@ class TrainingConfig:
     on_nan: str = "stop"
     log_every_n_steps: int = 20
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    auto_batch_size: bool = False
 
 
 @dataclass

@@ -24,6 +24,7 @@ from deepfake.config import Config, to_config
 from deepfake.engine import LoopConfig, TrainState, train_epoch, validate
 from deepfake.errors import UserError
 from deepfake.hardware import HardwareManager
+from deepfake.memory import OutOfMemory, fit_batch_size, oom_message, probe_step
 from deepfake.metrics import detection_metrics
 from deepfake.monitor import EarlyStopping, improved
 from deepfake.tensorboard import TensorBoardLogger
@@ -125,10 +126,17 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
 
     model = instantiate(cfg.model).to(device)
     img_size = cfg.data.img_size or model.img_size
+    batch_size = tc.batch_size
+    if tc.auto_batch_size:
+        if device.type == "cuda":
+            batch_size = fit_batch_size(probe_step(model, precision, device, img_size), batch_size, device)
+            log.info("auto batch size: %d fits in GPU memory", batch_size)
+        else:
+            log.info("training.auto_batch_size applies to CUDA devices; keeping batch %d", batch_size)
     data = instantiate(
         cfg.data,
         img_size=img_size,
-        batch_size=tc.batch_size,
+        batch_size=batch_size,
         eval_batch_size=tc.eval_batch_size,
         seed=cfg.seed,
         pin_memory=device.type == "cuda",
@@ -142,7 +150,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     steps_per_epoch = math.ceil(num_batches / tc.grad_accum_steps)
     log.info(
         "batch %d x %d accumulation = effective batch %d; %d optimizer steps per epoch",
-        tc.batch_size, tc.grad_accum_steps, tc.batch_size * tc.grad_accum_steps, steps_per_epoch,
+        batch_size, tc.grad_accum_steps, batch_size * tc.grad_accum_steps, steps_per_epoch,
     )  # fmt: skip
 
     optimizer, scheduler = unwrap(model).configure_optimizers(
@@ -198,7 +206,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         for epoch in range(state.epoch, tc.num_epochs):
             t0 = time.perf_counter()
             state.epoch = epoch
-            train_loader.sampler.set_epoch(epoch, start=state.batch_in_epoch * tc.batch_size)
+            train_loader.sampler.set_epoch(epoch, start=state.batch_in_epoch * batch_size)
             train_stats = train_epoch(
                 model, train_loader, optimizer, scheduler, precision, state, loop, device,
                 num_batches=num_batches, log=tb.scalars, ema=ema,
@@ -232,6 +240,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
                 stop_reason = early.reason or "early stopping"
                 log.info(stop_reason)
                 break
+    except torch.cuda.OutOfMemoryError:
+        stop_reason = "failed: out of GPU memory"
+        raise OutOfMemory(oom_message(batch_size, device)) from None
     except BaseException as e:
         stop_reason = f"failed: {type(e).__name__}: {e}"
         raise

@@ -6,10 +6,12 @@ import hashlib
 import json
 import logging
 import os
+import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -139,7 +141,16 @@ class DataModule:
             drop_last=drop_last,
             persistent_workers=self.persistent_workers and workers > 0,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
+            generator=torch.Generator().manual_seed(self.seed),
+            worker_init_fn=seed_worker,
         )
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed Python and numpy in each worker from torch's per-worker seed (itself derived from data seed)."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def _digest(params: Mapping[str, Any]) -> str:

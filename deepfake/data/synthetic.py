@@ -104,6 +104,8 @@ def _sample_identity(rng: np.random.Generator) -> dict[str, Any]:
         "mouth_w": u(0.28, 0.45),
         "mouth_h": u(0.06, 0.11),
         "noise": u(0.006, 0.02),
+        "strands": u(0.03, 0.1),
+        "strand_freq": u(1.2, 2.2),
     }
 
 
@@ -125,13 +127,36 @@ def _render_video(rng: np.random.Generator, p: dict[str, Any], n: int, size: int
     bg = p["bg"][0] + t[..., None] * (p["bg"][1] - p["bg"][0]) + tex
     img = np.repeat(bg.astype(np.float32), n, axis=0)
 
+    def paint(
+        cx: Any,
+        cy: Any,
+        rx: Any,
+        ry: Any,
+        colour: Any,
+        angle: Any = 0.0,
+        opacity: float = 1.0,
+        within: tuple[Any, ...] | None = None,
+    ) -> None:
+        # Only the bounding window of the ellipse (over all frames) is computed: features are small.
+        reach = np.max(np.maximum(rx, ry)) + px
+        rows = slice(
+            max(0, int((np.min(cy) - reach) * size)), max(0, int(np.ceil((np.max(cy) + reach) * size)))
+        )
+        cols = slice(
+            max(0, int((np.min(cx) - reach) * size)), max(0, int(np.ceil((np.max(cx) + reach) * size)))
+        )
+        alpha = opacity * _ellipse(x[..., cols], y[:, rows], cx, cy, rx, ry, px, angle)
+        if within is not None:
+            alpha *= _ellipse(x[..., cols], y[:, rows], *within, px)
+        _paint(img[:, rows, cols], alpha, colour)
+
     skin, hair = p["skin"], p["hair"]
-    _paint(img, _ellipse(x, y, cx, cy + ry * 1.8, rx * 2.0, ry * 0.95, px), p["shirt"])
-    _paint(img, _ellipse(x, y, cx, cy + ry * 0.9, rx * 0.45, ry * 0.6, px), skin * 0.78)
+    paint(cx, cy + ry * 1.8, rx * 2.0, ry * 0.95, p["shirt"])
+    paint(cx, cy + ry * 0.9, rx * 0.45, ry * 0.6, skin * 0.78)
     if p["long_hair"]:
-        _paint(img, _ellipse(x, y, cx, cy + ry * 0.15, rx * 1.22, ry * 1.12, px), hair * 0.85)
+        paint(cx, cy + ry * 0.15, rx * 1.22, ry * 1.12, hair * 0.85)
     for s in (-1, 1):
-        _paint(img, _ellipse(x, y, cx + s * rx * 0.97, cy, rx * 0.14, ry * 0.17, px), skin * 0.88)
+        paint(cx + s * rx * 0.97, cy, rx * 0.14, ry * 0.17, skin * 0.88)
 
     u, v = (x - cx) / rx, (y - cy) / ry
     nz = np.sqrt(np.clip(1.0 - u**2 - v**2, 0.0, 1.0))
@@ -139,43 +164,34 @@ def _render_video(rng: np.random.Generator, p: dict[str, Any], n: int, size: int
     light /= np.linalg.norm(light, axis=1, keepdims=True)
     lx, ly, lz = (light[:, i, None, None].astype(np.float32) for i in range(3))
     shade = 0.6 + 0.45 * np.clip(lx * u + ly * v + lz * nz, 0.0, 1.0)
-    face = skin * shade[..., None]
-    face += (
-        0.12 * _ellipse(x, y, cx, cy + 0.25 * ry, rx * 0.75, ry * 0.25, 0.2)[..., None] * [0.3, -0.1, -0.1]
-    )
-    alpha = _ellipse(x, y, cx, cy, rx, ry, px)[..., None]
-    img += alpha * (face - img)
+    blush = _ellipse(x, y, cx, cy + 0.25 * ry, rx * 0.75, ry * 0.25, 0.2)
+    face = skin * shade[..., None] + 0.12 * blush[..., None] * np.array([0.3, -0.1, -0.1], np.float32)
+    face_alpha = _ellipse(x, y, cx, cy, rx, ry, px)
+    img += face_alpha[..., None] * (face - img)
 
     if p["beard"]:
-        lower = np.clip((y - cy - 0.2 * ry) / (0.15 * ry), 0, 1)
-        _paint(img, 0.6 * lower * _ellipse(x, y, cx, cy, rx, ry, px), hair)
+        _paint(img, 0.6 * np.clip((y - cy - 0.2 * ry) / (0.15 * ry), 0, 1) * face_alpha, hair)
     if not p["bald"]:
         line = cy - ry * p["hairline"] + 0.35 * ry * ((x - cx) / rx) ** 2
         cap = _ellipse(x, y, cx, cy - ry * 0.12, rx * 1.08, ry * 0.98, px) * np.clip((line - y) / px, 0, 1)
-        strands = 1.0 + 0.12 * np.sin((x - cx) * size * 1.7 + 3.0 * y)[..., None]
+        strands = 1.0 + p["strands"] * np.sin((x - cx) * size * p["strand_freq"] + 3.0 * y)[..., None]
         img += cap[..., None] * (hair * strands - img)
 
     ex, ey, er = p["eye_dx"] * rx, cy - p["eye_dy"] * ry, p["eye_r"] * rx
-    eye_open = np.where(rng.uniform(size=(n, 1, 1)) < 0.1, 0.25, f(0.8, 1.0))
+    eye_h = er * np.where(rng.uniform(size=(n, 1, 1)) < 0.1, 0.15, f(0.45, 0.6))
     gaze = f(-0.25, 0.25) * er
     for s in (-1, 1):
-        brow = _ellipse(
-            x, y, cx + s * ex, ey - 0.8 * er - 0.06 * ry, er * 1.3, 0.22 * er, px, s * p["brow_tilt"]
-        )
-        _paint(img, brow, hair * 0.7)
-        sclera = _ellipse(x, y, cx + s * ex, ey, er, er * 0.55 * eye_open, px)
-        _paint(img, sclera, [0.93, 0.92, 0.88])
-        iris = _ellipse(x, y, cx + s * ex + gaze, ey, er * 0.5, er * 0.5, px) * sclera
-        _paint(img, iris, p["iris"])
-        _paint(img, _ellipse(x, y, cx + s * ex + gaze, ey, er * 0.22, er * 0.22, px) * sclera, [0.05] * 3)
-        nostril = _ellipse(x, y, cx + s * 0.07 * rx, cy + 0.3 * ry, 0.05 * rx, 0.03 * ry, px)
-        _paint(img, 0.5 * nostril, skin * 0.4)
-    nose = _ellipse(x, y, cx - 0.06 * rx * np.sign(p["light"][0]), cy + 0.1 * ry, 0.06 * rx, 0.22 * ry, px)
-    img *= 1.0 - 0.12 * nose[..., None]
+        paint(cx + s * ex, ey - 0.8 * er - 0.06 * ry, er * 1.3, 0.22 * er, hair * 0.7, s * p["brow_tilt"])
+        eye = (cx + s * ex, ey, er, eye_h)
+        paint(*eye, (0.93, 0.92, 0.88))
+        paint(cx + s * ex + gaze, ey, er * 0.5, er * 0.5, p["iris"], within=eye)
+        paint(cx + s * ex + gaze, ey, er * 0.22, er * 0.22, (0.05, 0.05, 0.05), within=eye)
+        paint(cx + s * 0.07 * rx, cy + 0.3 * ry, 0.05 * rx, 0.03 * ry, skin * 0.4, opacity=0.5)
+    paint(cx - 0.06 * rx * np.sign(p["light"][0]), cy + 0.1 * ry, 0.06 * rx, 0.22 * ry, 0.0, opacity=0.12)
 
     my, mw, mh = cy + p["mouth_y"] * ry, p["mouth_w"] * rx, p["mouth_h"] * ry * f(0.7, 1.3)
-    _paint(img, _ellipse(x, y, cx, my, mw, mh, px), skin * [0.85, 0.5, 0.5])
-    _paint(img, _ellipse(x, y, cx, my, mw * 0.9, np.maximum(mh * 0.25, px), px), [0.3, 0.1, 0.1])
+    paint(cx, my, mw, mh, skin * np.array([0.85, 0.5, 0.5], np.float32))
+    paint(cx, my, mw * 0.9, np.maximum(mh * 0.25, px), (0.3, 0.1, 0.1))
 
     img *= f(0.9, 1.1)[..., None] * rng.uniform(0.97, 1.03, (n, 1, 1, 3)).astype(np.float32)
     img += rng.normal(0.0, p["noise"], img.shape).astype(np.float32)
