@@ -18,7 +18,9 @@ def run_metrics(compose_cfg, base: Path, data_root: Path, *extra: str) -> dict:
 
 
 @pytest.mark.slow
-def test_same_seed_same_metrics_with_0_and_2_workers(compose_cfg, folder_dataset: Path, tmp_path: Path) -> None:
+def test_same_seed_same_metrics_with_0_and_2_workers(
+    compose_cfg, folder_dataset: Path, tmp_path: Path
+) -> None:
     keys = ("val/auc", "val/loss", "val/acc", "train/epoch_loss")
     runs = [
         run_metrics(compose_cfg, tmp_path / f"r{i}", folder_dataset, f"data.num_workers={w}", "seed=7")

@@ -33,7 +33,10 @@ def batches(n: int, size: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n * size, 3, 4, 4), generator=g, dtype=torch.uint8)
     labels = torch.randint(0, 2, (n * size,), generator=g)
-    return [(images[i : i + size], labels[i : i + size], torch.arange(i, i + size)) for i in range(0, n * size, size)]
+    return [
+        (images[i : i + size], labels[i : i + size], torch.arange(i, i + size))
+        for i in range(0, n * size, size)
+    ]
 
 
 def run(model: nn.Module, data: list, loop: LoopConfig, lr: float = 0.1, **kw) -> TrainState:
@@ -48,7 +51,10 @@ def test_accumulation_equals_one_big_batch() -> None:
     a = Linear()
     b = copy.deepcopy(a)
     data = batches(8, 4)
-    big = [(torch.cat([d[0] for d in data[i : i + 4]]), torch.cat([d[1] for d in data[i : i + 4]]), None) for i in (0, 4)]
+    big = [
+        (torch.cat([d[0] for d in data[i : i + 4]]), torch.cat([d[1] for d in data[i : i + 4]]), None)
+        for i in (0, 4)
+    ]
     state = run(a, data, LoopConfig(grad_clip_mode="off", accum_steps=4))
     run(b, big, LoopConfig(grad_clip_mode="off", accum_steps=1))
     assert state.global_step == 2
@@ -63,7 +69,10 @@ def test_short_last_window_still_steps_with_its_own_scale() -> None:
     data = batches(6, 4)  # windows of 4 + 2
     state = run(a, data, LoopConfig(grad_clip_mode="off", accum_steps=4))
     assert state.global_step == 2
-    big = [(torch.cat([d[0] for d in part]), torch.cat([d[1] for d in part]), None) for part in (data[:4], data[4:])]
+    big = [
+        (torch.cat([d[0] for d in part]), torch.cat([d[1] for d in part]), None)
+        for part in (data[:4], data[4:])
+    ]
     run(b, big, LoopConfig(grad_clip_mode="off"))
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-6)
@@ -75,7 +84,9 @@ def test_clipping_bounds_the_applied_gradient(mode: str, limit: float) -> None:
     model = Linear()
     before = [p.detach().clone() for p in model.parameters()]
     run(model, batches(1, 16), LoopConfig(grad_clip_mode=mode, grad_clip_max=limit), lr=1.0)
-    deltas = [(p.detach() - q) for p, q in zip(model.parameters(), before, strict=True)]  # = -grad with SGD lr 1
+    deltas = [
+        (p.detach() - q) for p, q in zip(model.parameters(), before, strict=True)
+    ]  # = -grad with SGD lr 1
     if mode == "norm":
         total = torch.sqrt(sum((d**2).sum() for d in deltas))
         assert total <= limit * (1 + 1e-5)
@@ -114,8 +125,12 @@ def test_cosine_with_linear_warmup_follows_the_curve() -> None:
 
 def test_step_multistep_constant_and_onecycle() -> None:
     step = _lrs("step", 40, warmup_epochs=0, step_epochs=1.0, gamma=0.5)
-    assert step[9] == pytest.approx(1.0) and step[10] == pytest.approx(0.5) and step[25] == pytest.approx(0.25)
-    multi = _lrs("multistep", 40, warmup_epochs=1.0, milestones=[2.0, 3.0], gamma=0.1, warmup_start_factor=0.5)
+    assert (
+        step[9] == pytest.approx(1.0) and step[10] == pytest.approx(0.5) and step[25] == pytest.approx(0.25)
+    )
+    multi = _lrs(
+        "multistep", 40, warmup_epochs=1.0, milestones=[2.0, 3.0], gamma=0.1, warmup_start_factor=0.5
+    )
     assert multi[0] == pytest.approx(0.5) and multi[15] == pytest.approx(1.0)
     assert multi[20] == pytest.approx(0.1) and multi[30] == pytest.approx(0.01)
     const = _lrs("constant", 30, warmup_steps=5, warmup_start_factor=0.2)
@@ -149,7 +164,11 @@ def test_early_stopping_on_a_scripted_sequence() -> None:
     assert stopped_at == 4  # epochs 3 and 4 fail to beat 0.80 by more than 0.01
     assert es.best == 0.80 and es.best_epoch == 2 and "best 0.8000 at epoch 2" in es.reason
     es_min = EarlyStopping("val/loss", mode="min", patience=1)
-    assert [es_min.step({"val/loss": v}, e) for e, v in enumerate([0.5, 0.4, 0.45], 1)] == [False, False, True]
+    assert [es_min.step({"val/loss": v}, e) for e, v in enumerate([0.5, 0.4, 0.45], 1)] == [
+        False,
+        False,
+        True,
+    ]
 
 
 def test_nan_loss_stops_with_a_message() -> None:

@@ -1,0 +1,125 @@
+"""Runner overhead: the project's training loop against a bare PyTorch AMP loop on the same tensors.
+
+Both loops train the same model on the same in-memory uint8 batches with the same precision and clipping;
+they alternate, and the reported figure is the median over pairs of (project steps/s) / (bare steps/s).
+
+    python benchmarks/overhead.py                      # CPU-sized defaults, under 2 minutes
+    python benchmarks/overhead.py --model resnet50 --img-size 224 --batch 128 --steps 50   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from deepfake.engine import LoopConfig, TrainState, train_epoch
+from deepfake.hardware import HardwareManager
+from deepfake.models import get_model
+from deepfake.tensorboard import TensorBoardLogger
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_loop(model, batches, precision, device) -> None:
+    """The reference: what a hand-written AMP loop does per step, nothing more."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = precision.scaler
+    for images, labels, _ in batches:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with precision.autocast():
+            logits = model(images)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        (scaler.scale(loss) if scaler else loss).backward()
+        if scaler:
+            scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(opt) if scaler else opt.step()
+        if scaler:
+            scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+
+def project_loop(model, batches, precision, device, logdir: str) -> None:
+    """The project's `train_epoch` with its default logging cadence writing real TensorBoard events."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    tb = TensorBoardLogger(logdir)
+    state = TrainState()
+    train_epoch(
+        model,
+        batches,
+        opt,
+        None,
+        precision,
+        state,
+        LoopConfig(),
+        device,
+        num_batches=len(batches),
+        log=tb.scalars,
+    )
+    tb.close()
+
+
+def timed(fn: Callable[[], None], device: torch.device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--img-size", type=int, default=64)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--pairs", type=int, default=5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="auto")
+    args = p.parse_args()
+
+    hw = HardwareManager(device=args.device)
+    hw.configure()
+    device, precision = hw.device, hw.precision(args.amp)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(
+        0, 256, (args.batch, 3, args.img_size, args.img_size), generator=g, dtype=torch.uint8
+    )
+    labels = torch.randint(0, 2, (args.batch,), generator=g)
+    batches = [(images.to(device), labels.to(device), torch.arange(args.batch))] * args.steps
+    base = get_model(args.model, img_size=args.img_size, channels_last=device.type == "cuda").to(device)
+    models = {"bare": copy.deepcopy(base), "project": copy.deepcopy(base)}
+    print(f"device {device} ({hw.reason}), precision {precision.name}, model {args.model} @ {args.img_size}px, "
+          f"batch {args.batch}, {args.steps} steps x {args.pairs} pairs")  # fmt: skip
+
+    with tempfile.TemporaryDirectory() as logdir:
+        runs = {
+            "bare": lambda: bare_loop(models["bare"], batches, precision, device),
+            "project": lambda: project_loop(models["project"], batches, precision, device, logdir),
+        }
+        for fn in runs.values():  # warm-up: allocator, cuDNN autotuning, first TensorBoard file
+            fn()
+        ratios = []
+        for i in range(args.pairs):
+            order = ("bare", "project") if i % 2 == 0 else ("project", "bare")
+            rate = {name: args.steps / timed(runs[name], device) for name in order}
+            ratios.append(rate["project"] / rate["bare"])
+            print(f"pair {i + 1}: bare {rate['bare']:.1f} steps/s, project {rate['project']:.1f} steps/s, "
+                  f"ratio {ratios[-1]:.3f}")  # fmt: skip
+    print(
+        f"overhead ratio (project / bare steps/s, median of {args.pairs} pairs): {statistics.median(ratios):.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
