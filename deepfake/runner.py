@@ -23,6 +23,7 @@ from deepfake.checkpoint import atomic_write, build_state, save_checkpoint, unwr
 from deepfake.config import Config, to_config
 from deepfake.engine import LoopConfig, TrainState, train_epoch, validate
 from deepfake.errors import UserError
+from deepfake.evaluation import evaluate_best
 from deepfake.hardware import HardwareManager
 from deepfake.metrics import detection_metrics
 from deepfake.monitor import EarlyStopping, improved
@@ -135,6 +136,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         _convert_="all",
     )
     data.setup()
+    unwrap(model).img_size = img_size  # the size the loaders feed: what predict and export must reproduce
+    # Scan the test sets now, so a wrong path fails before training rather than after it.
+    test_sets = data.setup_test_sets() if cfg.data.test_sets else []
     train_loader = data.train_dataloader()
     val_loader = data.eval_dataloader("val")
     val_videos = np.asarray(val_loader.dataset.videos, dtype=object)
@@ -204,9 +208,12 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
                 num_batches=num_batches, log=tb.scalars, ema=ema,
             )  # fmt: skip
             state.batch_in_epoch = 0
-            val = _evaluate(model, val_loader, precision, device, val_videos, "val")
+            labels, probs, index = validate(model, val_loader, precision, device)
+            val = _metrics(labels, probs, index, val_videos, "val", cfg)
             if ema is not None:
-                val.update(_evaluate(ema.module, val_loader, precision, device, val_videos, "val_ema"))
+                val.update(
+                    _metrics(*validate(ema.module, val_loader, precision, device), val_videos, "val_ema", cfg)
+                )
             monitored = val.get(tc.monitor)
             if monitored is None:
                 raise KeyError(
@@ -246,20 +253,18 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         best["epoch"],
         run_dir / "checkpoints",
     )
+    if test_sets and (run_dir / "checkpoints" / "best.pt").is_file():
+        evaluate_best(run_dir, model, data, test_sets, precision, device, cfg)
     log.info("inspect with: tensorboard --logdir %s", run_dir)
     return float(best["value"]) if best["value"] is not None else math.nan
 
 
-def _evaluate(
-    model: torch.nn.Module,
-    loader: Any,
-    precision: Any,
-    device: torch.device,
-    videos: np.ndarray,
-    prefix: str,
+def _metrics(
+    labels: np.ndarray, probs: np.ndarray, index: np.ndarray, videos: np.ndarray, prefix: str, cfg: DictConfig
 ) -> dict[str, float]:
-    labels, probs, index = validate(model, loader, precision, device)
-    return detection_metrics(labels, probs, videos[index], prefix=prefix)
+    return detection_metrics(
+        labels, probs, videos[index], prefix, cfg.eval.threshold, cfg.eval.video_aggregation
+    )
 
 
 def _write_metrics(
