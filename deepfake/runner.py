@@ -28,6 +28,7 @@ from deepfake.hardware import HardwareManager
 from deepfake.metrics import detection_metrics
 from deepfake.monitor import EarlyStopping, improved
 from deepfake.tensorboard import TensorBoardLogger
+from deepfake.tensorboard_views import best_scalars, log_run_start, log_val_epoch
 
 log = logging.getLogger("deepfake")
 
@@ -175,7 +176,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     best: dict[str, Any] = {"value": None, "epoch": None, "metrics": {}}
     tb = TensorBoardLogger(run_dir, enabled=cfg.logging.tensorboard)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    tb.text("config", f"```\n{config_yaml}\n```")
+    log_run_start(tb, cfg, config_yaml, train_loader)
     stop_reason = "completed"
     final: dict[str, float] = {}
     epoch_times: list[float] = []
@@ -225,7 +226,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
             if is_best:
                 best = {"value": monitored, "epoch": epoch + 1, "metrics": dict(val)}
             val["val/auc_best"] = best["metrics"].get("val/auc", math.nan)
-            tb.scalars(state.global_step, {**val, "train/epoch_loss": train_stats["train/epoch_loss"]})
+            tb.scalars(
+                state.global_step,
+                {**val, **best_scalars(best["metrics"]), "train/epoch_loss": train_stats["train/epoch_loss"]},
+            )
+            log_val_epoch(tb, state.global_step, epoch, labels, probs, index, val_loader.dataset, cfg)
             state.epoch = epoch + 1
             final = {**train_stats, **val, "epoch": epoch + 1}
             ckpt = checkpoint_state(val)
