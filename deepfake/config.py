@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from deepfake.errors import ConfigError
 
@@ -154,6 +154,17 @@ class LoggingConfig:
     tensorboard: bool = True
     progress: str = "auto"
     every_n_seconds: float = 30.0
+    images_every_n_epochs: int = 1
+    num_images: int = 16
+
+
+@dataclass
+class EvalConfig:
+    video_aggregation: str = "mean"
+    threshold: float = 0.5
+    bootstrap_samples: int = 1000
+    confidence: float = 0.95
+    out_dir: str | None = None
 
 
 @dataclass
@@ -170,11 +181,37 @@ class Config:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
+class EvaluateConfig(Config):
+    """`evaluate.py`: the training config (taken from the checkpoint) plus the checkpoint to score."""
+
+    checkpoint: str = MISSING
+
+
+@dataclass
+class PredictConfig:
+    """`predict.py`: everything else (architecture, size, normalisation) comes from the checkpoint."""
+
+    checkpoint: str = MISSING
+    input: str = MISSING
+    output: str = "preds.csv"
+    format: str | None = None
+    threshold: float = 0.5
+    batch_size: int = 64
+    num_workers: int = -1
+    amp: str = "auto"
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
 
 
 def register_configs() -> None:
-    """Register the schema so `conf/train.yaml` can name it first in its defaults list."""
-    ConfigStore.instance().store(name="train_schema", node=Config)
+    """Register the schemas so `conf/{train,evaluate,predict}.yaml` can name them first in their defaults."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=Config)
+    store.store(name="evaluate_schema", node=EvaluateConfig)
+    store.store(name="predict_schema", node=PredictConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -186,6 +223,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "training.scheduler.name": ("cosine", "step", "multistep", "plateau", "onecycle", "constant"),
     "logging.progress": ("auto", "rich", "plain", "off"),
     "data.kind": ("synthetic", "folder"),
+    "eval.video_aggregation": ("mean", "max", "median"),
 }
 _POSITIVE: tuple[str, ...] = (
     "training.batch_size",
@@ -205,6 +243,9 @@ _NON_NEGATIVE: tuple[str, ...] = (
     "training.early_stopping.min_delta",
     "backup.every_n_epochs",
     "backup.keep_last",
+    "logging.images_every_n_epochs",
+    "logging.num_images",
+    "eval.bootstrap_samples",
 )
 
 
@@ -245,6 +286,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"training.eval_batch_size must be > 0 (got {cfg.training.eval_batch_size})")
     if cfg.training.grad_clip.mode != "off" and cfg.training.grad_clip.max <= 0:
         raise ConfigError(f"training.grad_clip.max must be > 0 (got {cfg.training.grad_clip.max})")
+    if not 0.0 < cfg.eval.threshold < 1.0:
+        raise ConfigError(f"eval.threshold must be in (0, 1) (got {cfg.eval.threshold})")
+    if not 0.0 < cfg.eval.confidence < 1.0:
+        raise ConfigError(f"eval.confidence must be in (0, 1), e.g. 0.95 (got {cfg.eval.confidence})")
     if cfg.data.kind != "synthetic" and not cfg.data.root:
         raise ConfigError(
             f"data.root is not set for data.kind={cfg.data.kind}: pass data.root=/path/to/dataset"

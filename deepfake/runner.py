@@ -23,11 +23,13 @@ from deepfake.checkpoint import atomic_write, build_state, save_checkpoint, unwr
 from deepfake.config import Config, to_config
 from deepfake.engine import LoopConfig, TrainState, train_epoch, validate
 from deepfake.errors import UserError
+from deepfake.evaluation import evaluate_best
 from deepfake.hardware import HardwareManager
 from deepfake.memory import OutOfMemory, fit_batch_size, oom_message, probe_step
 from deepfake.metrics import detection_metrics
 from deepfake.monitor import EarlyStopping, improved
 from deepfake.tensorboard import TensorBoardLogger
+from deepfake.tensorboard_views import best_scalars, log_run_start, log_val_epoch
 
 log = logging.getLogger("deepfake")
 
@@ -143,6 +145,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         _convert_="all",
     )
     data.setup()
+    unwrap(model).img_size = img_size  # the size the loaders feed: what predict and export must reproduce
+    # Scan the test sets now, so a wrong path fails before training rather than after it.
+    test_sets = data.setup_test_sets() if cfg.data.test_sets else []
     train_loader = data.train_dataloader()
     val_loader = data.eval_dataloader("val")
     val_videos = np.asarray(val_loader.dataset.videos, dtype=object)
@@ -179,7 +184,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     best: dict[str, Any] = {"value": None, "epoch": None, "metrics": {}}
     tb = TensorBoardLogger(run_dir, enabled=cfg.logging.tensorboard)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    tb.text("config", f"```\n{config_yaml}\n```")
+    log_run_start(tb, cfg, config_yaml, train_loader)
     stop_reason = "completed"
     final: dict[str, float] = {}
     epoch_times: list[float] = []
@@ -212,9 +217,12 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
                 num_batches=num_batches, log=tb.scalars, ema=ema,
             )  # fmt: skip
             state.batch_in_epoch = 0
-            val = _evaluate(model, val_loader, precision, device, val_videos, "val")
+            labels, probs, index = validate(model, val_loader, precision, device)
+            val = _metrics(labels, probs, index, val_videos, "val", cfg)
             if ema is not None:
-                val.update(_evaluate(ema.module, val_loader, precision, device, val_videos, "val_ema"))
+                val.update(
+                    _metrics(*validate(ema.module, val_loader, precision, device), val_videos, "val_ema", cfg)
+                )
             monitored = val.get(tc.monitor)
             if monitored is None:
                 raise KeyError(
@@ -226,7 +234,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
             if is_best:
                 best = {"value": monitored, "epoch": epoch + 1, "metrics": dict(val)}
             val["val/auc_best"] = best["metrics"].get("val/auc", math.nan)
-            tb.scalars(state.global_step, {**val, "train/epoch_loss": train_stats["train/epoch_loss"]})
+            tb.scalars(
+                state.global_step,
+                {**val, **best_scalars(best["metrics"]), "train/epoch_loss": train_stats["train/epoch_loss"]},
+            )
+            log_val_epoch(tb, state.global_step, epoch, labels, probs, index, val_loader.dataset, cfg)
             state.epoch = epoch + 1
             final = {**train_stats, **val, "epoch": epoch + 1}
             ckpt = checkpoint_state(val)
@@ -257,20 +269,18 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         best["epoch"],
         run_dir / "checkpoints",
     )
+    if test_sets and (run_dir / "checkpoints" / "best.pt").is_file():
+        evaluate_best(run_dir, model, data, test_sets, precision, device, cfg)
     log.info("inspect with: tensorboard --logdir %s", run_dir)
     return float(best["value"]) if best["value"] is not None else math.nan
 
 
-def _evaluate(
-    model: torch.nn.Module,
-    loader: Any,
-    precision: Any,
-    device: torch.device,
-    videos: np.ndarray,
-    prefix: str,
+def _metrics(
+    labels: np.ndarray, probs: np.ndarray, index: np.ndarray, videos: np.ndarray, prefix: str, cfg: DictConfig
 ) -> dict[str, float]:
-    labels, probs, index = validate(model, loader, precision, device)
-    return detection_metrics(labels, probs, videos[index], prefix=prefix)
+    return detection_metrics(
+        labels, probs, videos[index], prefix, cfg.eval.threshold, cfg.eval.video_aggregation
+    )
 
 
 def _write_metrics(

@@ -1,11 +1,24 @@
-"""A thin TensorBoard writer: scalars keyed by optimizer step, text, and nothing when disabled."""
+"""A thin TensorBoard writer: scalars keyed by optimizer step, text, hparams, curves, figures, images.
+
+Every method is a no-op when disabled (TensorBoard off, or a process other than rank 0), so callers never
+branch on it.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+from torchvision.utils import make_grid
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class TensorBoardLogger:
@@ -24,6 +37,37 @@ class TensorBoardLogger:
     def text(self, tag: str, text: str, step: int = 0) -> None:
         if self.writer is not None:
             self.writer.add_text(tag, text, step)
+
+    def hparams(self, params: Mapping[str, Any], metric_tags: Sequence[str]) -> None:
+        """Record hyperparameters in this run, not a sub-run (what `SummaryWriter.add_hparams` would make).
+
+        As Lightning does: the experiment, session-start and session-end summaries go to the main file
+        writer, and the HParams tab reads each metric as the last value of the scalar with that tag here,
+        so the table fills in as training logs `metric_tags`.
+        """
+        if self.writer is None:
+            return
+        experiment, start, end = hparams(dict(params), {tag: 0.0 for tag in metric_tags})
+        for summary in (experiment, start, end):
+            self.writer.file_writer.add_summary(summary)
+
+    def pr_curve(self, tag: str, labels: np.ndarray, probs: np.ndarray, step: int) -> None:
+        """Precision-recall curve with fake (label 1) as the positive class."""
+        if self.writer is not None and len(labels):
+            self.writer.add_pr_curve(tag, np.asarray(labels).astype(bool), np.asarray(probs), step)
+
+    def figure(self, tag: str, figure: Figure, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_figure(tag, figure, step, close=False)
+
+    def image_grid(self, tag: str, images: torch.Tensor, step: int, nrow: int = 8) -> None:
+        """A grid of uint8 (N, 3, H, W) images, shown as they entered the model (before normalisation)."""
+        if self.writer is not None and len(images):
+            self.writer.add_image(tag, make_grid(images, nrow=nrow, padding=2), step)
+
+    def custom_scalars(self, layout: dict[str, dict[str, list]]) -> None:
+        if self.writer is not None:
+            self.writer.add_custom_scalars(layout)
 
     def flush(self) -> None:
         if self.writer is not None:

@@ -87,3 +87,50 @@ def run_cli(
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
     )
+
+
+def make_flat_test_set(root: Path, videos: int = 4, frames: int = 3, seed: int = 0) -> Path:
+    """A test set laid out as `root/{real,fake}/...` (no split folders), where every third image is drawn as
+    the other class, so AUC and accuracy sit strictly between 0 and 1; plus one loose image (its own video)."""
+    rng = np.random.default_rng(seed)
+    for v in range(videos):
+        for f in range(frames):
+            flipped = (v + f) % 3 == 0
+            write_face(root / "real" / f"r{v:02d}" / f"{f:03d}.png", int(flipped), rng)
+            method = "NeuralTextures" if v % 2 else "Face2Face"
+            write_face(root / "fake" / method / f"f{v:02d}" / f"{f:03d}.jpg", int(not flipped), rng)
+    write_face(root / "real" / "loose.png", 0, rng)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One finished run (tiny model, 2 epochs) whose last step scored two test sets; shared, read-only, by the
+    evaluate, predict, export and TensorBoard tests. Keys: run, data, celebdf (dataset root), dfdc (flat)."""
+    from train import train
+
+    base = tmp_path_factory.mktemp("trained")
+    paths = {
+        "data": make_folder_dataset(base / "ffpp"),
+        "celebdf": make_folder_dataset(base / "celebdf", videos=3, seed=1),
+        "dfdc": make_flat_test_set(base / "dfdc", seed=2),
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEEPFAKE_CACHE", str(base / "cache"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(
+                config_name="train",
+                overrides=[
+                    *FAST,
+                    "data=folder",
+                    f"data.root={paths['data']}",
+                    f"base_path={base}",
+                    f"data.test_sets=[{paths['celebdf']},{paths['dfdc']}]",
+                    "eval.bootstrap_samples=200",
+                ],
+            )
+        train(cfg)
+    runs = [p for p in (base / "outputs").glob("*/*") if p.is_dir()]
+    assert len(runs) == 1, runs
+    return {"run": runs[0], **paths}

@@ -75,6 +75,7 @@ class DataModule:
         self.seed = seed
         self.pin_memory = pin_memory
         self.samples: dict[str, list[Sample]] = {}
+        self.test_samples: dict[str, list[Sample]] = {}
 
     def setup(self) -> None:
         """Resolve the root (generating the synthetic set once) and scan every split present."""
@@ -93,6 +94,51 @@ class DataModule:
                 fake,
                 root,
             )
+
+    def setup_test_sets(self) -> list[str]:
+        """Scan what evaluation reports on: each of `test_sets`, else this dataset's test split; returns names.
+
+        A set is named after its folder (made unique), which names its `eval/<set>/` results folder.
+        """
+        self.test_samples = {}
+        if not self.test_sets:
+            root = self._resolve_root()
+            if not (root / self.splits["test"]).is_dir():
+                raise DataError(
+                    f"{root} has no '{self.splits['test']}' split to evaluate; "
+                    "name the test sets instead: 'data.test_sets=[/path/to/set, ...]'"
+                )
+            self.test_samples["test"] = scan_split(root, self.splits["test"], self.real_dirs, self.fake_dirs)
+        for source in self.test_sets:
+            path = Path(source).expanduser()
+            base = name = path.name or "test"
+            n = 1
+            while name in self.test_samples:
+                n += 1
+                name = f"{base}_{n}"
+            self.test_samples[name] = self._scan_test_set(path)
+        for name, samples in self.test_samples.items():
+            fake = sum(s.label for s in samples)
+            log.info(
+                "test set %s: %d images (%d real, %d fake)", name, len(samples), len(samples) - fake, fake
+            )
+        return list(self.test_samples)
+
+    def _scan_test_set(self, path: Path) -> list[Sample]:
+        """A dataset root with a test split folder, or a split folder itself (`<path>/{real,fake}/**`)."""
+        if not path.is_dir():
+            raise DataError(
+                f"data.test_sets entry {path} is not a folder; pass a dataset root ({FOLDER_LAYOUT}) "
+                "or a folder holding the class folders (<set>/real/..., <set>/fake/...)"
+            )
+        if (path / self.splits["test"]).is_dir():
+            return scan_split(path, self.splits["test"], self.real_dirs, self.fake_dirs)
+        return scan_split(path.parent, path.name, self.real_dirs, self.fake_dirs)
+
+    def test_dataloader(self, name: str) -> DataLoader:
+        """Loader over one set from `setup_test_sets`, in sample order, with the evaluation transform."""
+        ds = FaceDataset(self.test_samples[name], eval_transform(self.img_size), decode_size=self.img_size)
+        return self._loader(ds, EpochSampler(len(ds), shuffle=False), self.eval_batch_size, drop_last=False)
 
     def _resolve_root(self) -> Path:
         if self.kind == "synthetic":

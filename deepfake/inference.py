@@ -1,0 +1,107 @@
+"""Rebuild a trained detector from what its checkpoint carries, so no training config needs repeating.
+
+A checkpoint (`.pt` from training, or `.safetensors` from `deepfake.export`) holds the weights, the timm
+`architecture`, the `preprocess` the loaders applied (input size, mean, std) and the resolved run config; the
+model is rebuilt from those alone. Evaluate, predict and export all load through here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from deepfake.checkpoint import load_checkpoint
+from deepfake.errors import UserError
+from deepfake.models import DeepfakeDetector, get_model
+
+#: Model keys that shape the network or its memory layout; the rest (pretrained, compile, ...) only train.
+_BUILD_KEYS = ("dropout_rate", "drop_path_rate", "img_size", "channels_last")
+
+
+@dataclass
+class LoadedDetector:
+    model: DeepfakeDetector
+    path: Path  # the checkpoint file
+    config: DictConfig | None  # the training run's resolved config, when the checkpoint has one
+    checkpoint: dict[str, Any]  # everything else the file holds (metrics, train_state, ...)
+
+    @property
+    def img_size(self) -> int:
+        return int(self.model.img_size)
+
+    @property
+    def run_dir(self) -> Path:
+        """The training run directory: `<run>/checkpoints/x.pt` -> `<run>`; a loose file -> its folder."""
+        folder = self.path.parent
+        return folder.parent if folder.name == "checkpoints" else folder
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given, or a run directory's `checkpoints/best.pt`."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "best.pt", path / "best.pt"):
+            if candidate.is_file():
+                return candidate
+        raise UserError(
+            f"{path} holds no checkpoints/best.pt (did its first epoch finish?); "
+            f"pass a checkpoint file instead, e.g. checkpoint={path / 'checkpoints' / 'last.pt'}"
+        )
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; pass a run directory or a .pt/.safetensors file")
+    return path
+
+
+def load_detector(path: str | Path) -> LoadedDetector:
+    """Load and rebuild a detector on the CPU, in eval mode, with the checkpoint's own preprocessing."""
+    path = resolve_checkpoint(path)
+    state = _read_safetensors(path) if path.suffix == ".safetensors" else load_checkpoint(path)
+    for key in ("model", "architecture", "preprocess"):
+        if not state.get(key):
+            raise UserError(f"{path} is not a deepfake detector checkpoint: it has no '{key}'")
+    config = OmegaConf.create(state["config"]) if state.get("config") else None
+    model = build_detector(state["architecture"], state["preprocess"], config)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise UserError(
+            f"the weights in {path} do not fit architecture {state['architecture']}: {str(e)[:300]}"
+        ) from None
+    return LoadedDetector(model=model.eval(), path=path.resolve(), config=config, checkpoint=state)
+
+
+def build_detector(
+    architecture: str, preprocess: dict[str, Any], config: DictConfig | None
+) -> DeepfakeDetector:
+    """An untrained detector shaped like the saved one, normalising exactly as its training loaders did."""
+    model_cfg = config.get("model", {}) if config is not None else {}
+    kwargs = {k: model_cfg[k] for k in _BUILD_KEYS if model_cfg.get(k) is not None}
+    kwargs.setdefault("img_size", int(preprocess["img_size"]))
+    model = get_model(architecture=architecture, pretrained=False, **kwargs)
+    model.img_size = int(preprocess["img_size"])
+    with torch.no_grad():
+        model.mean.copy_(torch.tensor(preprocess["mean"]).view_as(model.mean))
+        model.std.copy_(torch.tensor(preprocess["std"]).view_as(model.std))
+    return model
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a Mapping)
+    except Exception as e:
+        raise UserError(f"{path} cannot be read as safetensors ({type(e).__name__}: {e})") from None
+    return {
+        "model": weights,
+        "architecture": meta.get("architecture", ""),
+        "preprocess": json.loads(meta.get("preprocess", "{}")),
+        "config": meta.get("config", ""),
+    }

@@ -1,0 +1,96 @@
+"""deepfake.export: every format gives the probabilities the checkpoint gives, on the same uint8 images."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deepfake.data.dataset import FaceDataset
+from deepfake.data.samples import scan_split
+from deepfake.data.transforms import eval_transform
+from deepfake.errors import ConfigError
+from deepfake.export import export
+from deepfake.inference import load_detector
+from tests.conftest import ROOT, run_cli
+
+HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript"))
+
+
+def sample_images(trained_run: dict) -> torch.Tensor:
+    """A batch of real test images, decoded the way evaluation decodes them (uint8, the saved size)."""
+    samples = scan_split(trained_run["celebdf"], "test", ["real"], ["fake"])[:7]
+    dataset = FaceDataset(samples, eval_transform(32), decode_size=32)
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+
+def reference_probs(trained_run: dict, images: torch.Tensor) -> np.ndarray:
+    model = load_detector(trained_run["run"]).model
+    with torch.no_grad():
+        return torch.sigmoid(model(images)).numpy()
+
+
+@pytest.mark.slow
+def test_safetensors_via_the_command_line_reloads_to_the_same_probabilities(
+    trained_run: dict, tmp_path: Path
+) -> None:
+    proc = run_cli(
+        [
+            "-m",
+            "deepfake.export",
+            f"checkpoint={trained_run['run']}",
+            "format=safetensors",
+            f"output={tmp_path / 'm.safetensors'}",
+        ],
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = load_detector(tmp_path / "m.safetensors")
+    assert loaded.model.architecture == "test_resnet" and loaded.img_size == 32
+    assert "dropout_rate" in loaded.config.model
+    images = sample_images(trained_run)
+    with torch.no_grad():
+        probs = torch.sigmoid(loaded.model(images)).numpy()
+    np.testing.assert_allclose(probs, reference_probs(trained_run, images), rtol=0, atol=1e-7)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated")
+def test_torchscript_runs_without_the_package_and_gives_the_same_probabilities(trained_run: dict) -> None:
+    out = export(trained_run["run"], "torchscript")
+    assert out == trained_run["run"] / "export" / "best.torchscript.pt"
+    extra = {"preprocess.json": ""}
+    scripted = torch.jit.load(str(out), _extra_files=extra)
+    assert json.loads(extra["preprocess.json"])["img_size"] == 32
+    images = sample_images(trained_run)
+    with torch.no_grad():
+        probs = scripted(images).numpy()
+    assert probs.shape == (len(images),)  # traced with a batch of 2, runs any batch size
+    np.testing.assert_allclose(probs, reference_probs(trained_run, images), rtol=0, atol=1e-6)
+    out.unlink()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_ONNX, reason="onnx export needs the optional onnx and onnxscript packages")
+def test_onnx_gives_the_same_probabilities(trained_run: dict, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    out = export(trained_run["run"], "onnx", tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(out))
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["preprocess"])["img_size"] == 32 and meta["architecture"] == "test_resnet"
+    images = sample_images(trained_run)
+    (probs,) = session.run(None, {"images": images.numpy()})
+    np.testing.assert_allclose(probs, reference_probs(trained_run, images), rtol=0, atol=1e-5)
+
+
+def test_unknown_format_and_missing_onnx_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="format='tflite' is not one of safetensors, torchscript, onnx"):
+        export(tmp_path, "tflite")
+    if not HAS_ONNX:
+        with pytest.raises(ConfigError, match=r"format=onnx needs .*pip install onnx onnxscript"):
+            export(tmp_path, "onnx")
