@@ -43,7 +43,9 @@ class OutOfMemory(UserError):
     """CUDA ran out of memory; the message says what to change."""
 
 
-def probe_step(model: nn.Module, precision: Precision, device: torch.device, img_size: int) -> Callable[[int], None]:
+def probe_step(
+    model: nn.Module, precision: Precision, device: torch.device, img_size: int
+) -> Callable[[int], None]:
     """One forward/backward pass at a batch size on random uint8 input: what a training step allocates."""
 
     def step(batch_size: int) -> None:
@@ -57,7 +59,9 @@ def probe_step(model: nn.Module, precision: Precision, device: torch.device, img
     return step
 
 
-def fit_batch_size(step: Callable[[int], None], batch_size: int, device: torch.device, min_size: int = 1) -> int:
+def fit_batch_size(
+    step: Callable[[int], None], batch_size: int, device: torch.device, min_size: int = 1
+) -> int:
     """Halve `batch_size` until `step(batch_size)` runs without CUDA OOM; return the size that fitted."""
     size = batch_size
     while True:
