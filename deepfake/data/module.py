@@ -17,6 +17,7 @@ from deepfake.data.dataset import EpochSampler, FaceDataset
 from deepfake.data.samples import FOLDER_LAYOUT, Sample, scan_split
 from deepfake.data.transforms import eval_transform, train_transform
 from deepfake.errors import DataError
+from deepfake.interrupt import ignore_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,10 @@ class DataModule:
             drop_last=drop_last,
             persistent_workers=self.persistent_workers and workers > 0,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
+            # Own generator: creating an iterator must not draw from the global RNG, which a mid-epoch
+            # resume restores; workers ignore Ctrl-C/SIGTERM so the main process can stop gracefully.
+            generator=torch.Generator().manual_seed(self.seed),
+            worker_init_fn=ignore_in_worker if workers > 0 else None,
         )
 
 
