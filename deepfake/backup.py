@@ -136,6 +136,16 @@ class ProjectBackup:
         self._sync_mirror()
         return dest
 
+    def exit_backup(self, reason: str, epoch: int | None, global_step: int | None) -> None:
+        """The original design's `finally: backup_manager.create_backup()`: after a crash it must not
+        hide the error that ended the run, so its own failure is only logged."""
+        try:
+            self.create_backup(reason, epoch, global_step)
+        except Exception:
+            if reason != "crash":
+                raise
+            log.exception("the crash backup failed too")
+
     def _sync_mirror(self) -> None:
         if self.mirror is not None and self.mirror.sync_backups(self.folder):
             last = self.run_dir / "checkpoints" / "last.pt"

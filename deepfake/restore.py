@@ -90,7 +90,9 @@ def _read_members(archive: Path, tar: tarfile.TarFile, dest: Path | None) -> dic
         raise UserError(f"{archive} is empty")
     missing = sorted(set(manifest["files"]) - seen)
     if missing:
-        raise UserError(f"{archive} lacks members its manifest lists: {', '.join(missing[:5])}")
+        raise UserError(
+            f"{archive} is damaged or truncated: it lacks members its manifest lists ({', '.join(missing[:5])})"
+        )
     return manifest
 
 

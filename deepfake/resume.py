@@ -26,10 +26,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from deepfake.checkpoint import load_checkpoint, set_rng_state, unwrap
+from deepfake.checkpoint import Checkpointer, load_checkpoint, set_rng_state, unwrap
 from deepfake.config import Config, to_config
+from deepfake.engine import TrainState
 from deepfake.errors import ConfigError, UserError
 from deepfake.models import resolve_architecture
+from deepfake.monitor import EarlyStopping
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +264,18 @@ def restore_training(
             unwrap(ema.module).load_state_dict(state["ema"])
         else:
             log.info("EMA enabled on resume: it starts from the current weights")
+
+
+def restore_progress(
+    resume: Resume, state: TrainState, early: EarlyStopping, checkpoints: Checkpointer
+) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """Counters, early stopping and top-k from the checkpoint; returns (best, last metrics, seconds so far)."""
+    ts, monitor = resume.train_state, resume.state["monitor"]
+    state.epoch, state.global_step = ts["epoch"], ts["global_step"]
+    state.batch_in_epoch, state.skipped_steps = ts["batch_in_epoch"], ts.get("skipped_steps", 0)
+    early.load_state_dict(monitor["early_stopping"])
+    checkpoints.top_k = list(monitor.get("top_k", []))
+    return monitor["best"], dict(resume.state.get("metrics") or {}), ts.get("elapsed_s", 0.0)
 
 
 def restore_rng(resume: Resume) -> None:

@@ -37,6 +37,7 @@ from deepfake.resume import (
     find_auto_resume,
     load_resume,
     needs_replan,
+    restore_progress,
     restore_rng,
     restore_training,
     resume_command,
@@ -212,14 +213,7 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
             resume, model=model, optimizer=optimizer, scheduler=scheduler, scaler=precision.scaler, ema=ema,
             replan=needs_replan(resume, cfg, steps_per_epoch),
         )  # fmt: skip
-        ts, monitor = resume.train_state, resume.state["monitor"]
-        state.epoch, state.global_step = ts["epoch"], ts["global_step"]
-        state.batch_in_epoch, state.skipped_steps = ts["batch_in_epoch"], ts.get("skipped_steps", 0)
-        best = monitor["best"]
-        early.load_state_dict(monitor["early_stopping"])
-        ckpts.top_k = list(monitor.get("top_k", []))
-        final = dict(resume.state.get("metrics") or {})
-        elapsed_before = ts.get("elapsed_s", 0.0)
+        best, final, elapsed_before = restore_progress(resume, state, early, ckpts)
         log.info(
             "resuming from %s: epoch %d, batch %d of %d, global step %d",
             resume.path, state.epoch + 1, state.batch_in_epoch, num_batches, state.global_step,
@@ -230,7 +224,7 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
     )
     if resume is None:
         tb.text("config", f"```\n{config_yaml}\n```")
-    backup = instantiate(
+    backup: ProjectBackup = instantiate(
         cfg.backup, run_dir=run_dir, base_path=cfg.base_path, config_yaml=config_yaml, overrides=overrides,
         _convert_="all",
     )  # fmt: skip
@@ -324,13 +318,15 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
                 eta = float(np.mean(epoch_times)) * (tc.num_epochs - epoch - 1)
                 log.info(epoch_line(epoch, tc.num_epochs, train_stats, val, epoch_times[-1], eta))
                 if backup.due(epoch + 1):
-                    _write_metrics(run_dir, cfg, final, best, "running", state, elapsed_before + t0 - t_start)
+                    elapsed = elapsed_before + time.perf_counter() - t_start
+                    _write_metrics(run_dir, cfg, final, best, "running", state, elapsed)
                     backup.create_backup("epoch", state.epoch, state.global_step)
                 if stop_early:
                     stop_reason = early.reason or "early stopping"
                     log.info(stop_reason)
                     break
-            if interrupt():
+            finished = state.epoch >= tc.num_epochs or (tc.early_stopping.enabled and early.stopped)
+            if interrupt() and not finished:
                 outcome = "interrupt"
                 stop_reason = f"interrupted by {signal.Signals(interrupt.signum).name}"
                 save("interrupt")
@@ -348,7 +344,7 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
             if outcome in ("interrupt", "crash") or (
                 outcome == "end" and progressed and backup.last_step != state.global_step
             ):
-                _backup_quietly(backup, outcome, state)
+                backup.exit_backup(outcome, state.epoch, state.global_step)
 
     if outcome == "interrupt":
         assert interrupt.signum is not None
@@ -367,16 +363,6 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
     )
     log.info("inspect with: tensorboard --logdir %s", run_dir)
     return float(best["value"]) if best["value"] is not None else math.nan
-
-
-def _backup_quietly(backup: ProjectBackup, reason: str, state: TrainState) -> None:
-    """The exit backup (the original design's `finally`): it must not hide the error that ended the run."""
-    try:
-        backup.create_backup(reason, state.epoch, state.global_step)
-    except Exception:
-        if reason != "crash":
-            raise
-        log.exception("the crash backup failed too")
 
 
 def _evaluate(

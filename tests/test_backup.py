@@ -7,6 +7,7 @@ import json
 import logging
 import multiprocessing
 import os
+import random
 import shutil
 import tarfile
 import tempfile
@@ -24,19 +25,22 @@ from deepfake.errors import ConfigError, UserError
 from deepfake.restore import read_archive, restore
 from deepfake.runner import train
 from tests.conftest import ROOT, make_folder_dataset, run_cli
-from tests.test_resume import make_config, run_dir_of
+from tests.runs import make_config, restore_torch_globals, run_dir_of
+
+__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
 
 
 def fake_run(root: Path, step: int = 5) -> Path:
     """A run directory with the files a backup picks up, without training."""
+    rng = random.Random(step)
     (root / ".hydra").mkdir(parents=True)
     (root / ".hydra" / "overrides.yaml").write_text("- training.num_epochs=3\n")
     (root / "train.log").write_text("epoch 1/3\n")
     (root / "metrics.json").write_text(json.dumps({"stop_reason": "running", "global_step": step}))
     (root / "checkpoints").mkdir()
-    (root / "checkpoints" / "last.pt").write_bytes(os.urandom(4096))
-    (root / "checkpoints" / "best.pt").write_bytes(os.urandom(2048))
-    (root / "checkpoints" / "epoch_001.pt").write_bytes(os.urandom(1024))
+    (root / "checkpoints" / "last.pt").write_bytes(rng.randbytes(4096))
+    (root / "checkpoints" / "best.pt").write_bytes(rng.randbytes(2048))
+    (root / "checkpoints" / "epoch_001.pt").write_bytes(rng.randbytes(1024))
     return root
 
 

@@ -23,7 +23,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from deepfake.restore import read_archive
 from deepfake.runner import train
 from tests.conftest import ROOT, make_folder_dataset, run_cli
-from tests.test_resume import make_config
+from tests.runs import make_config, restore_torch_globals
+
+__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, poll: float = 0.001) -> Any:
@@ -48,7 +50,7 @@ def test_ctrl_c_saves_backs_up_and_prints_a_working_resume_command(tmp_path: Pat
         str(ROOT / "train.py"), f"base_path={tmp_path}", f"hydra.run.dir={run}", "training.auto_resume=true",
         "data=folder", f"data.root={data}", "data.num_workers=0", "data.img_size=32", "model=tiny",
         "training.batch_size=4", "training.num_epochs=2", "training.log_every_n_steps=1",
-        "training.checkpoint.every_n_steps=1",
+        "training.checkpoint.every_n_steps=1", "hardware.num_threads=1",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(

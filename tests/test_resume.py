@@ -14,47 +14,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import deepfake.tensorboard
 from deepfake.checkpoint import save_checkpoint
-from deepfake.config import Config
 from deepfake.errors import ConfigError, UserError
 from deepfake.interrupt import TrainingInterrupted
 from deepfake.runner import train
 from tests.conftest import make_folder_dataset
+from tests.runs import EPOCHS, STEPS_PER_EPOCH, make_config, restore_torch_globals, run_dir_of
 
-STEPS_PER_EPOCH = 3  # 24 training images, batch 4, 2 micro-batches per optimizer step
-EPOCHS = 2
-# Settings a checkpoint must restore exactly: accumulation windows, EMA, dropout, top-k, step checkpoints.
-COMMON = {
-    "training.batch_size": 4,
-    "training.grad_accum_steps": 2,
-    "training.num_epochs": EPOCHS,
-    "training.log_every_n_steps": 1,
-    "training.ema.enabled": True,
-    "training.checkpoint.keep_top_k": 1,
-    "training.checkpoint.every_n_steps": 2,
-    "model.dropout_rate": 0.2,
-    "hardware.device": "cpu",
-    "hardware.deterministic": True,
-}
-
-
-def make_config(base: Path, data: Path, **overrides: Any) -> Config:
-    config = Config(base_path=str(base))
-    config.data.kind = "folder"
-    config.data.root = str(data)
-    config.data.num_workers = 0
-    config.data.img_size = 32
-    for key, value in {**COMMON, **overrides}.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = getattr(node, p)
-        setattr(node, leaf, value)
-    return config
-
-
-def run_dir_of(base: Path) -> Path:
-    (run,) = [p for p in (base / "outputs").glob("*/*") if p.is_dir()]
-    return run
+__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
 
 
 @pytest.fixture(scope="module")
@@ -196,10 +162,3 @@ def test_mid_epoch_checkpoint_refuses_a_new_batch_size(data: Path, tmp_path: Pat
     save_checkpoint(run / "checkpoints" / "last.pt", state)
     with pytest.raises(ConfigError, match=r"training.batch_size=8: the checkpoint stopped mid-epoch"):
         train(make_config(tmp_path, data, resume=str(run), **{"training.batch_size": 8}))
-
-
-@pytest.fixture(autouse=True)
-def _restore_determinism() -> Any:
-    """`hardware.deterministic=true` switches a process-wide torch flag; keep it out of other tests."""
-    yield
-    torch.use_deterministic_algorithms(False)
