@@ -59,7 +59,7 @@ class Resume:
     """A checkpoint to continue from: its file, the run directory it belongs to, and its contents."""
 
     path: Path
-    run_dir: Path | None
+    run_dir: Path | None  # the run it continues; None starts a new run directory
     state: dict[str, Any]
 
     @property
@@ -88,8 +88,12 @@ def load_resume(target: str | Path) -> Resume:
     state = load_checkpoint(path)
     if "train_state" not in state or "config" not in state:
         raise UserError(f"resume={target}: {path} is not a training checkpoint (no train_state/config)")
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
-    return Resume(path=path, run_dir=run_dir, state=state)
+    # Only a run's own last.pt continues that run; from best.pt, an epoch file or a loose file a new run
+    # directory starts, so the newer last.pt and TensorBoard points of the original are never overwritten.
+    own = path.name == "last.pt" and path.parent.name == "checkpoints"
+    if not own:
+        log.info("continuing from %s in a new run directory", path)
+    return Resume(path=path, run_dir=path.parent.parent if own else None, state=state)
 
 
 def find_auto_resume(run_dir: Path) -> Resume | None:

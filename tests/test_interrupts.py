@@ -20,10 +20,12 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from deepfake.interrupt import GracefulInterrupt, TrainingInterrupted
 from deepfake.restore import read_archive
 from deepfake.runner import train
+from deepfake.tensorboard import TensorBoardLogger
 from tests.conftest import ROOT, make_folder_dataset, run_cli
-from tests.runs import make_config, restore_torch_globals
+from tests.runs import make_config, restore_torch_globals, run_dir_of
 
 __all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
 
@@ -155,3 +157,46 @@ def test_sigkill_at_random_moments_never_breaks_a_checkpoint(tmp_path: Path) -> 
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["stop_reason"], metrics["global_step"]) == ("completed", total_steps)
     assert not temp_files(run)  # leftovers of killed writers are cleaned up on resume
+
+
+def test_first_signal_asks_to_stop_and_a_second_aborts() -> None:
+    previous = signal.getsignal(signal.SIGTERM)
+    with GracefulInterrupt() as interrupt:
+        assert not interrupt()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert interrupt() and interrupt.signum == signal.SIGTERM
+        assert TrainingInterrupted(interrupt.signum).exit_code == 143
+        with pytest.raises(TrainingInterrupted) as aborted:
+            os.kill(os.getpid(), signal.SIGINT)
+    assert aborted.value.abort and aborted.value.exit_code == 130
+    assert signal.getsignal(signal.SIGTERM) is previous  # handlers are put back
+
+
+def test_second_ctrl_c_aborts_without_backup_and_a_crash_backs_up(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data = make_folder_dataset(tmp_path / "data")
+    original = TensorBoardLogger.scalars
+
+    def twice_at_step_3(self: Any, at: int, values: dict[str, float]) -> None:
+        original(self, at, values)
+        if at == 3 and "train/loss" in values:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TensorBoardLogger, "scalars", twice_at_step_3)
+        with pytest.raises(TrainingInterrupted) as aborted:
+            train(make_config(tmp_path / "abort", data))
+    assert aborted.value.abort
+    run = run_dir_of(tmp_path / "abort")
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["train_state"]["global_step"] == 2
+    assert json.loads((run / "metrics.json").read_text())["stop_reason"].startswith("aborted")
+    assert not list((run / "backups").glob("*.tar.gz"))  # aborting means now: no backup
+
+    with pytest.raises(KeyError, match="val/nope"):
+        train(make_config(tmp_path / "crash", data, **{"training.monitor": "val/nope"}))
+    run = run_dir_of(tmp_path / "crash")
+    (archive,) = (run / "backups").glob("*-crash.tar.gz")
+    assert read_archive(archive)["reason"] == "crash"
+    assert json.loads((run / "metrics.json").read_text())["stop_reason"].startswith("failed: KeyError")
