@@ -2,12 +2,14 @@
 
 A checkpoint holds only tensors and plain containers (no pickled classes), so loading one never runs code
 and a file from an older version stays readable. Writes go to a temporary file in the same folder, are
-fsynced, then renamed over the old file: a crash leaves the old checkpoint or the new one, never half.
+fsynced, then renamed over the old file (`deepfake.fileio.atomic_write`): a crash leaves the old
+checkpoint or the new one, never half. `atomic_write` stays importable from here.
 """
 
 from __future__ import annotations
 
-import os
+import logging
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -18,35 +20,15 @@ from torch import nn
 
 from deepfake import __version__
 from deepfake.errors import UserError
+from deepfake.fileio import atomic_write, copy_atomic, remove_stale_temps
+
+log = logging.getLogger(__name__)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The bare model under DDP / torch.compile wrappers, whose state_dict keys are stable."""
     model = getattr(model, "module", model)
     return getattr(model, "_orig_mod", model)
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call `write(file)` on a temp file beside `path`, fsync it, then atomically replace `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # persist the rename itself
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -118,3 +100,54 @@ def build_state(
         "config": config_yaml,
         "metrics": metrics or {},
     }
+
+
+class Checkpointer:
+    """The files under `<run dir>/checkpoints`: last.pt (the latest state), best.pt and the top-k epochs.
+
+    The state is serialised once into last.pt; best.pt and `epoch_XXX.pt` are atomic copies of that file.
+    """
+
+    def __init__(self, folder: Path, keep_top_k: int = 0, mode: str = "max") -> None:
+        self.folder = folder
+        self.keep_top_k = keep_top_k
+        self.mode = mode
+        self.top_k: list[dict[str, Any]] = []  # [{"value", "epoch"}], best first; carried in checkpoints
+        folder.mkdir(parents=True, exist_ok=True)
+        for p in remove_stale_temps(folder):
+            log.info("removed %s, left by an interrupted write", p)
+
+    @property
+    def last(self) -> Path:
+        return self.folder / "last.pt"
+
+    def save_last(self, state: dict[str, Any]) -> Path:
+        return save_checkpoint(self.last, state)
+
+    def copy_last(self, name: str) -> Path:
+        dest = self.folder / name
+        copy_atomic(self.last, dest)
+        return dest
+
+    def epoch_file(self, epoch: int) -> str:
+        return f"epoch_{epoch:03d}.pt"
+
+    def enters_top_k(self, value: float | None, epoch: int) -> bool:
+        """Record `value` for `epoch` when it ranks among the k best; the caller then saves it."""
+        if self.keep_top_k <= 0 or value is None or math.isnan(value):
+            return False
+        ranked = sorted(
+            [*self.top_k, {"value": float(value), "epoch": epoch}],
+            key=lambda e: -e["value"] if self.mode == "max" else e["value"],
+        )
+        kept = ranked[: self.keep_top_k]
+        entered = any(e["epoch"] == epoch for e in kept)
+        self.top_k = kept
+        return entered
+
+    def prune_top_k(self) -> None:
+        """Remove epoch files that fell out of the top k (after the new one is safely written)."""
+        keep = {self.epoch_file(e["epoch"]) for e in self.top_k}
+        for p in self.folder.glob("epoch_*.pt"):
+            if p.name not in keep:
+                p.unlink(missing_ok=True)

@@ -97,6 +97,7 @@ class TrainingConfig:
     log_every_n_steps: int = 20
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     auto_batch_size: bool = False
+    auto_resume: bool = False
 
 
 @dataclass
@@ -139,13 +140,20 @@ class HardwareConfig:
     num_threads: int | None = None
 
 
+#: The Google Drive preset (`backup=drive`, `use_drive=True`): the mount point Colab's drive.mount uses.
+DRIVE_MIRROR = "/content/drive/MyDrive"
+DRIVE_SUBDIR = "deepfake"
+
+
 @dataclass
 class BackupConfig:
+    _target_: str = "deepfake.backup.ProjectBackup"
     enabled: bool = True
     every_n_epochs: int = 0
     keep_last: int = 3
     include: list[str] = field(default_factory=lambda: ["last.pt", "best.pt"])
     mirror: str | None = None
+    mirror_subdir: str | None = None
     min_free_gb: float = 1.0
 
 
@@ -246,6 +254,8 @@ _NON_NEGATIVE: tuple[str, ...] = (
     "logging.images_every_n_epochs",
     "logging.num_images",
     "eval.bootstrap_samples",
+    "backup.min_free_gb",
+    "training.checkpoint.keep_top_k",
 )
 
 
@@ -262,8 +272,23 @@ def to_config(cfg: Config | DictConfig | dict) -> DictConfig:
             merged = OmegaConf.merge(schema, cfg)
         except Exception as e:  # omegaconf raises several types; all mean "this config is malformed"
             raise ConfigError(f"invalid config: {e}") from None
+    _select_drive(merged)
     validate(merged)
     return merged
+
+
+def _select_drive(cfg: DictConfig) -> None:
+    """`use_drive=True` is the Python spelling of `backup=drive`: it fills in the Drive mirror."""
+    if not cfg.use_drive:
+        return
+    if cfg.backup.mirror not in (None, DRIVE_MIRROR):
+        raise ConfigError(
+            f"use_drive=true mirrors to {DRIVE_MIRROR}, but backup.mirror={cfg.backup.mirror} is set too; "
+            "drop one of them"
+        )
+    cfg.backup.mirror = DRIVE_MIRROR
+    if cfg.backup.mirror_subdir is None:
+        cfg.backup.mirror_subdir = DRIVE_SUBDIR
 
 
 def validate(cfg: DictConfig) -> None:
@@ -290,6 +315,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.threshold must be in (0, 1) (got {cfg.eval.threshold})")
     if not 0.0 < cfg.eval.confidence < 1.0:
         raise ConfigError(f"eval.confidence must be in (0, 1), e.g. 0.95 (got {cfg.eval.confidence})")
+    every = cfg.training.checkpoint.every_n_steps
+    if every is not None and every <= 0:
+        raise ConfigError(
+            f"training.checkpoint.every_n_steps must be > 0 or null (got {every}); null saves once per epoch"
+        )
     if cfg.data.kind != "synthetic" and not cfg.data.root:
         raise ConfigError(
             f"data.root is not set for data.kind={cfg.data.kind}: pass data.root=/path/to/dataset"

@@ -48,6 +48,11 @@ class EarlyStopping:
             return True
         return False
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the patience is used up (also true right after restoring a stopped run's state)."""
+        return self.bad_epochs >= self.patience
+
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
 

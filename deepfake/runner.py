@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,15 +20,31 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from deepfake.checkpoint import atomic_write, build_state, save_checkpoint, unwrap
+from deepfake.backup import ProjectBackup
+from deepfake.checkpoint import Checkpointer, atomic_write, build_state, unwrap
 from deepfake.config import Config, to_config
 from deepfake.engine import LoopConfig, TrainState, train_epoch, validate
 from deepfake.errors import UserError
 from deepfake.evaluation import evaluate_best
 from deepfake.hardware import HardwareManager
+from deepfake.interrupt import GracefulInterrupt, TrainingInterrupted
 from deepfake.memory import OutOfMemory, fit_batch_size, oom_message, probe_step
 from deepfake.metrics import detection_metrics
 from deepfake.monitor import EarlyStopping, improved
+from deepfake.resume import (
+    Resume,
+    adopt_run_dir,
+    check_train_set,
+    explicit_overrides,
+    find_auto_resume,
+    load_resume,
+    needs_replan,
+    restore_progress,
+    restore_rng,
+    restore_training,
+    resume_command,
+    resumed_config,
+)
 from deepfake.tensorboard import TensorBoardLogger
 from deepfake.tensorboard_views import best_scalars, log_run_start, log_val_epoch
 
@@ -100,19 +117,34 @@ def epoch_line(
 
 
 def train(cfg: Config | DictConfig | dict) -> float:
-    """Train one detector as configured and return the best value of `training.monitor`."""
+    """Train one detector as configured and return the best value of `training.monitor`.
+
+    With `resume` (or `training.auto_resume` and an existing last.pt) the run continues in its own
+    directory from the saved state; a signal stops it cleanly (see `deepfake.interrupt`).
+    """
     cfg = to_config(cfg)
-    run_dir, under_hydra = resolve_run_dir(cfg)
+    resume = load_resume(cfg.resume) if cfg.resume else None
+    if resume is not None and resume.run_dir is not None:
+        run_dir, under_hydra = resume.run_dir, HydraConfig.initialized()
+        if under_hydra:
+            adopt_run_dir(Path(HydraConfig.get().runtime.output_dir), run_dir)
+    else:
+        run_dir, under_hydra = resolve_run_dir(cfg)
+        if resume is None and cfg.training.auto_resume:
+            resume = find_auto_resume(run_dir)
     handler = None if under_hydra else _attach_file_log(run_dir)
     try:
-        return _train(cfg, run_dir)
+        overrides = explicit_overrides(cfg)
+        if resume is not None:
+            cfg = resumed_config(resume, cfg)
+        return _train(cfg, run_dir, resume, overrides)
     finally:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> float:
+def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: list[str]) -> float:
     t_start = time.perf_counter()
     tc = cfg.training
     log.info("run directory: %s", run_dir.resolve())
@@ -182,14 +214,36 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     state = TrainState()
     early = EarlyStopping(**{k: v for k, v in tc.early_stopping.items() if k != "enabled"})
     best: dict[str, Any] = {"value": None, "epoch": None, "metrics": {}}
-    tb = TensorBoardLogger(run_dir, enabled=cfg.logging.tensorboard)
+    ckpts = Checkpointer(run_dir / "checkpoints", tc.checkpoint.keep_top_k, tc.monitor_mode)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    log_run_start(tb, cfg, config_yaml, train_loader)
     stop_reason = "completed"
     final: dict[str, float] = {}
     epoch_times: list[float] = []
+    elapsed_before = 0.0
+    if resume is not None:
+        check_train_set(resume, len(train_loader.dataset))
+        restore_training(
+            resume, model=model, optimizer=optimizer, scheduler=scheduler, scaler=precision.scaler, ema=ema,
+            replan=needs_replan(resume, cfg, steps_per_epoch),
+        )  # fmt: skip
+        best, final, elapsed_before = restore_progress(resume, state, early, ckpts)
+        log.info(
+            "resuming from %s: epoch %d, batch %d of %d, global step %d",
+            resume.path, state.epoch + 1, state.batch_in_epoch, num_batches, state.global_step,
+        )  # fmt: skip
+    # A resumed run hides whatever the killed process logged after its checkpoint (TensorBoard purge).
+    tb = TensorBoardLogger(
+        run_dir, enabled=cfg.logging.tensorboard, purge_step=state.global_step + 1 if resume else None
+    )
+    if resume is None:
+        log_run_start(tb, cfg, config_yaml, train_loader)
+    backup: ProjectBackup = instantiate(
+        cfg.backup, run_dir=run_dir, base_path=cfg.base_path, config_yaml=config_yaml, overrides=overrides,
+        _convert_="all",
+    )  # fmt: skip
+    start = (state.epoch, state.global_step)
 
-    def checkpoint_state(metrics: dict[str, float]) -> dict[str, Any]:
+    def checkpoint_state(saved_at: str) -> dict[str, Any]:
         return build_state(
             model=model,
             optimizer=optimizer,
@@ -201,67 +255,131 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
                 "global_step": state.global_step,
                 "batch_in_epoch": state.batch_in_epoch,
                 "skipped_steps": state.skipped_steps,
+                "steps_per_epoch": steps_per_epoch,
+                "num_train_samples": len(train_loader.dataset),
+                "elapsed_s": elapsed_before + time.perf_counter() - t_start,
+                "saved_at": saved_at,
             },
-            monitor={"best": best, "early_stopping": early.state_dict()},
+            monitor={"best": best, "early_stopping": early.state_dict(), "top_k": ckpts.top_k},
             config_yaml=config_yaml,
-            metrics=metrics,
+            metrics=final,
         )
 
-    try:
-        for epoch in range(state.epoch, tc.num_epochs):
-            t0 = time.perf_counter()
-            state.epoch = epoch
-            train_loader.sampler.set_epoch(epoch, start=state.batch_in_epoch * batch_size)
-            train_stats = train_epoch(
-                model, train_loader, optimizer, scheduler, precision, state, loop, device,
-                num_batches=num_batches, log=tb.scalars, ema=ema,
-            )  # fmt: skip
-            state.batch_in_epoch = 0
-            labels, probs, index = validate(model, val_loader, precision, device)
-            val = _metrics(labels, probs, index, val_videos, "val", cfg)
-            if ema is not None:
-                val.update(
-                    _metrics(*validate(ema.module, val_loader, precision, device), val_videos, "val_ema", cfg)
-                )
-            monitored = val.get(tc.monitor)
-            if monitored is None:
-                raise KeyError(
-                    f"training.monitor={tc.monitor} is not a validation metric; have {sorted(val)}"
-                )
-            if scheduler is not None:
-                scheduler.step_epoch(monitored)
-            is_best = improved(monitored, best["value"], tc.monitor_mode)
-            if is_best:
-                best = {"value": monitored, "epoch": epoch + 1, "metrics": dict(val)}
-            val["val/auc_best"] = best["metrics"].get("val/auc", math.nan)
-            tb.scalars(
-                state.global_step,
-                {**val, **best_scalars(best["metrics"]), "train/epoch_loss": train_stats["train/epoch_loss"]},
-            )
-            log_val_epoch(tb, state.global_step, epoch, labels, probs, index, val_loader.dataset, cfg)
-            state.epoch = epoch + 1
-            final = {**train_stats, **val, "epoch": epoch + 1}
-            ckpt = checkpoint_state(val)
-            save_checkpoint(run_dir / "checkpoints" / "last.pt", ckpt)
-            if is_best:
-                save_checkpoint(run_dir / "checkpoints" / "best.pt", ckpt)
-            epoch_times.append(time.perf_counter() - t0)
-            eta = float(np.mean(epoch_times)) * (tc.num_epochs - epoch - 1)
-            log.info(epoch_line(epoch, tc.num_epochs, train_stats, val, epoch_times[-1], eta))
-            if tc.early_stopping.enabled and early.step(val, epoch + 1):
-                stop_reason = early.reason or "early stopping"
-                log.info(stop_reason)
-                break
-    except torch.cuda.OutOfMemoryError:
-        stop_reason = "failed: out of GPU memory"
-        raise OutOfMemory(oom_message(batch_size, device)) from None
-    except BaseException as e:
-        stop_reason = f"failed: {type(e).__name__}: {e}"
-        raise
-    finally:
-        tb.close()
-        _write_metrics(run_dir, cfg, final, best, stop_reason, state, time.perf_counter() - t_start)
+    def save(saved_at: str) -> None:
+        tb.flush()  # the events up to this step are on disk before the checkpoint that covers them
+        ckpts.save_last(checkpoint_state(saved_at))
+        backup.checkpoint_saved(ckpts.last, {"epoch": state.epoch, "global_step": state.global_step})
 
+    every = tc.checkpoint.every_n_steps
+
+    def on_step(s: TrainState) -> None:
+        # The epoch's last step is covered by the end-of-epoch checkpoint, which includes validation.
+        if every and s.global_step % every == 0 and s.batch_in_epoch < num_batches:
+            save("step")
+
+    if resume is not None:
+        restore_rng(resume)
+    interrupt = GracefulInterrupt()
+    outcome = "end"
+    with interrupt:
+        try:
+            if state.epoch >= tc.num_epochs or (tc.early_stopping.enabled and early.stopped):
+                log.info(
+                    "nothing to train: the run already finished at epoch %d; pass training.num_epochs=N "
+                    "(or a larger training.early_stopping.patience) to continue it",
+                    state.epoch,
+                )
+            for epoch in range(state.epoch, tc.num_epochs):
+                if interrupt() or (tc.early_stopping.enabled and early.stopped):
+                    break
+                t0 = time.perf_counter()
+                state.epoch = epoch
+                train_loader.sampler.set_epoch(epoch, start=state.batch_in_epoch * batch_size)
+                train_stats = train_epoch(
+                    model, train_loader, optimizer, scheduler, precision, state, loop, device,
+                    num_batches=num_batches, log=tb.scalars, ema=ema, should_stop=interrupt, on_step=on_step,
+                )  # fmt: skip
+                if interrupt():
+                    break
+                state.batch_in_epoch = 0
+                labels, probs, index = validate(model, val_loader, precision, device)
+                val = _metrics(labels, probs, index, val_videos, "val", cfg)
+                if ema is not None:
+                    ema_out = validate(ema.module, val_loader, precision, device)
+                    val.update(_metrics(*ema_out, val_videos, "val_ema", cfg))
+                monitored = val.get(tc.monitor)
+                if monitored is None:
+                    raise KeyError(
+                        f"training.monitor={tc.monitor} is not a validation metric; have {sorted(val)}"
+                    )
+                if scheduler is not None:
+                    scheduler.step_epoch(monitored)
+                is_best = improved(monitored, best["value"], tc.monitor_mode)
+                if is_best:
+                    best = {"value": monitored, "epoch": epoch + 1, "metrics": dict(val)}
+                val["val/auc_best"] = best["metrics"].get("val/auc", math.nan)
+                tb.scalars(
+                    state.global_step,
+                    {
+                        **val,
+                        **best_scalars(best["metrics"]),
+                        "train/epoch_loss": train_stats["train/epoch_loss"],
+                    },
+                )
+                log_val_epoch(tb, state.global_step, epoch, labels, probs, index, val_loader.dataset, cfg)
+                state.epoch = epoch + 1
+                final = {**train_stats, **val, "epoch": epoch + 1}
+                stop_early = tc.early_stopping.enabled and early.step(val, epoch + 1)
+                in_top_k = ckpts.enters_top_k(monitored, epoch + 1)
+                save("epoch")
+                if is_best:
+                    ckpts.copy_last("best.pt")
+                if in_top_k:
+                    ckpts.copy_last(ckpts.epoch_file(epoch + 1))
+                    ckpts.prune_top_k()
+                epoch_times.append(time.perf_counter() - t0)
+                eta = float(np.mean(epoch_times)) * (tc.num_epochs - epoch - 1)
+                log.info(epoch_line(epoch, tc.num_epochs, train_stats, val, epoch_times[-1], eta))
+                if backup.due(epoch + 1):
+                    elapsed = elapsed_before + time.perf_counter() - t_start
+                    _write_metrics(run_dir, cfg, final, best, "running", state, elapsed)
+                    backup.create_backup("epoch", state.epoch, state.global_step)
+                if stop_early:
+                    stop_reason = early.reason or "early stopping"
+                    log.info(stop_reason)
+                    break
+            finished = state.epoch >= tc.num_epochs or (tc.early_stopping.enabled and early.stopped)
+            if interrupt() and not finished:
+                outcome = "interrupt"
+                stop_reason = f"interrupted by {signal.Signals(interrupt.signum).name}"
+                save("interrupt")
+        except TrainingInterrupted as e:
+            outcome, stop_reason = "abort", f"aborted: {e}"
+            raise
+        except torch.cuda.OutOfMemoryError:
+            outcome, stop_reason = "crash", "failed: out of GPU memory"
+            raise OutOfMemory(oom_message(batch_size, device)) from None
+        except BaseException as e:
+            outcome, stop_reason = "crash", f"failed: {type(e).__name__}: {e}"
+            raise
+        finally:
+            tb.close()
+            duration = elapsed_before + time.perf_counter() - t_start
+            _write_metrics(run_dir, cfg, final, best, stop_reason, state, duration)
+            progressed = (state.epoch, state.global_step) != start
+            if outcome in ("interrupt", "crash") or (
+                outcome == "end" and progressed and backup.last_step != state.global_step
+            ):
+                backup.exit_backup(outcome, state.epoch, state.global_step)
+
+    if outcome == "interrupt":
+        assert interrupt.signum is not None
+        message = (
+            f"{stop_reason} at epoch {state.epoch + 1}, batch {state.batch_in_epoch} (global step "
+            f"{state.global_step}); checkpoint saved to {ckpts.last}. Resume with: {resume_command(run_dir)}"
+        )
+        log.warning(message)
+        raise TrainingInterrupted(interrupt.signum, message)
     log.info(
         "best %s %.4f at epoch %s; checkpoints in %s",
         tc.monitor,

@@ -19,6 +19,7 @@ from deepfake.data.dataset import EpochSampler, FaceDataset
 from deepfake.data.samples import FOLDER_LAYOUT, Sample, scan_split
 from deepfake.data.transforms import eval_transform, train_transform
 from deepfake.errors import DataError
+from deepfake.interrupt import ignore_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -187,16 +188,19 @@ class DataModule:
             drop_last=drop_last,
             persistent_workers=self.persistent_workers and workers > 0,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
+            # Own generator: creating an iterator must not draw from the global RNG, which a mid-epoch
+            # resume restores; workers ignore Ctrl-C/SIGTERM so the main process can stop gracefully.
             generator=torch.Generator().manual_seed(self.seed),
-            worker_init_fn=seed_worker,
+            worker_init_fn=init_worker,
         )
 
 
-def seed_worker(worker_id: int) -> None:
-    """Seed Python and numpy in each worker from torch's per-worker seed (itself derived from data seed)."""
+def init_worker(worker_id: int) -> None:
+    """Seed Python and numpy from torch's per-worker seed (derived from the data seed); ignore Ctrl-C/SIGTERM."""
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    ignore_in_worker(worker_id)
 
 
 def _digest(params: Mapping[str, Any]) -> str:
