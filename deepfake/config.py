@@ -136,6 +136,7 @@ class HardwareConfig:
     tf32: bool = True
     deterministic: bool = False
     num_threads: int | None = None
+    sample_every_n_seconds: float = 2.0
 
 
 @dataclass
@@ -163,6 +164,8 @@ class Config:
     use_drive: bool = False
     seed: int = 42
     resume: str | None = None
+    check: bool = False
+    check_on_start: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -204,6 +207,7 @@ _NON_NEGATIVE: tuple[str, ...] = (
     "training.early_stopping.min_delta",
     "backup.every_n_epochs",
     "backup.keep_last",
+    "hardware.sample_every_n_seconds",
 )
 
 

@@ -20,12 +20,16 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from deepfake.checkpoint import atomic_write, build_state, save_checkpoint, unwrap
+from deepfake.checks import start_checks
 from deepfake.config import Config, to_config
 from deepfake.engine import LoopConfig, TrainState, train_epoch, validate
-from deepfake.errors import UserError
-from deepfake.hardware import HardwareManager
+from deepfake.errors import ConfigError, UserError
+from deepfake.hardware import HardwareManager, describe
 from deepfake.metrics import detection_metrics
 from deepfake.monitor import EarlyStopping, improved
+from deepfake.plot import PREDICTIONS, plot_run
+from deepfake.predictions import write_predictions
+from deepfake.progress import ProgressTracker
 from deepfake.tensorboard import TensorBoardLogger
 
 log = logging.getLogger("deepfake")
@@ -75,30 +79,14 @@ def _attach_file_log(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def _fmt_duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
-
-
-def epoch_line(
-    epoch: int, num_epochs: int, train: dict[str, float], val: dict[str, float], took: float, eta: float
-) -> str:
-    parts = [f"epoch {epoch + 1}/{num_epochs}", f"train loss {train['train/epoch_loss']:.4f}"]
-    shown = ("auc", "acc", "eer", "ap", "loss", "video_auc")
-    parts.append("val " + " ".join(f"{k} {val[f'val/{k}']:.4f}" for k in shown if f"val/{k}" in val))
-    if "val_ema/auc" in val:
-        parts.append(f"ema auc {val['val_ema/auc']:.4f}")
-    parts.append(f"{train['train/epoch_img_per_s']:.0f} img/s")
-    parts.append(f"{_fmt_duration(took)}")
-    parts.append(f"ETA {_fmt_duration(eta)}")
-    return " | ".join(parts)
-
-
 def train(cfg: Config | DictConfig | dict) -> float:
     """Train one detector as configured and return the best value of `training.monitor`."""
     cfg = to_config(cfg)
+    if cfg.check:
+        raise ConfigError(
+            "check=true runs the pre-flight check, not training: use `python train.py check=true ...`, "
+            "or deepfake.preflight.check(cfg) from Python"
+        )
     run_dir, under_hydra = resolve_run_dir(cfg)
     handler = None if under_hydra else _attach_file_log(run_dir)
     try:
@@ -121,6 +109,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     device = hw.device
     summary = hw.summary(str(run_dir))
     atomic_write(run_dir / "hardware.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    log.info(describe(summary))
     log.info("device: %s (%s), precision %s", device, hw.reason, precision.name)
 
     model = instantiate(cfg.model).to(device)
@@ -139,6 +128,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     val_loader = data.eval_dataloader("val")
     val_videos = np.asarray(val_loader.dataset.videos, dtype=object)
     num_batches = len(train_loader)
+    if cfg.check_on_start:
+        start_checks(cfg, data.samples, train_loader.batch_size)
     steps_per_epoch = math.ceil(num_batches / tc.grad_accum_steps)
     log.info(
         "batch %d x %d accumulation = effective batch %d; %d optimizer steps per epoch",
@@ -174,7 +165,23 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     tb.text("config", f"```\n{config_yaml}\n```")
     stop_reason = "completed"
     final: dict[str, float] = {}
-    epoch_times: list[float] = []
+    progress = ProgressTracker(
+        tc.num_epochs,
+        num_batches,
+        batch_size=train_loader.batch_size,
+        mode=cfg.logging.progress,
+        every_n_seconds=cfg.logging.every_n_seconds,
+    )
+
+    def on_reading(reading: dict[str, float]) -> None:  # runs on the sampler thread
+        tb.scalars(state.global_step, reading)
+        progress.hardware(reading)
+
+    def on_log(step: int, values: dict[str, float]) -> None:
+        tb.scalars(step, values)
+        progress.log(step, values)
+
+    sampler = hw.sampler(on_reading, disk_path=run_dir)
 
     def checkpoint_state(metrics: dict[str, float]) -> dict[str, Any]:
         return build_state(
@@ -195,16 +202,22 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         )
 
     try:
+        progress.start()
+        sampler.start()
         for epoch in range(state.epoch, tc.num_epochs):
             t0 = time.perf_counter()
             state.epoch = epoch
             train_loader.sampler.set_epoch(epoch, start=state.batch_in_epoch * tc.batch_size)
+            progress.start_epoch(epoch, state.batch_in_epoch)
+            hw.reset_peak_memory()
             train_stats = train_epoch(
                 model, train_loader, optimizer, scheduler, precision, state, loop, device,
-                num_batches=num_batches, log=tb.scalars, ema=ema,
+                num_batches=num_batches, log=on_log, ema=ema, on_step=progress.step,
             )  # fmt: skip
             state.batch_in_epoch = 0
-            val = _evaluate(model, val_loader, precision, device, val_videos, "val")
+            progress.phase("validate")
+            val_pred = validate(model, val_loader, precision, device)
+            val = _metrics(val_pred, val_videos, "val")
             if ema is not None:
                 val.update(_evaluate(ema.module, val_loader, precision, device, val_videos, "val_ema"))
             monitored = val.get(tc.monitor)
@@ -218,16 +231,19 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
             if is_best:
                 best = {"value": monitored, "epoch": epoch + 1, "metrics": dict(val)}
             val["val/auc_best"] = best["metrics"].get("val/auc", math.nan)
-            tb.scalars(state.global_step, {**val, "train/epoch_loss": train_stats["train/epoch_loss"]})
+            peak = hw.peak_memory_gb()
+            epoch_scalars = {**val, "train/epoch_loss": train_stats["train/epoch_loss"]}
+            if peak is not None:
+                epoch_scalars["hw/gpu_peak_mem_gb"] = peak
+            tb.scalars(state.global_step, epoch_scalars)
             state.epoch = epoch + 1
             final = {**train_stats, **val, "epoch": epoch + 1}
             ckpt = checkpoint_state(val)
             save_checkpoint(run_dir / "checkpoints" / "last.pt", ckpt)
             if is_best:
                 save_checkpoint(run_dir / "checkpoints" / "best.pt", ckpt)
-            epoch_times.append(time.perf_counter() - t0)
-            eta = float(np.mean(epoch_times)) * (tc.num_epochs - epoch - 1)
-            log.info(epoch_line(epoch, tc.num_epochs, train_stats, val, epoch_times[-1], eta))
+                _save_val_predictions(run_dir, val_loader.dataset, val_pred)
+            progress.end_epoch(train_stats, val, time.perf_counter() - t0, peak)
             if tc.early_stopping.enabled and early.step(val, epoch + 1):
                 stop_reason = early.reason or "early stopping"
                 log.info(stop_reason)
@@ -236,8 +252,12 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         stop_reason = f"failed: {type(e).__name__}: {e}"
         raise
     finally:
+        sampler.stop()
+        progress.close()
         tb.close()
         _write_metrics(run_dir, cfg, final, best, stop_reason, state, time.perf_counter() - t_start)
+    hw.free_memory()
+    _write_plots(run_dir)
 
     log.info(
         "best %s %.4f at epoch %s; checkpoints in %s",
@@ -258,8 +278,39 @@ def _evaluate(
     videos: np.ndarray,
     prefix: str,
 ) -> dict[str, float]:
-    labels, probs, index = validate(model, loader, precision, device)
+    return _metrics(validate(model, loader, precision, device), videos, prefix)
+
+
+def _metrics(
+    pred: tuple[np.ndarray, np.ndarray, np.ndarray], videos: np.ndarray, prefix: str
+) -> dict[str, float]:
+    labels, probs, index = pred
     return detection_metrics(labels, probs, videos[index], prefix=prefix)
+
+
+def _save_val_predictions(
+    run_dir: Path, dataset: Any, pred: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    """The best epoch's validation predictions, for its ROC plot (and any later analysis)."""
+    labels, probs, index = pred
+    samples = [dataset.samples[i] for i in index]
+    write_predictions(
+        run_dir / PREDICTIONS, [s.path for s in samples], [s.video for s in samples], labels, probs
+    )
+
+
+def _write_plots(run_dir: Path) -> None:
+    """Plots are a convenience: a failure is reported with the command to retry, the run still succeeds."""
+    try:
+        paths = plot_run(run_dir)
+        log.info("plots: %s", ", ".join(str(p.relative_to(run_dir)) for p in paths))
+    except Exception as e:
+        log.warning(
+            "could not write plots (%s: %s); retry with: python -m deepfake.plot %s",
+            type(e).__name__,
+            e,
+            run_dir,
+        )
 
 
 def _write_metrics(

@@ -53,7 +53,9 @@ def test_loader_yields_uint8_at_the_configured_size(folder_dataset: Path) -> Non
 
 def test_augmentation_depends_on_seed_epoch_index_not_workers(folder_dataset: Path) -> None:
     def first_batches(workers: int) -> list[torch.Tensor]:
-        dm = DataModule(kind="folder", root=str(folder_dataset), img_size=24, num_workers=workers, batch_size=4)
+        dm = DataModule(
+            kind="folder", root=str(folder_dataset), img_size=24, num_workers=workers, batch_size=4
+        )
         dm.setup()
         loader = dm.train_dataloader()
         return [b[0] for b in loader]

@@ -38,7 +38,9 @@ def reevaluate(checkpoint: dict, data_root: Path) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_compose_train_checkpoints_tensorboard_metrics(compose_cfg, folder_dataset: Path, tmp_path: Path) -> None:
+def test_compose_train_checkpoints_tensorboard_metrics(
+    compose_cfg, folder_dataset: Path, tmp_path: Path
+) -> None:
     from train import train
 
     cfg = compose_cfg([*FAST, "data=folder", f"data.root={folder_dataset}", f"base_path={tmp_path}"])

@@ -59,7 +59,7 @@ class FaceDataset(Dataset):
         except Exception as e:  # a corrupt file must stop the run by name, never be replaced silently
             raise DataError(
                 f"cannot read image {path}: {e}. Run `python train.py check=true` to list bad files."
-            )
+            ) from None
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)

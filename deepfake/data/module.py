@@ -76,7 +76,7 @@ class DataModule:
 
     def setup(self) -> None:
         """Resolve the root (generating the synthetic set once) and scan every split present."""
-        root = self._resolve_root()
+        root = self.resolve_root()
         for split in ("train", "val"):
             self.samples[split] = scan_split(root, self.splits[split], self.real_dirs, self.fake_dirs)
         if (root / self.splits["test"]).is_dir():
@@ -92,7 +92,8 @@ class DataModule:
                 root,
             )
 
-    def _resolve_root(self) -> Path:
+    def resolve_root(self) -> Path:
+        """The dataset folder; the synthetic set is generated there on first use."""
         if self.kind == "synthetic":
             from deepfake.data.synthetic import generate_synthetic_dataset
 
