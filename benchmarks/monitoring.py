@@ -1,6 +1,6 @@
 """Cost of monitoring: training steps/s with the hardware sampler, TensorBoard and progress on vs off.
 
-    python benchmarks/monitoring.py [--rounds 5] [--seconds 2.5] [--device auto]
+    python benchmarks/monitoring.py [--rounds 5] [--seconds 3] [--device auto]
 
 The variants alternate round by round in one process (off, control, plain, rich, then reversed), so drifts
 in machine load hit all of them alike; each round's "on" rate over the same round's "off" rate is a ratio,
@@ -98,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="rounds per variant")
     parser.add_argument(
-        "--seconds", type=float, default=2.5, help="target length of one round (> 2 s: one sample)"
+        "--seconds", type=float, default=3.0, help="target length of one round (> 2 s: one sample)"
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", default="tiny")
@@ -122,7 +122,7 @@ def main() -> None:
     ]
 
     with tempfile.TemporaryDirectory() as tmp:
-        warm = statistics.median(run_round("off", 10, ctx, Path(tmp)).wall for _ in range(3))  # calibrates
+        warm = statistics.median(run_round("off", 30, ctx, Path(tmp)).wall for _ in range(3))  # calibrates
         steps = max(20, int(warm * args.seconds))
         print(f"device {hw.device} ({precision.name}), model {args.model}, batch {args.batch_size} at "
               f"{args.img_size}px; {steps} steps per round, {args.rounds} rounds per variant")  # fmt: skip
@@ -143,13 +143,14 @@ def main() -> None:
         print(
             f"{v:<9}{statistics.median(wall):>15.2f}{min(wall):>8.2f}{max(wall):>8.2f}{ratio:>14.4f}{cpu:>16.4f}"
         )
-    per_step = 1e3 / statistics.median(r.wall for r in rates["off"])
-    for name, ms, every in per_call_costs(hw, steps):
-        print(f"{name}: {ms:.4f} ms {every} ({ms / per_step:.3%} of a {per_step:.1f} ms step if on the loop)")
+    steps_per_s = statistics.median(r.wall for r in rates["off"])
+    print("per call, timed alone (share = ms x calls per second / 1000 ms):")
+    for name, ms, per_s in per_call_costs(hw, steps, steps_per_s):
+        print(f"  {name:<32}{ms:>9.4f} ms x {per_s:>7.3f}/s = {ms * per_s / 1e3:.4%} of wall time")
 
 
-def per_call_costs(hw: HardwareManager, steps: int) -> list[tuple[str, float, str]]:
-    """Each monitoring call timed alone: what it can cost at most, whatever the machine's noise."""
+def per_call_costs(hw: HardwareManager, steps: int, steps_per_s: float) -> list[tuple[str, float, float]]:
+    """Each monitoring call timed alone, with how often a run makes it: a bound that ignores noise."""
     sampler = hw.sampler(lambda r: None)
     reading = sampler.read()
     tracker = ProgressTracker(2, steps, batch_size=32, mode="plain", every_n_seconds=1e9)
@@ -166,17 +167,17 @@ def per_call_costs(hw: HardwareManager, steps: int) -> list[tuple[str, float, st
         tracker.step(state)
 
     calls = [
-        ("sampler reading (thread)", sampler.read, 200, "every 2 s"),
-        ("rich render (refresh thread)", render, 50, "twice a second"),
-        ("plain status line", tracker.status_line, 200, "every 30 s"),
-        ("tracker.step (loop)", step, 20000, "per optimizer step"),
+        ("sampler reading (thread, 2 s)", sampler.read, 200, 1 / hw.sample_every_n_seconds),
+        ("rich render (refresh thread, 1 s)", render, 50, 1.0),
+        ("plain status line (every 30 s)", tracker.status_line, 200, 1 / 30),
+        ("tracker.step (loop, every step)", step, 20000, steps_per_s),
     ]
     out = []
-    for name, fn, n, every in calls:
+    for name, fn, n, per_s in calls:
         t0 = time.perf_counter()
         for _ in range(n):
             fn()
-        out.append((name, (time.perf_counter() - t0) / n * 1e3, every))
+        out.append((name, (time.perf_counter() - t0) / n * 1e3, per_s))
     return out
 
 

@@ -20,11 +20,10 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, Even
 from deepfake.cli import run_reporting_errors
 from deepfake.errors import UserError
 from deepfake.metrics import binary_metrics, video_scores
-from deepfake.predictions import read_predictions
+from deepfake.predictions import VAL_PREDICTIONS, read_predictions
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = "val_predictions.csv"
 LOSS_TAGS = ("train/loss", "train/epoch_loss", "val/loss")
 METRIC_TAGS = ("val/auc", "val/ap", "val/acc", "val/eer", "val/video_auc", "val_ema/auc")
 Series = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -111,14 +110,14 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         _curves(series, LOSS_TAGS, "loss", "binary cross-entropy", out_dir / "loss.png", best),
         _curves(series, METRIC_TAGS, "validation metrics", "value", out_dir / "val_metrics.png", best),
     ]
-    pred_path = run_dir / PREDICTIONS
+    pred_path = run_dir / VAL_PREDICTIONS
     if pred_path.is_file():
         written.append(_roc(pred_path, _roc_title(run_dir), out_dir / "roc.png"))
     paths = [p for p in written if p is not None]
     if not paths:
         raise UserError(
             f"nothing to plot in {run_dir}: no TensorBoard events (logging.tensorboard=false?) and no "
-            f"{PREDICTIONS} (written when a run saves best.pt)"
+            f"{VAL_PREDICTIONS} (written when a run saves best.pt)"
         )
     return paths
 
@@ -128,7 +127,10 @@ def _best_step(run_dir: Path, series: Series) -> int | None:
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         steps, values = series[metrics["monitor"]]
-        return int(steps[int(np.argmin(np.abs(values - float(metrics["best"]["value"]))))])
+        best = float(metrics["best"]["value"])
+        if not np.isfinite(best):
+            return None
+        return int(steps[int(np.nanargmin(np.abs(values - best)))])
     except (OSError, ValueError, KeyError, TypeError):  # no metrics.json yet, or no curve for the monitor
         return None
 

@@ -13,6 +13,7 @@ from deepfake.checkpoint import atomic_write
 from deepfake.errors import UserError
 
 COLUMNS = ("path", "video", "label", "prob")
+VAL_PREDICTIONS = "val_predictions.csv"  # in the run directory: the best epoch's validation predictions
 
 
 def write_predictions(

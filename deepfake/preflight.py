@@ -272,8 +272,10 @@ def _step(
         report.add("step", "error", f"the training step failed: {type(e).__name__}: {e}")
         return
     finally:
-        took = time.perf_counter() - t0
-    peak = hw.peak_memory_gb()
+        took = time.perf_counter() - t0  # the loss was read on the host at this log step: work is done
+        peak = hw.peak_memory_gb()
+        del optimizer
+        hw.free_memory()  # training starts from an empty cache, not the check's leftovers
     if peak is not None:
         total = torch.cuda.get_device_properties(hw.device).total_memory / GB
         memory = f"peak GPU memory {peak:.2f} GB of {total:.1f} GB"
@@ -291,8 +293,6 @@ def _step(
         report.add(
             "step",
             "warning",
-            "the step uses over 90% of GPU memory; validation or a longer batch may run out: lower "
-            "training.batch_size or set model.grad_checkpointing=true",
+            "the step uses over 90% of GPU memory; validation batches (2x by default) or fragmentation may "
+            "run out: lower training.batch_size or set model.grad_checkpointing=true",
         )
-    del optimizer
-    hw.free_memory()

@@ -85,6 +85,7 @@ class ProgressTracker:
         self.console = console or Console()
         self.mode = resolve_mode(mode, self.console)
         self.epoch = 0
+        self.epochs_done = 0
         self.batch = 0
         self.phase_name = "train"
         self.values: dict[str, float] = {}
@@ -105,12 +106,13 @@ class ProgressTracker:
             self._live = Live(
                 console=self.console,
                 get_renderable=self.render,
-                refresh_per_second=2,
+                refresh_per_second=1,  # a training display needs no more; each redraw costs ~1 ms of GIL
                 redirect_stdout=True,
                 redirect_stderr=True,
             )
+            before = (sys.stdout, sys.stderr)
             self._live.start()
-            self._route_logging_through_live()
+            self._route_logging_through_live(before)
         return self
 
     def close(self) -> None:
@@ -127,17 +129,23 @@ class ProgressTracker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _route_logging_through_live(self) -> None:
-        """Log handlers hold the real stdout/stderr; point them at rich's proxies so lines print above
-        the bars instead of tearing them."""
-        proxies = {id(sys.__stdout__): sys.stdout, id(sys.__stderr__): sys.stderr}
-        for handler in logging.getLogger().handlers:
-            if type(handler) is logging.StreamHandler and id(handler.stream) in proxies:
-                self._redirected.append((handler, handler.setStream(proxies[id(handler.stream)])))
+    def _route_logging_through_live(self, before: tuple[Any, Any]) -> None:
+        """Log handlers hold the real stdout/stderr; point them at the proxies rich installed (on a terminal
+        only) so log lines print above the bars instead of tearing them."""
+        for old, real, proxy in (
+            (before[0], sys.__stdout__, sys.stdout),
+            (before[1], sys.__stderr__, sys.stderr),
+        ):
+            if proxy is old:  # rich did not redirect this stream
+                continue
+            for handler in logging.getLogger().handlers:
+                if type(handler) is logging.StreamHandler and handler.stream in (old, real):
+                    self._redirected.append((handler, handler.setStream(proxy)))
 
     # -- callbacks from the loop ----------------------------------------------------------------------
     def start_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.batch, self._start_batch = epoch, start_batch, start_batch
+        self.epochs_done = epoch
         self.phase_name = "train"
         now = time.perf_counter()
         self._t_epoch = self._last_emit = now
@@ -175,6 +183,8 @@ class ProgressTracker:
         eta = sum(self.epoch_times) / len(self.epoch_times) * remaining
         line = epoch_line(self.epoch, self.num_epochs, train, val, took, eta, peak_gb)
         self.batch = self.num_batches
+        self.epochs_done = self.epoch + 1
+        self.phase_name = "train"
         log.info(line)
         return line
 
@@ -238,8 +248,8 @@ class ProgressTracker:
             grid.add_column()
         grid.add_row(
             Text(f"epoch {self.epoch + 1}/{self.num_epochs}", style="bold"),
-            ProgressBar(total=self.num_epochs, completed=self.epoch + frac, width=40),
-            Text(f"{self.epoch}/{self.num_epochs}"),
+            ProgressBar(total=self.num_epochs, completed=max(self.epochs_done, self.epoch + frac), width=40),
+            Text(f"{self.epochs_done}/{self.num_epochs}"),
             Text(f"ETA run {_eta(run_eta)}", style="cyan"),
         )
         label = "validating" if self.phase_name == "validate" else "batch"

@@ -27,8 +27,7 @@ from deepfake.errors import ConfigError, UserError
 from deepfake.hardware import HardwareManager, describe
 from deepfake.metrics import detection_metrics
 from deepfake.monitor import EarlyStopping, improved
-from deepfake.plot import PREDICTIONS, plot_run
-from deepfake.predictions import write_predictions
+from deepfake.predictions import VAL_PREDICTIONS, write_predictions
 from deepfake.progress import ProgressTracker
 from deepfake.tensorboard import TensorBoardLogger
 
@@ -295,12 +294,14 @@ def _save_val_predictions(
     labels, probs, index = pred
     samples = [dataset.samples[i] for i in index]
     write_predictions(
-        run_dir / PREDICTIONS, [s.path for s in samples], [s.video for s in samples], labels, probs
+        run_dir / VAL_PREDICTIONS, [s.path for s in samples], [s.video for s in samples], labels, probs
     )
 
 
 def _write_plots(run_dir: Path) -> None:
     """Plots are a convenience: a failure is reported with the command to retry, the run still succeeds."""
+    from deepfake.plot import plot_run  # matplotlib costs ~1 s to import: keep it off every start-up
+
     try:
         paths = plot_run(run_dir)
         log.info("plots: %s", ", ".join(str(p.relative_to(run_dir)) for p in paths))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import pty
 import select
@@ -110,6 +111,21 @@ def test_rich_mode_renders_bars_etas_and_routes_log_lines_above_them() -> None:
     assert "ETA run" in text and "ETA epoch" in text
     assert "loss 0.2500" in text and "lr 2.00e-03" in text and "img/s" in text
     assert "cpu 12% | ram 3.5 GB (20%)" in text
+
+
+def test_rich_mode_borrows_console_log_handlers_and_gives_them_back() -> None:
+    handler = logging.StreamHandler(sys.__stdout__)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        for terminal in (False, True):
+            console = Console(file=io.StringIO(), force_terminal=terminal)
+            with ProgressTracker(1, 2, mode="rich", console=console):
+                # On a terminal, log lines go through rich's stdout proxy, which prints them above the bars.
+                assert (handler.stream is not sys.__stdout__) == terminal
+            assert handler.stream is sys.__stdout__
+    finally:
+        root.removeHandler(handler)
 
 
 def test_auto_mode_draws_rich_bars_in_a_pseudo_terminal(tmp_path: Path) -> None:
