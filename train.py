@@ -1,4 +1,7 @@
-"""Train a deepfake detector: `python train.py [overrides]` or `from train import train`."""
+"""Train a deepfake detector: `python train.py [overrides]` or `from train import train`.
+
+`python train.py check=true [overrides]` runs the pre-flight check instead and exits 1 when it finds errors.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from omegaconf import DictConfig
 
 from deepfake.cli import run_reporting_errors
 from deepfake.config import register_configs
+from deepfake.preflight import run as run_check
 from deepfake.runner import train
 
 __all__ = ["train"]
@@ -15,7 +19,12 @@ register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
+    if cfg.check:
+        code = run_reporting_errors(run_check, cfg)
+        if code:  # a passing check returns normally, so a `-m` sweep of checks goes on to the next job
+            raise SystemExit(code)
+        return None
     return run_reporting_errors(train, cfg)
 
 

@@ -138,6 +138,7 @@ class HardwareConfig:
     tf32: bool = True
     deterministic: bool = False
     num_threads: int | None = None
+    sample_every_n_seconds: float = 2.0
 
 
 #: The Google Drive preset (`backup=drive`, `use_drive=True`): the mount point Colab's drive.mount uses.
@@ -183,6 +184,8 @@ class Config:
     use_drive: bool = False
     seed: int = 42
     resume: str | None = None
+    check: bool = False
+    check_on_start: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -256,6 +259,7 @@ _NON_NEGATIVE: tuple[str, ...] = (
     "eval.bootstrap_samples",
     "backup.min_free_gb",
     "training.checkpoint.keep_top_k",
+    "hardware.sample_every_n_seconds",
 )
 
 

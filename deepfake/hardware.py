@@ -1,11 +1,15 @@
-"""HardwareManager: picks the device and precision, applies speed switches, and describes the machine."""
+"""HardwareManager: picks the device and precision, applies speed switches, describes the machine,
+samples its resources in the background and frees GPU memory between phases."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import platform
 import shutil
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -13,8 +17,12 @@ import torch
 
 from deepfake.engine import Precision
 from deepfake.errors import ConfigError
+from deepfake.monitoring import GB, GpuProbe, Reading, ResourceSampler
 
 log = logging.getLogger(__name__)
+
+LOW_RAM_GB = 4.0  # below this much available RAM, DataLoader workers and prefetching start to swap
+LOW_DISK_GB = 5.0  # below this, a few checkpoints and backups of a large model no longer fit
 
 
 class HardwareManager:
@@ -27,12 +35,14 @@ class HardwareManager:
         tf32: bool = True,
         deterministic: bool = False,
         num_threads: int | None = None,
+        sample_every_n_seconds: float = 2.0,
     ) -> None:
         self.device, self.reason = self._pick(device)
         self.cudnn_benchmark = cudnn_benchmark and not deterministic
         self.tf32 = tf32
         self.deterministic = deterministic
         self.num_threads = num_threads
+        self.sample_every_n_seconds = sample_every_n_seconds
 
     @staticmethod
     def _pick(requested: str) -> tuple[torch.device, str]:
@@ -143,3 +153,61 @@ class HardwareManager:
             except Exception:  # NVML is optional: the summary simply omits the driver
                 pass
         return info
+
+    def sampler(self, sink: Callable[[Reading], None], disk_path: str | Path = ".") -> ResourceSampler:
+        """A background sampler (not yet started) of CPU, RAM, process RSS, disk and, via NVML, this GPU."""
+        return ResourceSampler(sink, self.sample_every_n_seconds, disk_path, GpuProbe.open(self.device))
+
+    def reset_peak_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory_gb(self) -> float | None:
+        """CUDA allocator peak since the last reset (host-side bookkeeping: no device sync); None off CUDA."""
+        if self.device.type != "cuda":
+            return None
+        return torch.cuda.max_memory_allocated(self.device) / GB
+
+    def free_memory(self) -> None:
+        """Drop unreachable tensors and return cached blocks to the driver between phases (e.g. check -> train)."""
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """One line for the log: what `hardware.json` holds, readable."""
+    device = f"{summary['device']} ({summary['device_name']})"
+    if "gpu_memory_gb" in summary:
+        extras = [f"{summary['gpu_memory_gb']:.1f} GB"]
+        if summary.get("driver"):
+            extras.append(f"driver {summary['driver']}")
+        if summary.get("cuda_version"):
+            extras.append(f"CUDA {summary['cuda_version']}")
+        device += " " + ", ".join(extras)
+    return (
+        f"hardware: {device} | {summary['cpu_count']} CPUs | RAM {summary['ram_gb']:.1f} GB "
+        f"({summary['ram_available_gb']:.1f} GB available) | disk {summary['disk_free_gb']:.1f} GB free"
+    )
+
+
+def hardware_warnings(summary: dict[str, Any], min_free_gb: float = LOW_DISK_GB) -> list[str]:
+    """What about this machine will slow or endanger a run: no GPU, low RAM, low disk."""
+    out = []
+    if summary["device"] == "cpu":
+        out.append(
+            "no GPU: training runs on the CPU, fine for the tiny model and small tests but far too slow for "
+            "real backbones; on Colab pick a GPU runtime, on a cluster request one"
+        )
+    if summary["ram_available_gb"] < LOW_RAM_GB:
+        out.append(
+            f"low RAM: {summary['ram_available_gb']:.1f} GB available; lower data.num_workers or "
+            "data.prefetch_factor if the machine starts swapping"
+        )
+    need = max(min_free_gb, LOW_DISK_GB)
+    if summary["disk_free_gb"] < need:
+        out.append(
+            f"low disk: {summary['disk_free_gb']:.1f} GB free where the run writes (want >= {need:.0f} GB "
+            "for checkpoints and backups); free space or set base_path elsewhere"
+        )
+    return out

@@ -22,15 +22,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepfake.backup import ProjectBackup
 from deepfake.checkpoint import Checkpointer, atomic_write, build_state, unwrap
+from deepfake.checks import start_checks
 from deepfake.config import Config, to_config
 from deepfake.engine import LoopConfig, TrainState, train_epoch, validate
-from deepfake.errors import UserError
+from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation import evaluate_best
-from deepfake.hardware import HardwareManager
+from deepfake.hardware import HardwareManager, describe
 from deepfake.interrupt import GracefulInterrupt, TrainingInterrupted
 from deepfake.memory import OutOfMemory, fit_batch_size, oom_message, probe_step
 from deepfake.metrics import detection_metrics
 from deepfake.monitor import EarlyStopping, improved
+from deepfake.predictions import VAL_PREDICTIONS, write_predictions
+from deepfake.progress import ProgressTracker
 from deepfake.resume import (
     Resume,
     adopt_run_dir,
@@ -95,27 +98,6 @@ def _attach_file_log(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def _fmt_duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
-
-
-def epoch_line(
-    epoch: int, num_epochs: int, train: dict[str, float], val: dict[str, float], took: float, eta: float
-) -> str:
-    parts = [f"epoch {epoch + 1}/{num_epochs}", f"train loss {train['train/epoch_loss']:.4f}"]
-    shown = ("auc", "acc", "eer", "ap", "loss", "video_auc")
-    parts.append("val " + " ".join(f"{k} {val[f'val/{k}']:.4f}" for k in shown if f"val/{k}" in val))
-    if "val_ema/auc" in val:
-        parts.append(f"ema auc {val['val_ema/auc']:.4f}")
-    parts.append(f"{train['train/epoch_img_per_s']:.0f} img/s")
-    parts.append(f"{_fmt_duration(took)}")
-    parts.append(f"ETA {_fmt_duration(eta)}")
-    return " | ".join(parts)
-
-
 def train(cfg: Config | DictConfig | dict) -> float:
     """Train one detector as configured and return the best value of `training.monitor`.
 
@@ -123,6 +105,11 @@ def train(cfg: Config | DictConfig | dict) -> float:
     directory from the saved state; a signal stops it cleanly (see `deepfake.interrupt`).
     """
     cfg = to_config(cfg)
+    if cfg.check:
+        raise ConfigError(
+            "check=true runs the pre-flight check, not training: use `python train.py check=true ...`, "
+            "or deepfake.preflight.check(cfg) from Python"
+        )
     resume = load_resume(cfg.resume) if cfg.resume else None
     if resume is not None and resume.run_dir is not None:
         run_dir, under_hydra = resume.run_dir, HydraConfig.initialized()
@@ -156,6 +143,7 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
     device = hw.device
     summary = hw.summary(str(run_dir))
     atomic_write(run_dir / "hardware.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    log.info(describe(summary))
     log.info("device: %s (%s), precision %s", device, hw.reason, precision.name)
 
     model = instantiate(cfg.model).to(device)
@@ -184,6 +172,8 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
     val_loader = data.eval_dataloader("val")
     val_videos = np.asarray(val_loader.dataset.videos, dtype=object)
     num_batches = len(train_loader)
+    if cfg.check_on_start:
+        start_checks(cfg, data.samples, train_loader.batch_size)
     steps_per_epoch = math.ceil(num_batches / tc.grad_accum_steps)
     log.info(
         "batch %d x %d accumulation = effective batch %d; %d optimizer steps per epoch",
@@ -218,7 +208,6 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     stop_reason = "completed"
     final: dict[str, float] = {}
-    epoch_times: list[float] = []
     elapsed_before = 0.0
     if resume is not None:
         check_train_set(resume, len(train_loader.dataset))
@@ -242,6 +231,23 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
         _convert_="all",
     )  # fmt: skip
     start = (state.epoch, state.global_step)
+    progress = ProgressTracker(
+        tc.num_epochs,
+        num_batches,
+        batch_size=train_loader.batch_size,
+        mode=cfg.logging.progress,
+        every_n_seconds=cfg.logging.every_n_seconds,
+    )
+
+    def on_reading(reading: dict[str, float]) -> None:  # runs on the sampler thread
+        tb.scalars(state.global_step, reading)
+        progress.hardware(reading)
+
+    def on_log(step: int, values: dict[str, float]) -> None:
+        tb.scalars(step, values)
+        progress.log(step, values)
+
+    sampler = hw.sampler(on_reading, disk_path=run_dir)
 
     def checkpoint_state(saved_at: str) -> dict[str, Any]:
         return build_state(
@@ -273,6 +279,7 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
     every = tc.checkpoint.every_n_steps
 
     def on_step(s: TrainState) -> None:
+        progress.step(s)
         # The epoch's last step is covered by the end-of-epoch checkpoint, which includes validation.
         if every and s.global_step % every == 0 and s.batch_in_epoch < num_batches:
             save("step")
@@ -283,6 +290,8 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
     outcome = "end"
     with interrupt:
         try:
+            progress.start()
+            sampler.start()
             if state.epoch >= tc.num_epochs or (tc.early_stopping.enabled and early.stopped):
                 log.info(
                     "nothing to train: the run already finished at epoch %d; pass training.num_epochs=N "
@@ -295,13 +304,16 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
                 t0 = time.perf_counter()
                 state.epoch = epoch
                 train_loader.sampler.set_epoch(epoch, start=state.batch_in_epoch * batch_size)
+                progress.start_epoch(epoch, state.batch_in_epoch)
+                hw.reset_peak_memory()
                 train_stats = train_epoch(
                     model, train_loader, optimizer, scheduler, precision, state, loop, device,
-                    num_batches=num_batches, log=tb.scalars, ema=ema, should_stop=interrupt, on_step=on_step,
+                    num_batches=num_batches, log=on_log, ema=ema, should_stop=interrupt, on_step=on_step,
                 )  # fmt: skip
                 if interrupt():
                     break
                 state.batch_in_epoch = 0
+                progress.phase("validate")
                 labels, probs, index = validate(model, val_loader, precision, device)
                 val = _metrics(labels, probs, index, val_videos, "val", cfg)
                 if ema is not None:
@@ -318,14 +330,15 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
                 if is_best:
                     best = {"value": monitored, "epoch": epoch + 1, "metrics": dict(val)}
                 val["val/auc_best"] = best["metrics"].get("val/auc", math.nan)
-                tb.scalars(
-                    state.global_step,
-                    {
-                        **val,
-                        **best_scalars(best["metrics"]),
-                        "train/epoch_loss": train_stats["train/epoch_loss"],
-                    },
-                )
+                peak = hw.peak_memory_gb()
+                epoch_scalars = {
+                    **val,
+                    **best_scalars(best["metrics"]),
+                    "train/epoch_loss": train_stats["train/epoch_loss"],
+                }
+                if peak is not None:
+                    epoch_scalars["hw/gpu_peak_mem_gb"] = peak
+                tb.scalars(state.global_step, epoch_scalars)
                 log_val_epoch(tb, state.global_step, epoch, labels, probs, index, val_loader.dataset, cfg)
                 state.epoch = epoch + 1
                 final = {**train_stats, **val, "epoch": epoch + 1}
@@ -334,12 +347,11 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
                 save("epoch")
                 if is_best:
                     ckpts.copy_last("best.pt")
+                    _save_val_predictions(run_dir, val_loader.dataset, (labels, probs, index))
                 if in_top_k:
                     ckpts.copy_last(ckpts.epoch_file(epoch + 1))
                     ckpts.prune_top_k()
-                epoch_times.append(time.perf_counter() - t0)
-                eta = float(np.mean(epoch_times)) * (tc.num_epochs - epoch - 1)
-                log.info(epoch_line(epoch, tc.num_epochs, train_stats, val, epoch_times[-1], eta))
+                progress.end_epoch(train_stats, val, time.perf_counter() - t0, peak)
                 if backup.due(epoch + 1):
                     elapsed = elapsed_before + time.perf_counter() - t_start
                     _write_metrics(run_dir, cfg, final, best, "running", state, elapsed)
@@ -363,6 +375,8 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
             outcome, stop_reason = "crash", f"failed: {type(e).__name__}: {e}"
             raise
         finally:
+            sampler.stop()
+            progress.close()
             tb.close()
             duration = elapsed_before + time.perf_counter() - t_start
             _write_metrics(run_dir, cfg, final, best, stop_reason, state, duration)
@@ -372,6 +386,9 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
             ):
                 backup.exit_backup(outcome, state.epoch, state.global_step)
 
+    hw.free_memory()
+    if outcome != "abort":
+        _write_plots(run_dir)
     if outcome == "interrupt":
         assert interrupt.signum is not None
         message = (
@@ -399,6 +416,33 @@ def _metrics(
     return detection_metrics(
         labels, probs, videos[index], prefix, cfg.eval.threshold, cfg.eval.video_aggregation
     )
+
+
+def _save_val_predictions(
+    run_dir: Path, dataset: Any, pred: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    """The best epoch's validation predictions, for its ROC plot (and any later analysis)."""
+    labels, probs, index = pred
+    samples = [dataset.samples[i] for i in index]
+    write_predictions(
+        run_dir / VAL_PREDICTIONS, [s.path for s in samples], [s.video for s in samples], labels, probs
+    )
+
+
+def _write_plots(run_dir: Path) -> None:
+    """Plots are a convenience: a failure is reported with the command to retry, the run still succeeds."""
+    from deepfake.plot import plot_run  # matplotlib costs ~1 s to import: keep it off every start-up
+
+    try:
+        paths = plot_run(run_dir)
+        log.info("plots: %s", ", ".join(str(p.relative_to(run_dir)) for p in paths))
+    except Exception as e:
+        log.warning(
+            "could not write plots (%s: %s); retry with: python -m deepfake.plot %s",
+            type(e).__name__,
+            e,
+            run_dir,
+        )
 
 
 def _write_metrics(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +93,17 @@ def test_other_parameters_regenerate_in_place(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
+def test_crashed_runs_leftovers_are_swept_but_live_ones_kept(tmp_path: Path) -> None:
+    dead, live = tmp_path / ".ds.tmp-1-dead", tmp_path / ".ds.tmp-2-live"
+    for d in (dead, live):
+        (d / "train").mkdir(parents=True)
+    os.utime(dead, (time.time() - 7200, time.time() - 7200))
+    generate_synthetic_dataset(
+        tmp_path / "ds", img_size=32, videos_per_split={"train": 2}, frames_per_video=1
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.tmp-2-live", "ds"]
+
+
 def test_refuses_to_replace_a_foreign_folder(tmp_path: Path) -> None:
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "notes.txt").write_text("mine")
@@ -132,8 +145,8 @@ def test_fake_is_the_real_frame_blended_inside_the_face(tmp_path: Path) -> None:
             diff = np.abs(a - b).mean(-1)
             inner.append(diff[24:40, 24:40].mean())
             outer.append(np.concatenate([diff[:4].ravel(), diff[:, :4].ravel(), diff[:, -4:].ravel()]).mean())
-    assert min(inner) > 0.5, "every fake frame must differ from its source inside the face"
-    assert np.mean(inner) > 5 * np.mean(outer), "the blend must be confined to the face region"
+    assert min(inner) > 3, "every fake frame must differ from its source inside the face"
+    assert np.mean(inner) > 20 * np.mean(outer), "the blend must be confined to the face region"
 
 
 def test_concurrent_callers_agree(tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ class DataModule:
 
     def setup(self) -> None:
         """Resolve the root (generating the synthetic set once) and scan every split present."""
-        root = self._resolve_root()
+        root = self.resolve_root()
         for split in ("train", "val"):
             self.samples[split] = scan_split(root, self.splits[split], self.real_dirs, self.fake_dirs)
         if (root / self.splits["test"]).is_dir():
@@ -103,7 +103,7 @@ class DataModule:
         """
         self.test_samples = {}
         if not self.test_sets:
-            root = self._resolve_root()
+            root = self.resolve_root()
             if not (root / self.splits["test"]).is_dir():
                 raise DataError(
                     f"{root} has no '{self.splits['test']}' split to evaluate; "
@@ -141,7 +141,8 @@ class DataModule:
         ds = FaceDataset(self.test_samples[name], eval_transform(self.img_size), decode_size=self.img_size)
         return self._loader(ds, EpochSampler(len(ds), shuffle=False), self.eval_batch_size, drop_last=False)
 
-    def _resolve_root(self) -> Path:
+    def resolve_root(self) -> Path:
+        """The dataset folder; the synthetic set is generated there on first use."""
         if self.kind == "synthetic":
             from deepfake.data.synthetic import generate_synthetic_dataset
 

@@ -7,9 +7,11 @@ itself, so the only evidence is a blending boundary and an inside/outside incons
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,12 @@ def _ellipse(x: Array, y: Array, cx: Any, cy: Any, rx: Any, ry: Any, px: float, 
     c, s = np.cos(angle), np.sin(angle)
     d = np.sqrt(((c * dx + s * dy) / rx) ** 2 + ((c * dy - s * dx) / ry) ** 2)
     return np.clip((1.0 - d) * np.minimum(rx, ry) / px + 0.5, 0.0, 1.0)
+
+
+def _window(c: Array, r: Array, r_other: Array, size: int) -> slice:
+    """Pixel range covering c +- r (plus a pixel) in every frame."""
+    reach = np.max(np.maximum(r, r_other)) + 1.0 / size
+    return slice(max(0, int((np.min(c) - reach) * size)), max(0, int(np.ceil((np.max(c) + reach) * size))))
 
 
 def _paint(img: Array, alpha: Array, colour: Any) -> None:
@@ -127,27 +135,12 @@ def _render_video(rng: np.random.Generator, p: dict[str, Any], n: int, size: int
     bg = p["bg"][0] + t[..., None] * (p["bg"][1] - p["bg"][0]) + tex
     img = np.repeat(bg.astype(np.float32), n, axis=0)
 
-    def paint(
-        cx: Any,
-        cy: Any,
-        rx: Any,
-        ry: Any,
-        colour: Any,
-        angle: Any = 0.0,
-        opacity: float = 1.0,
-        within: tuple[Any, ...] | None = None,
-    ) -> None:
-        # Only the bounding window of the ellipse (over all frames) is computed: features are small.
-        reach = np.max(np.maximum(rx, ry)) + px
-        rows = slice(
-            max(0, int((np.min(cy) - reach) * size)), max(0, int(np.ceil((np.max(cy) + reach) * size)))
-        )
-        cols = slice(
-            max(0, int((np.min(cx) - reach) * size)), max(0, int(np.ceil((np.max(cx) + reach) * size)))
-        )
-        alpha = opacity * _ellipse(x[..., cols], y[:, rows], cx, cy, rx, ry, px, angle)
-        if within is not None:
-            alpha *= _ellipse(x[..., cols], y[:, rows], *within, px)
+    def paint(cx: Any, cy: Any, rx: Any, ry: Any, colour: Any, angle: Any = 0.0, **kw: Any) -> None:
+        # Only the ellipse's bounding window (over all frames) is computed: most features are tiny.
+        rows, cols = _window(cy, ry, rx, size), _window(cx, rx, ry, size)
+        alpha = kw.get("opacity", 1.0) * _ellipse(x[..., cols], y[:, rows], cx, cy, rx, ry, px, angle)
+        if "within" in kw:
+            alpha *= _ellipse(x[..., cols], y[:, rows], *kw["within"], px)
         _paint(img[:, rows, cols], alpha, colour)
 
     skin, hair = p["skin"], p["hair"]
@@ -203,7 +196,7 @@ def _self_blend(rng: np.random.Generator, img: Array, boxes: Array) -> Array:
     """SBI: blend each frame with a perturbed copy of itself inside a deformed, soft face mask."""
     n, size = img.shape[0], img.shape[1]
     unit = size / 64.0
-    strength = rng.uniform(K["s_lo"], 1.0)
+    strength = rng.uniform(0.4, 1.0)
 
     def f(lo: float, hi: float, shape: tuple[int, ...] = (n, 1, 1, 1)) -> Array:
         return rng.uniform(lo, hi, shape).astype(np.float32)
@@ -213,25 +206,20 @@ def _self_blend(rng: np.random.Generator, img: Array, boxes: Array) -> Array:
 
     direction = rng.normal(size=(n, 1, 1, 3)).astype(np.float32)
     direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
-    src = (
-        img * (1.0 + strength * signed(0.3, 1.0) * K["gain"])
-        + strength * f(0.3, 1.0) * K["shift"] * direction
-    )
+    src = img * (1.0 + strength * signed(0.3, 1.0) * 0.15) + strength * f(0.3, 1.0) * 0.1 * direction
     mean = src.mean(axis=(1, 2, 3), keepdims=True)
-    src = mean + (src - mean) * (1.0 + strength * f(-1, 1) * K["contrast"])
-    theta = strength * rng.uniform(-1, 1, n) * K["hue"]
-    axis = np.full(3, 1 / np.sqrt(3))
-    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    rot = (
-        np.cos(theta)[:, None, None] * np.eye(3)
-        + np.sin(theta)[:, None, None] * cross
-        + (1 - np.cos(theta))[:, None, None] * np.outer(axis, axis)
-    )
+    src = mean + (src - mean) * (1.0 + strength * f(-1, 1) * 0.25)
+    theta = strength * rng.uniform(-1, 1, n) * 0.4
+    # Rodrigues rotation about the grey axis: a hue shift that keeps luminance roughly unchanged.
+    eye = np.eye(3)
+    cross = (np.roll(eye, 1, 0) - np.roll(eye, -1, 0)) / np.sqrt(3)
+    c, sn = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
+    rot = c * eye + sn * cross + (1 - c) / 3
     src = (src.reshape(n, -1, 3) @ rot.transpose(0, 2, 1).astype(np.float32)).reshape(img.shape)
 
     sharpen = rng.uniform(size=n) < 0.5
-    blurred = _separable(src, *(2 * (_gauss_matrix(size, rng.uniform(*K["blur"], n) * unit),)))
-    amount = np.where(sharpen, -rng.uniform(*K["sharp"], n), rng.uniform(K["blur_mix"], 1.0, n))
+    blurred = _separable(src, *(2 * (_gauss_matrix(size, rng.uniform(0.7, 1.5, n) * unit),)))
+    amount = np.where(sharpen, -rng.uniform(0.8, 2.0, n), rng.uniform(0.6, 1.0, n))
     src = src + amount.reshape(n, 1, 1, 1).astype(np.float32) * (blurred - src)
 
     cx, cy, rx, ry = (boxes[:, i, None] for i in range(4))
@@ -253,56 +241,34 @@ def _self_blend(rng: np.random.Generator, img: Array, boxes: Array) -> Array:
     k = np.arange(2, 5).reshape(1, 3, 1, 1)
     wobble = f(-0.08, 0.08, (n, 3, 1, 1)) * np.cos(k * ang[:, None] + f(0, 2 * np.pi, (n, 3, 1, 1)))
     hard = np.clip((1.0 + wobble.sum(1) - rho) * np.minimum(mrx, mry) * size + 0.5, 0.0, 1.0)
-    sigma = rng.uniform(*K["mask_sigma"], n) * unit
+    sigma = rng.uniform(0.7, 2.5, n) * unit
     mask = _separable(hard.astype(np.float32), *(2 * (_gauss_matrix(size, sigma),)))
-    mask *= rng.choice(K["ratio"], (n, 1, 1)).astype(np.float32)
+    mask *= rng.choice([0.6, 0.8, 1.0, 1.0], (n, 1, 1)).astype(np.float32)
     return np.clip(img + mask[..., None] * (src - img), 0.0, 1.0)
 
 
 def _write_dataset(root: Path, params: dict[str, Any]) -> None:
-    size, frames, seed = params["img_size"], params["frames_per_video"], params["seed"]
+    """Each person gets a real video and, from the same frames, a self-blended fake one (like FF++ fakes).
+
+    Pairing makes identity useless as a cue, so a detector has to find the blend instead of memorising faces.
+    """
+    size, frames, seed, quality = (
+        params[k] for k in ("img_size", "frames_per_video", "seed", "jpeg_quality")
+    )
     for si, split in enumerate(SPLITS):
         n_videos = params["videos_per_split"].get(split, 0)
         for person in range((n_videos + 1) // 2):
-            rng = np.random.default_rng([seed, si, person])
+            rng = np.random.default_rng([seed, si, person])  # per person: stable when other counts change
             imgs, boxes = _render_video(rng, _sample_identity(rng), frames, size)
-            vid = f"{split}{person:04d}"
+            vid = f"{split}{person:04d}"  # the split in the id keeps identities disjoint across splits
             videos = [(root / split / "real" / vid, imgs)]
             if 2 * person + 1 < n_videos:
-                if PAIR_MODE == "indep":
-                    rng2 = np.random.default_rng([seed, si, person])
-                    ident = _sample_identity(rng2)
-                    imgs, boxes = _render_video(
-                        np.random.default_rng([seed, si, person, 1]), ident, frames, size
-                    )
-                videos.append(
-                    (
-                        root / split / "fake" / FAKE_METHOD / f"{vid}_{FAKE_METHOD}",
-                        _self_blend(rng, imgs, boxes),
-                    )
-                )
+                fake = _self_blend(rng, imgs, boxes)
+                videos.append((root / split / "fake" / FAKE_METHOD / f"{vid}_{FAKE_METHOD}", fake))
             for out, video in videos:
                 out.mkdir(parents=True)
-                for fi, frame in enumerate((video * 255.0 + 0.5).astype(np.uint8)):
-                    Image.fromarray(frame).save(
-                        out / f"{fi:03d}.jpg", quality=params["jpeg_quality"], subsampling=2
-                    )
-
-
-PAIR_MODE = os.environ.get("PAIR_MODE", "exact")
-K = dict(
-    s_lo=0.4,
-    gain=0.15,
-    shift=0.1,
-    contrast=0.25,
-    hue=0.4,
-    blur=(0.7, 1.5),
-    sharp=(0.8, 2.0),
-    blur_mix=0.6,
-    mask_sigma=(0.7, 2.5),
-    ratio=[0.6, 0.8, 1.0, 1.0],
-)
-K.update(json.loads(os.environ.get("SBI_K", "{}")))
+                for i, frame in enumerate((video * 255.0 + 0.5).astype(np.uint8)):
+                    Image.fromarray(frame).save(out / f"{i:03d}.jpg", quality=quality, subsampling=2)
 
 
 def _is_complete(root: Path, params: dict[str, Any]) -> bool:
@@ -323,10 +289,10 @@ def generate_synthetic_dataset(
 ) -> Path:
     """Write the dataset under root (once) and return root.
 
-    Layout: ``root/{split}/real/<video>/<frame>.jpg`` and ``root/{split}/fake/sbi/<video>/<frame>.jpg``;
+    Layout: ``root/{split}/real/<id>/<frame>.jpg`` and ``root/{split}/fake/sbi/<id>_sbi/<frame>.jpg``;
     videos_per_split counts real plus fake videos (real gets the odd one). The tree is built in a unique
-    sibling folder, marked complete, then renamed into place, so a crash or a concurrent caller never leaves
-    a half-written dataset that looks finished.
+    sibling folder, marked complete, then renamed into place, so neither a crash nor a concurrent caller
+    leaves a half-written dataset that looks finished.
     """
     root = Path(root)
     videos = dict(DEFAULT_VIDEOS_PER_SPLIT if videos_per_split is None else videos_per_split)
@@ -345,26 +311,27 @@ def generate_synthetic_dataset(
     if _is_complete(root, params):
         return root
     if root.exists() and not (root / COMPLETE_MARKER).exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} is non-empty and was not written by generate_synthetic_dataset")
+        raise FileExistsError(f"{root} is not empty and was not written by generate_synthetic_dataset")
 
     root.parent.mkdir(parents=True, exist_ok=True)
+    for stale in [*root.parent.glob(f".{root.name}.tmp-*"), *root.parent.glob(f".{root.name}.old-*")]:
+        with contextlib.suppress(OSError):  # left by killed runs (a live one lasts seconds) or just removed
+            if time.time() - stale.stat().st_mtime > 3600:
+                shutil.rmtree(stale)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
         _write_dataset(tmp, params)
         (tmp / COMPLETE_MARKER).write_text(json.dumps(params, sort_keys=True))
-        if root.exists() and not _is_complete(root, params):
-            # Stale dataset from other parameters: move it aside atomically, then delete it.
+        if root.exists() and not _is_complete(root, params):  # ours, from other parameters (or empty)
             old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.replace(root, old)
-            except FileNotFoundError:
-                pass
             shutil.rmtree(old, ignore_errors=True)
         try:
             os.replace(tmp, root)
         except OSError:
-            if not _is_complete(root, params):  # Lost a race to a writer with other parameters.
+            if not _is_complete(root, params):  # else another caller published the same dataset first
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,177 @@
+"""Dataset verification: structure, counts, unreadable images, image sizes, class balance and split leakage.
+
+These functions report facts and never stop at the first problem, so one pass of the pre-flight check names
+every fault; `deepfake.checks` judges them (error, warning, info).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from deepfake.data.samples import Sample, scan_split
+from deepfake.errors import DataError
+
+log = logging.getLogger(__name__)
+
+REQUIRED_SPLITS = ("train", "val")
+# FaceForensics++ names real videos by identity (`071`) and fakes by target_source (`071_054`); the official
+# splits keep each pair in one split, so a shared identity across splits is leakage.
+_FFPP_VIDEO = re.compile(r"^(\d{3})(?:_(\d{3}))?$")
+
+
+@dataclass
+class DatasetScan:
+    """Samples per split key (train/val/test) and every structural problem met while scanning."""
+
+    root: Path
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def scan_dataset(
+    root: Path, splits: Mapping[str, str], real_dirs: Sequence[str], fake_dirs: Sequence[str]
+) -> DatasetScan:
+    """Scan each split's class folders one by one with the loader's own scanner, collecting its errors."""
+    scan = DatasetScan(root)
+    for key, dirname in splits.items():
+        if not (root / dirname).is_dir():
+            if key in REQUIRED_SPLITS:
+                scan.problems.append(f"split folder {root / dirname} does not exist (data.splits.{key})")
+            continue
+        found: list[Sample] = []
+        for name in real_dirs:
+            found += _scan_class(scan, root, dirname, [name], [])
+        for name in fake_dirs:
+            found += _scan_class(scan, root, dirname, [], [name])
+        scan.samples[key] = found
+    return scan
+
+
+def _scan_class(scan: DatasetScan, root: Path, split: str, real: list[str], fake: list[str]) -> list[Sample]:
+    try:
+        return scan_split(root, split, real, fake)
+    except DataError as e:
+        scan.problems.append(str(e).split(". Expected layout")[0])
+        return []
+
+
+def count_table(samples: Sequence[Sample]) -> dict[str, Counter]:
+    """{'real': Counter(method -> images), 'fake': ...}."""
+    table: dict[str, Counter] = {"real": Counter(), "fake": Counter()}
+    for s in samples:
+        table["fake" if s.label else "real"][s.method] += 1
+    return table
+
+
+def pos_weight(samples: Sequence[Sample]) -> float | None:
+    """BCE `pos_weight` that balances the classes: real / fake image count (label 1 = fake)."""
+    fake = sum(s.label for s in samples)
+    return (len(samples) - fake) / fake if fake else None
+
+
+@dataclass(frozen=True)
+class Leak:
+    kind: str  # "video" or "identity"
+    key: str
+    splits: tuple[str, ...]
+
+
+def identities(video: str) -> tuple[str, ...]:
+    """Identities a video shows where its name says so (FF++ `071`, `071_054`); () when unknown."""
+    m = _FFPP_VIDEO.match(video.rsplit("/", 1)[-1])
+    return tuple(g for g in m.groups() if g) if m else ()
+
+
+def find_leaks(samples: Mapping[str, Sequence[Sample]]) -> list[Leak]:
+    """Video ids (and known identities) present in more than one split."""
+    videos: dict[str, set[str]] = defaultdict(set)
+    people: dict[str, set[str]] = defaultdict(set)
+    for split, items in samples.items():
+        for video in {s.video for s in items}:
+            videos[video].add(split)
+            for person in identities(video):
+                people[person].add(split)
+    leaks = [Leak("video", k, tuple(sorted(v))) for k, v in sorted(videos.items()) if len(v) > 1]
+    leaks += [Leak("identity", k, tuple(sorted(v))) for k, v in sorted(people.items()) if len(v) > 1]
+    return leaks
+
+
+@dataclass(frozen=True)
+class ImageIssue:
+    path: str
+    kind: str  # "zero-byte", "truncated" or "corrupt"
+    detail: str
+
+
+def inspect_image(path: str) -> tuple[int, int] | ImageIssue:
+    """(width, height) after a full decode (truncation only shows when the last bytes are read)."""
+    try:
+        if os.path.getsize(path) == 0:
+            return ImageIssue(path, "zero-byte", "the file is empty")
+        with Image.open(path) as im:
+            im.load()
+            return im.size
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... all mean "cannot train on it"
+        kind = "truncated" if "truncated" in str(e).lower() else "corrupt"
+        return ImageIssue(path, kind, f"{type(e).__name__}: {e}")
+
+
+class _InspectDataset(Dataset):
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, tuple[int, int] | ImageIssue]:
+        return i, inspect_image(self.paths[i])
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+@dataclass
+class ImageReport:
+    issues: list[ImageIssue]
+    sizes: np.ndarray  # (n, 2) width, height of the readable images
+    seconds: float
+
+
+def inspect_images(paths: Sequence[str], num_workers: int = 0) -> ImageReport:
+    """Fully decode every image, in `num_workers` processes (the loader's own worker count)."""
+    t0 = time.perf_counter()
+    loader = DataLoader(_InspectDataset(paths), batch_size=64, num_workers=num_workers, collate_fn=_as_list)
+    issues: list[ImageIssue] = []
+    sizes: list[tuple[int, int]] = []
+    last_note = t0
+    for done, batch in enumerate(loader, 1):
+        for _, result in batch:
+            (issues if isinstance(result, ImageIssue) else sizes).append(result)
+        if time.perf_counter() - last_note > 30:
+            last_note = time.perf_counter()
+            log.info("verified %d/%d images", min(done * 64, len(paths)), len(paths))
+    size_array = np.array(sizes, dtype=np.int64).reshape(-1, 2)
+    return ImageReport(sorted(issues, key=lambda x: x.path), size_array, time.perf_counter() - t0)
+
+
+def size_summary(sizes: np.ndarray) -> str:
+    """`width 64-64 (median 64), height 64-64 (median 64)`."""
+    if not len(sizes):
+        return "no readable images"
+    w, h = sizes[:, 0], sizes[:, 1]
+    return (
+        f"width {w.min()}-{w.max()} (median {int(np.median(w))}), "
+        f"height {h.min()}-{h.max()} (median {int(np.median(h))})"
+    )
