@@ -1,12 +1,18 @@
-"""Train a deepfake detector: `python train.py [overrides]` or `from train import train`."""
+"""Train a deepfake detector: `python train.py [overrides]` or `from train import train`.
+
+`torchrun --nproc_per_node=N train.py [overrides]` trains with DistributedDataParallel (see deepfake.distributed).
+"""
 
 from __future__ import annotations
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from deepfake.cli import run_reporting_errors
 from deepfake.config import register_configs
+from deepfake.distributed import worker_hydra_overrides
 from deepfake.runner import train
 
 __all__ = ["train"]
@@ -20,4 +26,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    sys.argv += worker_hydra_overrides()  # torchrun ranks > 0 share rank 0's run directory
     main()

@@ -140,6 +140,13 @@ class HardwareConfig:
 
 
 @dataclass
+class DistributedConfig:
+    backend: str = "auto"
+    sync_batchnorm: bool = False
+    timeout_min: float = 30.0
+
+
+@dataclass
 class BackupConfig:
     enabled: bool = True
     every_n_epochs: int = 0
@@ -179,6 +186,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     data: DataConfig = field(default_factory=DataConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -224,6 +232,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "logging.progress": ("auto", "rich", "plain", "off"),
     "data.kind": ("synthetic", "folder"),
     "eval.video_aggregation": ("mean", "max", "median"),
+    "distributed.backend": ("auto", "gloo", "nccl"),
 }
 _POSITIVE: tuple[str, ...] = (
     "training.batch_size",
@@ -232,6 +241,7 @@ _POSITIVE: tuple[str, ...] = (
     "training.grad_accum_steps",
     "training.log_every_n_steps",
     "logging.every_n_seconds",
+    "distributed.timeout_min",
 )
 _NON_NEGATIVE: tuple[str, ...] = (
     "training.weight_decay",
@@ -260,6 +270,10 @@ def to_config(cfg: Config | DictConfig | dict) -> DictConfig:
         cfg = {k: v for k, v in cfg.items() if k != "hydra"}
         try:
             merged = OmegaConf.merge(schema, cfg)
+            # The optimizer is whatever the config names, not a merge with the default AdamW's keys: SGD takes
+            # no `betas` (`training.optimizer._target_=torch.optim.SGD ~training.optimizer.betas`).
+            if "optimizer" in (cfg.get("training") or {}):
+                merged.training.optimizer = cfg["training"]["optimizer"]
         except Exception as e:  # omegaconf raises several types; all mean "this config is malformed"
             raise ConfigError(f"invalid config: {e}") from None
     validate(merged)

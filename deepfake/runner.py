@@ -19,6 +19,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from deepfake import distributed
 from deepfake.checkpoint import atomic_write, build_state, save_checkpoint, unwrap
 from deepfake.config import Config, to_config
 from deepfake.engine import LoopConfig, TrainState, train_epoch, validate
@@ -102,28 +103,35 @@ def epoch_line(
 def train(cfg: Config | DictConfig | dict) -> float:
     """Train one detector as configured and return the best value of `training.monitor`."""
     cfg = to_config(cfg)
-    run_dir, under_hydra = resolve_run_dir(cfg)
-    handler = None if under_hydra else _attach_file_log(run_dir)
+    ddp = distributed.setup(cfg.hardware.device, cfg.distributed.backend, cfg.distributed.timeout_min)
+    handler = None
     try:
-        return _train(cfg, run_dir)
+        # Rank 0 decides the run directory (Hydra's, or a new one); the other ranks write nothing of their own.
+        run_dir, under_hydra = resolve_run_dir(cfg) if ddp.is_main else (None, True)
+        run_dir = Path(ddp.broadcast(run_dir))
+        handler = None if under_hydra else _attach_file_log(run_dir)
+        with distributed.quiet_unless_main(ddp):
+            return _train(cfg, run_dir, ddp)
     finally:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
+        ddp.close()
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> float:
+def _train(cfg: DictConfig, run_dir: Path, ddp: distributed.DistContext) -> float:
     t_start = time.perf_counter()
     tc = cfg.training
     log.info("run directory: %s", run_dir.resolve())
     seed_everything(cfg.seed)
 
-    hw = HardwareManager(**cfg.hardware)
+    hw = HardwareManager(**{**cfg.hardware, "device": ddp.device(cfg.hardware.device)})
     hw.configure()
     precision = hw.precision(tc.amp)
     device = hw.device
-    summary = hw.summary(str(run_dir))
-    atomic_write(run_dir / "hardware.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    if ddp.is_main:
+        summary = {**hw.summary(str(run_dir)), "world_size": ddp.world_size}
+        atomic_write(run_dir / "hardware.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     log.info("device: %s (%s), precision %s", device, hw.reason, precision.name)
 
     model = instantiate(cfg.model).to(device)
@@ -132,6 +140,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     if tc.auto_batch_size:
         if device.type == "cuda":
             batch_size = fit_batch_size(probe_step(model, precision, device, img_size), batch_size, device)
+            batch_size = ddp.min(batch_size)  # every rank must step with the same batch
             log.info("auto batch size: %d fits in GPU memory", batch_size)
         else:
             log.info("training.auto_batch_size applies to CUDA devices; keeping batch %d", batch_size)
@@ -142,10 +151,14 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         eval_batch_size=tc.eval_batch_size,
         seed=cfg.seed,
         pin_memory=device.type == "cuda",
+        rank=ddp.rank,
+        world_size=ddp.world_size,
         _convert_="all",
     )
-    data.setup()
+    with ddp.main_first():  # rank 0 generates a missing synthetic set once; the others then read it
+        data.setup()
     unwrap(model).img_size = img_size  # the size the loaders feed: what predict and export must reproduce
+    model = distributed.wrap(model, ddp, device, cfg.distributed.sync_batchnorm)
     # Scan the test sets now, so a wrong path fails before training rather than after it.
     test_sets = data.setup_test_sets() if cfg.data.test_sets else []
     train_loader = data.train_dataloader()
@@ -154,8 +167,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     num_batches = len(train_loader)
     steps_per_epoch = math.ceil(num_batches / tc.grad_accum_steps)
     log.info(
-        "batch %d x %d accumulation = effective batch %d; %d optimizer steps per epoch",
-        batch_size, tc.grad_accum_steps, batch_size * tc.grad_accum_steps, steps_per_epoch,
+        "batch %d x %d accumulation x %d processes = effective batch %d; %d optimizer steps per epoch",
+        batch_size, tc.grad_accum_steps, ddp.world_size, batch_size * tc.grad_accum_steps * ddp.world_size,
+        steps_per_epoch,
     )  # fmt: skip
 
     optimizer, scheduler = unwrap(model).configure_optimizers(
@@ -170,7 +184,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     if tc.ema.enabled:
         from timm.utils import ModelEmaV3
 
-        ema = ModelEmaV3(model, decay=tc.ema.decay, use_warmup=tc.ema.warmup)
+        ema = ModelEmaV3(distributed.local_module(model), decay=tc.ema.decay, use_warmup=tc.ema.warmup)
 
     loop = LoopConfig(
         grad_clip_mode=tc.grad_clip.mode,
@@ -182,7 +196,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     state = TrainState()
     early = EarlyStopping(**{k: v for k, v in tc.early_stopping.items() if k != "enabled"})
     best: dict[str, Any] = {"value": None, "epoch": None, "metrics": {}}
-    tb = TensorBoardLogger(run_dir, enabled=cfg.logging.tensorboard)
+    tb = TensorBoardLogger(run_dir, enabled=cfg.logging.tensorboard and ddp.is_main)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     log_run_start(tb, cfg, config_yaml, train_loader)
     stop_reason = "completed"
@@ -217,12 +231,17 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
                 num_batches=num_batches, log=tb.scalars, ema=ema,
             )  # fmt: skip
             state.batch_in_epoch = 0
-            labels, probs, index = validate(model, val_loader, precision, device)
+            train_stats = distributed.reduce_train_stats(ddp, train_stats)
+            # Each rank predicts its shard; all ranks get the whole split, so the metrics are a single run's.
+            labels, probs, index = distributed.gather_predictions(
+                ddp, *validate(distributed.local_module(model), val_loader, precision, device)
+            )
             val = _metrics(labels, probs, index, val_videos, "val", cfg)
             if ema is not None:
-                val.update(
-                    _metrics(*validate(ema.module, val_loader, precision, device), val_videos, "val_ema", cfg)
+                ema_preds = distributed.gather_predictions(
+                    ddp, *validate(ema.module, val_loader, precision, device)
                 )
+                val.update(_metrics(*ema_preds, val_videos, "val_ema", cfg))
             monitored = val.get(tc.monitor)
             if monitored is None:
                 raise KeyError(
@@ -241,10 +260,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
             log_val_epoch(tb, state.global_step, epoch, labels, probs, index, val_loader.dataset, cfg)
             state.epoch = epoch + 1
             final = {**train_stats, **val, "epoch": epoch + 1}
-            ckpt = checkpoint_state(val)
-            save_checkpoint(run_dir / "checkpoints" / "last.pt", ckpt)
-            if is_best:
-                save_checkpoint(run_dir / "checkpoints" / "best.pt", ckpt)
+            if ddp.is_main:
+                ckpt = checkpoint_state(val)
+                save_checkpoint(run_dir / "checkpoints" / "last.pt", ckpt)
+                if is_best:
+                    save_checkpoint(run_dir / "checkpoints" / "best.pt", ckpt)
             epoch_times.append(time.perf_counter() - t0)
             eta = float(np.mean(epoch_times)) * (tc.num_epochs - epoch - 1)
             log.info(epoch_line(epoch, tc.num_epochs, train_stats, val, epoch_times[-1], eta))
@@ -260,7 +280,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         raise
     finally:
         tb.close()
-        _write_metrics(run_dir, cfg, final, best, stop_reason, state, time.perf_counter() - t_start)
+        if ddp.is_main:
+            _write_metrics(run_dir, cfg, final, best, stop_reason, state, time.perf_counter() - t_start)
 
     log.info(
         "best %s %.4f at epoch %s; checkpoints in %s",
@@ -269,7 +290,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         best["epoch"],
         run_dir / "checkpoints",
     )
-    if test_sets and (run_dir / "checkpoints" / "best.pt").is_file():
+    if test_sets and ddp.is_main and (run_dir / "checkpoints" / "best.pt").is_file():
         evaluate_best(run_dir, model, data, test_sets, precision, device, cfg)
     log.info("inspect with: tensorboard --logdir %s", run_dir)
     return float(best["value"]) if best["value"] is not None else math.nan
