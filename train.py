@@ -10,10 +10,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from deepfake.cli import run_reporting_errors
 from deepfake.config import register_configs
 from deepfake.distributed import worker_hydra_overrides
 from deepfake.runner import train
+from deepfake.sweep_job import run_job
 
 __all__ = ["train"]
 
@@ -22,7 +22,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    return run_reporting_errors(train, cfg)
+    return run_job(train, cfg)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Python users build the same tree directly: `Config(base_path=..., use_drive=True
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,7 @@ class TrainingConfig:
     log_every_n_steps: int = 20
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     auto_batch_size: bool = False
+    auto_resume: bool = False
 
 
 @dataclass
@@ -220,6 +222,19 @@ def register_configs() -> None:
     store.store(name="train_schema", node=Config)
     store.store(name="evaluate_schema", node=EvaluateConfig)
     store.store(name="predict_schema", node=PredictConfig)
+    # conf/hydra/launcher/submitit_slurm.yaml shares the plugin's name, so `hydra/launcher=submitit_slurm` selects
+    # it; Hydra then checks it against the plugin's schema of that name and warns that this matching is deprecated.
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/launcher/submitit_slurm' is validated against ConfigStore schema"
+    )
+    # conf/hparams_search/optuna.yaml: the study's direction follows training.monitor_mode.
+    OmegaConf.register_new_resolver("optuna_direction", _optuna_direction, replace=True)
+
+
+def _optuna_direction(mode: str) -> str:
+    if mode not in ("max", "min"):
+        raise ConfigError(f"training.monitor_mode={mode!r} is not one of max, min")
+    return "maximize" if mode == "max" else "minimize"
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
