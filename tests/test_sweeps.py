@@ -294,15 +294,22 @@ def test_joblib_launcher_runs_two_jobs(tmp_path: Path, folder_dataset: Path) -> 
 
 
 @pytest.mark.slow
-def test_submitit_local_runs_a_job_that_would_requeue_into_the_same_run_dir(
+def test_submitit_local_runs_a_two_task_ddp_job_that_would_requeue_into_the_same_run_dir(
     tmp_path: Path, folder_dataset: Path
 ) -> None:
+    """One job with two tasks, as `tasks_per_node` on SLURM: the tasks train together (DDP, gloo)."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    proc = run_cli(sweep_args(tmp_path, folder_dataset, "hydra/launcher=submitit_local"), cwd=tmp_path)
+    proc = run_cli(
+        sweep_args(
+            tmp_path, folder_dataset, "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2"
+        ),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = the_sweep(tmp_path)
     job = sweep / "0"
     assert json.loads((job / "metrics.json").read_text())["stop_reason"] == "completed"
+    assert "distributed: 2 processes, backend gloo" in (job / "train.log").read_text()
     assert [r["status"] for r in read_csv(sweep / "summary.csv")] == ["completed"]
     saved = OmegaConf.create(torch.load(job / "checkpoints" / "last.pt", weights_only=True)["config"])
     assert saved.training.auto_resume is True  # a requeued job continues from last.pt
