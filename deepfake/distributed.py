@@ -55,8 +55,13 @@ class DistContext:
 
     def device(self, requested: str) -> str:
         """Each process takes the GPU of its local rank: `auto`/`cuda` become `cuda:<local rank>`."""
-        if not self.enabled or self.backend != "nccl" or requested not in ("auto", "cuda"):
+        if not self.enabled or self.backend != "nccl":
             return requested
+        if requested not in ("auto", "cuda"):
+            raise ConfigError(
+                f"hardware.device={requested} would put every process on the same GPU; with several processes "
+                "use hardware.device=auto (each takes the GPU of its local rank)"
+            )
         return f"cuda:{self.local_rank % torch.cuda.device_count()}"
 
     def broadcast(self, obj: Any) -> Any:

@@ -73,6 +73,8 @@ def test_backend_follows_the_device() -> None:
     with pytest.raises(ConfigError, match="does not run on Apple MPS"):
         resolve_backend("auto", "mps")
     assert DistContext(rank=1, local_rank=1, world_size=2, backend="gloo").device("auto") == "auto"
+    with pytest.raises(ConfigError, match="would put every process on the same GPU"):
+        DistContext(rank=1, local_rank=1, world_size=2, backend="nccl").device("cuda:0")
 
 
 def test_sync_batchnorm_on_cpu_processes_is_refused() -> None:
