@@ -1,17 +1,22 @@
 """Train a deepfake detector: `python train.py [overrides]` or `from train import train`.
 
 `python train.py check=true [overrides]` runs the pre-flight check instead and exits 1 when it finds errors.
+`torchrun --nproc_per_node=N train.py [overrides]` trains with DistributedDataParallel (see deepfake.distributed).
 """
 
 from __future__ import annotations
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from deepfake.cli import run_reporting_errors
 from deepfake.config import register_configs
+from deepfake.distributed import worker_hydra_overrides
 from deepfake.preflight import run as run_check
 from deepfake.runner import train
+from deepfake.sweep_job import run_job
 
 __all__ = ["train"]
 
@@ -25,8 +30,9 @@ def main(cfg: DictConfig) -> float | None:
         if code:  # a passing check returns normally, so a `-m` sweep of checks goes on to the next job
             raise SystemExit(code)
         return None
-    return run_reporting_errors(train, cfg)
+    return run_job(train, cfg)
 
 
 if __name__ == "__main__":
+    sys.argv += worker_hydra_overrides()  # torchrun ranks > 0 share rank 0's run directory
     main()

@@ -7,6 +7,7 @@ Python users build the same tree directly: `Config(base_path=..., use_drive=True
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,6 +148,13 @@ DRIVE_SUBDIR = "deepfake"
 
 
 @dataclass
+class DistributedConfig:
+    backend: str = "auto"
+    sync_batchnorm: bool = False
+    timeout_min: float = 30.0
+
+
+@dataclass
 class BackupConfig:
     _target_: str = "deepfake.backup.ProjectBackup"
     enabled: bool = True
@@ -190,6 +198,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     data: DataConfig = field(default_factory=DataConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -223,6 +232,19 @@ def register_configs() -> None:
     store.store(name="train_schema", node=Config)
     store.store(name="evaluate_schema", node=EvaluateConfig)
     store.store(name="predict_schema", node=PredictConfig)
+    # conf/hydra/launcher/submitit_slurm.yaml shares the plugin's name, so `hydra/launcher=submitit_slurm` selects
+    # it; Hydra then checks it against the plugin's schema of that name and warns that this matching is deprecated.
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/launcher/submitit_slurm' is validated against ConfigStore schema"
+    )
+    # conf/hparams_search/optuna.yaml: the study's direction follows training.monitor_mode.
+    OmegaConf.register_new_resolver("optuna_direction", _optuna_direction, replace=True)
+
+
+def _optuna_direction(mode: str) -> str:
+    if mode not in ("max", "min"):
+        raise ConfigError(f"training.monitor_mode={mode!r} is not one of max, min")
+    return "maximize" if mode == "max" else "minimize"
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -235,6 +257,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "logging.progress": ("auto", "rich", "plain", "off"),
     "data.kind": ("synthetic", "folder"),
     "eval.video_aggregation": ("mean", "max", "median"),
+    "distributed.backend": ("auto", "gloo", "nccl"),
 }
 _POSITIVE: tuple[str, ...] = (
     "training.batch_size",
@@ -243,6 +266,7 @@ _POSITIVE: tuple[str, ...] = (
     "training.grad_accum_steps",
     "training.log_every_n_steps",
     "logging.every_n_seconds",
+    "distributed.timeout_min",
 )
 _NON_NEGATIVE: tuple[str, ...] = (
     "training.weight_decay",
@@ -274,6 +298,10 @@ def to_config(cfg: Config | DictConfig | dict) -> DictConfig:
         cfg = {k: v for k, v in cfg.items() if k != "hydra"}
         try:
             merged = OmegaConf.merge(schema, cfg)
+            # The optimizer is whatever the config names, not a merge with the default AdamW's keys: SGD takes
+            # no `betas` (`training.optimizer._target_=torch.optim.SGD ~training.optimizer.betas`).
+            if "optimizer" in (cfg.get("training") or {}):
+                merged.training.optimizer = cfg["training"]["optimizer"]
         except Exception as e:  # omegaconf raises several types; all mean "this config is malformed"
             raise ConfigError(f"invalid config: {e}") from None
     _select_drive(merged)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -134,7 +135,7 @@ def train_epoch(
         if not steps_now:
             continue
 
-        if loop.on_nan == "skip" and not torch.isfinite(window_loss).item():  # sync: only in skip mode
+        if loop.on_nan == "skip" and not _all_finite(window_loss):  # sync: only in skip mode
             optimizer.zero_grad(set_to_none=True)
             state.skipped_steps += 1
             window_loss.zero_()
@@ -189,6 +190,14 @@ def train_epoch(
         "train/epoch_img_per_s": seen / max(elapsed, 1e-9),
         "train/epoch_time_s": elapsed,
     }
+
+
+def _all_finite(loss: torch.Tensor) -> bool:
+    """Whether the loss is finite on every process: under DDP all ranks must skip the same steps."""
+    bad = (~torch.isfinite(loss)).to(torch.int32)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return not bad.item()
 
 
 def _check_finite(nonfinite: torch.Tensor, on_nan: str, state: TrainState) -> None:

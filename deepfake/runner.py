@@ -20,6 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from deepfake import distributed
 from deepfake.backup import ProjectBackup
 from deepfake.checkpoint import Checkpointer, atomic_write, build_state, unwrap
 from deepfake.checks import start_checks
@@ -110,39 +111,52 @@ def train(cfg: Config | DictConfig | dict) -> float:
             "check=true runs the pre-flight check, not training: use `python train.py check=true ...`, "
             "or deepfake.preflight.check(cfg) from Python"
         )
-    resume = load_resume(cfg.resume) if cfg.resume else None
-    if resume is not None and resume.run_dir is not None:
-        run_dir, under_hydra = resume.run_dir, HydraConfig.initialized()
-        if under_hydra:
-            adopt_run_dir(Path(HydraConfig.get().runtime.output_dir), run_dir)
-    else:
-        run_dir, under_hydra = resolve_run_dir(cfg)
+    ddp = distributed.setup(cfg.hardware.device, cfg.distributed.backend, cfg.distributed.timeout_min)
+    handler = None
+    try:
+        resume = load_resume(cfg.resume) if cfg.resume else None
+        # Rank 0 decides the run directory (the resumed run's, Hydra's, or a new one); other ranks write nothing.
+        run_dir, under_hydra = _choose_run_dir(cfg, resume) if ddp.is_main else (None, True)
+        run_dir = Path(ddp.broadcast(str(run_dir) if run_dir is not None else None))
         if resume is None and cfg.training.auto_resume:
             resume = find_auto_resume(run_dir)
-    handler = None if under_hydra else _attach_file_log(run_dir)
-    try:
+        handler = None if under_hydra else _attach_file_log(run_dir)
         overrides = explicit_overrides(cfg)
         if resume is not None:
             cfg = resumed_config(resume, cfg)
-        return _train(cfg, run_dir, resume, overrides)
+        with distributed.quiet_unless_main(ddp):
+            return _train(cfg, run_dir, resume, overrides, ddp)
     finally:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
+        ddp.close()
 
 
-def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: list[str]) -> float:
+def _choose_run_dir(cfg: DictConfig, resume: Resume | None) -> tuple[Path, bool]:
+    if resume is not None and resume.run_dir is not None:
+        under_hydra = HydraConfig.initialized()
+        if under_hydra:
+            adopt_run_dir(Path(HydraConfig.get().runtime.output_dir), resume.run_dir)
+        return resume.run_dir, under_hydra
+    return resolve_run_dir(cfg)
+
+
+def _train(
+    cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: list[str], ddp: distributed.DistContext
+) -> float:
     t_start = time.perf_counter()
     tc = cfg.training
     log.info("run directory: %s", run_dir.resolve())
     seed_everything(cfg.seed)
 
-    hw = HardwareManager(**cfg.hardware)
+    hw = HardwareManager(**{**cfg.hardware, "device": ddp.device(cfg.hardware.device)})
     hw.configure()
     precision = hw.precision(tc.amp)
     device = hw.device
-    summary = hw.summary(str(run_dir))
-    atomic_write(run_dir / "hardware.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    summary = {**hw.summary(str(run_dir)), "world_size": ddp.world_size}
+    if ddp.is_main:
+        atomic_write(run_dir / "hardware.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     log.info(describe(summary))
     log.info("device: %s (%s), precision %s", device, hw.reason, precision.name)
 
@@ -152,6 +166,7 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
     if tc.auto_batch_size:
         if device.type == "cuda":
             batch_size = fit_batch_size(probe_step(model, precision, device, img_size), batch_size, device)
+            batch_size = ddp.min(batch_size)  # every rank must step with the same batch
             log.info("auto batch size: %d fits in GPU memory", batch_size)
         else:
             log.info("training.auto_batch_size applies to CUDA devices; keeping batch %d", batch_size)
@@ -162,10 +177,14 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
         eval_batch_size=tc.eval_batch_size,
         seed=cfg.seed,
         pin_memory=device.type == "cuda",
+        rank=ddp.rank,
+        world_size=ddp.world_size,
         _convert_="all",
     )
-    data.setup()
+    with ddp.main_first():  # rank 0 generates a missing synthetic set once; the others then read it
+        data.setup()
     unwrap(model).img_size = img_size  # the size the loaders feed: what predict and export must reproduce
+    model = distributed.wrap(model, ddp, device, cfg.distributed.sync_batchnorm)
     # Scan the test sets now, so a wrong path fails before training rather than after it.
     test_sets = data.setup_test_sets() if cfg.data.test_sets else []
     train_loader = data.train_dataloader()
@@ -176,8 +195,9 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
         start_checks(cfg, data.samples, train_loader.batch_size)
     steps_per_epoch = math.ceil(num_batches / tc.grad_accum_steps)
     log.info(
-        "batch %d x %d accumulation = effective batch %d; %d optimizer steps per epoch",
-        batch_size, tc.grad_accum_steps, batch_size * tc.grad_accum_steps, steps_per_epoch,
+        "batch %d x %d accumulation x %d processes = effective batch %d; %d optimizer steps per epoch",
+        batch_size, tc.grad_accum_steps, ddp.world_size, batch_size * tc.grad_accum_steps * ddp.world_size,
+        steps_per_epoch,
     )  # fmt: skip
 
     optimizer, scheduler = unwrap(model).configure_optimizers(
@@ -192,7 +212,7 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
     if tc.ema.enabled:
         from timm.utils import ModelEmaV3
 
-        ema = ModelEmaV3(model, decay=tc.ema.decay, use_warmup=tc.ema.warmup)
+        ema = ModelEmaV3(distributed.local_module(model), decay=tc.ema.decay, use_warmup=tc.ema.warmup)
 
     loop = LoopConfig(
         grad_clip_mode=tc.grad_clip.mode,
@@ -222,7 +242,9 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
         )  # fmt: skip
     # A resumed run hides whatever the killed process logged after its checkpoint (TensorBoard purge).
     tb = TensorBoardLogger(
-        run_dir, enabled=cfg.logging.tensorboard, purge_step=state.global_step + 1 if resume else None
+        run_dir,
+        enabled=cfg.logging.tensorboard and ddp.is_main,
+        purge_step=state.global_step + 1 if resume else None,
     )
     if resume is None:
         log_run_start(tb, cfg, config_yaml, train_loader)
@@ -272,6 +294,8 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
         )
 
     def save(saved_at: str) -> None:
+        if not ddp.is_main:  # only rank 0 writes; the others hold identical weights
+            return
         tb.flush()  # the events up to this step are on disk before the checkpoint that covers them
         ckpts.save_last(checkpoint_state(saved_at))
         backup.checkpoint_saved(ckpts.last, {"epoch": state.epoch, "global_step": state.global_step})
@@ -314,10 +338,16 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
                     break
                 state.batch_in_epoch = 0
                 progress.phase("validate")
-                labels, probs, index = validate(model, val_loader, precision, device)
+                train_stats = distributed.reduce_train_stats(ddp, train_stats)
+                # Each rank predicts its shard; all ranks get the whole split, so the metrics are a single run's.
+                labels, probs, index = distributed.gather_predictions(
+                    ddp, *validate(distributed.local_module(model), val_loader, precision, device)
+                )
                 val = _metrics(labels, probs, index, val_videos, "val", cfg)
                 if ema is not None:
-                    ema_out = validate(ema.module, val_loader, precision, device)
+                    ema_out = distributed.gather_predictions(
+                        ddp, *validate(ema.module, val_loader, precision, device)
+                    )
                     val.update(_metrics(*ema_out, val_videos, "val_ema", cfg))
                 monitored = val.get(tc.monitor)
                 if monitored is None:
@@ -345,14 +375,14 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
                 stop_early = tc.early_stopping.enabled and early.step(val, epoch + 1)
                 in_top_k = ckpts.enters_top_k(monitored, epoch + 1)
                 save("epoch")
-                if is_best:
+                if is_best and ddp.is_main:
                     ckpts.copy_last("best.pt")
                     _save_val_predictions(run_dir, val_loader.dataset, (labels, probs, index))
-                if in_top_k:
+                if in_top_k and ddp.is_main:
                     ckpts.copy_last(ckpts.epoch_file(epoch + 1))
                     ckpts.prune_top_k()
                 progress.end_epoch(train_stats, val, time.perf_counter() - t0, peak)
-                if backup.due(epoch + 1):
+                if backup.due(epoch + 1) and ddp.is_main:
                     elapsed = elapsed_before + time.perf_counter() - t_start
                     _write_metrics(run_dir, cfg, final, best, "running", state, elapsed)
                     backup.create_backup("epoch", state.epoch, state.global_step)
@@ -379,15 +409,16 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
             progress.close()
             tb.close()
             duration = elapsed_before + time.perf_counter() - t_start
-            _write_metrics(run_dir, cfg, final, best, stop_reason, state, duration)
             progressed = (state.epoch, state.global_step) != start
-            if outcome in ("interrupt", "crash") or (
-                outcome == "end" and progressed and backup.last_step != state.global_step
-            ):
-                backup.exit_backup(outcome, state.epoch, state.global_step)
+            if ddp.is_main:
+                _write_metrics(run_dir, cfg, final, best, stop_reason, state, duration)
+                if outcome in ("interrupt", "crash") or (
+                    outcome == "end" and progressed and backup.last_step != state.global_step
+                ):
+                    backup.exit_backup(outcome, state.epoch, state.global_step)
 
     hw.free_memory()
-    if outcome != "abort":
+    if outcome != "abort" and ddp.is_main:
         _write_plots(run_dir)
     if outcome == "interrupt":
         assert interrupt.signum is not None
@@ -404,7 +435,7 @@ def _train(cfg: DictConfig, run_dir: Path, resume: Resume | None, overrides: lis
         best["epoch"],
         run_dir / "checkpoints",
     )
-    if test_sets and (run_dir / "checkpoints" / "best.pt").is_file():
+    if test_sets and ddp.is_main and (run_dir / "checkpoints" / "best.pt").is_file():
         evaluate_best(run_dir, model, data, test_sets, precision, device, cfg)
     log.info("inspect with: tensorboard --logdir %s", run_dir)
     return float(best["value"]) if best["value"] is not None else math.nan

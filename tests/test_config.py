@@ -68,3 +68,16 @@ def test_cli_user_errors_are_one_message(tmp_path: Path, overrides: list[str], m
     output = proc.stdout + proc.stderr
     assert message in output
     assert "Traceback" not in output
+
+
+def test_optimizer_is_replaced_not_merged_with_the_default(compose_cfg) -> None:
+    """Switching to SGD drops AdamW's betas instead of passing them to SGD."""
+    cfg = compose_cfg(
+        [
+            "training.optimizer._target_=torch.optim.SGD",
+            "~training.optimizer.betas",
+            "+training.optimizer.momentum=0.9",
+        ]
+    )
+    optimizer = to_config(cfg).training.optimizer
+    assert dict(optimizer) == {"_target_": "torch.optim.SGD", "_partial_": True, "momentum": 0.9}

@@ -1,5 +1,6 @@
 """End-to-end runs: compose -> train -> checkpoints, TensorBoard and metrics.json agree."""
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -131,3 +132,11 @@ def test_multirun_sweep_lands_in_multirun(tmp_path: Path, folder_dataset: Path) 
     for job in jobs:
         assert (job / "checkpoints" / "last.pt").is_file()
         assert list(job.glob("events.out.tfevents.*"))
+    # The sweep callback's summary: one row per job, with its overrides and its best monitored value.
+    with open(jobs[0].parent / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "completed"), ("1", "completed")]
+    for row, job in zip(rows, jobs, strict=True):
+        assert "training.learning_rate=" in row["overrides"]
+        assert float(row["best"]) == json.loads((job / "metrics.json").read_text())["best"]["value"]
+    assert "2 jobs, 0 failed" in proc.stdout

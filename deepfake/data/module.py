@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from deepfake.data.dataset import EpochSampler, FaceDataset
 from deepfake.data.samples import FOLDER_LAYOUT, Sample, scan_split
 from deepfake.data.transforms import eval_transform, train_transform
+from deepfake.distributed import ShardedSampler
 from deepfake.errors import DataError
 from deepfake.interrupt import ignore_in_worker
 
@@ -58,6 +59,8 @@ class DataModule:
         eval_batch_size: int | None = None,
         seed: int = 0,
         pin_memory: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.kind = kind
         self.root = Path(root).expanduser() if root else None
@@ -75,6 +78,8 @@ class DataModule:
         self.eval_batch_size = eval_batch_size or 2 * batch_size
         self.seed = seed
         self.pin_memory = pin_memory
+        self.rank = rank  # under DDP the train and val loaders yield this rank's shard
+        self.world_size = world_size
         self.samples: dict[str, list[Sample]] = {}
         self.test_samples: dict[str, list[Sample]] = {}
 
@@ -168,18 +173,25 @@ class DataModule:
 
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train")
-        return self._loader(
-            ds, EpochSampler(len(ds), seed=self.seed, shuffle=True), self.batch_size, drop_last=True
-        )
+        sampler = self._shard(EpochSampler(len(ds), seed=self.seed, shuffle=True), pad=True)
+        return self._loader(ds, sampler, self.batch_size, drop_last=True)
 
     def eval_dataloader(self, split: str) -> DataLoader:
         ds = self.dataset(split)
-        return self._loader(ds, EpochSampler(len(ds), shuffle=False), self.eval_batch_size, drop_last=False)
+        sampler = self._shard(EpochSampler(len(ds), shuffle=False), pad=False)
+        return self._loader(ds, sampler, self.eval_batch_size, drop_last=False)
 
-    def _loader(self, ds: FaceDataset, sampler: EpochSampler, batch_size: int, drop_last: bool) -> DataLoader:
+    def _shard(self, sampler: EpochSampler, pad: bool) -> EpochSampler | ShardedSampler:
+        if self.world_size == 1:
+            return sampler
+        return ShardedSampler(sampler, self.rank, self.world_size, pad=pad)
+
+    def _loader(
+        self, ds: FaceDataset, sampler: EpochSampler | ShardedSampler, batch_size: int, drop_last: bool
+    ) -> DataLoader:
         workers = self.num_workers
         # drop_last on a set smaller than one batch would yield no step at all.
-        drop_last = drop_last and len(ds) > batch_size
+        drop_last = drop_last and len(sampler) > batch_size
         return DataLoader(
             ds,
             batch_size=batch_size,

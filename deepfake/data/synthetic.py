@@ -22,7 +22,7 @@ from PIL import Image
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 FAKE_METHOD = "sbi"
-DEFAULT_VIDEOS_PER_SPLIT = {"train": 150, "val": 50, "test": 50}
+DEFAULT_VIDEOS_PER_SPLIT = {"train": 300, "val": 100, "test": 100}
 COMPLETE_MARKER = ".complete"
 
 Array = np.ndarray
@@ -89,9 +89,11 @@ def _sample_identity(rng: np.random.Generator) -> dict[str, Any]:
     light = np.array([u(-0.6, 0.6), u(-0.6, 0.1), 1.0])
     return {
         "skin": skin.astype(np.float32),
-        "hair": (_HAIR[rng.integers(len(_HAIR))] * u(0.8, 1.2) + u(-0.03, 0.03, 3)).clip(0, 1),
+        "hair": (_HAIR[rng.integers(len(_HAIR))] * u(0.8, 1.2) + u(-0.03, 0.03, 3))
+        .clip(0, 1)
+        .astype(np.float32),
         "iris": _IRIS[rng.integers(len(_IRIS))],
-        "shirt": u(0.1, 0.9, 3),
+        "shirt": u(0.1, 0.9, 3).astype(np.float32),
         "bg": u(0.1, 0.9, (2, 3)),
         "bg_angle": u(0, 2 * np.pi),
         "bg_tex": rng.normal(0, u(0.02, 0.08), (5, 5, 3)),
@@ -187,7 +189,7 @@ def _render_video(rng: np.random.Generator, p: dict[str, Any], n: int, size: int
     paint(cx, my, mw * 0.9, np.maximum(mh * 0.25, px), (0.3, 0.1, 0.1))
 
     img *= f(0.9, 1.1)[..., None] * rng.uniform(0.97, 1.03, (n, 1, 1, 3)).astype(np.float32)
-    img += rng.normal(0.0, p["noise"], img.shape).astype(np.float32)
+    img += p["noise"] * rng.standard_normal(img.shape, dtype=np.float32)
     boxes = np.stack([cx, cy, rx, ry], axis=1)[..., 0, 0]
     return np.clip(img, 0.0, 1.0), boxes
 
@@ -196,7 +198,7 @@ def _self_blend(rng: np.random.Generator, img: Array, boxes: Array) -> Array:
     """SBI: blend each frame with a perturbed copy of itself inside a deformed, soft face mask."""
     n, size = img.shape[0], img.shape[1]
     unit = size / 64.0
-    strength = rng.uniform(0.4, 1.0)
+    strength = rng.uniform(0.6, 1.0)  # per video; per-frame draws below scale it down further
 
     def f(lo: float, hi: float, shape: tuple[int, ...] = (n, 1, 1, 1)) -> Array:
         return rng.uniform(lo, hi, shape).astype(np.float32)
@@ -204,9 +206,10 @@ def _self_blend(rng: np.random.Generator, img: Array, boxes: Array) -> Array:
     def signed(lo: float, hi: float, shape: tuple[int, ...] = (n, 1, 1, 1)) -> Array:
         return f(lo, hi, shape) * rng.choice(np.array([-1.0, 1.0], np.float32), shape)
 
-    direction = rng.normal(size=(n, 1, 1, 3)).astype(np.float32)
+    # Source-target colour mismatch (SBI's RGB/HSV/brightness-contrast jitter), with a guaranteed minimum.
+    direction = rng.standard_normal((n, 1, 1, 3), dtype=np.float32)
     direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
-    src = img * (1.0 + strength * signed(0.3, 1.0) * 0.15) + strength * f(0.3, 1.0) * 0.1 * direction
+    src = img * (1.0 + strength * signed(0.3, 1.0) * 0.35) + strength * f(0.3, 1.0) * 0.28 * direction
     mean = src.mean(axis=(1, 2, 3), keepdims=True)
     src = mean + (src - mean) * (1.0 + strength * f(-1, 1) * 0.25)
     theta = strength * rng.uniform(-1, 1, n) * 0.4
@@ -217,11 +220,13 @@ def _self_blend(rng: np.random.Generator, img: Array, boxes: Array) -> Array:
     rot = c * eye + sn * cross + (1 - c) / 3
     src = (src.reshape(n, -1, 3) @ rot.transpose(0, 2, 1).astype(np.float32)).reshape(img.shape)
 
+    # Frequency mismatch: blur (SBI's downscale) or unsharp-mask sharpening.
     sharpen = rng.uniform(size=n) < 0.5
     blurred = _separable(src, *(2 * (_gauss_matrix(size, rng.uniform(0.7, 1.5, n) * unit),)))
     amount = np.where(sharpen, -rng.uniform(0.8, 2.0, n), rng.uniform(0.6, 1.0, n))
     src = src + amount.reshape(n, 1, 1, 1).astype(np.float32) * (blurred - src)
 
+    # Position mismatch: the source is slightly rescaled about the face centre and shifted.
     cx, cy, rx, ry = (boxes[:, i, None] for i in range(4))
     zoom = 1.0 + strength * rng.uniform(-0.05, 0.05, (n, 1))
     shift = rng.uniform(-1.5, 1.5, (n, 2)) * unit / size
@@ -230,6 +235,7 @@ def _self_blend(rng: np.random.Generator, img: Array, boxes: Array) -> Array:
     cols = _hat_matrix((cx + (grid - cx) / zoom - shift[:, :1]) * size - 0.5, size)
     src = _separable(src, rows, cols)
 
+    # Blend mask: a face ellipse with low-order radial wobble, Gaussian-blurred, times a blend ratio.
     x, y = _grid(size)
     mcx, mcy = (
         (cx + rx * rng.uniform(-0.05, 0.05, (n, 1)))[..., None],
@@ -243,7 +249,7 @@ def _self_blend(rng: np.random.Generator, img: Array, boxes: Array) -> Array:
     hard = np.clip((1.0 + wobble.sum(1) - rho) * np.minimum(mrx, mry) * size + 0.5, 0.0, 1.0)
     sigma = rng.uniform(0.7, 2.5, n) * unit
     mask = _separable(hard.astype(np.float32), *(2 * (_gauss_matrix(size, sigma),)))
-    mask *= rng.choice([0.6, 0.8, 1.0, 1.0], (n, 1, 1)).astype(np.float32)
+    mask *= rng.choice([0.8, 1.0, 1.0, 1.0], (n, 1, 1)).astype(np.float32)
     return np.clip(img + mask[..., None] * (src - img), 0.0, 1.0)
 
 
