@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import math
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from deepfake import distributed
 from deepfake.backup import ProjectBackup
-from deepfake.checkpoint import Checkpointer, atomic_write, build_state, unwrap
+from deepfake.checkpoint import Checkpointer, build_state, unwrap
 from deepfake.checks import start_checks
 from deepfake.config import Config, to_config
 from deepfake.engine import LoopConfig, TrainState, train_epoch, validate
@@ -31,13 +27,10 @@ from deepfake.evaluation import evaluate_best
 from deepfake.hardware import HardwareManager, describe
 from deepfake.interrupt import GracefulInterrupt, TrainingInterrupted
 from deepfake.memory import OutOfMemory, fit_batch_size, oom_message, probe_step
-from deepfake.metrics import detection_metrics
 from deepfake.monitor import EarlyStopping, improved
-from deepfake.predictions import VAL_PREDICTIONS, write_predictions
 from deepfake.progress import ProgressTracker
 from deepfake.resume import (
     Resume,
-    adopt_run_dir,
     check_train_set,
     explicit_overrides,
     find_auto_resume,
@@ -49,6 +42,8 @@ from deepfake.resume import (
     resume_command,
     resumed_config,
 )
+from deepfake.run_dir import attach_file_log, choose_run_dir
+from deepfake.run_files import save_val_predictions, val_metrics, write_hardware, write_metrics, write_plots
 from deepfake.tensorboard import TensorBoardLogger
 from deepfake.tensorboard_views import best_scalars, log_run_start, log_val_epoch
 
@@ -72,33 +67,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_run_dir(cfg: DictConfig) -> tuple[Path, bool]:
-    """Hydra's output dir when Hydra runs this job; otherwise a fresh `<base_path>/outputs/<date>/<time>`."""
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir), True
-    now = dt.datetime.now()
-    run_dir = (
-        Path(cfg.base_path).expanduser() / "outputs" / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
-    )
-    run_dir.mkdir(parents=True, exist_ok=False)
-    return run_dir, False
-
-
-def _attach_file_log(run_dir: Path) -> logging.Handler:
-    """Without Hydra, mirror Hydra's job logging: console plus `<run dir>/train.log`."""
-    handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-    if not any(isinstance(h, logging.StreamHandler) and h.stream is sys.stdout for h in root.handlers):
-        console = logging.StreamHandler(sys.stdout)
-        console.setFormatter(logging.Formatter("%(message)s"))
-        root.addHandler(console)
-    return handler
-
-
 def train(cfg: Config | DictConfig | dict) -> float:
     """Train one detector as configured and return the best value of `training.monitor`.
 
@@ -116,11 +84,11 @@ def train(cfg: Config | DictConfig | dict) -> float:
     try:
         resume = load_resume(cfg.resume) if cfg.resume else None
         # Rank 0 decides the run directory (the resumed run's, Hydra's, or a new one); other ranks write nothing.
-        run_dir, under_hydra = _choose_run_dir(cfg, resume) if ddp.is_main else (None, True)
+        run_dir, under_hydra = choose_run_dir(cfg, resume) if ddp.is_main else (None, True)
         run_dir = Path(ddp.broadcast(str(run_dir) if run_dir is not None else None))
         if resume is None and cfg.training.auto_resume:
             resume = find_auto_resume(run_dir)
-        handler = None if under_hydra else _attach_file_log(run_dir)
+        handler = None if under_hydra else attach_file_log(run_dir)
         overrides = explicit_overrides(cfg)
         if resume is not None:
             cfg = resumed_config(resume, cfg)
@@ -131,15 +99,6 @@ def train(cfg: Config | DictConfig | dict) -> float:
             logging.getLogger().removeHandler(handler)
             handler.close()
         ddp.close()
-
-
-def _choose_run_dir(cfg: DictConfig, resume: Resume | None) -> tuple[Path, bool]:
-    if resume is not None and resume.run_dir is not None:
-        under_hydra = HydraConfig.initialized()
-        if under_hydra:
-            adopt_run_dir(Path(HydraConfig.get().runtime.output_dir), resume.run_dir)
-        return resume.run_dir, under_hydra
-    return resolve_run_dir(cfg)
 
 
 def _train(
@@ -156,7 +115,7 @@ def _train(
     device = hw.device
     summary = {**hw.summary(str(run_dir)), "world_size": ddp.world_size}
     if ddp.is_main:
-        atomic_write(run_dir / "hardware.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+        write_hardware(run_dir, summary)
     log.info(describe(summary))
     log.info("device: %s (%s), precision %s", device, hw.reason, precision.name)
 
@@ -343,12 +302,12 @@ def _train(
                 labels, probs, index = distributed.gather_predictions(
                     ddp, *validate(distributed.local_module(model), val_loader, precision, device)
                 )
-                val = _metrics(labels, probs, index, val_videos, "val", cfg)
+                val = val_metrics(labels, probs, index, val_videos, "val", cfg)
                 if ema is not None:
                     ema_out = distributed.gather_predictions(
                         ddp, *validate(ema.module, val_loader, precision, device)
                     )
-                    val.update(_metrics(*ema_out, val_videos, "val_ema", cfg))
+                    val.update(val_metrics(*ema_out, val_videos, "val_ema", cfg))
                 monitored = val.get(tc.monitor)
                 if monitored is None:
                     raise KeyError(
@@ -377,14 +336,14 @@ def _train(
                 save("epoch")
                 if is_best and ddp.is_main:
                     ckpts.copy_last("best.pt")
-                    _save_val_predictions(run_dir, val_loader.dataset, (labels, probs, index))
+                    save_val_predictions(run_dir, val_loader.dataset, (labels, probs, index))
                 if in_top_k and ddp.is_main:
                     ckpts.copy_last(ckpts.epoch_file(epoch + 1))
                     ckpts.prune_top_k()
                 progress.end_epoch(train_stats, val, time.perf_counter() - t0, peak)
                 if backup.due(epoch + 1) and ddp.is_main:
                     elapsed = elapsed_before + time.perf_counter() - t_start
-                    _write_metrics(run_dir, cfg, final, best, "running", state, elapsed)
+                    write_metrics(run_dir, cfg, final, best, "running", state, elapsed)
                     backup.create_backup("epoch", state.epoch, state.global_step)
                 if stop_early:
                     stop_reason = early.reason or "early stopping"
@@ -411,7 +370,7 @@ def _train(
             duration = elapsed_before + time.perf_counter() - t_start
             progressed = (state.epoch, state.global_step) != start
             if ddp.is_main:
-                _write_metrics(run_dir, cfg, final, best, stop_reason, state, duration)
+                write_metrics(run_dir, cfg, final, best, stop_reason, state, duration)
                 if outcome in ("interrupt", "crash") or (
                     outcome == "end" and progressed and backup.last_step != state.global_step
                 ):
@@ -419,7 +378,7 @@ def _train(
 
     hw.free_memory()
     if outcome != "abort" and ddp.is_main:
-        _write_plots(run_dir)
+        write_plots(run_dir)
     if outcome == "interrupt":
         assert interrupt.signum is not None
         message = (
@@ -439,67 +398,3 @@ def _train(
         evaluate_best(run_dir, model, data, test_sets, precision, device, cfg)
     log.info("inspect with: tensorboard --logdir %s", run_dir)
     return float(best["value"]) if best["value"] is not None else math.nan
-
-
-def _metrics(
-    labels: np.ndarray, probs: np.ndarray, index: np.ndarray, videos: np.ndarray, prefix: str, cfg: DictConfig
-) -> dict[str, float]:
-    return detection_metrics(
-        labels, probs, videos[index], prefix, cfg.eval.threshold, cfg.eval.video_aggregation
-    )
-
-
-def _save_val_predictions(
-    run_dir: Path, dataset: Any, pred: tuple[np.ndarray, np.ndarray, np.ndarray]
-) -> None:
-    """The best epoch's validation predictions, for its ROC plot (and any later analysis)."""
-    labels, probs, index = pred
-    samples = [dataset.samples[i] for i in index]
-    write_predictions(
-        run_dir / VAL_PREDICTIONS, [s.path for s in samples], [s.video for s in samples], labels, probs
-    )
-
-
-def _write_plots(run_dir: Path) -> None:
-    """Plots are a convenience: a failure is reported with the command to retry, the run still succeeds."""
-    from deepfake.plot import plot_run  # matplotlib costs ~1 s to import: keep it off every start-up
-
-    try:
-        paths = plot_run(run_dir)
-        log.info("plots: %s", ", ".join(str(p.relative_to(run_dir)) for p in paths))
-    except Exception as e:
-        log.warning(
-            "could not write plots (%s: %s); retry with: python -m deepfake.plot %s",
-            type(e).__name__,
-            e,
-            run_dir,
-        )
-
-
-def _write_metrics(
-    run_dir: Path,
-    cfg: DictConfig,
-    final: dict[str, float],
-    best: dict[str, Any],
-    stop_reason: str,
-    state: TrainState,
-    duration: float,
-) -> None:
-    payload = {
-        "monitor": cfg.training.monitor,
-        "mode": cfg.training.monitor_mode,
-        "best": best,
-        "final": final,
-        "stop_reason": stop_reason,
-        "epochs_completed": state.epoch,
-        "global_step": state.global_step,
-        "duration_s": round(duration, 2),
-    }
-    text = json.dumps(payload, indent=2, default=_json_default, allow_nan=True)
-    atomic_write(run_dir / "metrics.json", lambda f: f.write(text.encode()))
-
-
-def _json_default(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    raise TypeError(f"not JSON serialisable: {type(x)}")
