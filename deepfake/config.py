@@ -107,9 +107,74 @@ class SyntheticConfig:
 
 
 @dataclass
+class ColorJitterConfig:
+    enabled: bool = False
+    p: float = 0.8
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.05
+
+
+@dataclass
+class JpegConfig:
+    enabled: bool = False
+    p: float = 0.5
+    quality: list[int] = field(default_factory=lambda: [30, 95])
+
+
+@dataclass
+class BlurConfig:
+    enabled: bool = False
+    p: float = 0.3
+    sigma: list[float] = field(default_factory=lambda: [0.2, 2.0])
+
+
+@dataclass
+class DownscaleConfig:
+    enabled: bool = False
+    p: float = 0.3
+    scale: list[float] = field(default_factory=lambda: [0.25, 0.75])
+
+
+@dataclass
+class NoiseConfig:
+    enabled: bool = False
+    p: float = 0.3
+    sigma: list[float] = field(default_factory=lambda: [2.0, 12.0])
+
+
+@dataclass
+class GrayscaleConfig:
+    enabled: bool = False
+    p: float = 0.1
+
+
+@dataclass
+class CutoutConfig:
+    enabled: bool = False
+    p: float = 0.3
+    scale: list[float] = field(default_factory=lambda: [0.02, 0.15])
+
+
+@dataclass
 class AugmentConfig:
-    hflip: bool = True
+    crop: bool = True
     crop_scale: list[float] = field(default_factory=lambda: [0.8, 1.0])
+    hflip: bool = True
+    color_jitter: ColorJitterConfig = field(default_factory=ColorJitterConfig)
+    grayscale: GrayscaleConfig = field(default_factory=GrayscaleConfig)
+    blur: BlurConfig = field(default_factory=BlurConfig)
+    downscale: DownscaleConfig = field(default_factory=DownscaleConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    jpeg: JpegConfig = field(default_factory=JpegConfig)
+    cutout: CutoutConfig = field(default_factory=CutoutConfig)
+
+
+@dataclass
+class SbiConfig:
+    ratio: float = 1.0
+    real_only: bool = False
 
 
 @dataclass
@@ -117,6 +182,7 @@ class DataConfig:
     _target_: str = "deepfake.data.DataModule"
     kind: str = "synthetic"
     root: str | None = None
+    manifest: str | None = None
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "val", "test": "test"})
     real_dirs: list[str] = field(default_factory=lambda: ["real"])
     fake_dirs: list[str] = field(default_factory=lambda: ["fake"])
@@ -125,6 +191,12 @@ class DataConfig:
     persistent_workers: bool = True
     prefetch_factor: int = 4
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    frames_per_video: int | None = None
+    balance: str = "none"
+    fake_synthesis: str = "none"
+    sbi: SbiConfig = field(default_factory=SbiConfig)
+    cache: str = "none"
+    decode: str = "cpu"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     test_sets: list[str] = field(default_factory=list)
 
@@ -184,9 +256,14 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "training.on_nan": ("stop", "skip"),
     "training.scheduler.name": ("cosine", "step", "multistep", "plateau", "onecycle", "constant"),
     "logging.progress": ("auto", "rich", "plain", "off"),
-    "data.kind": ("synthetic", "folder"),
+    "data.kind": ("synthetic", "folder", "manifest"),
+    "data.balance": ("none", "weighted_sampler", "pos_weight"),
+    "data.fake_synthesis": ("none", "sbi"),
+    "data.cache": ("none", "ram", "disk"),
+    "data.decode": ("cpu", "gpu"),
 }
 _POSITIVE: tuple[str, ...] = (
+    "data.sbi.ratio",
     "training.batch_size",
     "training.num_epochs",
     "training.learning_rate",
@@ -244,7 +321,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"training.eval_batch_size must be > 0 (got {cfg.training.eval_batch_size})")
     if cfg.training.grad_clip.mode != "off" and cfg.training.grad_clip.max <= 0:
         raise ConfigError(f"training.grad_clip.max must be > 0 (got {cfg.training.grad_clip.max})")
-    if cfg.data.kind != "synthetic" and not cfg.data.root:
+    if cfg.data.kind == "manifest" and not cfg.data.manifest:
+        raise ConfigError(
+            "data.manifest is not set for data.kind=manifest: pass data.manifest=/path/to/manifest.csv"
+        )
+    if cfg.data.kind == "folder" and not cfg.data.root:
         raise ConfigError(
             f"data.root is not set for data.kind={cfg.data.kind}: pass data.root=/path/to/dataset"
         )
