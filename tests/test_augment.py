@@ -9,7 +9,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from deepfake.data import DataModule
 from deepfake.data.augment import build_augment
-from deepfake.data.decode import decode_file, to_chw
+from deepfake.data.decode import decode_file
 from deepfake.errors import ConfigError
 
 SIZE = 32
@@ -116,10 +116,8 @@ def test_augmentations_apply_to_the_train_split_only(folder_dataset: Path) -> No
     val, train = dm.dataset("val"), dm.dataset("train")
     for i in range(len(val)):
         image, _, _ = val[(i, 3)]
-        assert torch.equal(image, to_chw(decode_file(val.samples[i].path, 24)))
-    changed = [
-        not torch.equal(train[(i, 0)][0], to_chw(decode_file(train.samples[i].path, 24))) for i in range(8)
-    ]
+        assert torch.equal(image, decode_file(val.samples[i].path, 24))
+    changed = [not torch.equal(train[(i, 0)][0], decode_file(train.samples[i].path, 24)) for i in range(8)]
     assert all(changed)
     a, b = train[(5, 1)][0], train[(5, 1)][0]
     assert torch.equal(a, b) and not torch.equal(a, train[(5, 2)][0])  # seeded by (seed, epoch, index)

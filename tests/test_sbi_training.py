@@ -55,4 +55,5 @@ def test_real_plus_sbi_training_detects_unseen_synthetic_fakes(
     test = detection_metrics(labels, probs, np.asarray(loader.dataset.videos, dtype=object)[index])
     best_val = json.loads((run / "metrics.json").read_text())["best"]["value"]
     assert labels.sum() == 150 and len(labels) == 300
+    print(f"held-out test AUC {test['val/auc']:.3f}, best val AUC {best_val:.3f}")
     assert test["val/auc"] >= 0.8, (test, best_val)

@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,8 +38,8 @@ class _Decode(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        return decode_file(self.paths[i], self.size)
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return decode_file(self.paths[i], self.size).permute(1, 2, 0)
 
 
 def cache_key(paths: Sequence[str], size: int) -> str:
@@ -64,7 +65,11 @@ class DecodedCache:
     def __getitem__(self, i: int) -> torch.Tensor:
         if self.ram is not None:
             return self.ram[i].permute(2, 0, 1)
-        return torch.from_numpy(np.array(self._map()[i])).permute(2, 0, 1)  # copy out of the page cache
+        with (
+            warnings.catch_warnings()
+        ):  # read-only pages are fine: the transforms and collation copy, never write
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(self._map()[i]).permute(2, 0, 1)
 
     def __len__(self) -> int:
         return int(self.ram.shape[0] if self.ram is not None else self._map().shape[0])

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from deepfake.data.cache import DecodedCache
-from deepfake.data.decode import decode_file, read_payload, to_chw
+from deepfake.data.decode import decode_file, read_payload
 from deepfake.data.samples import Sample
 from deepfake.data.sbi import landmark_path, load_landmarks, self_blend
 
@@ -27,6 +27,18 @@ def sample_seed(seed: int, epoch: int, index: int, draw: int = 0) -> int:
     """The seed of one sample in one epoch; `draw` separates repeats of an index (weighted sampling)."""
     key = [seed, epoch, index] + ([draw] if draw else [])
     return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def seed_generators(seed: int, device: torch.device) -> None:
+    """Seed the generators the transforms draw from: the CPU one, plus the GPU's when the image lives there.
+
+    Not `torch.manual_seed`: in a process without CUDA it queues a lazy CUDA seed with a formatted stack
+    trace, which cost 140 us per sample, more than the augmentations of a cached image.
+    """
+    torch.random.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.default_generators[index].manual_seed(seed)
 
 
 class FaceDataset(Dataset):
@@ -81,7 +93,7 @@ class FaceDataset(Dataset):
         i = self.source(index)
         if self.cache is not None:
             return self.cache[i]
-        return to_chw(decode_file(self.samples[i].path, self.decode_size))
+        return decode_file(self.samples[i].path, self.decode_size)
 
     def payload(self, index: int) -> torch.Tensor:
         """What a worker ships when decoding happens on the device: cached pixels or the file's bytes."""
@@ -96,7 +108,7 @@ class FaceDataset(Dataset):
             g = torch.Generator().manual_seed(seed ^ _SBI_STREAM)
             image = self_blend(image, g, self._landmarks(index, image.shape[-1]))[0]
         if self.transform is not None:
-            torch.manual_seed(augment_seed)
+            seed_generators(augment_seed, image.device)
             image = self.transform(image)
         return image
 
@@ -115,7 +127,8 @@ class FaceDataset(Dataset):
         index, epoch, *rest = (key, 0) if isinstance(key, int) else key
         seed = sample_seed(self.seed, epoch, index, *rest)
         # An SBI fake is augmented exactly like its source (as in the SBI paper): the pair differs by the blend.
-        augment_seed = sample_seed(self.seed, epoch, self.source(index), *rest)
+        source = self.source(index)
+        augment_seed = seed if source == index else sample_seed(self.seed, epoch, source, *rest)
         if self.deferred:
             return self.payload(index), self.label(index), index, (seed, augment_seed)
         return self.finish(self.load(index), index, seed, augment_seed), self.label(index), index
