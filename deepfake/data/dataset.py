@@ -147,8 +147,8 @@ class EpochSampler(Sampler[tuple[int, ...]]):
 
     With `groups`, the shuffle permutes groups and keeps each group's indices adjacent (an SBI fake next to
     its source, so both usually share a batch). With `weights`, an epoch draws `num_samples` indices with
-    replacement in proportion to them (class balance) and yields `(index, epoch, draw)`, where `draw`
-    counts earlier repeats of that index, so a repeated image gets fresh augmentation.
+    replacement in proportion to them (class balance; groups are then not kept together) and yields
+    `(index, epoch, draw)`, where `draw` counts earlier repeats of that index, so a repeat is augmented anew.
     """
 
     def __init__(

@@ -48,7 +48,7 @@ def load_landmarks(path: str, original_size: tuple[int, int], size: int) -> torc
 
 def _hull_mask(points: torch.Tensor, h: int, w: int, device: torch.device) -> torch.Tensor:
     """1 inside the convex hull of points, 0 outside: a half-plane test per hull edge, no Python per pixel."""
-    from scipy.spatial import ConvexHull  # scipy comes with scikit-learn
+    from scipy.spatial import ConvexHull
 
     pts = points.numpy()
     hull = torch.from_numpy(pts[ConvexHull(pts).vertices]).to(device)  # counter-clockwise
