@@ -80,7 +80,7 @@ class CheckpointConfig:
 class TrainingConfig:
     batch_size: int = 64
     eval_batch_size: int | None = None
-    num_epochs: int = 8
+    num_epochs: int = 10
     learning_rate: float = 2e-3
     weight_decay: float = 0.05
     optimizer: Any = field(
@@ -103,16 +103,81 @@ class TrainingConfig:
 
 @dataclass
 class SyntheticConfig:
-    videos_per_split: dict[str, int] = field(default_factory=lambda: {"train": 150, "val": 50, "test": 50})
+    videos_per_split: dict[str, int] = field(default_factory=lambda: {"train": 300, "val": 100, "test": 100})
     frames_per_video: int = 8
     img_size: int = 64
     seed: int = 0
 
 
 @dataclass
+class ColorJitterConfig:
+    enabled: bool = False
+    p: float = 0.8
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.05
+
+
+@dataclass
+class JpegConfig:
+    enabled: bool = False
+    p: float = 0.5
+    quality: list[int] = field(default_factory=lambda: [30, 95])
+
+
+@dataclass
+class BlurConfig:
+    enabled: bool = False
+    p: float = 0.3
+    sigma: list[float] = field(default_factory=lambda: [0.2, 2.0])
+
+
+@dataclass
+class DownscaleConfig:
+    enabled: bool = False
+    p: float = 0.3
+    scale: list[float] = field(default_factory=lambda: [0.25, 0.75])
+
+
+@dataclass
+class NoiseConfig:
+    enabled: bool = False
+    p: float = 0.3
+    sigma: list[float] = field(default_factory=lambda: [2.0, 12.0])
+
+
+@dataclass
+class GrayscaleConfig:
+    enabled: bool = False
+    p: float = 0.1
+
+
+@dataclass
+class CutoutConfig:
+    enabled: bool = False
+    p: float = 0.3
+    scale: list[float] = field(default_factory=lambda: [0.02, 0.15])
+
+
+@dataclass
 class AugmentConfig:
-    hflip: bool = True
+    crop: bool = True
     crop_scale: list[float] = field(default_factory=lambda: [0.8, 1.0])
+    hflip: bool = True
+    color_jitter: ColorJitterConfig = field(default_factory=ColorJitterConfig)
+    grayscale: GrayscaleConfig = field(default_factory=GrayscaleConfig)
+    blur: BlurConfig = field(default_factory=BlurConfig)
+    downscale: DownscaleConfig = field(default_factory=DownscaleConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    jpeg: JpegConfig = field(default_factory=JpegConfig)
+    cutout: CutoutConfig = field(default_factory=CutoutConfig)
+
+
+@dataclass
+class SbiConfig:
+    ratio: float = 1.0
+    real_only: bool = False
 
 
 @dataclass
@@ -120,6 +185,7 @@ class DataConfig:
     _target_: str = "deepfake.data.DataModule"
     kind: str = "synthetic"
     root: str | None = None
+    manifest: str | None = None
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "val", "test": "test"})
     real_dirs: list[str] = field(default_factory=lambda: ["real"])
     fake_dirs: list[str] = field(default_factory=lambda: ["fake"])
@@ -128,6 +194,12 @@ class DataConfig:
     persistent_workers: bool = True
     prefetch_factor: int = 4
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    frames_per_video: int | None = None
+    balance: str = "none"
+    fake_synthesis: str = "none"
+    sbi: SbiConfig = field(default_factory=SbiConfig)
+    cache: str = "none"
+    decode: str = "cpu"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     test_sets: list[str] = field(default_factory=list)
 
@@ -255,11 +327,16 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "training.on_nan": ("stop", "skip"),
     "training.scheduler.name": ("cosine", "step", "multistep", "plateau", "onecycle", "constant"),
     "logging.progress": ("auto", "rich", "plain", "off"),
-    "data.kind": ("synthetic", "folder"),
+    "data.kind": ("synthetic", "folder", "manifest"),
+    "data.balance": ("none", "weighted_sampler", "pos_weight"),
+    "data.fake_synthesis": ("none", "sbi"),
+    "data.cache": ("none", "ram", "disk"),
+    "data.decode": ("cpu", "gpu"),
     "eval.video_aggregation": ("mean", "max", "median"),
     "distributed.backend": ("auto", "gloo", "nccl"),
 }
 _POSITIVE: tuple[str, ...] = (
+    "data.sbi.ratio",
     "training.batch_size",
     "training.num_epochs",
     "training.learning_rate",
@@ -352,7 +429,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"training.checkpoint.every_n_steps must be > 0 or null (got {every}); null saves once per epoch"
         )
-    if cfg.data.kind != "synthetic" and not cfg.data.root:
+    if cfg.data.kind == "manifest" and not cfg.data.manifest:
+        raise ConfigError(
+            "data.manifest is not set for data.kind=manifest: pass data.manifest=/path/to/manifest.csv"
+        )
+    if cfg.data.kind == "folder" and not cfg.data.root:
         raise ConfigError(
             f"data.root is not set for data.kind={cfg.data.kind}: pass data.root=/path/to/dataset"
         )

@@ -52,6 +52,7 @@ class LoopConfig:
     accum_steps: int = 1
     on_nan: str = "stop"
     log_every: int = 20
+    pos_weight: float | None = None  # BCE weight of the fake class (data.balance=pos_weight)
 
 
 @dataclass
@@ -108,6 +109,7 @@ def train_epoch(
     t_epoch = t_log = time.perf_counter()
     seen_at_log = 0
     grad_norm: torch.Tensor | None = None
+    pos_weight = None if loop.pos_weight is None else torch.tensor(loop.pos_weight, device=device)
 
     for batch in loader:
         i = state.batch_in_epoch
@@ -121,7 +123,7 @@ def train_epoch(
         with sync_ctx:
             with precision.autocast():
                 logits = model(images)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+            loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=pos_weight)
             scaled = loss / window_len
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         loss_detached = loss.detach()

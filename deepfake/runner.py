@@ -179,6 +179,7 @@ def _train(
         accum_steps=tc.grad_accum_steps,
         on_nan=tc.on_nan,
         log_every=tc.log_every_n_steps,
+        pos_weight=data.pos_weight,
     )
     state = TrainState()
     early = EarlyStopping(**{k: v for k, v in tc.early_stopping.items() if k != "enabled"})

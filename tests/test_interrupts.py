@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -140,7 +141,8 @@ def test_sigkill_at_random_moments_never_breaks_a_checkpoint(tmp_path: Path) -> 
             else:
                 folder = run / ("checkpoints" if mode == "checkpoint" else "backups")
                 wait_for(lambda f=folder, c=child: list(f.glob(".*.tmp")) or not c.is_alive(), 60, poll=0.002)
-            os.kill(child.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may have finished (and been reaped) first
+                os.kill(child.pid, signal.SIGKILL)
         finally:
             child.join(30)
         assert child.exitcode in (-signal.SIGKILL, 0), (

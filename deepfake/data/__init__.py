@@ -1,5 +1,11 @@
-"""Datasets, transforms and loaders; folder layouts become sample lists, images stay uint8."""
+"""Datasets, transforms and loaders; every source becomes manifest rows, images stay uint8."""
 
-from deepfake.data.module import DataModule
+import warnings
+
+# torchvision 0.29 flags its JPEG codec in favour of TorchCodec, yet it is the codec the JPEG augmentation
+# and the nvjpeg batch decoder need; the notice would repeat in every loader worker.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision")
+
+from deepfake.data.module import DataModule  # noqa: E402
 
 __all__ = ["DataModule"]

@@ -1,7 +1,8 @@
 """Image dataset and sampler whose randomness derives from (seed, epoch, index).
 
 Deriving every random choice from that triple makes a run independent of the number of workers and lets
-a resume restart mid-epoch at the exact sample where it stopped.
+a resume restart mid-epoch at the exact sample where it stopped. Self-blended fakes (SBI) are extra
+indices after the real samples, each bound to the real image it is made from, so they obey the same rule.
 """
 
 from __future__ import annotations
@@ -13,16 +14,40 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from deepfake.data.cache import DecodedCache
+from deepfake.data.decode import decode_file, read_payload
 from deepfake.data.samples import Sample
-from deepfake.errors import DataError
+from deepfake.data.sbi import landmark_path, load_landmarks, self_blend
+
+SBI_METHOD = "sbi"
+_SBI_STREAM = 0x5B1  # keeps the SBI generator's stream apart from the augmentations'
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+def sample_seed(seed: int, epoch: int, index: int, draw: int = 0) -> int:
+    """The seed of one sample in one epoch; `draw` separates repeats of an index (weighted sampling)."""
+    key = [seed, epoch, index] + ([draw] if draw else [])
+    return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def seed_generators(seed: int, device: torch.device) -> None:
+    """Seed the generators the transforms draw from: the CPU one, plus the GPU's when the image lives there.
+
+    Not `torch.manual_seed`: in a process without CUDA it queues a lazy CUDA seed with a formatted stack
+    trace, which cost 140 us per sample, more than the augmentations of a cached image.
+    """
+    torch.random.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.default_generators[index].manual_seed(seed)
 
 
 class FaceDataset(Dataset):
-    """Decodes images to uint8 CHW tensors; items are indexed by `(index, epoch)` pairs from the sampler."""
+    """uint8 (3, S, S) face crops; items are keyed by `(index, epoch[, draw])` from the sampler.
+
+    Images come from `cache` when given, else are decoded (`decode_size` = S). Indices past the samples are
+    SBI fakes of `sbi_sources[index - len(samples)]`. With `deferred`, items are undecoded payloads plus
+    their seed, and `finish` runs later on the device (`data.decode=gpu`).
+    """
 
     def __init__(
         self,
@@ -30,53 +55,115 @@ class FaceDataset(Dataset):
         transform: Callable | None = None,
         seed: int = 0,
         decode_size: int | None = None,
+        *,
+        cache: DecodedCache | None = None,
+        sbi_sources: Sequence[int] = (),
+        deferred: bool = False,
     ) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.seed = seed
         self.decode_size = decode_size
+        self.cache = cache
+        self.sbi_sources = list(sbi_sources)
+        self.deferred = deferred
+        # Looked up once: a stat per SBI source here instead of one per sample per epoch in the workers.
+        self.landmarks = {i: landmark_path(self.samples[i].path) for i in set(self.sbi_sources)}
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.samples) + len(self.sbi_sources)
+
+    def source(self, index: int) -> int:
+        """The sample whose image an index shows (an SBI fake shows its real source, blended)."""
+        n = len(self.samples)
+        return index if index < n else self.sbi_sources[index - n]
 
     @property
     def labels(self) -> np.ndarray:
-        return np.fromiter((s.label for s in self.samples), dtype=np.int64, count=len(self.samples))
+        real = np.fromiter((s.label for s in self.samples), dtype=np.int64, count=len(self.samples))
+        return np.concatenate([real, np.ones(len(self.sbi_sources), dtype=np.int64)])
 
     @property
     def videos(self) -> list[str]:
-        return [s.video for s in self.samples]
+        fakes = [f"{self.samples[i].video}#{SBI_METHOD}" for i in self.sbi_sources]
+        return [s.video for s in self.samples] + fakes
 
     def load(self, index: int) -> torch.Tensor:
-        """Decode to uint8 (3, H, W); large JPEGs decode at a reduced DCT scale that still covers decode_size."""
-        path = self.samples[index].path
-        try:
-            with Image.open(path) as im:
-                if self.decode_size:
-                    im.draft("RGB", (self.decode_size, self.decode_size))
-                array = np.array(im.convert("RGB"))
-            return torch.from_numpy(array).permute(2, 0, 1)
-        except Exception as e:  # a corrupt file must stop the run by name, never be replaced silently
-            raise DataError(
-                f"cannot read image {path}: {e}. Run `python train.py check=true` to list bad files."
-            ) from None
+        """The canonical uint8 (3, S, S) image of an index, before SBI and augmentation."""
+        i = self.source(index)
+        if self.cache is not None:
+            return self.cache[i]
+        return decode_file(self.samples[i].path, self.decode_size)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
-        index, epoch = key if isinstance(key, tuple) else (key, 0)
-        image = self.load(index)
+    def payload(self, index: int) -> torch.Tensor:
+        """What a worker ships when decoding happens on the device: cached pixels or the file's bytes."""
+        i = self.source(index)
+        if self.cache is not None:
+            return self.cache[i]
+        return read_payload(self.samples[i].path, self.decode_size)
+
+    def finish(self, image: torch.Tensor, index: int, seed: int, augment_seed: int) -> torch.Tensor:
+        """Blend (SBI indices) and augment one image with the sample's seeds, on whatever device holds it."""
+        if index >= len(self.samples):
+            g = torch.Generator().manual_seed(seed ^ _SBI_STREAM)
+            image = self_blend(image, g, self._landmarks(index, image.shape[-1]))[0]
         if self.transform is not None:
-            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            seed_generators(augment_seed, image.device)
             image = self.transform(image)
-        return image, self.samples[index].label, index
+        return image
+
+    def _landmarks(self, index: int, size: int) -> torch.Tensor | None:
+        i = self.source(index)
+        path = self.landmarks.get(i)
+        if path is None:
+            return None
+        with Image.open(self.samples[i].path) as im:  # header only: the original size maps the points
+            return load_landmarks(path, im.size, size)
+
+    def label(self, index: int) -> int:
+        return self.samples[index].label if index < len(self.samples) else 1
+
+    def __getitem__(self, key: int | Sequence[int]) -> tuple:
+        index, epoch, *rest = (key, 0) if isinstance(key, int) else key
+        seed = sample_seed(self.seed, epoch, index, *rest)
+        # An SBI fake is augmented exactly like its source (as in the SBI paper): the pair differs by the blend.
+        source = self.source(index)
+        augment_seed = seed if source == index else sample_seed(self.seed, epoch, source, *rest)
+        if self.deferred:
+            return self.payload(index), self.label(index), index, (seed, augment_seed)
+        return self.finish(self.load(index), index, seed, augment_seed), self.label(index), index
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields `(index, epoch)`; the order is a permutation seeded by (seed, epoch), resumable at `start`."""
+def sbi_groups(num_samples: int, sbi_sources: Sequence[int]) -> list[list[int]]:
+    """Index groups a sampler keeps together: each real source with its SBI fakes, others alone."""
+    groups = [[i] for i in range(num_samples)]
+    for k, source in enumerate(sbi_sources):
+        groups[source].append(num_samples + k)
+    return groups
 
-    def __init__(self, num_samples: int, seed: int = 0, shuffle: bool = True) -> None:
+
+class EpochSampler(Sampler[tuple[int, ...]]):
+    """Yields `(index, epoch)`; the order is seeded by (seed, epoch) and resumable at `start`.
+
+    With `groups`, the shuffle permutes groups and keeps each group's indices adjacent (an SBI fake next to
+    its source, so both usually share a batch). With `weights`, an epoch draws `num_samples` indices with
+    replacement in proportion to them (class balance; groups are then not kept together) and yields
+    `(index, epoch, draw)`, where `draw` counts earlier repeats of that index, so a repeat is augmented anew.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        weights: Sequence[float] | None = None,
+        groups: Sequence[Sequence[int]] | None = None,
+    ) -> None:
         self.num_samples = num_samples
         self.seed = seed
         self.shuffle = shuffle
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        self.groups = None if groups is None else [list(g) for g in groups]
         self.epoch = 0
         self.start = 0
 
@@ -85,14 +172,27 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.start = start
 
     def order(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.weights is not None:
+            return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=g).tolist()
         if not self.shuffle:
             return list(range(self.num_samples))
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.groups is not None:
+            return [i for k in torch.randperm(len(self.groups), generator=g).tolist() for i in self.groups[k]]
         return torch.randperm(self.num_samples, generator=g).tolist()
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for i in self.order()[self.start :]:
-            yield i, self.epoch
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
+        order = self.order()
+        if self.weights is None:
+            for i in order[self.start :]:
+                yield i, self.epoch
+            return
+        seen: dict[int, int] = {}
+        for position, i in enumerate(order):
+            draw = seen.get(i, 0)
+            seen[i] = draw + 1
+            if position >= self.start:
+                yield i, self.epoch, draw
 
     def __len__(self) -> int:
         return self.num_samples - self.start

@@ -1,4 +1,8 @@
-"""DataModule: turns the `data` config group into samples, datasets and DataLoaders."""
+"""DataModule: turns the `data` config group into manifest rows, datasets and DataLoaders.
+
+Every kind (synthetic, folder, manifest) becomes the same manifest rows first; splits, frame caps, SBI,
+class balance, caches and device decoding then apply to those rows whatever their origin.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +19,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from deepfake.data.dataset import EpochSampler, FaceDataset
-from deepfake.data.samples import FOLDER_LAYOUT, Sample, scan_split
-from deepfake.data.transforms import eval_transform, train_transform
+from deepfake.data.augment import build_augment
+from deepfake.data.balance import BALANCE, cap_frames_per_video, pos_weight, sample_weights
+from deepfake.data.cache import build_cache
+from deepfake.data.dataset import EpochSampler, FaceDataset, sbi_groups
+from deepfake.data.decode import DeviceDecodeLoader, collate_payloads
+from deepfake.data.manifest import read_manifest
+from deepfake.data.samples import FOLDER_LAYOUT, Sample, scan_folder, scan_split
+from deepfake.data.transforms import eval_transform
 from deepfake.distributed import ShardedSampler
-from deepfake.errors import DataError
+from deepfake.errors import ConfigError, DataError
 from deepfake.interrupt import ignore_in_worker
 
 log = logging.getLogger(__name__)
+
+KINDS = ("synthetic", "folder", "manifest")
+CACHES = ("none", "ram", "disk")
+DECODERS = ("cpu", "gpu")
+FAKE_SYNTHESIS = ("none", "sbi")
 
 
 def cache_dir() -> Path:
@@ -38,13 +52,20 @@ def default_num_workers() -> int:
     return max(1, min(cpus, 8))
 
 
+def _choice(key: str, value: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ConfigError(f"data.{key}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
 class DataModule:
-    """Builds the train/val/test loaders for one dataset (`kind`: synthetic or folder)."""
+    """Builds the train/val/test loaders for one dataset (`kind`: synthetic, folder or manifest)."""
 
     def __init__(
         self,
         kind: str = "synthetic",
         root: str | None = None,
+        manifest: str | None = None,
         splits: Mapping[str, str] | None = None,
         real_dirs: Sequence[str] = ("real",),
         fake_dirs: Sequence[str] = ("fake",),
@@ -53,6 +74,12 @@ class DataModule:
         persistent_workers: bool = True,
         prefetch_factor: int = 4,
         augment: Mapping[str, Any] | None = None,
+        frames_per_video: int | None = None,
+        balance: str = "none",
+        fake_synthesis: str = "none",
+        sbi: Mapping[str, Any] | None = None,
+        cache: str = "none",
+        decode: str = "cpu",
         synthetic: Mapping[str, Any] | None = None,
         test_sets: Sequence[str] = (),
         batch_size: int = 64,
@@ -62,8 +89,9 @@ class DataModule:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        self.kind = kind
+        self.kind = _choice("kind", kind, KINDS)
         self.root = Path(root).expanduser() if root else None
+        self.manifest = Path(manifest).expanduser() if manifest else None
         self.splits = dict(splits or {"train": "train", "val": "val", "test": "test"})
         self.real_dirs = list(real_dirs)
         self.fake_dirs = list(fake_dirs)
@@ -72,6 +100,12 @@ class DataModule:
         self.persistent_workers = persistent_workers
         self.prefetch_factor = prefetch_factor
         self.augment = dict(augment or {})
+        self.frames_per_video = frames_per_video
+        self.balance = _choice("balance", balance, BALANCE)
+        self.fake_synthesis = _choice("fake_synthesis", fake_synthesis, FAKE_SYNTHESIS)
+        self.sbi = {"ratio": 1.0, "real_only": False, **(sbi or {})}
+        self.cache = _choice("cache", cache, CACHES)
+        self.decode = _choice("decode", decode, DECODERS)
         self.synthetic = dict(synthetic or {})
         self.test_sets = list(test_sets)
         self.batch_size = batch_size
@@ -82,24 +116,78 @@ class DataModule:
         self.world_size = world_size
         self.samples: dict[str, list[Sample]] = {}
         self.test_samples: dict[str, list[Sample]] = {}
+        self.sbi_sources: list[int] = []
+        if frames_per_video is not None and frames_per_video < 1:
+            raise ConfigError(f"data.frames_per_video must be >= 1 or null (got {frames_per_video})")
+        if self.sbi["ratio"] <= 0:
+            raise ConfigError(f"data.sbi.ratio must be > 0 (got {self.sbi['ratio']})")
+        if self.decode == "gpu" and not torch.cuda.is_available():
+            raise ConfigError(
+                "data.decode=gpu decodes JPEGs with nvjpeg and needs a CUDA GPU, but none is visible; "
+                "use data.decode=cpu (or data.cache=disk to decode only once)"
+            )
 
     def setup(self) -> None:
-        """Resolve the root (generating the synthetic set once) and scan every split present."""
-        root = self.resolve_root()
+        """Read the rows (generating the synthetic set once), split them, cap frames and plan SBI fakes."""
+        rows = self.rows()
+        present = {r.split for r in rows}
+        for split, name in self.splits.items():
+            if name in present:
+                self.samples[split] = cap_frames_per_video(
+                    [r for r in rows if r.split == name], self.frames_per_video
+                )
         for split in ("train", "val"):
-            self.samples[split] = scan_split(root, self.splits[split], self.real_dirs, self.fake_dirs)
-        if (root / self.splits["test"]).is_dir():
-            self.samples["test"] = scan_split(root, self.splits["test"], self.real_dirs, self.fake_dirs)
+            if split not in self.samples:
+                found = ", ".join(sorted(s or "(empty)" for s in present))
+                raise DataError(
+                    f"the dataset has no {split!r} split (rows with split={self.splits[split]!r}); splits found: "
+                    f"{found}. Map data.splits.{split} to one of them, or add one with "
+                    "`python -m deepfake.data.convert ... --val-fraction 0.1`"
+                )
+        if self.fake_synthesis == "sbi":
+            self._plan_sbi()
         for split, samples in self.samples.items():
             fake = sum(s.label for s in samples)
-            log.info(
-                "data %s: %d images (%d real, %d fake) from %s",
-                split,
-                len(samples),
-                len(samples) - fake,
-                fake,
-                root,
+            extra = f" + {len(self.sbi_sources)} SBI fakes" if split == "train" and self.sbi_sources else ""
+            log.info("data %s: %d images (%d real, %d fake)%s from %s", split, len(samples),
+                     len(samples) - fake, fake, extra, self.source_name)  # fmt: skip
+
+    @property
+    def source_name(self) -> str:
+        return str(self.manifest if self.kind == "manifest" else self.root)
+
+    def rows(self) -> list[Sample]:
+        """All manifest rows of the configured source; the folder layout is scanned into the same rows."""
+        if self.kind == "manifest":
+            if self.manifest is None:
+                raise ConfigError("data.manifest is not set: pass data.manifest=/path/to/manifest.csv")
+            return read_manifest(self.manifest)
+        root = self.resolve_root()
+        required = [self.splits["train"], self.splits["val"]]
+        return scan_folder(root, list(self.splits.values()), self.real_dirs, self.fake_dirs, required)
+
+    def resolve_root(self) -> Path:
+        """The dataset folder of a folder layout; the synthetic set is generated there on first use."""
+        if self.kind == "manifest":
+            raise DataError(
+                f"data.kind=manifest reads {self.manifest}, not a folder layout; "
+                "verify its rows with `python -m deepfake.data.convert` or train with the folder layout"
             )
+        if self.kind == "synthetic":
+            from deepfake.data.synthetic import generate_synthetic_dataset
+
+            params = {**self.synthetic}
+            self.root = self.root or cache_dir() / f"synthetic-{_digest(params)}"
+            generate_synthetic_dataset(self.root, **params)
+        if self.root is None:
+            raise ConfigError(
+                f"data.root is not set for data.kind={self.kind}: pass data.root=/path/to/dataset"
+            )
+        if not self.root.is_dir():
+            raise DataError(
+                f"data.root={self.root} does not exist or is not a folder. Expected layout: {FOLDER_LAYOUT}"
+            )
+        return self.root
 
     def setup_test_sets(self) -> list[str]:
         """Scan what evaluation reports on: each of `test_sets`, else this dataset's test split; returns names.
@@ -108,13 +196,13 @@ class DataModule:
         """
         self.test_samples = {}
         if not self.test_sets:
-            root = self.resolve_root()
-            if not (root / self.splits["test"]).is_dir():
+            rows = [r for r in self.rows() if r.split == self.splits["test"]]
+            if not rows:
                 raise DataError(
-                    f"{root} has no '{self.splits['test']}' split to evaluate; "
+                    f"{self.source_name} has no '{self.splits['test']}' split to evaluate; "
                     "name the test sets instead: 'data.test_sets=[/path/to/set, ...]'"
                 )
-            self.test_samples["test"] = scan_split(root, self.splits["test"], self.real_dirs, self.fake_dirs)
+            self.test_samples["test"] = rows
         for source in self.test_sets:
             path = Path(source).expanduser()
             base = name = path.name or "test"
@@ -131,7 +219,12 @@ class DataModule:
         return list(self.test_samples)
 
     def _scan_test_set(self, path: Path) -> list[Sample]:
-        """A dataset root with a test split folder, or a split folder itself (`<path>/{real,fake}/**`)."""
+        """A manifest CSV (its test rows, or all rows without splits), a dataset root with a test split
+        folder, or a split folder itself (`<path>/{real,fake}/**`)."""
+        if path.suffix.lower() == ".csv":
+            rows = read_manifest(path)
+            test = [r for r in rows if r.split == self.splits["test"]]
+            return test or rows
         if not path.is_dir():
             raise DataError(
                 f"data.test_sets entry {path} is not a folder; pass a dataset root ({FOLDER_LAYOUT}) "
@@ -146,37 +239,54 @@ class DataModule:
         ds = FaceDataset(self.test_samples[name], eval_transform(self.img_size), decode_size=self.img_size)
         return self._loader(ds, EpochSampler(len(ds), shuffle=False), self.eval_batch_size, drop_last=False)
 
-    def resolve_root(self) -> Path:
-        """The dataset folder; the synthetic set is generated there on first use."""
-        if self.kind == "synthetic":
-            from deepfake.data.synthetic import generate_synthetic_dataset
-
-            params = {**self.synthetic}
-            root = self.root or cache_dir() / f"synthetic-{_digest(params)}"
-            return generate_synthetic_dataset(root, **params)
-        if self.root is None or not self.root.is_dir():
+    def _plan_sbi(self) -> None:
+        train = self.samples["train"]
+        if self.sbi["real_only"]:
+            train = self.samples["train"] = [s for s in train if s.label == 0]
+        reals = [i for i, s in enumerate(train) if s.label == 0]
+        if not reals:
             raise DataError(
-                f"data.root={self.root} does not exist or is not a folder. Expected layout: {FOLDER_LAYOUT}"
+                "data.fake_synthesis=sbi makes fakes from real faces, but the train split has none"
             )
-        return self.root
+        count = max(1, round(float(self.sbi["ratio"]) * len(reals)))
+        self.sbi_sources = [reals[i % len(reals)] for i in range(count)]
+
+    @property
+    def pos_weight(self) -> float | None:
+        """The fake-class BCE weight for `balance=pos_weight`, else None (the loss is unweighted)."""
+        if self.balance != "pos_weight":
+            return None
+        labels = np.array([s.label for s in self.samples["train"]] + [1] * len(self.sbi_sources))
+        return pos_weight(labels)
 
     def dataset(self, split: str) -> FaceDataset:
         if split not in self.samples:
             raise DataError(
-                f"no '{split}' split under {self.root}; expected a folder named {self.splits.get(split, split)}"
+                f"no '{split}' split in {self.source_name}; rows need split={self.splits.get(split, split)}"
             )
-        if split == "train":
-            tf = train_transform(self.img_size, **self.augment)
-        else:
-            tf = eval_transform(self.img_size)
-        return FaceDataset(self.samples[split], tf, seed=self.seed, decode_size=self.img_size)
+        samples = self.samples[split]
+        train = split == "train"
+        cache = None
+        if self.cache != "none":
+            cache = build_cache(samples, self.img_size, self.cache, cache_dir(), self.num_workers)
+        return FaceDataset(
+            samples,
+            build_augment(self.img_size, self.augment) if train else None,
+            seed=self.seed,
+            decode_size=self.img_size,
+            cache=cache,
+            sbi_sources=self.sbi_sources if train else (),
+            deferred=self.decode == "gpu",
+        )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceDecodeLoader:
         ds = self.dataset("train")
-        sampler = self._shard(EpochSampler(len(ds), seed=self.seed, shuffle=True), pad=True)
-        return self._loader(ds, sampler, self.batch_size, drop_last=True)
+        weights = sample_weights(ds.labels) if self.balance == "weighted_sampler" else None
+        groups = sbi_groups(len(ds.samples), ds.sbi_sources) if ds.sbi_sources else None
+        sampler = EpochSampler(len(ds), seed=self.seed, shuffle=True, weights=weights, groups=groups)
+        return self._loader(ds, self._shard(sampler, pad=True), self.batch_size, drop_last=True)
 
-    def eval_dataloader(self, split: str) -> DataLoader:
+    def eval_dataloader(self, split: str) -> DataLoader | DeviceDecodeLoader:
         ds = self.dataset(split)
         sampler = self._shard(EpochSampler(len(ds), shuffle=False), pad=False)
         return self._loader(ds, sampler, self.eval_batch_size, drop_last=False)
@@ -188,11 +298,11 @@ class DataModule:
 
     def _loader(
         self, ds: FaceDataset, sampler: EpochSampler | ShardedSampler, batch_size: int, drop_last: bool
-    ) -> DataLoader:
+    ) -> DataLoader | DeviceDecodeLoader:
         workers = self.num_workers
         # drop_last on a set smaller than one batch would yield no step at all.
         drop_last = drop_last and len(sampler) > batch_size
-        return DataLoader(
+        loader = DataLoader(
             ds,
             batch_size=batch_size,
             sampler=sampler,
@@ -201,11 +311,17 @@ class DataModule:
             drop_last=drop_last,
             persistent_workers=self.persistent_workers and workers > 0,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
+            collate_fn=collate_payloads if ds.deferred else None,
             # Own generator: creating an iterator must not draw from the global RNG, which a mid-epoch
             # resume restores; workers ignore Ctrl-C/SIGTERM so the main process can stop gracefully.
             generator=torch.Generator().manual_seed(self.seed),
             worker_init_fn=init_worker,
         )
+        if ds.deferred:
+            return DeviceDecodeLoader(
+                loader, self.img_size, torch.device("cuda", torch.cuda.current_device())
+            )
+        return loader
 
 
 def init_worker(worker_id: int) -> None:

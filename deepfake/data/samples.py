@@ -1,16 +1,20 @@
-"""The one internal dataset form: a list of samples (path, label, video, method).
+"""The one internal dataset form: manifest rows (path, label, split, video, method, identity).
 
-Folder layouts are scanned into this form, so every loader, metric and check sees the same records.
+Folder layouts and the dataset converters all produce these rows, so every loader, metric and check sees
+the same records whether they came from a CSV manifest or a folder scan.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from deepfake.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+JPEG_EXTENSIONS = (".jpg", ".jpeg")
 FOLDER_LAYOUT = (
     "<root>/{train,val,test}/{real,fake}/**/<image>.jpg|.png|.webp, for example "
     "<root>/train/real/000/0001.png and <root>/train/fake/Deepfakes/000_003/0001.png"
@@ -22,7 +26,22 @@ class Sample:
     path: str
     label: int  # 1 = fake, 0 = real
     video: str  # unique across classes and methods
-    method: str  # manipulation method, or the class folder's name when there is none
+    method: str  # manipulation method for fakes; the source (or class folder) for reals
+    split: str = ""  # train / val / test as named in the manifest; empty when the source has none
+    identity: str = ""  # group that must stay within one split (FF++: the video pair); empty if unknown
+
+
+def is_image(path: str | Path) -> bool:
+    return os.path.splitext(str(path))[1].lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Images anywhere under folder, sorted; os.walk, not Path.rglob, because FF++ holds millions of frames."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        found.extend(Path(dirpath) / f for f in sorted(filenames) if is_image(f))
+    return found
 
 
 def scan_split(root: Path, split_dir: str, real_dirs: list[str], fake_dirs: list[str]) -> list[Sample]:
@@ -39,7 +58,7 @@ def scan_split(root: Path, split_dir: str, real_dirs: list[str], fake_dirs: list
                     f"class folder {class_dir} does not exist (set data.real_dirs / data.fake_dirs "
                     f"to your folder names). Expected layout: {FOLDER_LAYOUT}"
                 )
-            found = [_sample(p, class_dir, name, label) for p in sorted(class_dir.rglob("*")) if _is_image(p)]
+            found = [_sample(p, class_dir, name, label, split_dir) for p in list_images(class_dir)]
             if not found:
                 raise DataError(
                     f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
@@ -49,14 +68,30 @@ def scan_split(root: Path, split_dir: str, real_dirs: list[str], fake_dirs: list
     return samples
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+def scan_folder(
+    root: Path | None,
+    folders: Iterable[str],
+    real_dirs: Iterable[str] = ("real",),
+    fake_dirs: Iterable[str] = ("fake",),
+    required: Iterable[str] = ("train", "val"),
+) -> list[Sample]:
+    """The folder layout as manifest rows whose split is the split folder's name; unrequired ones may be absent."""
+    if root is None or not root.is_dir():
+        raise DataError(
+            f"data.root={root} does not exist or is not a folder. Expected layout: {FOLDER_LAYOUT}"
+        )
+    rows: list[Sample] = []
+    required = set(required)
+    for folder in dict.fromkeys(folders):
+        if folder in required or (root / folder).is_dir():
+            rows.extend(scan_split(root, folder, list(real_dirs), list(fake_dirs)))
+    return rows
 
 
-def _sample(path: Path, class_dir: Path, class_name: str, label: int) -> Sample:
+def _sample(path: Path, class_dir: Path, class_name: str, label: int, split: str) -> Sample:
     rel = path.relative_to(class_dir)
     parent = rel.parent.as_posix()
     # The parent folder relative to the class folder is the video; a loose image is a video of its own.
     video = f"{class_name}/{parent}" if parent != "." else f"{class_name}/{rel.stem}"
     method = rel.parts[0] if len(rel.parts) >= 3 else class_name
-    return Sample(path=str(path), label=label, video=video, method=method)
+    return Sample(path=str(path), label=label, video=video, method=method, split=split)

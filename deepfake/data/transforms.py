@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torchvision.transforms import v2
 
+from deepfake.data.augment import build_augment
+
 
 def train_transform(
-    img_size: int, hflip: bool = True, crop_scale: Sequence[float] = (0.8, 1.0)
+    img_size: int, hflip: bool = True, crop_scale: Sequence[float] = (0.8, 1.0), **augment: Any
 ) -> v2.Compose:
-    """Face-safe crop (keeps most of the face) plus flip; output stays uint8 (3, img_size, img_size)."""
-    steps: list[v2.Transform] = [
-        v2.RandomResizedCrop(img_size, scale=tuple(crop_scale), ratio=(0.9, 1.1), antialias=True)
-    ]
-    if hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    return v2.Compose(steps)
+    """The configured training augmentations (see `deepfake.data.augment`); output uint8 (3, S, S)."""
+    return build_augment(img_size, {"hflip": hflip, "crop_scale": crop_scale, **augment})
 
 
 def eval_transform(img_size: int) -> v2.Compose:

@@ -1,0 +1,125 @@
+"""Image decoding: the canonical uint8 crop on the CPU, or JPEG bytes decoded in batches on the GPU.
+
+Every path yields the same canonical form, a centre-cropped S x S uint8 image, so the caches, the
+augmentations and SBI never care where the pixels came from. With `data.decode=gpu` the workers only read
+file bytes; `DeviceDecodeLoader` decodes a whole batch with nvjpeg and runs the per-sample augmentations
+there, which frees the two CPU cores of a Colab-like machine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms.v2 import functional as TF
+
+from deepfake.data.samples import JPEG_EXTENSIONS
+from deepfake.errors import DataError
+
+if TYPE_CHECKING:
+    from deepfake.data.dataset import FaceDataset
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def decode_file(path: str, size: int | None) -> torch.Tensor:
+    """Decode to uint8 (3, H, W); with a size, centre-crop to a square and resize to size x size.
+
+    PIL decodes (every format; large JPEGs at a reduced DCT scale that still covers `size`), torch resizes:
+    its uint8 kernel is several times faster than PIL's resampling.
+    """
+    try:
+        with Image.open(path) as im:
+            if size:
+                im.draft("RGB", (size, size))
+            array = np.array(im if im.mode == "RGB" else im.convert("RGB"))
+    except Exception as e:  # a corrupt file must stop the run by name, never be replaced silently
+        raise DataError(
+            f"cannot read image {path}: {e}. Fix or remove it (its manifest row or file) and run again."
+        ) from None
+    image = torch.from_numpy(array).permute(2, 0, 1)
+    return fit(image, size) if size else image
+
+
+def read_payload(path: str, size: int | None) -> torch.Tensor:
+    """For device decoding: a JPEG's raw bytes (1-D uint8), or any other format decoded here (3-D)."""
+    if os.path.splitext(path)[1].lower() in JPEG_EXTENSIONS:
+        try:
+            with open(path, "rb") as f:
+                return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+        except OSError as e:
+            raise DataError(f"cannot read image {path}: {e}") from None
+    return decode_file(path, size)
+
+
+def fit(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre-crop (3, H, W) to a square and resize it to size x size: `decode_file`'s geometry, in torch."""
+    h, w = image.shape[-2:]
+    side = min(h, w)
+    if side != h or side != w:
+        image = TF.center_crop(image, [side, side])
+    if side != size:
+        image = TF.resize(image, [size, size], antialias=True)
+    return image
+
+
+def decode_payloads(payloads: Sequence[torch.Tensor], size: int, device: torch.device) -> list[torch.Tensor]:
+    """Decode the JPEG byte payloads of a batch in one call on `device`; decoded ones are just moved."""
+    jpegs = [i for i, p in enumerate(payloads) if p.dim() == 1]
+    out: list[torch.Tensor] = [p.to(device, non_blocking=True) if p.dim() == 3 else p for p in payloads]
+    if jpegs:
+        decoded = decode_jpeg([payloads[i] for i in jpegs], mode=ImageReadMode.RGB, device=device)
+        for i, image in zip(jpegs, decoded, strict=True):
+            out[i] = fit(image, size)
+    return out
+
+
+Seeds = tuple[int, int]  # (blend seed, augmentation seed) of one sample
+
+
+def collate_payloads(
+    items: list[tuple[torch.Tensor, int, int, Seeds]],
+) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, list[Seeds]]:
+    """Batch payloads as a list: JPEG byte strings differ in length and cannot be stacked before decoding."""
+    payloads, labels, index, seeds = zip(*items, strict=True)
+    return list(payloads), torch.tensor(labels), torch.tensor(index), list(seeds)
+
+
+class DeviceDecodeLoader:
+    """Wraps a DataLoader of payloads: decodes each batch on `device`, then augments each image there.
+
+    It exposes what the training loop uses of a DataLoader (`dataset`, `sampler`, `len`), so the runner and
+    engine need no second path; the batches come out as uint8 (N, 3, S, S) already on the device.
+    """
+
+    def __init__(self, loader: DataLoader, size: int, device: torch.device) -> None:
+        self.loader = loader
+        self.size = size
+        self.device = device
+
+    @property
+    def dataset(self) -> FaceDataset:
+        return self.loader.dataset  # type: ignore[return-value]
+
+    @property
+    def sampler(self) -> Any:
+        return self.loader.sampler
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        ds = self.dataset
+        for payloads, labels, index, seeds in self.loader:
+            images = decode_payloads(payloads, self.size, self.device)
+            # Per-sample seeding must not disturb the training RNG (dropout), so it runs in a forked state.
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+                images = [ds.finish(im, int(i), *s) for im, i, s in zip(images, index, seeds, strict=True)]
+            yield torch.stack(images), labels, index

@@ -1,0 +1,268 @@
+"""Published dataset layouts (after frame and face extraction) turned into manifest rows.
+
+Each converter returns `(rows, notes)`: rows for every frame found, and notes on what was listed but not
+found, so a partly extracted dataset converts with a clear account instead of failing or hiding it. A layout
+that is not recognisable raises DataError saying what was expected and what is there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from deepfake.data.samples import Sample, list_images
+from deepfake.errors import DataError
+
+#: Sub-folders that extraction tools (DeepfakeBench, FF++ scripts) put frames in under a video's parent.
+FRAME_DIRS = ("frames", "images", "faces", "crops")
+#: Sibling folders that hold no face frames.
+NON_FRAME_DIRS = ("videos", "landmarks", "masks", "bboxes")
+FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter")
+FFPP_LAYOUT = (
+    "<root>/original_sequences/<source>/<compression>/[frames/]<video>/<frame>.png and "
+    "<root>/manipulated_sequences/<method>/<compression>/[frames/]<target>_<source>/<frame>.png, "
+    "with the official split files train.json, val.json, test.json in <root>/splits or <root>"
+)
+CELEBDF_FOLDERS = {"Celeb-real": 0, "YouTube-real": 0, "Celeb-synthesis": 1}
+CELEBDF_LAYOUT = (
+    "<root>/{Celeb-real,Celeb-synthesis,YouTube-real}/[frames/]<video>/<frame>.png and "
+    "<root>/List_of_testing_videos.txt"
+)
+DFDC_LAYOUT = "<root>/[<part>/]metadata.json with frames in <root>/[<part>/][frames/]<video name>/<frame>.png"
+_SHOWN = 5
+
+Converted = tuple[list[Sample], list[str]]
+
+
+def video_folders(parent: Path) -> dict[str, Path]:
+    """`{video id: folder}` under parent, looking inside a frames/images/faces/crops sub-folder if present."""
+    for name in FRAME_DIRS:
+        if (parent / name).is_dir():
+            parent = parent / name
+            break
+    if not parent.is_dir():
+        return {}
+    return {
+        e.name: Path(e.path)
+        for e in sorted(os.scandir(parent), key=lambda e: e.name)
+        if e.is_dir() and e.name not in NON_FRAME_DIRS
+    }
+
+
+def _entries(folder: Path) -> str:
+    if not folder.is_dir():
+        return f"{folder} does not exist"
+    names = sorted(os.listdir(folder))
+    shown = ", ".join(names[:12]) + (f", ... ({len(names)} entries)" if len(names) > 12 else "")
+    return f"{folder} holds: {shown or 'nothing'}"
+
+
+def _listed_missing(kind: str, names: Sequence[str], where: Path) -> str:
+    shown = ", ".join(sorted(names)[:_SHOWN]) + (
+        f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+    )
+    return f"{len(names)} video(s) listed in {kind} have no frames under {where}; left out: {shown}"
+
+
+def _frames(folder: Path, **fields: object) -> list[Sample]:
+    return [Sample(path=str(p), **fields) for p in list_images(folder)]  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------- FF++ ---
+
+
+def _ffpp_splits(root: Path, split_dir: Path | None) -> dict[str, list[tuple[str, str]]]:
+    candidates = [split_dir] if split_dir else [root / "splits", root]
+    for folder in candidates:
+        files = {s: folder / f"{s}.json" for s in ("train", "val", "test")}
+        if all(f.is_file() for f in files.values()):
+            out: dict[str, list[tuple[str, str]]] = {}
+            for split, f in files.items():
+                try:
+                    pairs = json.loads(f.read_text())
+                    out[split] = [(str(a), str(b)) for a, b in pairs]
+                except (ValueError, TypeError) as e:
+                    raise DataError(
+                        f"{f} is not an FF++ split file (a JSON list of [target, source] pairs): {e}"
+                    ) from None
+            return out
+    where = split_dir or f"{root / 'splits'} or {root}"
+    raise DataError(
+        f"no FF++ split files in {where}: expected train.json, val.json and test.json (the official "
+        "lists of video-id pairs from the FaceForensics++ repository, dataset/splits); pass --splits DIR"
+    )
+
+
+def convert_ffpp(
+    root: Path,
+    compression: str = "c23",
+    methods: Sequence[str] | None = None,
+    sources: Sequence[str] = ("youtube",),
+    split_dir: Path | None = None,
+) -> Converted:
+    """FaceForensics++: labels from the tree, splits and identities from the official pair lists."""
+    originals, manipulated = root / "original_sequences", root / "manipulated_sequences"
+    if not originals.is_dir() and not manipulated.is_dir():
+        raise DataError(f"not an FF++ tree: expected {FFPP_LAYOUT}; {_entries(root)}")
+    pairs = _ffpp_splits(root, split_dir)
+    split_of: dict[str, str] = {}
+    identity_of: dict[str, str] = {}
+    for split, split_pairs in pairs.items():
+        for a, b in split_pairs:
+            group = f"{a}_{b}"
+            for vid in (a, b, f"{a}_{b}", f"{b}_{a}"):
+                split_of[vid], identity_of[vid] = split, group
+    if methods is None:
+        methods = [m for m in FFPP_METHODS if (manipulated / m).is_dir()]
+    parts = [(originals / s, s, 0) for s in sources] + [(manipulated / m, m, 1) for m in methods]
+    rows: list[Sample] = []
+    notes: list[str] = []
+    found_compressions: set[str] = set()
+    for folder, name, label in parts:
+        if not folder.is_dir():
+            raise DataError(
+                f"FF++ folder {folder} is missing; expected {FFPP_LAYOUT}; {_entries(folder.parent)}"
+            )
+        found_compressions.update(e.name for e in os.scandir(folder) if e.is_dir())
+        videos = video_folders(folder / compression)
+        if not videos:
+            notes.append(f"{folder / compression} holds no video folders; {name} is left out")
+            continue
+        unsplit: list[str] = []
+        for vid, vdir in videos.items():
+            if vid not in split_of:
+                unsplit.append(vid)
+                continue
+            rows.extend(
+                _frames(vdir, label=label, video=f"{name}/{vid}", method=name, split=split_of[vid],
+                        identity=identity_of[vid])
+            )  # fmt: skip
+        if unsplit:
+            notes.append(
+                f"{len(unsplit)} {name} video(s) are in no split file and were left out (e.g. {unsplit[0]})"
+            )
+        # The split files list the youtube originals and the pairs of the standard methods only.
+        listed = (
+            {v for v in split_of if ("_" in v) == bool(label)}
+            if name in ("youtube", *FFPP_METHODS)
+            else set()
+        )
+        absent = sorted(listed - set(videos))
+        if absent:
+            notes.append(
+                _listed_missing("the split files", [f"{name}/{v}" for v in absent], folder / compression)
+            )
+    if not rows:
+        have = ", ".join(sorted(found_compressions)) or "none"
+        raise DataError(
+            f"no frames for compression {compression!r} in the FF++ tree at {root} (compressions found: "
+            f"{have}); pass --compression with one of those, and extract frames first. Expected {FFPP_LAYOUT}"
+        )
+    return rows, notes
+
+
+# ----------------------------------------------------------------------------------------- Celeb-DF ---
+
+
+def _celebdf_test_list(root: Path) -> dict[str, int]:
+    path = root / "List_of_testing_videos.txt"
+    if not path.is_file():
+        raise DataError(f"Celeb-DF test list {path} is missing; expected {CELEBDF_LAYOUT}; {_entries(root)}")
+    listed: dict[str, int] = {}
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2 or fields[0] not in ("0", "1"):
+            raise DataError(f"{path} line {n}: expected '<1 real|0 fake> <folder>/<video>.mp4', got {line!r}")
+        folder, _, name = fields[1].partition("/")
+        listed[f"{folder}/{os.path.splitext(name)[0]}"] = 1 - int(fields[0])  # the list marks real as 1
+    return listed
+
+
+def convert_celebdf(root: Path) -> Converted:
+    """Celeb-DF v1/v2: videos in List_of_testing_videos.txt are the test split, the rest train."""
+    if not any((root / f).is_dir() for f in CELEBDF_FOLDERS):
+        raise DataError(f"not a Celeb-DF tree: expected {CELEBDF_LAYOUT}; {_entries(root)}")
+    test = _celebdf_test_list(root)
+    rows: list[Sample] = []
+    seen: set[str] = set()
+    for folder, label in CELEBDF_FOLDERS.items():
+        for vid, vdir in video_folders(root / folder).items():
+            key = f"{folder}/{vid}"
+            seen.add(key)
+            if key in test and test[key] != label:
+                raise DataError(
+                    f"{root / 'List_of_testing_videos.txt'} labels {key} as {'fake' if test[key] else 'real'} "
+                    f"but it sits in {folder}; the tree or the list is broken"
+                )
+            # idX_0000 and idX_idY_0000 show target celebrity idX; YouTube-real videos have no known identity.
+            identity = vid.split("_")[0] if folder != "YouTube-real" else ""
+            rows.extend(
+                _frames(vdir, label=label, video=key, method=folder, split="test" if key in test else "train",
+                        identity=identity)
+            )  # fmt: skip
+    if not rows:
+        raise DataError(f"no frames found in the Celeb-DF tree at {root}; expected {CELEBDF_LAYOUT}")
+    absent = sorted(set(test) - seen)
+    notes = [_listed_missing("List_of_testing_videos.txt", absent, root)] if absent else []
+    return rows, notes
+
+
+# --------------------------------------------------------------------------------------------- DFDC ---
+
+
+def convert_dfdc(root: Path) -> Converted:
+    """DFDC: labels, splits and originals from every metadata.json (one per downloaded part)."""
+    metas = (
+        [root / "metadata.json"]
+        if (root / "metadata.json").is_file()
+        else sorted(root.glob("*/metadata.json"))
+    )
+    if not metas:
+        raise DataError(f"no DFDC metadata.json found: expected {DFDC_LAYOUT}; {_entries(root)}")
+    rows: list[Sample] = []
+    notes: list[str] = []
+    for meta_path in metas:
+        try:
+            meta = json.loads(meta_path.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("the top level is not an object")
+        except ValueError as e:
+            raise DataError(
+                f"{meta_path} is not a DFDC metadata file ({{video: {{label, ...}}}}): {e}"
+            ) from None
+        part = meta_path.parent
+        prefix = "" if part == root else f"{part.name}/"
+        videos = video_folders(part)
+        absent: list[str] = []
+        for name, entry in sorted(meta.items()):
+            stem = os.path.splitext(name)[0]
+            label = str(entry.get("label", "")).upper() if isinstance(entry, dict) else ""
+            if label not in ("REAL", "FAKE"):
+                raise DataError(
+                    f"{meta_path}: entry {name!r} has label {label or None!r}; expected REAL or FAKE"
+                )
+            if stem not in videos:
+                absent.append(stem)
+                continue
+            fake = label == "FAKE"
+            original = os.path.splitext(str(entry.get("original") or ""))[0]
+            rows.extend(
+                _frames(videos[stem], label=int(fake), video=f"{prefix}{stem}", method="DFDC" if fake else "real",
+                        split=str(entry.get("split") or entry.get("set") or "train"),
+                        identity=f"{prefix}{original if fake and original else stem}")
+            )  # fmt: skip
+        if absent:
+            notes.append(_listed_missing(str(meta_path), absent, part))
+        unlisted = sorted(set(videos) - {os.path.splitext(n)[0] for n in meta})
+        if unlisted:
+            notes.append(f"{len(unlisted)} frame folder(s) in {part} are not in {meta_path.name}; left out: "
+                         f"{', '.join(unlisted[:_SHOWN])}")  # fmt: skip
+    if not rows:
+        raise DataError(
+            f"no frames found for the videos in {', '.join(map(str, metas))}; expected {DFDC_LAYOUT}"
+        )
+    return rows, notes
