@@ -247,3 +247,35 @@ def test_fit_batch_size_halves_until_it_fits() -> None:
 
     with pytest.raises(OutOfMemory, match=r"training.batch_size=1\b.*training.grad_accum_steps"):
         fit_batch_size(never, 4, CPU)
+
+
+@pytest.mark.slow
+def test_nan_guard_stops_the_run_and_keeps_the_last_good_checkpoint(
+    compose_cfg, folder_dataset, tmp_path, monkeypatch
+) -> None:
+    """Epoch 1 trains normally; the loss turns NaN in epoch 2: the run stops, last.pt stays epoch 1's."""
+    import json
+
+    import torch.nn.functional as F
+
+    from deepfake.runner import train
+    from tests.conftest import FAST
+
+    real_bce = F.binary_cross_entropy_with_logits
+    calls = {"n": 0}
+
+    def bce(logits, target, *args, **kwargs):
+        calls["n"] += 1
+        loss = real_bce(logits, target, *args, **kwargs)
+        return loss * float("nan") if calls["n"] > 3 else loss  # 3 batches of 8 = epoch 1
+
+    monkeypatch.setattr(F, "binary_cross_entropy_with_logits", bce)
+    cfg = compose_cfg([*FAST, "data=folder", f"data.root={folder_dataset}", f"base_path={tmp_path}"])
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint is kept"):
+        train(cfg)
+    (run,) = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert last["train_state"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stop_reason"].startswith("failed: NonFiniteLossError")
