@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from deepfake.engine import LoopConfig, TrainState, train_epoch
 from deepfake.hardware import HardwareManager
 from deepfake.models import get_model
+from deepfake.progress import ProgressTracker
 from deepfake.tensorboard import TensorBoardLogger
 
 
@@ -49,23 +50,33 @@ def bare_loop(model, batches, precision, device) -> None:
         opt.zero_grad(set_to_none=True)
 
 
-def project_loop(model, batches, precision, device, logdir: str) -> None:
-    """The project's `train_epoch` with its default logging cadence writing real TensorBoard events."""
+def project_loop(model, batches, precision, device, logdir: str, hw: HardwareManager) -> None:
+    """The project's `train_epoch` as a run drives it: TensorBoard every 20 steps, progress, hardware sampler."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tb = TensorBoardLogger(logdir)
     state = TrainState()
-    train_epoch(
-        model,
-        batches,
-        opt,
-        None,
-        precision,
-        state,
-        LoopConfig(),
-        device,
-        num_batches=len(batches),
-        log=tb.scalars,
+    progress = ProgressTracker(
+        1, len(batches), batch_size=batches[0][0].shape[0], mode="auto", every_n_seconds=30
     )
+
+    def on_log(step: int, values: dict[str, float]) -> None:
+        tb.scalars(step, values)
+        progress.log(step, values)
+
+    def on_reading(reading: dict[str, float]) -> None:
+        tb.scalars(state.global_step, reading)
+        progress.hardware(reading)
+
+    sampler = hw.sampler(on_reading, disk_path=logdir)
+    progress.start()
+    sampler.start()
+    progress.start_epoch(0)
+    train_epoch(
+        model, batches, opt, None, precision, state, LoopConfig(), device, num_batches=len(batches),
+        log=on_log, on_step=progress.step,
+    )  # fmt: skip
+    sampler.stop()
+    progress.close()
     tb.close()
 
 
@@ -105,7 +116,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as logdir:
         runs = {
             "bare": lambda: bare_loop(models["bare"], batches, precision, device),
-            "project": lambda: project_loop(models["project"], batches, precision, device, logdir),
+            "project": lambda: project_loop(models["project"], batches, precision, device, logdir, hw),
         }
         for fn in runs.values():  # warm-up: allocator, cuDNN autotuning, first TensorBoard file
             fn()
