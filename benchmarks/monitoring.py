@@ -136,10 +136,12 @@ def main() -> None:
         f"{'variant':<9}{'steps/s median':>15}{'min':>8}{'max':>8}{'ratio vs off':>14}{'CPU-time ratio':>16}"
     )
     print(header)
+    ratios: dict[str, float] = {}
     for v in VARIANTS:
         wall = [r.wall for r in rates[v]]
         ratio = statistics.median(r.wall / o.wall for r, o in zip(rates[v], rates["off"], strict=True))
         cpu = statistics.median(r.cpu / o.cpu for r, o in zip(rates[v], rates["off"], strict=True))
+        ratios[v] = ratio
         print(
             f"{v:<9}{statistics.median(wall):>15.2f}{min(wall):>8.2f}{max(wall):>8.2f}{ratio:>14.4f}{cpu:>16.4f}"
         )
@@ -147,6 +149,10 @@ def main() -> None:
     print("per call, timed alone (share = ms x calls per second / 1000 ms):")
     for name, ms, per_s in per_call_costs(hw, steps, steps_per_s):
         print(f"  {name:<32}{ms:>9.4f} ms x {per_s:>7.3f}/s = {ms * per_s / 1e3:.4%} of wall time")
+    print(
+        f"monitoring ratio (on / off steps/s, median of {args.rounds} rounds): plain {ratios['plain']:.3f}, "
+        f"rich {ratios['rich']:.3f} (noise floor: control {ratios['control']:.3f})"
+    )
 
 
 def per_call_costs(hw: HardwareManager, steps: int, steps_per_s: float) -> list[tuple[str, float, float]]:
