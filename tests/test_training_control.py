@@ -171,41 +171,29 @@ def test_early_stopping_on_a_scripted_sequence() -> None:
     ]
 
 
+class NaNOnCall(nn.Module):
+    """Wraps a model; its output turns NaN on the `bad`-th forward call only."""
+
+    def __init__(self, inner: nn.Module, bad: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.bad = bad
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out = self.inner(x)
+        return out * float("nan") if self.calls == self.bad else out
+
+
 def test_nan_loss_stops_with_a_message() -> None:
-    data = batches(4, 4)
-    bad = (data[1][0], data[1][1], data[1][2])
-    model = Linear()
-
-    class NaNAt(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = model
-            self.calls = 0
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            self.calls += 1
-            out = self.inner(x)
-            return out * float("nan") if self.calls == 2 else out
-
     with pytest.raises(NonFiniteLossError, match="NaN/inf"):
-        run(NaNAt(), [data[0], bad, data[2], data[3]], LoopConfig(log_every=100))
+        run(NaNOnCall(Linear(), bad=2), batches(4, 4), LoopConfig(log_every=100))
 
 
 def test_nan_skip_mode_skips_the_update() -> None:
     model = Linear()
-
-    class NaNFirst(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = model
-            self.calls = 0
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            self.calls += 1
-            out = self.inner(x)
-            return out * float("nan") if self.calls == 1 else out
-
-    state = run(NaNFirst(), batches(3, 4), LoopConfig(on_nan="skip"))
+    state = run(NaNOnCall(model, bad=1), batches(3, 4), LoopConfig(on_nan="skip"))
     assert state.skipped_steps == 1 and state.global_step == 2
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
