@@ -27,7 +27,7 @@ from rich.console import Console
 from deepfake.engine import LoopConfig, TrainState, train_epoch
 from deepfake.hardware import HardwareManager
 from deepfake.models import get_model
-from deepfake.progress import ProgressTracker
+from deepfake.progress import ProgressTracker, fan_out
 from deepfake.tensorboard import TensorBoardLogger
 
 VARIANTS = ("off", "control", "plain", "rich")
@@ -67,14 +67,7 @@ def run_round(variant: str, steps: int, ctx: dict, log_dir: Path) -> Rate:
     console = Console(file=io.StringIO(), force_terminal=True, width=120) if variant == "rich" else None
     tracker = ProgressTracker(1, steps, batch_size=len(batches[0][0]), mode=variant, console=console)
 
-    def on_reading(reading: dict[str, float]) -> None:
-        tb.scalars(state.global_step, reading)
-        tracker.hardware(reading)
-
-    def on_log(step: int, values: dict[str, float]) -> None:
-        tb.scalars(step, values)
-        tracker.log(step, values)
-
+    on_log, on_reading = fan_out(tb, tracker, lambda: state.global_step)
     sampler = hw.sampler(on_reading, disk_path=log_dir)
     t0, c0 = time.perf_counter(), time.process_time()
     with tracker, sampler:

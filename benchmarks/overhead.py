@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
+from bare_step import bare_step
 
 from deepfake.engine import LoopConfig, TrainState, train_epoch
 from deepfake.hardware import HardwareManager
 from deepfake.models import get_model
-from deepfake.progress import ProgressTracker
+from deepfake.progress import ProgressTracker, fan_out
 from deepfake.tensorboard import TensorBoardLogger
 
 
@@ -34,20 +34,9 @@ def sync(device: torch.device) -> None:
 def bare_loop(model, batches, precision, device) -> None:
     """The reference: what a hand-written AMP loop does per step, nothing more."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    scaler = precision.scaler
     for images, labels, _ in batches:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with precision.autocast():
-            logits = model(images)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
-        (scaler.scale(loss) if scaler else loss).backward()
-        if scaler:
-            scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(opt) if scaler else opt.step()
-        if scaler:
-            scaler.update()
-        opt.zero_grad(set_to_none=True)
+        bare_step(model, opt, images, labels, precision)
 
 
 def project_loop(model, batches, precision, device, logdir: str, hw: HardwareManager) -> None:
@@ -59,14 +48,7 @@ def project_loop(model, batches, precision, device, logdir: str, hw: HardwareMan
         1, len(batches), batch_size=batches[0][0].shape[0], mode="auto", every_n_seconds=30
     )
 
-    def on_log(step: int, values: dict[str, float]) -> None:
-        tb.scalars(step, values)
-        progress.log(step, values)
-
-    def on_reading(reading: dict[str, float]) -> None:
-        tb.scalars(state.global_step, reading)
-        progress.hardware(reading)
-
+    on_log, on_reading = fan_out(tb, progress, lambda: state.global_step)
     sampler = hw.sampler(on_reading, disk_path=logdir)
     progress.start()
     sampler.start()

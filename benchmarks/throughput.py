@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from bare_step import bare_step
 from hydra import compose, initialize_config_dir
 
 from deepfake.config import register_configs
@@ -37,20 +37,9 @@ def bare_step_rate(model_name: str, img_size: int, batch: int, precision: Precis
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randint(0, 256, (batch, 3, img_size, img_size), dtype=torch.uint8, device=device)
     y = torch.randint(0, 2, (batch,), device=device).float()
-    scaler = precision.scaler
 
     def step() -> None:
-        with precision.autocast():
-            logits = model(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
-        (scaler.scale(loss) if scaler else loss).backward()
-        if scaler:
-            scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(opt) if scaler else opt.step()
-        if scaler:
-            scaler.update()
-        opt.zero_grad(set_to_none=True)
+        bare_step(model, opt, x, y, precision)
 
     for _ in range(3):
         step()

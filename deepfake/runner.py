@@ -28,7 +28,7 @@ from deepfake.hardware import HardwareManager, describe
 from deepfake.interrupt import GracefulInterrupt, TrainingInterrupted
 from deepfake.memory import OutOfMemory, fit_batch_size, oom_message, probe_step
 from deepfake.monitor import EarlyStopping, improved
-from deepfake.progress import ProgressTracker
+from deepfake.progress import ProgressTracker, fan_out
 from deepfake.resume import (
     Resume,
     check_train_set,
@@ -221,14 +221,7 @@ def _train(
         every_n_seconds=cfg.logging.every_n_seconds,
     )
 
-    def on_reading(reading: dict[str, float]) -> None:  # runs on the sampler thread
-        tb.scalars(state.global_step, reading)
-        progress.hardware(reading)
-
-    def on_log(step: int, values: dict[str, float]) -> None:
-        tb.scalars(step, values)
-        progress.log(step, values)
-
+    on_log, on_reading = fan_out(tb, progress, lambda: state.global_step)
     sampler = hw.sampler(on_reading, disk_path=run_dir)
 
     def checkpoint_state(saved_at: str) -> dict[str, Any]:
