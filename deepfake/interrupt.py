@@ -7,7 +7,9 @@ follow the shell convention 128 + signal number (130 for SIGINT, 143 for SIGTERM
 
 from __future__ import annotations
 
+import atexit
 import logging
+import multiprocessing
 import signal
 import threading
 from types import FrameType, TracebackType
@@ -76,3 +78,20 @@ def ignore_in_worker(worker_id: int) -> None:
     leave the stop to the main process rather than die and break the graceful shutdown."""
     for sig in HANDLED:
         signal.signal(sig, signal.SIG_IGN)
+
+
+def _kill_daemon_children() -> None:
+    """At exit, kill the daemonic children (DataLoader workers) that multiprocessing is about to terminate.
+
+    Its exit hook stops them with SIGTERM, which the workers ignore, then joins them: without this, a
+    script that ends on an uncaught error while a loader still has workers would hang forever.
+    """
+    children = [c for c in multiprocessing.active_children() if c.daemon]
+    if children and hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # PyTorch's handler would report each kill as a failure
+    for child in children:
+        child.kill()
+
+
+# Registered after multiprocessing's own exit hook (imported above), so it runs before it.
+atexit.register(_kill_daemon_children)

@@ -86,9 +86,10 @@ class DeepfakeDetector(nn.Module):
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
         x = (x - self.mean) / self.std
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        # The loaders deliver channels-last batches; the model runs in the layout it was configured for.
+        return x.contiguous(
+            memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(self.normalize(x))).squeeze(1)

@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
 from deepfake.data import DataModule
-from deepfake.data.augment import build_augment
+from deepfake.data.augment import FaceCrop, build_augment
 from deepfake.data.decode import decode_file
 from deepfake.errors import ConfigError
 
@@ -122,3 +123,42 @@ def test_augmentations_apply_to_the_train_split_only(folder_dataset: Path) -> No
     a, b = train[(5, 1)][0], train[(5, 1)][0]
     assert torch.equal(a, b) and not torch.equal(a, train[(5, 2)][0])  # seeded by (seed, epoch, index)
     assert np.array_equal(train.labels, [s.label for s in train.samples])
+
+
+def test_noise_does_not_depend_on_the_memory_layout() -> None:
+    """Decoded images arrive planar, cached ones channels-last: one seed must give one result for both."""
+    options = only(noise={"enabled": True, "p": 1.0})
+    layout = pattern().unsqueeze(0).contiguous(memory_format=torch.channels_last)[0]
+    torch.manual_seed(4)
+    channels_last = build_augment(SIZE, options)(layout)
+    assert torch.equal(channels_last, apply(options, seed=4))
+
+
+def test_face_crop_samples_torchvisions_boxes_and_falls_back_to_the_centre() -> None:
+    crop = FaceCrop(SIZE, scale=(0.5, 0.9), flip=True, ratio=(0.8, 1.25))
+    torch.manual_seed(0)
+    boxes = [crop.box(60, 80) for _ in range(300)]
+    for b in boxes:
+        assert 0 <= b["top"] <= 60 - b["height"] and 0 <= b["left"] <= 80 - b["width"]
+        assert 0.45 <= b["height"] * b["width"] / (60 * 80) <= 0.95  # the scale range, up to rounding
+        assert 0.75 <= b["width"] / b["height"] <= 1.3
+    assert 0.3 < np.mean([b["flip"] for b in boxes]) < 0.7
+    # A strip no near-square box fits: the centred fallback, trimmed to the widest allowed ratio.
+    assert crop.box(10, 100) | {"flip": False} == {
+        "top": 0,
+        "left": 44,
+        "height": 10,
+        "width": 12,
+        "flip": False,
+    }
+
+
+def test_face_crop_fast_path_equals_the_v2_path() -> None:
+    crop = FaceCrop(SIZE, scale=(0.3, 0.6), flip=True)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        fast = crop(pattern())
+        torch.manual_seed(seed)
+        image, boxes = crop(tv_tensors.Image(pattern()), tv_tensors.BoundingBoxes([[0, 0, 8, 8]], format="XYXY",
+                                                                                 canvas_size=(SIZE, SIZE)))  # fmt: skip
+        assert torch.equal(fast, image.as_subclass(torch.Tensor)) and boxes.canvas_size == (SIZE, SIZE)

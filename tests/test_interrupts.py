@@ -205,3 +205,22 @@ def test_second_ctrl_c_aborts_without_backup_and_a_crash_backs_up(
     (archive,) = (run / "backups").glob("*-crash.tar.gz")
     assert read_archive(archive)["reason"] == "crash"
     assert json.loads((run / "metrics.json").read_text())["stop_reason"].startswith("failed: KeyError")
+
+
+def test_a_script_that_dies_with_live_loader_workers_exits(tmp_path: Path) -> None:
+    """Workers ignore SIGTERM (the main process owns the stop), so multiprocessing's exit hook alone would
+    wait for them forever; the script must end with its own error and exit code instead."""
+    data = make_folder_dataset(tmp_path / "data")
+    script = tmp_path / "dies.py"
+    script.write_text(
+        "from deepfake.data import DataModule\n"
+        f"dm = DataModule(kind='folder', root={str(data)!r}, img_size=16, num_workers=2, batch_size=4)\n"
+        "dm.setup()\n"
+        "batches = iter(dm.train_dataloader())\n"
+        "next(batches)\n"
+        "raise ValueError('boom with workers alive')\n"
+    )
+    result = run_cli([str(script)], cwd=ROOT, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.rstrip().endswith("ValueError: boom with workers alive")
+    assert "killed by signal" not in result.stderr

@@ -77,3 +77,12 @@ def test_local_weights_file_loads_backbone_and_reinits_head(tmp_path: Path, suff
 def test_missing_weights_file_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         get_model("tiny", weights=str(tmp_path / "nope.safetensors"))
+
+
+def test_channels_last_batches_give_the_same_logits() -> None:
+    """The loaders deliver channels-last uint8 batches; the model computes in its own layout either way."""
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    for channels_last in (False, True):
+        model = get_model("tiny", channels_last=channels_last).eval()
+        with torch.no_grad():
+            assert torch.equal(model(x.contiguous(memory_format=torch.channels_last)), model(x))

@@ -15,11 +15,13 @@ from dataclasses import asdict
 from typing import Any
 
 import torch
+from torchvision import tv_tensors
 from torchvision.io import decode_jpeg, encode_jpeg
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from deepfake.config import AugmentConfig
+from deepfake.data.decode import resize
 from deepfake.errors import ConfigError
 
 _DEFAULTS: dict[str, Any] = asdict(AugmentConfig())
@@ -29,23 +31,62 @@ def _uniform(lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand(()))
 
 
-class FaceCrop(v2.RandomResizedCrop):
+class FaceCrop(v2.Transform):
     """Random resized crop (near-square, keeping most of the face) plus an optional horizontal flip.
 
-    One transform instead of two: the pair runs on every training image, and each v2 dispatch costs about
-    as much as the flip itself, which shows on a decoded-cache loader.
+    The sampling is torchvision's RandomResizedCrop (area share from `scale`, log-uniform aspect ratio, ten
+    tries, then a centred fallback), written out because it runs on every training image: the generic v2
+    dispatch of a crop and a flip cost about 50 us per image, as much as the resize on a decoded cache.
     """
 
-    def __init__(self, size: int, scale: Sequence[float], flip: bool) -> None:
-        super().__init__(size, scale=tuple(scale), ratio=(0.9, 1.1), antialias=True)
+    def __init__(
+        self, size: int, scale: Sequence[float], flip: bool, ratio: Sequence[float] = (0.9, 1.1)
+    ) -> None:
+        super().__init__()
+        self.size = int(size)
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
         self.flip = flip
 
+    def forward(self, *inputs: Any) -> Any:
+        if len(inputs) == 1 and type(inputs[0]) is torch.Tensor:  # the loaders' case: skip v2's input parsing
+            image = inputs[0]
+            return self.transform(image, self.box(*image.shape[-2:]))
+        return super().forward(*inputs)
+
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        return {**super().make_params(flat_inputs), "flip": self.flip and bool(torch.rand(()) < 0.5)}
+        image = next(i for i in flat_inputs if isinstance(i, torch.Tensor))
+        return self.box(*TF.get_size(image))
+
+    def box(self, height: int, width: int) -> dict[str, Any]:
+        """The crop (top, left, height, width) and the flip, from one draw of torch's generator."""
+        lo, hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        draws = torch.rand(10, 5).tolist()
+        for a, r, t, u, _ in draws:
+            area = height * width * (self.scale[0] + (self.scale[1] - self.scale[0]) * a)
+            aspect = math.exp(lo + (hi - lo) * r)
+            w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                top, left = int(t * (height - h + 1)), int(u * (width - w + 1))
+                break
+        else:  # no sample fitted: the whole image, trimmed to the ratio range, centred
+            w, h = width, height
+            if width / height < self.ratio[0]:
+                h = round(width / self.ratio[0])
+            elif width / height > self.ratio[1]:
+                w = round(height * self.ratio[1])
+            top, left = (height - h) // 2, (width - w) // 2
+        return {"top": top, "left": left, "height": h, "width": w, "flip": self.flip and draws[0][4] < 0.5}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        out = super().transform(inpt, {k: v for k, v in params.items() if k != "flip"})
-        return TF.horizontal_flip(out) if params["flip"] else out
+        top, left, h, w = params["top"], params["left"], params["height"], params["width"]
+        if type(inpt) is torch.Tensor or isinstance(inpt, tv_tensors.Image):
+            out = resize(inpt[..., top : top + h, left : left + w], self.size)
+            return out.flip(-1) if params["flip"] else out
+        out = self._call_kernel(
+            TF.resized_crop, inpt, top, left, h, w, [self.size, self.size], antialias=True
+        )
+        return self._call_kernel(TF.horizontal_flip, out) if params["flip"] else out
 
 
 class RandomJpeg(v2.Transform):
@@ -93,7 +134,10 @@ class RandomGaussianNoise(v2.Transform):
         return {"sigma": _uniform(*self.sigma) / 255.0}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        return TF.gaussian_noise(inpt, sigma=params["sigma"], clip=True)
+        # Drawn in a fixed (planar) order, not `randn_like`'s memory order: the same seed must give the same
+        # noise whether an image arrives planar or channels-last (decoded vs cached).
+        noise = torch.randn(inpt.shape, device=inpt.device) * (params["sigma"] * 255)
+        return (inpt + noise.to(torch.int16)).clamp_(0, 255).to(torch.uint8)
 
 
 def _range(name: str, value: Sequence[float], lo: float, hi: float) -> tuple[float, float]:

@@ -14,7 +14,6 @@ import os
 import shutil
 import time
 import uuid
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,17 +58,14 @@ class DecodedCache:
 
     def _map(self) -> np.ndarray:
         if self._mapped is None:
-            self._mapped = np.load(self.path, mmap_mode="r")
+            # Copy-on-write: writable without a copy (torch warns on read-only arrays); nothing writes to it.
+            self._mapped = np.load(self.path, mmap_mode="c")
         return self._mapped
 
     def __getitem__(self, i: int) -> torch.Tensor:
         if self.ram is not None:
             return self.ram[i].permute(2, 0, 1)
-        with (
-            warnings.catch_warnings()
-        ):  # read-only pages are fine: the transforms and collation copy, never write
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.from_numpy(self._map()[i]).permute(2, 0, 1)
+        return torch.from_numpy(self._map()[i]).permute(2, 0, 1)
 
     def __len__(self) -> int:
         return int(self.ram.shape[0] if self.ram is not None else self._map().shape[0])

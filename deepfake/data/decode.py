@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
+from deepfake.data.loader import WrappedLoader
 from deepfake.data.samples import JPEG_EXTENSIONS
 from deepfake.errors import DataError
 
@@ -64,9 +66,22 @@ def fit(image: torch.Tensor, size: int) -> torch.Tensor:
     side = min(h, w)
     if side != h or side != w:
         image = TF.center_crop(image, [side, side])
-    if side != size:
-        image = TF.resize(image, [size, size], antialias=True)
-    return image
+    return resize(image, size) if side != size else image
+
+
+def resize(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Antialiased bilinear resize of uint8 (3, h, w) to (3, size, size), channels-last on the CPU.
+
+    PyTorch's vectorised uint8 kernel needs a channels-last contiguous input: copying a crop into that
+    layout first makes the resize twice as fast as on the planar layout (50 vs 110 us at 224 px), and the
+    loader's batch buffers are channels-last too, so the result is stored without a transpose.
+    """
+    if image.device.type != "cpu":
+        return TF.resize(image, [size, size], antialias=True)
+    # Through HWC so the batch stride is H*W*3: `unsqueeze(0)` of a (3, h, w) view of HWC pixels gives a
+    # stride-3 batch dimension, which PyTorch does not recognise as channels-last (slow planar kernel).
+    x = image.permute(1, 2, 0).unsqueeze(0).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
 def decode_payloads(payloads: Sequence[torch.Tensor], size: int, device: torch.device) -> list[torch.Tensor]:
@@ -91,28 +106,18 @@ def collate_payloads(
     return list(payloads), torch.tensor(labels), torch.tensor(index), list(seeds)
 
 
-class DeviceDecodeLoader:
+class DeviceDecodeLoader(WrappedLoader):
     """Wraps a DataLoader of payloads: decodes each batch on `device`, then augments each image there.
 
-    It exposes what the training loop uses of a DataLoader (`dataset`, `sampler`, `len`), so the runner and
-    engine need no second path; the batches come out as uint8 (N, 3, S, S) already on the device.
+    The batches come out as uint8 (N, 3, S, S) already on the device.
     """
 
+    dataset: FaceDataset
+
     def __init__(self, loader: DataLoader, size: int, device: torch.device) -> None:
-        self.loader = loader
+        super().__init__(loader, loader.dataset, loader.sampler, loader.batch_size or 1)
         self.size = size
         self.device = device
-
-    @property
-    def dataset(self) -> FaceDataset:
-        return self.loader.dataset  # type: ignore[return-value]
-
-    @property
-    def sampler(self) -> Any:
-        return self.loader.sampler
-
-    def __len__(self) -> int:
-        return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
         ds = self.dataset

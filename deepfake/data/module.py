@@ -24,6 +24,7 @@ from deepfake.data.balance import BALANCE, cap_frames_per_video, pos_weight, sam
 from deepfake.data.cache import build_cache
 from deepfake.data.dataset import EpochSampler, FaceDataset, sbi_groups
 from deepfake.data.decode import DeviceDecodeLoader, collate_payloads
+from deepfake.data.loader import SlotLoader
 from deepfake.data.manifest import read_manifest
 from deepfake.data.samples import FOLDER_LAYOUT, Sample, scan_folder, scan_split
 from deepfake.data.transforms import eval_transform
@@ -234,7 +235,7 @@ class DataModule:
             return scan_split(path, self.splits["test"], self.real_dirs, self.fake_dirs)
         return scan_split(path.parent, path.name, self.real_dirs, self.fake_dirs)
 
-    def test_dataloader(self, name: str) -> DataLoader:
+    def test_dataloader(self, name: str) -> DataLoader | SlotLoader:
         """Loader over one set from `setup_test_sets`, in sample order, with the evaluation transform."""
         ds = FaceDataset(self.test_samples[name], eval_transform(self.img_size), decode_size=self.img_size)
         return self._loader(ds, EpochSampler(len(ds), shuffle=False), self.eval_batch_size, drop_last=False)
@@ -279,14 +280,14 @@ class DataModule:
             deferred=self.decode == "gpu",
         )
 
-    def train_dataloader(self) -> DataLoader | DeviceDecodeLoader:
+    def train_dataloader(self) -> DataLoader | SlotLoader | DeviceDecodeLoader:
         ds = self.dataset("train")
         weights = sample_weights(ds.labels) if self.balance == "weighted_sampler" else None
         groups = sbi_groups(len(ds.samples), ds.sbi_sources) if ds.sbi_sources else None
         sampler = EpochSampler(len(ds), seed=self.seed, shuffle=True, weights=weights, groups=groups)
         return self._loader(ds, self._shard(sampler, pad=True), self.batch_size, drop_last=True)
 
-    def eval_dataloader(self, split: str) -> DataLoader | DeviceDecodeLoader:
+    def eval_dataloader(self, split: str) -> DataLoader | SlotLoader | DeviceDecodeLoader:
         ds = self.dataset(split)
         sampler = self._shard(EpochSampler(len(ds), shuffle=False), pad=False)
         return self._loader(ds, sampler, self.eval_batch_size, drop_last=False)
@@ -298,24 +299,31 @@ class DataModule:
 
     def _loader(
         self, ds: FaceDataset, sampler: EpochSampler | ShardedSampler, batch_size: int, drop_last: bool
-    ) -> DataLoader | DeviceDecodeLoader:
+    ) -> DataLoader | SlotLoader | DeviceDecodeLoader:
         workers = self.num_workers
         # drop_last on a set smaller than one batch would yield no step at all.
         drop_last = drop_last and len(sampler) > batch_size
+        options: dict[str, Any] = {
+            "num_workers": workers,
+            "persistent_workers": self.persistent_workers and workers > 0,
+            "prefetch_factor": self.prefetch_factor if workers > 0 else None,
+            # Own generator: creating an iterator must not draw from the global RNG, which a mid-epoch
+            # resume restores; workers ignore Ctrl-C/SIGTERM so the main process can stop gracefully.
+            "generator": torch.Generator().manual_seed(self.seed),
+            "worker_init_fn": init_worker,
+        }
+        if not ds.deferred:  # every image is uint8 (3, S, S): the workers (or this process) fill batch slots
+            shape = (3, self.img_size, self.img_size)
+            return SlotLoader(ds, sampler, batch_size, shape, drop_last=drop_last, pin_memory=self.pin_memory,
+                              **options)  # fmt: skip
         loader = DataLoader(
             ds,
             batch_size=batch_size,
             sampler=sampler,
-            num_workers=workers,
             pin_memory=self.pin_memory,
             drop_last=drop_last,
-            persistent_workers=self.persistent_workers and workers > 0,
-            prefetch_factor=self.prefetch_factor if workers > 0 else None,
             collate_fn=collate_payloads if ds.deferred else None,
-            # Own generator: creating an iterator must not draw from the global RNG, which a mid-epoch
-            # resume restores; workers ignore Ctrl-C/SIGTERM so the main process can stop gracefully.
-            generator=torch.Generator().manual_seed(self.seed),
-            worker_init_fn=init_worker,
+            **options,
         )
         if ds.deferred:
             return DeviceDecodeLoader(

@@ -1,0 +1,124 @@
+"""The shared-slot loader yields exactly a DataLoader's batches, reuses its slots, and never overwrites one in use."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from deepfake.data import DataModule
+from deepfake.data.augment import build_augment
+from deepfake.data.dataset import EpochSampler, FaceDataset
+from deepfake.data.loader import SlotLoader
+from deepfake.data.module import init_worker
+from deepfake.errors import ConfigError
+
+SIZE = 24
+AUGMENT = {"noise": {"enabled": True, "p": 1.0}, "cutout": {"enabled": True}}
+
+
+def face_dataset(root: Path) -> FaceDataset:
+    dm = DataModule(kind="folder", root=str(root), img_size=SIZE, num_workers=0, fake_synthesis="sbi")
+    dm.setup()
+    return FaceDataset(dm.samples["train"], build_augment(SIZE, AUGMENT), seed=3, decode_size=SIZE,
+                       sbi_sources=dm.sbi_sources)  # fmt: skip
+
+
+def slot_loader(
+    ds: Dataset, sampler: EpochSampler, workers: int, persistent: bool = True, **kw: object
+) -> SlotLoader:
+    options = {"batch_size": 5, "drop_last": False, **kw}
+    return SlotLoader(ds, sampler, options.pop("batch_size"), (3, SIZE, SIZE), num_workers=workers,  # type: ignore[arg-type]
+                      prefetch_factor=2 if workers else None, persistent_workers=persistent and workers > 0,
+                      pin_memory=False, worker_init_fn=init_worker, **options)  # fmt: skip
+
+
+def reference(
+    ds: Dataset, sampler: EpochSampler, epoch: int, batch_size: int = 5, drop_last: bool = False
+) -> list:
+    sampler.set_epoch(epoch)
+    return list(DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=drop_last))
+
+
+def same(batches: list, expected: list) -> bool:
+    return len(batches) == len(expected) and all(
+        all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+        for a, b in zip(batches, expected, strict=True)
+    )
+
+
+@pytest.mark.parametrize(("workers", "persistent"), [(0, False), (2, True), (2, False)])
+def test_batches_equal_a_dataloaders_and_are_kept_intact(
+    folder_dataset: Path, workers: int, persistent: bool
+) -> None:
+    ds = face_dataset(folder_dataset)  # 36 items: 7 full batches of 5 and a last one of 1
+    sampler = EpochSampler(len(ds), seed=3)
+    loader = slot_loader(ds, sampler, workers, persistent)
+    assert len(loader) == 8 and len(slot_loader(ds, sampler, workers, drop_last=True)) == 7
+    for epoch in (1, 2):
+        expected = reference(ds, sampler, epoch)
+        sampler.set_epoch(epoch)
+        kept = list(loader)  # every batch held at once: more than there are slots
+        assert same(kept, expected)
+        assert kept[0][0].dtype == torch.uint8 and kept[0][0].is_contiguous(memory_format=torch.channels_last)
+        del kept  # lets the slots go before the next epoch
+    assert (
+        len(loader.pool.slots) == loader.pool.count
+    )  # the pool never grows; held batches took PyTorch's path
+
+
+def test_slots_are_reused_when_the_caller_lets_each_batch_go(folder_dataset: Path) -> None:
+    ds = face_dataset(folder_dataset)
+    sampler = EpochSampler(len(ds), seed=3)
+    loader = slot_loader(ds, sampler, workers=2)
+    expected = reference(ds, sampler, 1)
+    sampler.set_epoch(1)
+    storages = []
+    for (images, labels, index), (x, y, i) in zip(loader, expected, strict=True):
+        storages.append(images.untyped_storage().data_ptr())
+        assert torch.equal(images, x) and torch.equal(labels, y) and torch.equal(index, i)
+    slots = {s.untyped_storage().data_ptr() for s in loader.pool.slots}
+    assert set(storages) <= slots  # every batch was written in place by a worker, none copied
+
+
+def test_an_abandoned_epoch_gives_its_slots_back(folder_dataset: Path) -> None:
+    ds = face_dataset(folder_dataset)
+    sampler = EpochSampler(len(ds), seed=3)
+    loader = slot_loader(ds, sampler, workers=2)
+    sampler.set_epoch(1)
+    for _ in loader:
+        break  # the workers were still filling prefetched slots
+    assert loader.pool.filling
+    expected = reference(ds, sampler, 2)
+    sampler.set_epoch(2)
+    assert same(list(loader), expected)
+    assert not loader.pool.filling
+
+
+def test_too_little_shared_memory_names_the_fix(
+    folder_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "deepfake.data.loader.shutil.disk_usage",
+        lambda _: shutil._ntuple_diskusage(2**30, 2**30 - 2**20, 2**20),
+    )
+    ds = face_dataset(folder_dataset)
+    loader = slot_loader(ds, EpochSampler(len(ds)), workers=2, batch_size=512)
+    with pytest.raises(ConfigError, match=r"MiB of shared memory .* lower data\.prefetch_factor.*--shm-size"):
+        next(iter(loader))
+
+
+class WrongSize(Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        return torch.zeros(3, SIZE + 1, SIZE, dtype=torch.uint8), 0, key[0]
+
+
+def test_an_image_of_the_wrong_size_is_named() -> None:
+    with pytest.raises(
+        RuntimeError, match=r"sample 0 has shape \(3, 25, 24\) but the batch holds \(3, 24, 24\)"
+    ):
+        next(iter(slot_loader(WrongSize(), EpochSampler(4, shuffle=False), workers=0)))
