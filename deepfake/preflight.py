@@ -23,7 +23,7 @@ from deepfake.checkpoint import unwrap
 from deepfake.checks import Finding, config_findings, dataset_findings
 from deepfake.config import Config, to_config
 from deepfake.data.module import DataModule
-from deepfake.data.verify import count_table, inspect_images, scan_dataset, size_summary
+from deepfake.data.verify import count_table, inspect_images, scan_dataset, scan_manifest, size_summary
 from deepfake.engine import LoopConfig, Precision, TrainState, train_epoch
 from deepfake.errors import UserError
 from deepfake.hardware import HardwareManager, describe, hardware_warnings
@@ -149,12 +149,15 @@ def _dataset(cfg: DictConfig, report: Report, img_size: int, hw: HardwareManager
         _convert_="all",
     )
     try:
-        root = data.resolve_root()
+        if data.kind == "manifest" and data.manifest is not None:  # to_config() has required the path
+            scan = scan_manifest(data.manifest, data.splits)
+            report.add("dataset", "info", f"manifest {data.manifest}")
+        else:
+            scan = scan_dataset(data.resolve_root(), data.splits, data.real_dirs, data.fake_dirs)
+            report.add("dataset", "info", f"root {scan.root}")
     except UserError as e:
         report.add("dataset", "error", str(e))
         return None
-    scan = scan_dataset(root, data.splits, data.real_dirs, data.fake_dirs)
-    report.add("dataset", "info", f"root {root}")
     for problem in scan.problems:
         report.add("dataset", "error", problem)
     for split, samples in scan.samples.items():

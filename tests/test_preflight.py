@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from deepfake.checks import config_findings, dataset_findings
-from deepfake.data.samples import Sample
+from deepfake.data.manifest import write_manifest
+from deepfake.data.samples import Sample, scan_folder
 from deepfake.data.verify import find_leaks, identities, inspect_image
 from deepfake.errors import DataError
 from tests.conftest import FAST, ROOT, make_folder_dataset, run_cli
@@ -76,6 +78,38 @@ def test_check_passes_on_a_clean_dataset_and_exits_0(tmp_path: Path) -> None:
     assert "[step] one step on a real batch of 8 at 32px" in out
     assert "verdict: OK" in out and "ERROR" not in out
     assert not list((tmp_path / "outputs").glob("*/*/checkpoints"))  # nothing was trained
+
+
+def test_check_verifies_a_manifests_rows(tmp_path: Path) -> None:
+    """data=manifest gets the same check: missing files and corrupt images named, identity leakage from the
+    manifest's identity column, and the rows that exist still counted and decoded."""
+    root = make_folder_dataset(tmp_path / "data")
+    rows = scan_folder(root, ["train", "val", "test"], ["real"], ["fake"], required=["train", "val"])
+    rows = [
+        replace(r, identity="007") if r.video in ("real/train_r000", "real/val_r001") else r for r in rows
+    ]
+    gone = replace(rows[0], path=str(root / "train" / "real" / "gone.jpg"))
+    manifest = write_manifest([*rows, gone], tmp_path / "manifest.csv")
+    corrupt = Path(rows[5].path)
+    corrupt.write_bytes(b"not an image")
+    proc = run_cli(
+        [str(ROOT / "train.py"), "check=true", "data=manifest", f"data.manifest={manifest}", *FAST,
+         f"base_path={tmp_path}"],
+        cwd=tmp_path,
+        timeout=300,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-3000:]
+    assert "Traceback" not in out
+    assert f"[dataset] manifest {manifest}" in out
+    assert (
+        f"ERROR: manifest {manifest}: 1 row(s) point to missing files: line {len(rows) + 2}: {gone.path}"
+        in out
+    )
+    assert f"ERROR: corrupt image {corrupt}" in out
+    assert "ERROR: leakage: 1 identity id(s) appear in more than one split: 007 (train+val)" in out
+    assert "[dataset] train: 24 images, 8 videos" in out and "decoded all 72 images" in out
+    assert "verdict: FAIL, 3 error(s)" in out
 
 
 def test_training_stops_before_the_first_epoch_on_leakage(compose_cfg, tmp_path: Path) -> None:

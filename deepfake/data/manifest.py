@@ -56,12 +56,16 @@ def read_manifest(path: str | Path, check_files: bool = True) -> list[Sample]:
     if check_files:
         missing = missing_files(rows)
         if missing:
-            shown = [f"line {i + 2}: {rows[i].path}" for i in missing]
-            raise DataError(
-                f"manifest {path}: {len(missing)} row(s) point to missing files: {_listing(shown)}. "
-                "Fix the paths (they are relative to the manifest's folder) or drop those rows."
-            )
+            raise DataError(missing_files_message(path, rows, missing))
     return rows
+
+
+def missing_files_message(path: Path, rows: Sequence[Sample], missing: Sequence[int]) -> str:
+    shown = [f"line {i + 2}: {rows[i].path}" for i in missing]
+    return (
+        f"manifest {path}: {len(missing)} row(s) point to missing files: {_listing(shown)}. "
+        "Fix the paths (they are relative to the manifest's folder) or drop those rows."
+    )
 
 
 def _check_header(path: Path, header: list[str]) -> None:

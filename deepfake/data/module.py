@@ -170,10 +170,7 @@ class DataModule:
     def resolve_root(self) -> Path:
         """The dataset folder of a folder layout; the synthetic set is generated there on first use."""
         if self.kind == "manifest":
-            raise DataError(
-                f"data.kind=manifest reads {self.manifest}, not a folder layout; "
-                "verify its rows with `python -m deepfake.data.convert` or train with the folder layout"
-            )
+            raise DataError(f"data.kind=manifest reads the rows of {self.manifest}; it has no dataset folder")
         if self.kind == "synthetic":
             from deepfake.data.synthetic import generate_synthetic_dataset
 

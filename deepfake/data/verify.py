@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from deepfake.data.manifest import missing_files, missing_files_message, read_manifest
 from deepfake.data.samples import Sample, scan_split
 from deepfake.errors import DataError
 
@@ -58,6 +59,33 @@ def scan_dataset(
     return scan
 
 
+def scan_manifest(path: Path, splits: Mapping[str, str]) -> DatasetScan:
+    """A manifest's rows per split key; unreadable rows, missing files and missing splits become problems.
+
+    The rows whose files exist are still returned, so the check goes on to decode and count them.
+    """
+    scan = DatasetScan(path)
+    try:
+        rows = read_manifest(path, check_files=False)
+    except DataError as e:
+        scan.problems.append(str(e))
+        return scan
+    missing = missing_files(rows)
+    if missing:
+        scan.problems.append(missing_files_message(path, rows, missing))
+    gone = set(missing)
+    present = {r.split for r in rows}
+    for key, name in splits.items():
+        if name in present:
+            scan.samples[key] = [r for i, r in enumerate(rows) if r.split == name and i not in gone]
+        elif key in REQUIRED_SPLITS:
+            found = ", ".join(sorted(s or "(empty)" for s in present))
+            scan.problems.append(
+                f"manifest {path} has no rows with split={name!r} (data.splits.{key}); splits found: {found}"
+            )
+    return scan
+
+
 def _scan_class(scan: DatasetScan, root: Path, split: str, real: list[str], fake: list[str]) -> list[Sample]:
     try:
         return scan_split(root, split, real, fake)
@@ -94,13 +122,13 @@ def identities(video: str) -> tuple[str, ...]:
 
 
 def find_leaks(samples: Mapping[str, Sequence[Sample]]) -> list[Leak]:
-    """Video ids (and known identities) present in more than one split."""
+    """Video ids and identities (a row's `identity`, else FF++ names) present in more than one split."""
     videos: dict[str, set[str]] = defaultdict(set)
     people: dict[str, set[str]] = defaultdict(set)
     for split, items in samples.items():
-        for video in {s.video for s in items}:
+        for video, identity in {(s.video, s.identity) for s in items}:
             videos[video].add(split)
-            for person in identities(video):
+            for person in (identity,) if identity else identities(video):
                 people[person].add(split)
     leaks = [Leak("video", k, tuple(sorted(v))) for k, v in sorted(videos.items()) if len(v) > 1]
     leaks += [Leak("identity", k, tuple(sorted(v))) for k, v in sorted(people.items()) if len(v) > 1]
