@@ -29,6 +29,7 @@ from deepfake.errors import ConfigError
 
 if TYPE_CHECKING:
     from deepfake.data.dataset import EpochSampler
+    from deepfake.interrupt import GracefulInterrupt
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,41 @@ def quiet_unless_main(ctx: DistContext) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+class AgreedStop:
+    """The graceful-stop request, agreed by every rank so that all stop after the same optimizer step.
+
+    A signal reaches the ranks at different moments (torchrun forwards it process by process); a rank that
+    stopped alone would leave the others waiting in the next gradient all-reduce until the job is killed,
+    unsaved. Ranks exchange their local request (its signal number) with one small all-reduce, a host-device
+    sync, so only every `every` optimizer steps (the loop's log steps, which sync anyway) and at epoch ends.
+    A single process just reads its own flag.
+    """
+
+    def __init__(self, local: GracefulInterrupt, ctx: DistContext, device: torch.device, every: int) -> None:
+        self.local = local
+        self.ctx = ctx
+        self.device = device
+        self.every = max(1, every)
+        self.signum: int | None = None  # the agreed request: set on every rank at once
+
+    def __call__(self, global_step: int) -> bool:
+        """After an optimizer step: whether to stop now (the training loop's `should_stop`)."""
+        if self.signum is None and (not self.ctx.enabled or global_step % self.every == 0):
+            self.agree()
+        return self.signum is not None
+
+    def agree(self) -> bool:
+        """Exchange the local requests now (collective: every rank must call it at the same point)."""
+        local = self.local.signum or 0
+        if self.ctx.enabled:
+            flag = torch.tensor([local], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            local = int(flag.item())
+        if local:
+            self.signum = local
+        return self.signum is not None
 
 
 class ShardedSampler(Sampler[tuple[int, int]]):

@@ -87,7 +87,7 @@ def train_epoch(
     num_batches: int,
     log: Callable[[int, dict[str, float]], None] = lambda step, values: None,
     ema: Any = None,
-    should_stop: Callable[[], bool] = lambda: False,
+    should_stop: Callable[[int], bool] = lambda global_step: False,
     on_step: Callable[[TrainState], None] = lambda state: None,
 ) -> dict[str, float]:
     """Run one epoch (or its remainder after a resume) and return its mean loss and throughput.
@@ -181,7 +181,7 @@ def train_epoch(
         window_loss.zero_()
         window_batches = 0
         on_step(state)
-        if should_stop():
+        if should_stop(state.global_step):
             break
 
     _check_finite(nonfinite, loop.on_nan, state)

@@ -210,9 +210,17 @@ def _select(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def check_train_set(resume: Resume, num_samples: int) -> None:
-    """A mid-epoch position is an index into the training set: it must be the same set."""
+def check_train_set(resume: Resume, num_samples: int, world_size: int = 1) -> None:
+    """A mid-epoch position is an index into each rank's shard of the training set: same set, same shards."""
     ts = resume.train_state
+    saved_world = ts.get("world_size", 1)
+    if ts.get("batch_in_epoch", 0) > 0 and saved_world != world_size:
+        raise UserError(
+            f"cannot resume {resume.path} on {world_size} process(es): it stopped mid-epoch (epoch "
+            f"{ts['epoch'] + 1}, batch {ts['batch_in_epoch']}) on {saved_world}, and the position within the "
+            f"epoch is per process. Resume with {saved_world} process(es) (torchrun --nproc_per_node="
+            f"{saved_world}), or from an end-of-epoch checkpoint."
+        )
     saved = ts.get("num_train_samples")
     if saved is None or saved == num_samples:
         return

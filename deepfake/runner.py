@@ -190,7 +190,7 @@ def _train(
     final: dict[str, float] = {}
     elapsed_before = 0.0
     if resume is not None:
-        check_train_set(resume, len(train_loader.dataset))
+        check_train_set(resume, len(train_loader.dataset), ddp.world_size)
         restore_training(
             resume, model=model, optimizer=optimizer, scheduler=scheduler, scaler=precision.scaler, ema=ema,
             replan=needs_replan(resume, cfg, steps_per_epoch),
@@ -238,6 +238,7 @@ def _train(
                 "skipped_steps": state.skipped_steps,
                 "steps_per_epoch": steps_per_epoch,
                 "num_train_samples": len(train_loader.dataset),
+                "world_size": ddp.world_size,  # a mid-epoch position indexes this many shards
                 "elapsed_s": elapsed_before + time.perf_counter() - t_start,
                 "saved_at": saved_at,
             },
@@ -264,6 +265,7 @@ def _train(
     if resume is not None:
         restore_rng(resume)
     interrupt = GracefulInterrupt()
+    stop = distributed.AgreedStop(interrupt, ddp, device, every=tc.log_every_n_steps)
     outcome = "end"
     with interrupt:
         try:
@@ -276,7 +278,7 @@ def _train(
                     state.epoch,
                 )
             for epoch in range(state.epoch, tc.num_epochs):
-                if interrupt() or (tc.early_stopping.enabled and early.stopped):
+                if stop.agree() or (tc.early_stopping.enabled and early.stopped):
                     break
                 t0 = time.perf_counter()
                 state.epoch = epoch
@@ -285,9 +287,9 @@ def _train(
                 hw.reset_peak_memory()
                 train_stats = train_epoch(
                     model, train_loader, optimizer, scheduler, precision, state, loop, device,
-                    num_batches=num_batches, log=on_log, ema=ema, should_stop=interrupt, on_step=on_step,
+                    num_batches=num_batches, log=on_log, ema=ema, should_stop=stop, on_step=on_step,
                 )  # fmt: skip
-                if interrupt():
+                if stop.agree():
                     break
                 state.batch_in_epoch = 0
                 progress.phase("validate")
@@ -344,9 +346,9 @@ def _train(
                     log.info(stop_reason)
                     break
             finished = state.epoch >= tc.num_epochs or (tc.early_stopping.enabled and early.stopped)
-            if interrupt() and not finished:
+            if stop.signum is not None and not finished:
                 outcome = "interrupt"
-                stop_reason = f"interrupted by {signal.Signals(interrupt.signum).name}"
+                stop_reason = f"interrupted by {signal.Signals(stop.signum).name}"
                 save("interrupt")
         except TrainingInterrupted as e:
             outcome, stop_reason = "abort", f"aborted: {e}"
@@ -374,13 +376,13 @@ def _train(
     if outcome != "abort" and ddp.is_main:
         write_plots(run_dir)
     if outcome == "interrupt":
-        assert interrupt.signum is not None
+        assert stop.signum is not None
         message = (
             f"{stop_reason} at epoch {state.epoch + 1}, batch {state.batch_in_epoch} (global step "
             f"{state.global_step}); checkpoint saved to {ckpts.last}. Resume with: {resume_command(run_dir)}"
         )
         log.warning(message)
-        raise TrainingInterrupted(interrupt.signum, message)
+        raise TrainingInterrupted(stop.signum, message)
     log.info(
         "best %s %.4f at epoch %s; checkpoints in %s",
         tc.monitor,

@@ -22,7 +22,8 @@ from deepfake.distributed import (
     worker_hydra_overrides,
     wrap,
 )
-from deepfake.errors import ConfigError
+from deepfake.errors import ConfigError, UserError
+from deepfake.resume import Resume, check_train_set
 from tests.conftest import CONF, ROOT, make_folder_dataset, run_cli, write_face
 
 
@@ -183,3 +184,45 @@ def test_torchrun_two_cpu_processes_match_one_process(tmp_path: Path) -> None:
     assert report["frame"]["loss"] == pytest.approx(final["val/loss"], abs=1e-6)
     assert report["frame"]["acc"] == pytest.approx(final["val/acc"], abs=1e-6)
     assert report["video"]["auc"] == pytest.approx(final["val/video_auc"], abs=1e-6)
+
+
+def _stop_at(rank: int, init_file: str, out: str) -> None:
+    """One gloo rank; only rank 1 receives the signal (after step 3); both record where they stop."""
+    import signal
+
+    import torch.distributed as dist
+
+    from deepfake.distributed import AgreedStop
+    from deepfake.interrupt import GracefulInterrupt
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    local = GracefulInterrupt()
+    stop = AgreedStop(
+        local, DistContext(rank=rank, world_size=2, backend="gloo"), torch.device("cpu"), every=4
+    )
+    stopped_at = None
+    for step in range(1, 13):
+        if rank == 1 and step == 3:
+            local.signum = signal.SIGTERM
+        if stop(step):
+            stopped_at = step
+            break
+    at_epoch_end = stop.agree()
+    dist.destroy_process_group()
+    Path(out, f"rank{rank}.json").write_text(json.dumps([stopped_at, stop.signum, at_epoch_end]))
+
+
+def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(tmp_path: Path) -> None:
+    torch.multiprocessing.spawn(_stop_at, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert results == [[4, 15, True], [4, 15, True]]  # the first exchange after the signal, SIGTERM on both
+
+
+def test_a_mid_epoch_checkpoint_resumes_only_on_as_many_processes(tmp_path: Path) -> None:
+    ts = {"epoch": 2, "batch_in_epoch": 5, "num_train_samples": 40, "world_size": 2}
+    resume = Resume(tmp_path / "last.pt", None, {"train_state": ts})
+    check_train_set(resume, 40, world_size=2)
+    with pytest.raises(UserError, match=r"on 1 process\(es\): it stopped mid-epoch \(epoch 3, batch 5\) on 2.*"
+                                        r"torchrun --nproc_per_node=2"):  # fmt: skip
+        check_train_set(resume, 40, world_size=1)
+    check_train_set(Resume(tmp_path / "last.pt", None, {"train_state": {**ts, "batch_in_epoch": 0}}), 40, 1)
