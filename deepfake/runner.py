@@ -376,6 +376,9 @@ def _train(
     if outcome != "abort" and ddp.is_main:
         write_plots(run_dir)
     if outcome == "interrupt":
+        # Every rank stops together; the others wait for rank 0's checkpoint and backup, because a rank that
+        # exits non-zero first makes torchrun stop the rest, rank 0 mid-save.
+        ddp.barrier()
         assert stop.signum is not None
         message = (
             f"{stop_reason} at epoch {state.epoch + 1}, batch {state.batch_in_epoch} (global step "

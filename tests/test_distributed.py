@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -226,3 +229,47 @@ def test_a_mid_epoch_checkpoint_resumes_only_on_as_many_processes(tmp_path: Path
                                         r"torchrun --nproc_per_node=2"):  # fmt: skip
         check_train_set(resume, 40, world_size=1)
     check_train_set(Resume(tmp_path / "last.pt", None, {"train_state": {**ts, "batch_in_epoch": 0}}), 40, 1)
+
+
+def _rank_pid(launcher: int, rank: int) -> int | None:
+    """The pid of torchrun's worker with RANK=rank, from /proc (Linux)."""
+    for child in Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split():
+        with contextlib.suppress(OSError):
+            env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            if f"RANK={rank}".encode() in env:
+                return int(child)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers through /proc")
+def test_sigterm_to_one_rank_saves_an_interrupt_checkpoint(tmp_path: Path) -> None:
+    """A scheduler's SIGTERM that reaches rank 1 alone: both ranks stop after the same step and rank 0 saves
+    its interrupt checkpoint and backup before anyone exits."""
+    data = make_folder_dataset(tmp_path / "data", videos=8, frames=8)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(ROOT / "train.py"), "model=tiny",
+         "data=folder", f"data.root={data}", "data.num_workers=0", "data.img_size=32", "training.batch_size=4",
+         "training.num_epochs=500", "training.log_every_n_steps=5", "logging.tensorboard=false",
+         f"base_path={tmp_path / 'out'}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not list((tmp_path / "out").glob("outputs/*/*/checkpoints/last.pt")):  # an epoch has run
+            assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.2)
+        rank1 = _rank_pid(proc.pid, 1)
+        assert rank1 is not None
+        os.kill(rank1, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0  # torchrun reports the interrupted workers
+    (run,) = (tmp_path / "out").glob("outputs/*/*")
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["train_state"]
+    assert state["saved_at"] == "interrupt" and state["world_size"] == 2
+    assert state["global_step"] < 500 * state["steps_per_epoch"]
+    assert len(list((run / "backups").glob("*-interrupt.tar.gz"))) == 1
+    assert json.loads((run / "metrics.json").read_text())["stop_reason"] == "interrupted by SIGTERM"
+    assert f"Resume with: python {ROOT / 'train.py'} resume={run}" in out
