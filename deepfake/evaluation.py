@@ -32,10 +32,10 @@ from deepfake.data.samples import Sample
 from deepfake.engine import Precision
 from deepfake.engine import validate as predict_loader
 from deepfake.errors import UserError
+from deepfake.figures import pr_figure, roc_figure, save_png
 from deepfake.hardware import HardwareManager
 from deepfake.inference import load_detector
 from deepfake.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, video_scores
-from deepfake.plots import pr_figure, roc_figure, save_png
 
 log = logging.getLogger("deepfake")
 

@@ -168,7 +168,7 @@ def write(summary: SweepSummary) -> list[Path]:
     atomic_write(out / "summary.md", lambda f: f.write(md.encode()))
     paths = [out / "summary.csv", out / "summary.md"]
     if any(_finite(r.best) for r in summary.rows):
-        from deepfake.plots import save_png  # matplotlib loads only when there is something to draw
+        from deepfake.figures import save_png  # matplotlib loads only when there is something to draw
 
         paths.append(save_png(figure(summary), out / "summary.png"))
     return paths

@@ -98,7 +98,7 @@ def log_val_epoch(
     every = cfg.logging.images_every_n_epochs
     if not every or (epoch + 1) % every:
         return
-    from deepfake.plots import confusion_figure, roc_figure  # matplotlib loads only when figures are due
+    from deepfake.figures import confusion_figure, roc_figure  # matplotlib loads only when figures are due
 
     threshold = cfg.eval.threshold
     if len(np.unique(labels)) == 2:
