@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from deepfake.data.dataset import FaceDataset
+from deepfake.data.loader import WrappedLoader
 from deepfake.tensorboard import TensorBoardLogger
 
 #: Validation metrics shown in the HParams tab, each as its final value (val/x) and at the best epoch (best/x).
@@ -58,7 +59,9 @@ def flatten_config(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
-def log_run_start(tb: TensorBoardLogger, cfg: DictConfig, config_yaml: str, train_loader: DataLoader) -> None:
+def log_run_start(
+    tb: TensorBoardLogger, cfg: DictConfig, config_yaml: str, train_loader: DataLoader | WrappedLoader
+) -> None:
     """Config text, hparams, the train/val loss overlay, and a grid of the first augmented training images."""
     if tb.writer is None:
         return
@@ -68,7 +71,7 @@ def log_run_start(tb: TensorBoardLogger, cfg: DictConfig, config_yaml: str, trai
     sampler = train_loader.sampler
     # The very images (same crop and flip) the first steps train on: items derive from (seed, epoch, index).
     first = sampler.order()[: cfg.logging.num_images]
-    images = [train_loader.dataset[(i, sampler.epoch)][0] for i in first]
+    images = [train_loader.dataset.preview(i, sampler.epoch) for i in first]
     if images:
         tb.image_grid("train/augmented", torch.stack(images), 0)
 

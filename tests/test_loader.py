@@ -122,3 +122,16 @@ def test_an_image_of_the_wrong_size_is_named() -> None:
         RuntimeError, match=r"sample 0 has shape \(3, 25, 24\) but the batch holds \(3, 24, 24\)"
     ):
         next(iter(slot_loader(WrongSize(), EpochSampler(4, shuffle=False), workers=0)))
+
+
+def test_loading_in_the_main_process_leaves_the_training_rng_alone(folder_dataset: Path) -> None:
+    """Without workers the samples are seeded in this process; dropout must draw as if they were not (the
+    DataModule also gives each loader its own generator, so starting an epoch draws nothing either)."""
+    ds = face_dataset(folder_dataset)
+    sampler = EpochSampler(len(ds), seed=3)
+    torch.manual_seed(11)
+    expected = torch.rand(4)
+    torch.manual_seed(11)
+    for _ in slot_loader(ds, sampler, workers=0, generator=torch.Generator().manual_seed(0)):
+        pass
+    assert torch.equal(torch.rand(4), expected)

@@ -180,3 +180,22 @@ def test_train_from_a_manifest_with_every_data_option(
     assert "data train: 16 images (8 real, 8 fake) + 4 SBI fakes" in log
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs_completed"] == 2 and metrics["stop_reason"] == "completed"
+
+
+def test_preview_is_the_trained_image_and_leaves_the_rng_alone(folder_dataset: Path) -> None:
+    """TensorBoard's grid of first training images: the same pixels whether items are decoded in workers or
+    deferred to the device (`data.decode=gpu` ships JPEG bytes), and no reseeding of the training RNG."""
+    ds = module(folder_dataset, fake_synthesis="sbi").dataset("train")
+    deferred = FaceDataset(ds.samples, ds.transform, seed=ds.seed, decode_size=24, sbi_sources=ds.sbi_sources,
+                           deferred=True)  # fmt: skip
+    assert deferred[(0, 1)][0].dim() == 1  # a JPEG's bytes, not an image
+    indices = (0, 3, len(ds) - 1)  # the last index is an SBI fake
+    trained = [ds[(i, 1)][0] for i in indices]  # what the loader yields (this reseeds the global RNG)
+    torch.manual_seed(5)
+    for index, expected in zip(indices, trained, strict=True):
+        image = deferred.preview(index, 1)
+        assert image.shape == (3, 24, 24) and torch.equal(image, expected)
+        assert torch.equal(ds.preview(index, 1), expected)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(3))

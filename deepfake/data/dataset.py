@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from deepfake.data.cache import DecodedCache
-from deepfake.data.decode import decode_file, read_payload
+from deepfake.data.decode import decode_file, decode_payloads, read_payload
 from deepfake.data.samples import Sample
 from deepfake.data.sbi import landmark_path, load_landmarks, self_blend
 
@@ -119,6 +119,20 @@ class FaceDataset(Dataset):
             return None
         with Image.open(self.samples[i].path) as im:  # header only: the original size maps the points
             return load_landmarks(path, im.size, size)
+
+    def preview(self, index: int, epoch: int) -> torch.Tensor:
+        """The augmented image the loop trains on for (index, epoch), on the CPU, for logging.
+
+        Runs in a forked RNG, since seeding a sample would otherwise reseed the training RNG (dropout); a
+        deferred (`data.decode=gpu`) item is decoded here first, as the device loader would.
+        """
+        with torch.random.fork_rng(devices=[]):
+            if not self.deferred:
+                return self[(index, epoch)][0]
+            payload, _, _, (seed, augment_seed) = self[(index, epoch)]
+            assert self.decode_size is not None  # the DataModule gives deferred datasets their size
+            image = decode_payloads([payload], self.decode_size, torch.device("cpu"))[0]
+            return self.finish(image, index, seed, augment_seed)
 
     def label(self, index: int) -> int:
         return self.samples[index].label if index < len(self.samples) else 1

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from deepfake.errors import ConfigError
 
@@ -138,6 +138,12 @@ class SlotWriter(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, task: tuple[int, list[Any]]) -> tuple[int, Any, torch.Tensor, torch.Tensor]:
+        if get_worker_info() is None:  # no workers: seeding each sample must not reseed the training RNG
+            with torch.random.fork_rng(devices=[]):
+                return self._fill(task)
+        return self._fill(task)
+
+    def _fill(self, task: tuple[int, list[Any]]) -> tuple[int, Any, torch.Tensor, torch.Tensor]:
         slot, keys = task
         items = (self.dataset[k] for k in keys)
         if slot < 0:
