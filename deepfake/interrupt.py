@@ -58,7 +58,7 @@ class GracefulInterrupt:
         self._previous.clear()
 
     def __call__(self) -> bool:
-        """Whether a stop was requested: the loop's `should_stop` callback."""
+        """Whether this process was asked to stop (the runner agrees on it across ranks: `AgreedStop`)."""
         return self.signum is not None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:

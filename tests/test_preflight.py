@@ -18,6 +18,12 @@ from tests.conftest import FAST, ROOT, make_folder_dataset, run_cli
 CHECK = ["check=true", "data=folder", *FAST]
 
 
+def run_check(tmp_path: Path, *overrides: str) -> tuple[int, str]:
+    """`python train.py check=true ...` from `tmp_path`; its exit code and both streams."""
+    proc = run_cli([str(ROOT / "train.py"), *overrides, f"base_path={tmp_path}"], cwd=tmp_path, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
 def plant_problems(root: Path) -> dict[str, Path]:
     """One of each fault the check must name: corrupt, zero-byte and truncated images, an empty class
     folder, and one video present in both train and val."""
@@ -38,13 +44,8 @@ def plant_problems(root: Path) -> dict[str, Path]:
 def test_check_names_every_planted_problem_and_exits_1(tmp_path: Path) -> None:
     root = make_folder_dataset(tmp_path / "data")
     planted = plant_problems(root)
-    proc = run_cli(
-        [str(ROOT / "train.py"), *CHECK, f"data.root={root}", f"base_path={tmp_path}"],
-        cwd=tmp_path,
-        timeout=300,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 1, out[-3000:]
+    code, out = run_check(tmp_path, *CHECK, f"data.root={root}")
+    assert code == 1, out[-3000:]
     assert "Traceback" not in out
     assert f"ERROR: corrupt image {planted['corrupt']}" in out
     assert f"ERROR: zero-byte image {planted['zero']}: the file is empty" in out
@@ -58,13 +59,8 @@ def test_check_names_every_planted_problem_and_exits_1(tmp_path: Path) -> None:
 
 def test_check_passes_on_a_clean_dataset_and_exits_0(tmp_path: Path) -> None:
     root = make_folder_dataset(tmp_path / "data")
-    proc = run_cli(
-        [str(ROOT / "train.py"), *CHECK, f"data.root={root}", f"base_path={tmp_path}"],
-        cwd=tmp_path,
-        timeout=300,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+    code, out = run_check(tmp_path, *CHECK, f"data.root={root}")
+    assert code == 0, out[-3000:]
     assert (
         "[dataset] train: 24 images, 8 videos | real 12 (real: 12) | fake 12 (Deepfakes: 6, FaceSwap: 6)"
         in out
@@ -92,14 +88,8 @@ def test_check_verifies_a_manifests_rows(tmp_path: Path) -> None:
     manifest = write_manifest([*rows, gone], tmp_path / "manifest.csv")
     corrupt = Path(rows[5].path)
     corrupt.write_bytes(b"not an image")
-    proc = run_cli(
-        [str(ROOT / "train.py"), "check=true", "data=manifest", f"data.manifest={manifest}", *FAST,
-         f"base_path={tmp_path}"],
-        cwd=tmp_path,
-        timeout=300,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 1, out[-3000:]
+    code, out = run_check(tmp_path, "check=true", "data=manifest", f"data.manifest={manifest}", *FAST)
+    assert code == 1, out[-3000:]
     assert "Traceback" not in out
     assert f"[dataset] manifest {manifest}" in out
     assert (

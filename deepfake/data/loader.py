@@ -203,10 +203,11 @@ class SlotLoader(WrappedLoader):
 
     def __iter__(self) -> Iterator[Batch]:
         self.pool.allocate()  # before the workers start: they inherit (or are sent) the buffers once
-        for slot, images, labels, index in self.loader:
+        for slot, images_or_count, labels, index in self.loader:
+            images = images_or_count  # a batch that took PyTorch's path (no free slot)
             if slot >= 0:
                 self.pool.filling.discard(slot)
-                images = self.pool.slots[slot][:images]
+                images = self.pool.slots[slot][:images_or_count]
                 if _use_count is None and not self.pin_memory:
                     images = images.clone()  # without a use count a slot's reuse cannot wait for the caller
             if self.pin_memory:

@@ -232,7 +232,7 @@ class DataModule:
             return scan_split(path, self.splits["test"], self.real_dirs, self.fake_dirs)
         return scan_split(path.parent, path.name, self.real_dirs, self.fake_dirs)
 
-    def test_dataloader(self, name: str) -> DataLoader | SlotLoader:
+    def test_dataloader(self, name: str) -> SlotLoader | DeviceDecodeLoader:
         """Loader over one set from `setup_test_sets`, in sample order, with the evaluation transform."""
         ds = FaceDataset(self.test_samples[name], eval_transform(self.img_size), decode_size=self.img_size)
         return self._loader(ds, EpochSampler(len(ds), shuffle=False), self.eval_batch_size, drop_last=False)
@@ -277,14 +277,14 @@ class DataModule:
             deferred=self.decode == "gpu",
         )
 
-    def train_dataloader(self) -> DataLoader | SlotLoader | DeviceDecodeLoader:
+    def train_dataloader(self) -> SlotLoader | DeviceDecodeLoader:
         ds = self.dataset("train")
         weights = sample_weights(ds.labels) if self.balance == "weighted_sampler" else None
         groups = sbi_groups(len(ds.samples), ds.sbi_sources) if ds.sbi_sources else None
         sampler = EpochSampler(len(ds), seed=self.seed, shuffle=True, weights=weights, groups=groups)
         return self._loader(ds, self._shard(sampler, pad=True), self.batch_size, drop_last=True)
 
-    def eval_dataloader(self, split: str) -> DataLoader | SlotLoader | DeviceDecodeLoader:
+    def eval_dataloader(self, split: str) -> SlotLoader | DeviceDecodeLoader:
         ds = self.dataset(split)
         sampler = self._shard(EpochSampler(len(ds), shuffle=False), pad=False)
         return self._loader(ds, sampler, self.eval_batch_size, drop_last=False)
@@ -296,7 +296,7 @@ class DataModule:
 
     def _loader(
         self, ds: FaceDataset, sampler: EpochSampler | ShardedSampler, batch_size: int, drop_last: bool
-    ) -> DataLoader | SlotLoader | DeviceDecodeLoader:
+    ) -> SlotLoader | DeviceDecodeLoader:
         workers = self.num_workers
         # drop_last on a set smaller than one batch would yield no step at all.
         drop_last = drop_last and len(sampler) > batch_size
@@ -313,20 +313,17 @@ class DataModule:
             shape = (3, self.img_size, self.img_size)
             return SlotLoader(ds, sampler, batch_size, shape, drop_last=drop_last, pin_memory=self.pin_memory,
                               **options)  # fmt: skip
+        # data.decode=gpu: workers ship payloads (JPEG bytes) of different lengths; the GPU decodes each batch.
         loader = DataLoader(
             ds,
             batch_size=batch_size,
             sampler=sampler,
             pin_memory=self.pin_memory,
             drop_last=drop_last,
-            collate_fn=collate_payloads if ds.deferred else None,
+            collate_fn=collate_payloads,
             **options,
         )
-        if ds.deferred:
-            return DeviceDecodeLoader(
-                loader, self.img_size, torch.device("cuda", torch.cuda.current_device())
-            )
-        return loader
+        return DeviceDecodeLoader(loader, self.img_size, torch.device("cuda", torch.cuda.current_device()))
 
 
 def init_worker(worker_id: int) -> None:
