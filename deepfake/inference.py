@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepfake.checkpoint import load_checkpoint
 from deepfake.errors import UserError
 from deepfake.models import DeepfakeDetector, get_model
+from deepfake.safe_config import check_untrusted
 
 #: Model keys that shape the network or its memory layout; the rest (pretrained, compile, ...) only train.
 _BUILD_KEYS = ("dropout_rate", "drop_path_rate", "img_size", "channels_last")
@@ -64,6 +65,8 @@ def load_detector(path: str | Path) -> LoadedDetector:
     for key in ("model", "architecture", "preprocess"):
         if not state.get(key):
             raise UserError(f"{path} is not a deepfake detector checkpoint: it has no '{key}'")
+    if state.get("config"):
+        check_untrusted(state["config"], str(path))  # evaluate instantiates its data section
     config = OmegaConf.create(state["config"]) if state.get("config") else None
     model = build_detector(state["architecture"], state["preprocess"], config)
     try:

@@ -32,6 +32,7 @@ from deepfake.engine import TrainState
 from deepfake.errors import ConfigError, UserError
 from deepfake.models import resolve_architecture
 from deepfake.monitor import EarlyStopping
+from deepfake.safe_config import check_untrusted
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def load_resume(target: str | Path) -> Resume:
     state = load_checkpoint(path)
     if "train_state" not in state or "config" not in state:
         raise UserError(f"resume={target}: {path} is not a training checkpoint (no train_state/config)")
+    check_untrusted(state["config"], str(path))  # before anything rebuilds or instantiates it
     # Only a run's own last.pt continues that run; from best.pt, an epoch file or a loose file a new run
     # directory starts, so the newer last.pt and TensorBoard points of the original are never overwritten.
     own = path.name == "last.pt" and path.parent.name == "checkpoints"

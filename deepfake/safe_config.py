@@ -1,0 +1,109 @@
+"""The allow-list that keeps a config read back from a file from running code.
+
+Hydra's `instantiate` calls whatever a `_target_` names, at any depth. A checkpoint loads with
+`weights_only=True`, but its saved config is instantiated again on resume and evaluation, so a crafted file
+could name `torch.load` or `os.system`. Every config read from a file (checkpoint, exported model, restored
+backup) passes `check_untrusted` before it is used: a Hydra keyword (`_target_`, `_partial_`, `_args_`, ...)
+may appear only where the project instantiates something, and its `_target_` must be listed here.
+Configs typed on the command line or built in Python are the user's own and are not checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from deepfake.errors import UserError
+
+#: Where a config may name a target, and the targets accepted there. Paths that older checkpoints store
+#: stay listed when a module moves: append the new path, never replace the old one.
+PROJECT_TARGETS: dict[str, frozenset[str]] = {
+    "model": frozenset({"deepfake.models.get_model"}),
+    "data": frozenset({"deepfake.data.DataModule", "deepfake.data.module.DataModule"}),
+    "training.scheduler": frozenset({"deepfake.schedulers.create_scheduler"}),
+    "backup": frozenset({"deepfake.backup.ProjectBackup"}),
+}
+OPTIMIZER_KEY = "training.optimizer"
+#: Hydra's instantiation keywords; any of them outside an allowed place is refused.
+KEYWORDS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
+#: Keywords accepted beside an allowed `_target_` (`_args_` would pass positional values nothing here takes).
+ALLOWED_BESIDE_TARGET = frozenset({"_target_", "_partial_", "_recursive_", "_convert_"})
+
+
+def torch_optimizers() -> frozenset[str]:
+    """`torch.optim.<Name>` for each optimizer class torch ships (the values `training.optimizer` takes)."""
+    return frozenset(
+        f"torch.optim.{name}"
+        for name in dir(torch.optim)
+        if isinstance(cls := getattr(torch.optim, name), type)
+        and issubclass(cls, torch.optim.Optimizer)
+        and cls is not torch.optim.Optimizer
+    )
+
+
+def allowed_targets() -> dict[str, frozenset[str]]:
+    """Each place a file-sourced config may instantiate, with its accepted targets."""
+    return {**PROJECT_TARGETS, OPTIMIZER_KEY: torch_optimizers()}
+
+
+def check_untrusted(config: Any, source: str) -> None:
+    """Raise UserError naming the key and target of the first call this config would make off the list.
+
+    `config` is a mapping (or DictConfig) read from `source`, a file named in the message. Both the text
+    as stored and its resolved form are checked, so an interpolation cannot assemble a target later.
+    """
+    try:
+        node = config if isinstance(config, DictConfig | ListConfig) else OmegaConf.create(config)
+        raw = OmegaConf.to_container(node, resolve=False)
+    except Exception as e:  # omegaconf and YAML raise several types; all mean "not a config"
+        raise UserError(f"the config saved in {source} cannot be read: {type(e).__name__}: {e}") from None
+    _check(raw, source)
+    try:
+        resolved = OmegaConf.to_container(node, resolve=True)
+    except Exception as e:  # omegaconf raises several types; all mean "an interpolation does not resolve"
+        raise UserError(f"the config saved in {source} cannot be read: {type(e).__name__}: {e}") from None
+    _check(resolved, source)
+
+
+def _check(container: Any, source: str) -> None:
+    allowed = allowed_targets()
+    for key, node in _mappings(container, ""):
+        present = KEYWORDS & {k for k in node if isinstance(k, str)}
+        if not present:
+            continue
+        targets = allowed.get(key)
+        target = node.get("_target_")
+        if targets is not None and target in targets and present <= ALLOWED_BESIDE_TARGET:
+            continue
+        if targets is not None and target in targets:
+            extra = ", ".join(sorted(present - ALLOWED_BESIDE_TARGET))
+            why = f"{key or 'the root'} sets {extra}"
+        elif target is not None:
+            why = f"{key or 'the root'}._target_ is {target!r}"
+        else:
+            why = f"{key or 'the root'} sets {', '.join(sorted(present))}"
+        if targets is None:
+            place = f"nothing may be instantiated at {key or 'the root'}"
+        elif key == OPTIMIZER_KEY:
+            place = f"{key} accepts torch.optim optimizers"
+        else:
+            place = f"{key} accepts {', '.join(sorted(targets))}"
+        raise UserError(
+            f"refusing the config saved in {source}: {why}, and a config read from a file may only name the "
+            f"project's own targets and torch.optim optimizers ({place}). Nothing from it was run; use a "
+            "checkpoint or backup from a source you trust."
+        )
+
+
+def _mappings(node: Any, key: str) -> Iterator[tuple[str, dict]]:
+    """Every mapping in the tree with its dotted key (list items as `key[i]`)."""
+    if isinstance(node, dict):
+        yield key, node
+        for k, v in node.items():
+            yield from _mappings(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _mappings(v, f"{key}[{i}]")

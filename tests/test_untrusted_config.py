@@ -1,0 +1,334 @@
+"""A config read back from a file never instantiates a target off the allow-list (deepfake.safe_config).
+
+Each entry point that rebuilds a config from a file gets a crafted checkpoint whose payload would create a
+marker file: nested inside a value (`training.optimizer.foreach`) and at the top of an instantiated section
+(`data._target_`). The tests prove the marker was never written and the error names the key and the target.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from deepfake.backup import ProjectBackup
+from deepfake.config import Config
+from deepfake.errors import UserError
+from deepfake.evaluation import evaluate
+from deepfake.export import export
+from deepfake.predict import predict
+from deepfake.restore import restore
+from deepfake.runner import train
+from deepfake.safe_config import allowed_targets, check_untrusted
+from tests.conftest import CONF, ROOT, make_folder_dataset, run_cli
+from tests.runs import make_config, restore_torch_globals, run_dir_of
+
+__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
+
+PAYLOAD = f"{__name__}.touch_marker"
+
+
+def touch_marker(**kwargs: Any) -> None:
+    """What a hostile config calls: leaves a file behind, so a test can tell whether it ran."""
+    Path(os.environ["DEEPFAKE_TEST_MARKER"]).touch()
+
+
+def nested(cfg: dict) -> str:
+    cfg["training"]["optimizer"]["foreach"] = {"_target_": PAYLOAD, "weights_only": False}
+    return f"training.optimizer.foreach._target_ is '{PAYLOAD}'"
+
+
+def top_level(cfg: dict) -> str:
+    cfg["data"]["_target_"] = PAYLOAD
+    return f"data._target_ is '{PAYLOAD}'"
+
+
+HOSTILE = {"nested": nested, "top_level": top_level}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("tiny")
+    data = make_folder_dataset(base / "data", videos=2, frames=2)
+    overrides = {
+        "training.num_epochs": 1,
+        "training.ema.enabled": False,
+        "training.checkpoint.every_n_steps": None,
+    }
+    train(make_config(base, data, **overrides))
+    return {"run": run_dir_of(base), "data": data, "base": base}
+
+
+@pytest.fixture
+def marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "payload-ran"
+    monkeypatch.setenv("DEEPFAKE_TEST_MARKER", str(path))
+    return path
+
+
+def hostile_copy(run: Path, dest: Path, craft: Callable[[dict], str]) -> tuple[Path, str]:
+    """A copy of `run` whose checkpoints carry a crafted config; still loads with weights_only=True."""
+    shutil.copytree(run, dest)
+    why = ""
+    for name in ("last.pt", "best.pt"):
+        path = dest / "checkpoints" / name
+        state = torch.load(path, weights_only=True)
+        cfg = yaml.safe_load(state["config"])
+        why = craft(cfg)
+        state["config"] = yaml.safe_dump(cfg)
+        torch.save(state, path)
+        torch.load(path, weights_only=True)
+    return dest, why
+
+
+def assert_refused(excinfo: pytest.ExceptionInfo, why: str, marker: Path) -> None:
+    assert why in str(excinfo.value) and "refusing the config saved in" in str(excinfo.value)
+    assert not marker.exists(), "the payload ran"
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_resume_refuses_a_hostile_checkpoint(tiny_run: dict, tmp_path: Path, marker: Path, kind: str) -> None:
+    run, why = hostile_copy(tiny_run["run"], tmp_path / "run", HOSTILE[kind])
+    with pytest.raises(UserError) as excinfo:
+        train(make_config(tmp_path, tiny_run["data"], resume=str(run)))
+    assert_refused(excinfo, why, marker)
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_auto_resume_refuses_a_hostile_checkpoint(
+    tiny_run: dict, tmp_path: Path, marker: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    run, why = hostile_copy(tiny_run["run"], tmp_path / "run", HOSTILE[kind])
+    # As under `hydra.run.dir=<run> training.auto_resume=true`: the run directory is the existing one.
+    monkeypatch.setattr("deepfake.runner.choose_run_dir", lambda cfg, resume: (run, True))
+    with pytest.raises(UserError) as excinfo:
+        train(make_config(tmp_path, tiny_run["data"], **{"training.auto_resume": True}))
+    assert_refused(excinfo, why, marker)
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_restore_of_a_hostile_backup_then_resume_is_refused(
+    tiny_run: dict, tmp_path: Path, marker: Path, kind: str
+) -> None:
+    run, why = hostile_copy(tiny_run["run"], tmp_path / "run", HOSTILE[kind])
+    archive = ProjectBackup(run, include=["last.pt"]).create_backup("end")
+    restored = restore(archive, tmp_path / "restored")
+    with pytest.raises(UserError) as excinfo:
+        train(make_config(tmp_path, tiny_run["data"], resume=str(restored)))
+    assert_refused(excinfo, why, marker)
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_evaluate_refuses_a_hostile_checkpoint(
+    tiny_run: dict, tmp_path: Path, marker: Path, compose_cfg: Any, kind: str
+) -> None:
+    run, why = hostile_copy(tiny_run["run"], tmp_path / "run", HOSTILE[kind])
+    overrides = [f"checkpoint={run}", "data.num_workers=0", f"eval.out_dir={tmp_path / 'eval'}"]
+    with pytest.raises(UserError) as excinfo:
+        evaluate(compose_cfg(overrides, config_name="evaluate"), overrides)
+    assert_refused(excinfo, why, marker)
+    assert not (tmp_path / "eval").exists()
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_predict_refuses_a_hostile_checkpoint(
+    tiny_run: dict, tmp_path: Path, marker: Path, kind: str
+) -> None:
+    run, why = hostile_copy(tiny_run["run"], tmp_path / "run", HOSTILE[kind])
+    output = tmp_path / "preds.csv"
+    cfg = {
+        "checkpoint": str(run),
+        "input": str(tiny_run["data"] / "test"),
+        "output": str(output),
+        "num_workers": 0,
+    }
+    with pytest.raises(UserError) as excinfo:
+        predict(OmegaConf.create(cfg))
+    assert_refused(excinfo, why, marker)
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_export_refuses_a_hostile_checkpoint(tiny_run: dict, tmp_path: Path, marker: Path, kind: str) -> None:
+    run, why = hostile_copy(tiny_run["run"], tmp_path / "run", HOSTILE[kind])
+    with pytest.raises(UserError) as excinfo:
+        export(run, "safetensors", tmp_path / "m.safetensors")
+    assert_refused(excinfo, why, marker)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_a_hostile_safetensors_export_is_refused_too(tiny_run: dict, tmp_path: Path, marker: Path) -> None:
+    """An exported file carries the config as metadata: crafted there, evaluate and predict refuse it."""
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    good = export(tiny_run["run"], "safetensors", tmp_path / "good.safetensors")
+    with safe_open(str(good), framework="pt") as f:
+        meta = dict(f.metadata())
+    cfg = yaml.safe_load(meta["config"])
+    why = nested(cfg)
+    meta["config"] = yaml.safe_dump(cfg)
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(good), bad, metadata=meta)
+    output = tmp_path / "preds.csv"
+    cfg = {
+        "checkpoint": str(bad),
+        "input": str(tiny_run["data"] / "test"),
+        "output": str(output),
+        "num_workers": 0,
+    }
+    with pytest.raises(UserError) as excinfo:
+        predict(OmegaConf.create(cfg))
+    assert_refused(excinfo, why, marker)
+
+
+def test_cli_resume_and_auto_resume_print_one_error_line_and_exit_2(
+    tiny_run: dict, tmp_path: Path, marker: Path
+) -> None:
+    run, why = hostile_copy(tiny_run["run"], tmp_path / "run", nested)
+    env = {"DEEPFAKE_TEST_MARKER": str(marker), "PYTHONPATH": str(ROOT)}
+    common = [
+        "model=tiny",
+        "data=folder",
+        f"data.root={tiny_run['data']}",
+        "data.num_workers=0",
+        "hardware.device=cpu",
+    ]
+    for args in (
+        [f"resume={run}", *common],
+        [f"hydra.run.dir={run}", "training.auto_resume=true", *common],
+    ):
+        proc = run_cli([str(ROOT / "train.py"), *args], cwd=tmp_path, timeout=300, env=env)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and why in errors[0] and str(run / "checkpoints" / "last.pt") in errors[0]
+        assert "Traceback" not in proc.stderr
+        assert not marker.exists()
+
+
+# The allow-list itself.
+
+
+def conf_targets() -> set[tuple[str, str]]:
+    """(dotted key, target) for every `_target_` the conf/ tree sets outside Hydra's own `hydra:` node."""
+    found = set()
+    for path in CONF.rglob("*.yaml"):
+        group = path.parent.relative_to(CONF).as_posix()
+        if group.startswith("hydra"):
+            continue
+        node = yaml.safe_load(path.read_text()) or {}
+        package = "" if group == "." else group.replace("/", ".")
+        stack: list[tuple[str, Any]] = [(package, node)]
+        while stack:
+            key, value = stack.pop()
+            if isinstance(value, dict):
+                if "_target_" in value:
+                    found.add((key, value["_target_"]))
+                stack.extend((f"{key}.{k}" if key else k, v) for k, v in value.items() if k != "hydra")
+    return found
+
+
+def test_every_target_the_conf_tree_names_is_allowed() -> None:
+    targets = conf_targets()
+    assert ("training.optimizer", "torch.optim.AdamW") in targets and (
+        "model",
+        "deepfake.models.get_model",
+    ) in targets
+    allowed = allowed_targets()
+    for key, target in targets:
+        assert target in allowed.get(key, ()), (key, target)
+
+
+def test_defaults_old_paths_and_every_torch_optimizer_pass() -> None:
+    check_untrusted(OmegaConf.to_yaml(OmegaConf.structured(Config), resolve=True), "defaults")
+    check_untrusted((ROOT / "tests/fixtures/oldpaths_run/.hydra/config.yaml").read_text(), "fixture")
+    for name in ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad"):
+        check_untrusted(
+            {"training": {"optimizer": {"_target_": f"torch.optim.{name}", "_partial_": True}}}, "x"
+        )
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        (  # the issue's example: torch.load of a base64 pickle, nested in an optimizer argument
+            {
+                "training": {
+                    "optimizer": {
+                        "_target_": "torch.optim.AdamW",
+                        "foreach": {
+                            "_target_": "torch.load",
+                            "weights_only": False,
+                            "f": {
+                                "_target_": "io.BytesIO",
+                                "initial_bytes": {"_target_": "base64.b64decode", "s": "AA=="},
+                            },
+                        },
+                    }
+                }
+            },
+            "training.optimizer.foreach._target_ is 'torch.load'",
+        ),  # fmt: skip
+        ({"training": {"optimizer": {"_target_": "os.system", "command": "x"}}}, "'os.system'"),
+        ({"model": {"_target_": "deepfake.models.get_model", "_args_": ["x"]}}, "model sets _args_"),
+        ({"data": {"test_sets": [{"_target_": "os.system"}]}}, "data.test_sets[0]._target_ is 'os.system'"),
+        ({"eval": {"_partial_": True, "_args_": []}}, "eval sets _args_, _partial_"),
+        ({"_target_": "os.system"}, "the root._target_ is 'os.system'"),
+        ({"data": {"_target_": "${oc.env:HOME}"}}, "data._target_ is '${oc.env:HOME}'"),
+        (  # an interpolation that builds a node with a target only when resolved
+            {
+                "backup": {
+                    "_target_": "deepfake.backup.ProjectBackup",
+                    "mirror": '${oc.create:"{_target_: os.system}"}',
+                }
+            },
+            "backup.mirror._target_ is 'os.system'",
+        ),
+    ],
+)
+def test_check_untrusted_refuses_calls_off_the_list(config: dict, named: str) -> None:
+    with pytest.raises(UserError, match="refusing the config saved in f.pt") as excinfo:
+        check_untrusted(config, "f.pt")
+    assert named in str(excinfo.value)
+
+
+# Runs saved before the package split store the old module paths: they still pass the allow-list.
+
+OLD_RUN = ROOT / "tests" / "fixtures" / "oldpaths_run"
+
+
+@pytest.fixture
+def old_run(tmp_path: Path) -> dict[str, Path]:
+    data = make_folder_dataset(tmp_path / "data", videos=2, frames=2, size=32)
+    return {"run": Path(shutil.copytree(OLD_RUN, tmp_path / "run")), "data": data}
+
+
+def resume_config(base: Path, run: Path, data: Path) -> Config:
+    """From Python only keys that differ from the defaults override the saved config: these three."""
+    config = Config(base_path=str(base), resume=str(run))
+    config.data.root, config.training.num_epochs = str(data), 2
+    return config
+
+
+def test_an_old_run_resumes_evaluates_and_restores(old_run: dict, tmp_path: Path, compose_cfg: Any) -> None:
+    run, data = old_run["run"], old_run["data"]
+    train(resume_config(tmp_path, run, data))
+    assert yaml.safe_load((run / "metrics.json").read_text())["epochs_completed"] == 2
+
+    overrides = [f"checkpoint={OLD_RUN / 'checkpoints' / 'last.pt'}", "data.num_workers=0", f"data.root={data}",
+                 f"eval.out_dir={tmp_path / 'eval'}", "eval.bootstrap_samples=10"]  # fmt: skip
+    reports = evaluate(compose_cfg(overrides, config_name="evaluate"), overrides)
+    assert reports["test"]["counts"]["images"] == 8
+
+    (archive,) = (OLD_RUN / "backups").glob("*.tar.gz")
+    restored = restore(archive, tmp_path / "restored")
+    train(resume_config(tmp_path, restored, data))
+    assert yaml.safe_load((restored / "metrics.json").read_text())["epochs_completed"] == 2
