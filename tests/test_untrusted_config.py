@@ -167,8 +167,8 @@ def test_export_refuses_a_hostile_checkpoint(tiny_run: dict, tmp_path: Path, mar
 
 def test_a_hostile_safetensors_export_is_refused_too(tiny_run: dict, tmp_path: Path, marker: Path) -> None:
     """An exported file carries the config as metadata: crafted there, evaluate and predict refuse it."""
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     good = export(tiny_run["run"], "safetensors", tmp_path / "good.safetensors")
     with safe_open(str(good), framework="pt") as f:
@@ -276,7 +276,7 @@ def test_defaults_old_paths_and_every_torch_optimizer_pass() -> None:
                 }
             },
             "training.optimizer.foreach._target_ is 'torch.load'",
-        ),  # fmt: skip
+        ),
         ({"training": {"optimizer": {"_target_": "os.system", "command": "x"}}}, "'os.system'"),
         ({"model": {"_target_": "deepfake.models.get_model", "_args_": ["x"]}}, "model sets _args_"),
         ({"data": {"test_sets": [{"_target_": "os.system"}]}}, "data.test_sets[0]._target_ is 'os.system'"),
@@ -295,7 +295,7 @@ def test_defaults_old_paths_and_every_torch_optimizer_pass() -> None:
     ],
 )
 def test_check_untrusted_refuses_calls_off_the_list(config: dict, named: str) -> None:
-    with pytest.raises(UserError, match="refusing the config saved in f.pt") as excinfo:
+    with pytest.raises(UserError, match=r"refusing the config saved in f\.pt") as excinfo:
         check_untrusted(config, "f.pt")
     assert named in str(excinfo.value)
 
