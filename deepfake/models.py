@@ -14,6 +14,7 @@ from timm.optim import param_groups_weight_decay
 from torch import nn
 
 from deepfake.errors import ConfigError
+from deepfake.weights import load_backbone_weights
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,8 @@ def get_model(
     """Create a detector from an alias or any timm name.
 
     `weights` is a local .safetensors/.pth file of the backbone (the offline way to get pretrained
-    weights); its classifier is dropped and our head is freshly initialised.
+    weights), or a detector checkpoint of this project; its classifier or head is dropped and ours is freshly
+    initialised. A file that does not fit the architecture is refused (`deepfake.weights`).
     """
     name = resolve_architecture(architecture)
     kwargs: dict[str, Any] = {"num_classes": 0}
@@ -140,23 +142,22 @@ def get_model(
         kwargs["drop_path_rate"] = drop_path_rate
     if img_size is not None and _takes_img_size(name):
         kwargs["img_size"] = img_size
-    if weights:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"model.weights={weights} does not exist; pass a .safetensors or .pth file")
-        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
-        pretrained = True
+    path = Path(weights).expanduser() if weights else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"model.weights={weights} does not exist; pass a .safetensors or .pth file")
+    pretrained = pretrained and path is None  # a local file replaces the hub download
     try:
         backbone = timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as e:
         if not pretrained:
             raise
-        source = f"from {weights}" if weights else "(no local copy and no network)"
         raise ConfigError(
-            f"could not load pretrained weights for {name} {source}: {type(e).__name__}: {e}. "
-            f"Offline, pass a local file: model.weights=/path/{name}.safetensors (or .pth), "
-            f"or train from scratch with model.pretrained=false."
+            f"could not load pretrained weights for {name} (no local copy and no network): "
+            f"{type(e).__name__}: {e}. Offline, pass a local file: model.weights=/path/{name}.safetensors "
+            f"(or .pth), or train from scratch with model.pretrained=false."
         ) from None
+    if path is not None:
+        load_backbone_weights(backbone, path, name)
     if grad_checkpointing:
         backbone.set_grad_checkpointing(True)
     size = img_size or int(backbone.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
