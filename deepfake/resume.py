@@ -36,8 +36,9 @@ from deepfake.safe_config import check_untrusted
 
 log = logging.getLogger(__name__)
 
-#: Keys whose change makes the saved weights or optimizer state unusable.
-STRICT = ("model.architecture", "model.img_size", "training.optimizer._target_")
+#: Keys whose change makes the saved weights or optimizer state unusable, or (input size) the saved
+#: preprocessing, which evaluate and predict reproduce, untrue.
+STRICT = ("model.architecture", "model.img_size", "data.img_size", "training.optimizer._target_")
 #: Keys that move the sampler position: allowed only when the checkpoint sits at an epoch boundary.
 MID_EPOCH = ("seed", "training.batch_size", "training.grad_accum_steps")
 #: Keys that shape the LR schedule: a change re-plans it instead of loading the saved one.
