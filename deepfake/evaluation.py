@@ -34,7 +34,7 @@ from deepfake.engine import validate as predict_loader
 from deepfake.errors import UserError
 from deepfake.figures import pr_figure, roc_figure, save_png
 from deepfake.hardware import HardwareManager
-from deepfake.inference import load_detector
+from deepfake.inference import load_detector, scoring_precision
 from deepfake.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, video_scores
 
 log = logging.getLogger("deepfake")
@@ -172,6 +172,7 @@ def evaluate_best(
     best = run_dir / "checkpoints" / "best.pt"
     unwrap(model).load_state_dict(load_checkpoint(best, map_location=device)["model"])
     out_dir = Path(cfg.eval.out_dir) if cfg.eval.out_dir else run_dir / "eval"
+    precision = scoring_precision(precision, cfg.training.amp)
     return evaluate_sets(
         model, data, names, precision, device, cfg.eval, out_dir, cfg.seed, context={"checkpoint": str(best)}
     )
@@ -190,7 +191,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     run_cfg = evaluation_config(loaded.config, cfg, overrides)
     hw = HardwareManager(**run_cfg.hardware)
     hw.configure()
-    precision = hw.precision(run_cfg.training.amp)
+    precision = scoring_precision(hw.precision(run_cfg.training.amp), run_cfg.training.amp)
     model = loaded.model.to(hw.device)
     data = instantiate(
         run_cfg.data,

@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from deepfake.checkpoint import load_checkpoint
+from deepfake.engine import Precision
 from deepfake.errors import UserError
 from deepfake.models import DeepfakeDetector, get_model
 from deepfake.safe_config import check_untrusted
@@ -76,6 +77,17 @@ def load_detector(path: str | Path) -> LoadedDetector:
             f"the weights in {path} do not fit architecture {state['architecture']}: {str(e)[:300]}"
         ) from None
     return LoadedDetector(model=model.eval(), path=path.resolve(), config=config, checkpoint=state)
+
+
+def scoring_precision(precision: Precision, amp: str) -> Precision:
+    """The autocast to score with: `precision` (resolved from `amp`) on accelerators, fp32 on the CPU for `auto`.
+
+    bf16 keeps 8 bits of mantissa, so CPU autocast rounds probabilities to a few hundred distinct values
+    and moves threshold metrics (EER, accuracy) for a small speed gain; an explicit bf16 is still honoured.
+    """
+    if precision.device_type == "cpu" and amp == "auto":
+        return Precision("cpu", None)
+    return precision
 
 
 def build_detector(

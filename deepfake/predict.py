@@ -29,7 +29,7 @@ from deepfake.data.transforms import eval_transform
 from deepfake.engine import Precision
 from deepfake.errors import ConfigError, UserError
 from deepfake.hardware import HardwareManager
-from deepfake.inference import load_detector
+from deepfake.inference import load_detector, scoring_precision
 
 log = logging.getLogger("deepfake")
 
@@ -142,7 +142,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     paths = list_inputs(cfg.input)
     hw = HardwareManager(**cfg.hardware)
     hw.configure()
-    precision = hw.precision(cfg.amp)
+    precision = scoring_precision(hw.precision(cfg.amp), cfg.amp)
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
     log.info("predicting %d images with %s (%s, %s)", len(paths), loaded.path, hw.device, precision.name)
     probs, errors = predict_paths(
