@@ -2,8 +2,8 @@
 
 Nothing is written into DIR until every check passed: the archive's `.sha256` (when present), the
 manifest's shape, each member's name, type and header size against the manifest and the free disk space
-(all before extracting), then each member's sha256 while it is extracted into a staging folder. Members that would land
-outside DIR (absolute paths, `..`, links, devices) are refused by name. From a mirror folder the newest
+(all before extracting), then each member's sha256 while it is extracted into a staging folder. Members
+that would land outside DIR (absolute paths, `..`, links, devices) are refused by name. From a mirror folder the newest
 archive is used, and the mirror's last.pt replaces the archived one when it is verified and further along.
 """
 
@@ -195,8 +195,12 @@ def mirrored_last(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     meta_path = last.with_name("last.pt.json")
     if not (last.is_file() and meta_path.is_file()):
         return None
-    meta = json.loads(meta_path.read_text())
-    if sha256_file(last) != meta.get("sha256"):
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        log.warning("%s cannot be read (%s): using the archived last.pt", meta_path, e)
+        return None
+    if not isinstance(meta, dict) or sha256_file(last) != meta.get("sha256"):
         log.warning(
             "%s does not match %s (copy cut short?): using the archived last.pt", last, meta_path.name
         )
@@ -255,7 +259,7 @@ def _newer(meta: dict[str, Any], manifest: dict[str, Any]) -> bool:
     if "checkpoints/last.pt" not in manifest.get("files", {}):
         return True
     step, archived = meta.get("global_step"), manifest.get("global_step")
-    return step is not None and archived is not None and step > archived
+    return isinstance(step, int) and isinstance(archived, int) and step > archived
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -159,3 +159,17 @@ def test_an_archive_that_would_not_fit_on_the_disk_is_refused_before_extracting(
     assert (tmp_path / "b" / "checkpoints" / "last.pt").read_bytes() == (
         run / "checkpoints" / "last.pt"
     ).read_bytes()
+
+
+@pytest.mark.parametrize("sidecar", ["[1, 2]", "{not json", '{"sha256": 5}'])
+def test_a_malformed_mirror_sidecar_falls_back_to_the_archived_last_pt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, sidecar: str
+) -> None:
+    run = fake_run(tmp_path / "run")
+    ProjectBackup(run).create_backup("end")
+    archived = (run / "checkpoints" / "last.pt").read_bytes()
+    (run / "checkpoints" / "last.pt").write_bytes(b"newer, but unverifiable")
+    (run / "checkpoints" / "last.pt.json").write_text(sidecar)
+    restore(run, tmp_path / "restored")
+    assert (tmp_path / "restored" / "checkpoints" / "last.pt").read_bytes() == archived
+    assert "using the archived last.pt" in caplog.text
