@@ -36,9 +36,8 @@ from deepfake.safe_config import check_untrusted
 
 log = logging.getLogger(__name__)
 
-#: Keys whose change makes the saved weights or optimizer state unusable, or (input size) the saved
-#: preprocessing, which evaluate and predict reproduce, untrue.
-STRICT = ("model.architecture", "model.img_size", "data.img_size", "training.optimizer._target_")
+#: Keys whose change makes the saved weights or optimizer state unusable.
+STRICT = ("model.architecture", "model.img_size", "training.optimizer._target_")
 #: Keys that move the sampler position: allowed only when the checkpoint sits at an epoch boundary.
 MID_EPOCH = ("seed", "training.batch_size", "training.grad_accum_steps")
 #: Keys that shape the LR schedule: a change re-plans it instead of loading the saved one.
@@ -187,6 +186,7 @@ def _check_compatible(resume: Resume, saved: DictConfig, cfg: DictConfig) -> Non
                 f"trained with {key}={OmegaConf.select(saved, key)}. Drop that override to continue the run, "
                 "or drop resume= to start a new one."
             )
+    _check_input_size(resume, cfg)
     if ts.get("batch_in_epoch", 0) > 0:
         for key in MID_EPOCH:
             old, new = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
@@ -197,6 +197,18 @@ def _check_compatible(resume: Resume, saved: DictConfig, cfg: DictConfig) -> Non
                     "position within the epoch depends on it. Resume without that override, or from an "
                     "end-of-epoch checkpoint."
                 )
+
+
+def _check_input_size(resume: Resume, cfg: DictConfig) -> None:
+    """The loaders' input size is saved as `preprocess.img_size`, which evaluate and predict reproduce."""
+    saved = (resume.state.get("preprocess") or {}).get("img_size")
+    key = "data.img_size" if cfg.data.img_size else "model.img_size"
+    new = OmegaConf.select(cfg, key)
+    if saved is not None and new is not None and int(new) != int(saved):
+        raise ConfigError(
+            f"cannot resume {resume.path}: {key}={new} but the checkpoint was trained on {saved} px inputs. "
+            "Drop that override to continue the run, or drop resume= to start a new one."
+        )
 
 
 def needs_replan(resume: Resume, cfg: DictConfig, steps_per_epoch: int) -> bool:

@@ -27,6 +27,6 @@ def test_resume_refuses_a_changed_input_size(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as excinfo:
         train(make_config(tmp_path, data, resume=str(run), **{**once, "data.img_size": 64}))
     message = str(excinfo.value)
-    assert "data.img_size=64 but the checkpoint was trained with data.img_size=32" in message
+    assert "data.img_size=64 but the checkpoint was trained on 32 px inputs" in message
     assert "Drop that override to continue the run" in message
     assert (run / "checkpoints" / "last.pt").read_bytes() == last  # nothing saved was touched
