@@ -33,12 +33,16 @@ KEYWORDS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_conver
 ALLOWED_BESIDE_TARGET = frozenset({"_target_", "_partial_", "_recursive_", "_convert_"})
 
 
-def torch_optimizers() -> frozenset[str]:
-    """`torch.optim.<Name>` for each optimizer class torch ships (the values `training.optimizer` takes)."""
+def optimizer_targets() -> frozenset[str]:
+    """`torch.optim.<Name>` and `timm.optim.<Name>` for each optimizer class they export: what
+    `training.optimizer` may name (an optimizer's constructor only stores its parameters and settings)."""
+    import timm.optim
+
     return frozenset(
-        f"torch.optim.{name}"
-        for name in dir(torch.optim)
-        if isinstance(cls := getattr(torch.optim, name), type)
+        f"{module.__name__}.{name}"
+        for module in (torch.optim, timm.optim)
+        for name in dir(module)
+        if isinstance(cls := getattr(module, name), type)
         and issubclass(cls, torch.optim.Optimizer)
         and cls is not torch.optim.Optimizer
     )
@@ -46,7 +50,7 @@ def torch_optimizers() -> frozenset[str]:
 
 def allowed_targets() -> dict[str, frozenset[str]]:
     """Each place a file-sourced config may instantiate, with its accepted targets."""
-    return {**PROJECT_TARGETS, OPTIMIZER_KEY: torch_optimizers()}
+    return {**PROJECT_TARGETS, OPTIMIZER_KEY: optimizer_targets()}
 
 
 def check_untrusted(config: Any, source: str) -> None:
@@ -88,12 +92,12 @@ def _check(container: Any, source: str) -> None:
         if targets is None:
             place = f"nothing may be instantiated at {key or 'the root'}"
         elif key == OPTIMIZER_KEY:
-            place = f"{key} accepts torch.optim optimizers"
+            place = f"{key} accepts torch.optim and timm.optim optimizers"
         else:
             place = f"{key} accepts {', '.join(sorted(targets))}"
         raise UserError(
             f"refusing the config saved in {source}: {why}, and a config read from a file may only name the "
-            f"project's own targets and torch.optim optimizers ({place}). Nothing from it was run; use a "
+            f"project's own targets and optimizers ({place}). Nothing from it was run; use a "
             "checkpoint or backup from a source you trust."
         )
 
