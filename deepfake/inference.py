@@ -8,6 +8,7 @@ model is rebuilt from those alone. Evaluate, predict and export all load through
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def load_detector(path: str | Path) -> LoadedDetector:
     if state.get("config"):
         check_untrusted(state["config"], str(path))  # evaluate instantiates its data section
     config = OmegaConf.create(state["config"]) if state.get("config") else None
-    model = build_detector(state["architecture"], state["preprocess"], config)
+    model = build_detector(str(state["architecture"]), _checked_preprocess(path, state["preprocess"]), config)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
@@ -105,6 +106,26 @@ def build_detector(
     return model
 
 
+def _checked_preprocess(path: Path, preprocess: Any) -> dict[str, Any]:
+    """The saved `preprocess`, refused unless it is {img_size: int > 0, mean: 3 numbers, std: 3 numbers > 0}."""
+    try:
+        size, mean, std = int(preprocess["img_size"]), list(preprocess["mean"]), list(preprocess["std"])
+        ok = (
+            size > 0
+            and len(mean) == len(std) == 3
+            and all(math.isfinite(float(v)) for v in mean + std)
+            and all(float(v) > 0 for v in std)
+        )
+    except (TypeError, KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise UserError(
+            f"{path} is not a deepfake detector checkpoint: its 'preprocess' ({str(preprocess)[:120]}) is not "
+            "{img_size, mean[3], std[3]}"
+        )
+    return preprocess
+
+
 def _read_safetensors(path: Path) -> dict[str, Any]:
     from safetensors import safe_open
 
@@ -114,9 +135,15 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
             weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a Mapping)
     except Exception as e:
         raise UserError(f"{path} cannot be read as safetensors ({type(e).__name__}: {e})") from None
+    try:
+        preprocess = json.loads(meta.get("preprocess", "{}"))
+    except ValueError:
+        raise UserError(
+            f"{path}: its 'preprocess' metadata is not JSON; export the checkpoint again"
+        ) from None
     return {
         "model": weights,
         "architecture": meta.get("architecture", ""),
-        "preprocess": json.loads(meta.get("preprocess", "{}")),
+        "preprocess": preprocess,
         "config": meta.get("config", ""),
     }

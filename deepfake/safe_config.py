@@ -64,6 +64,8 @@ def check_untrusted(config: Any, source: str) -> None:
         raw = OmegaConf.to_container(node, resolve=False)
     except Exception as e:  # omegaconf and YAML raise several types; all mean "not a config"
         raise UserError(f"the config saved in {source} cannot be read: {type(e).__name__}: {e}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"the config saved in {source} is not a mapping of keys to values")
     _check(raw, source)
     try:
         resolved = OmegaConf.to_container(node, resolve=True)

@@ -330,3 +330,22 @@ def test_an_old_run_resumes_evaluates_and_restores(old_run: dict, tmp_path: Path
     restored = restore(archive, tmp_path / "restored")
     train(resume_config(tmp_path, restored, data))
     assert yaml.safe_load((restored / "metrics.json").read_text())["epochs_completed"] == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("preprocess", {"img_size": "big", "mean": [0, 0, 0], "std": [1, 1, 1]}, "its 'preprocess'"),
+        ("preprocess", {"img_size": 32, "mean": [0, 0, 0], "std": [0, 1, 1]}, "its 'preprocess'"),
+        ("preprocess", [1, 2, 3], "its 'preprocess'"),
+        ("config", "- a\n- list\n", "is not a mapping of keys to values"),
+    ],
+)
+def test_a_checkpoint_with_malformed_fields_is_a_user_error(
+    tiny_run: dict, tmp_path: Path, field: str, value: Any, message: str
+) -> None:
+    state = torch.load(tiny_run["run"] / "checkpoints" / "best.pt", weights_only=True)
+    state[field] = value
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(UserError, match=message):
+        export(tmp_path / "bad.pt", "safetensors", tmp_path / "m.safetensors")
