@@ -82,9 +82,10 @@ def _check(container: Any, source: str) -> None:
             continue
         targets = allowed.get(key)
         target = node.get("_target_")
-        if targets is not None and target in targets and present <= ALLOWED_BESIDE_TARGET:
+        listed = targets is not None and isinstance(target, str) and target in targets
+        if listed and present <= ALLOWED_BESIDE_TARGET:
             continue
-        if targets is not None and target in targets:
+        if listed:
             extra = ", ".join(sorted(present - ALLOWED_BESIDE_TARGET))
             why = f"{key or 'the root'} sets {extra}"
         elif target is not None:

@@ -280,6 +280,7 @@ def test_defaults_old_paths_and_optimizers_pass() -> None:
         ({"data": {"test_sets": [{"_target_": "os.system"}]}}, "data.test_sets[0]._target_ is 'os.system'"),
         ({"eval": {"_partial_": True, "_args_": []}}, "eval sets _args_, _partial_"),
         ({"_target_": "os.system"}, "the root._target_ is 'os.system'"),
+        ({"model": {"_target_": {"a": 1}}}, "model._target_ is {'a': 1}"),
         ({"data": {"_target_": "${oc.env:HOME}"}}, "data._target_ is '${oc.env:HOME}'"),
         (  # an interpolation that builds a node with a target only when resolved
             {
