@@ -179,6 +179,16 @@ def _dataset(cfg: DictConfig, report: Report, img_size: int, hw: HardwareManager
         "info",
         f"decoded all {len(paths)} images in {images.seconds:.1f}s ({rate:.0f} img/s); {size_summary(images.sizes)}",
     )
+    if images.wide:
+        shown = ", ".join(images.wide[:5]) + (
+            f" and {len(images.wide) - 5} more" if len(images.wide) > 5 else ""
+        )
+        report.add(
+            "dataset",
+            "warning",
+            f"{len(images.wide)} 16-bit image(s) (PIL mode I;16): {shown}; they are scaled to 8 bits when "
+            "loaded (value / 257). Convert them to 8 bits if they were saved 16-bit by mistake",
+        )
     small = int((images.sizes.min(axis=1) < img_size).sum()) if len(images.sizes) else 0
     if small:
         report.add(
