@@ -32,7 +32,6 @@ from deepfake.data.samples import Sample
 from deepfake.engine import Precision
 from deepfake.engine import validate as predict_loader
 from deepfake.errors import UserError
-from deepfake.figures import pr_figure, roc_figure, save_png
 from deepfake.hardware import HardwareManager
 from deepfake.inference import load_detector
 from deepfake.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, video_scores
@@ -91,6 +90,8 @@ def write_set(out: Path, samples: Sequence[Sample], probs: np.ndarray, report: d
     atomic_write(out / "predictions.csv", lambda f: f.write(buffer.getvalue().encode()))
     text = json.dumps(report, indent=2, allow_nan=True)
     atomic_write(out / "metrics.json", lambda f: f.write(text.encode()))
+    from deepfake.figures import pr_figure, roc_figure, save_png  # matplotlib: only when figures are due
+
     labels = np.array([s.label for s in samples], dtype=np.int64)
     if len(np.unique(labels)) < 2:
         log.warning("set %s holds one class only: no ROC or PR curve", report["set"])
