@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from deepfake.checkpoint import unwrap
 from deepfake.checks import Finding, config_findings, dataset_findings
 from deepfake.config import Config, to_config
-from deepfake.data.module import DataModule
+from deepfake.data.module import DataModule, resolve_num_workers
 from deepfake.data.verify import count_table, inspect_images, scan_dataset, scan_manifest, size_summary
 from deepfake.engine import LoopConfig, Precision, TrainState, train_epoch
 from deepfake.errors import UserError
@@ -101,7 +101,7 @@ def _hardware(cfg: DictConfig, report: Report) -> tuple[HardwareManager | None, 
     except UserError as e:
         report.add("hardware", "error", str(e))
         return None, None
-    hw.configure()
+    hw.configure(resolve_num_workers(cfg.data.num_workers))
     summary = hw.summary(str(_existing(Path(cfg.base_path).expanduser())))
     report.add("hardware", "info", describe(summary))
     report.add("hardware", "info", f"device {hw.device}: {hw.reason}")
