@@ -155,3 +155,22 @@ def test_one_frame_videos_are_said_once_to_repeat_the_frame_metrics(caplog: pyte
         len(said) == 1 and "video-level metrics (video_auc, video_acc, video_eer) equal the frame" in said[0]
     )
     assert out["val/video_auc"] == out["val/auc"] == 1.0
+
+
+def test_large_files_sharing_only_their_head_are_not_copies(tmp_path: Path) -> None:
+    """Past the hashed head (64 KB), a match is confirmed on the whole file."""
+    head = np.random.default_rng(1).bytes(100_000)
+    paths = {name: tmp_path / name for name in ("a.png", "b.png", "c.png")}
+    paths["a.png"].write_bytes(head)
+    paths["b.png"].write_bytes(head[:-1] + b"\x00" if head[-1] else head[:-1] + b"\x01")  # differs at the end
+    paths["c.png"].write_bytes(head)
+
+    def sample(name: str, split: str) -> Sample:
+        return Sample(path=str(paths[name]), label=0, video=name, method="real", split=split)
+
+    leaks = find_leaks({"train": [sample("a.png", "train")], "val": [sample("b.png", "val")]})
+    assert leaks == []
+    leaks = find_leaks(
+        {"train": [sample("a.png", "train")], "val": [sample("b.png", "val"), sample("c.png", "val")]}
+    )
+    assert [(x.kind, x.key) for x in leaks] == [("content", f"{paths['a.png']} = {paths['c.png']}")]

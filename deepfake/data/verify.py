@@ -6,13 +6,14 @@ every fault; `deepfake.checks` judges them (error, warning, info).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,7 @@ class Leak:
 
 
 LEAK_KINDS = ("path", "content", "video", "identity")
+HEAD_BYTES = 2**16  # bytes hashed first when looking for copies; larger files are then hashed in full
 
 
 def identities(video: str) -> tuple[str, ...]:
@@ -138,8 +140,8 @@ def find_leaks(samples: Mapping[str, Sequence[Sample]]) -> list[Leak]:
     videos: dict[str, set[str]] = defaultdict(set)
     people: dict[str, set[str]] = defaultdict(set)
     for split, items in samples.items():
-        for s in items:
-            files[os.path.realpath(s.path)].add(split)
+        for s in items:  # paths are normalised when read; a symlinked copy is caught by its content
+            files[s.path].add(split)
         for video, identity in {(s.video, s.identity) for s in items}:
             videos[video].add(split)
             for person in (identity,) if identity else identities(video):
@@ -154,30 +156,33 @@ def find_leaks(samples: Mapping[str, Sequence[Sample]]) -> list[Leak]:
 def _content_leaks(files: Mapping[str, set[str]]) -> list[Leak]:
     """Distinct files with identical bytes in different splits (copies under another name).
 
-    Only files whose size also occurs in another split are hashed, so a clean dataset costs one stat per
-    file; files already shared by path are reported as such and skipped here.
+    Cheap first: one stat per file; only files whose size also occurs in another split have their first
+    `HEAD_BYTES` hashed (all of a typical face crop), and only matches larger than that are hashed in full.
+    Files already shared by path are reported as such and skipped here.
     """
     single = {path: next(iter(splits)) for path, splits in files.items() if len(splits) == 1}
-    sizes = dict(zip(single, _parallel(_size, single), strict=True))
-    by_size: dict[int, list[str]] = defaultdict(list)
-    for path, size in sizes.items():
-        if size is not None:
-            by_size[size].append(path)
-    suspects = [p for group in by_size.values() if len({single[q] for q in group}) > 1 for p in group]
-    by_hash: dict[str, list[str]] = defaultdict(list)
-    for path, digest in zip(suspects, _parallel(_digest, suspects), strict=True):
-        if digest is not None:
-            by_hash[digest].append(path)
+
+    def crossing(paths: list[str], keys: list[Hashable | None]) -> dict[Hashable, list[str]]:
+        groups: dict[Hashable, list[str]] = defaultdict(list)
+        for path, key in zip(paths, keys, strict=True):
+            if key is not None:
+                groups[key].append(path)
+        return {k: g for k, g in groups.items() if len({single[p] for p in g}) > 1}
+
+    groups = crossing(list(single), _parallel(_size, single))
+    for limit in (HEAD_BYTES, None):
+        paths = [p for g in groups.values() for p in g]
+        groups = crossing(paths, _parallel(functools.partial(_digest, limit=limit), paths))
+        if all(size <= HEAD_BYTES for size, _ in groups):
+            break  # each head was the whole file
     leaks = []
-    for group in by_hash.values():
-        splits = {single[p] for p in group}
-        if len(splits) > 1:
-            shown = sorted(group, key=lambda p: (single[p], p))
-            leaks.append(Leak("content", " = ".join(shown), tuple(sorted(splits))))
+    for group in groups.values():
+        shown = sorted(group, key=lambda p: (single[p], p))
+        leaks.append(Leak("content", " = ".join(shown), tuple(sorted({single[p] for p in group}))))
     return sorted(leaks, key=lambda leak: leak.key)
 
 
-def _parallel(fn: Callable[[str], T], paths: Iterable[str]) -> list[T]:
+def _parallel(fn: Callable[[str], T], paths: Iterable[str]) -> list[T | None]:
     """Threads: stat and read calls on network drives wait on I/O, not on the CPU."""
     with ThreadPoolExecutor(max_workers=16) as pool:
         return list(pool.map(fn, paths, chunksize=256))
@@ -190,10 +195,14 @@ def _size(path: str) -> int | None:
         return None
 
 
-def _digest(path: str) -> str | None:
+def _digest(path: str, limit: int | None) -> tuple[int, str] | None:
+    """(size, blake2b of the first `limit` bytes, or of all with None)."""
     try:
         with open(path, "rb") as f:
-            return hashlib.file_digest(f, "blake2b").hexdigest()
+            size = os.fstat(f.fileno()).st_size
+            if limit is None:
+                return size, hashlib.file_digest(f, "blake2b").hexdigest()
+            return size, hashlib.blake2b(f.read(limit)).hexdigest()
     except OSError:
         return None
 
