@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -26,11 +27,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 HERE = Path(__file__).resolve().parents[1]
 
 
-def timed(cmd: list[str], root: Path, cwd: Path) -> float:
+def timed(cmd: list[str], root: Path, cwd: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of a child process; CPU time (user + system) barely moves on a shared machine."""
     env = {**os.environ, "PYTHONPATH": str(root)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, cwd=cwd, env=env)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def one_run(root: Path, base: Path, overrides: list[str]) -> tuple[float, float, float]:
@@ -62,14 +67,23 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", default=["training.num_epochs=1"], help="train.py overrides")
     args = parser.parse_args()
     root = args.root.resolve()
-    rows: dict[str, list[float]] = {
-        k: [] for k in ("import torch", "import train", "first step", "tail", "total")
-    }
+    keys = (
+        "import torch",
+        "import torch CPU",
+        "import train",
+        "import train CPU",
+        "first step",
+        "tail",
+        "total",
+    )
+    rows: dict[str, list[float]] = {k: [] for k in keys}
     for i in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="startup-") as tmp:
             base = Path(tmp)
-            rows["import torch"].append(timed([sys.executable, "-c", "import torch"], root, base))
-            rows["import train"].append(timed([sys.executable, "-c", "import train"], root, root))
+            for module, cwd in (("torch", base), ("train", root)):
+                wall, cpu = timed([sys.executable, "-c", f"import {module}"], root, cwd)
+                rows[f"import {module}"].append(wall)
+                rows[f"import {module} CPU"].append(cpu)
             first, tail, total = one_run(root, base, args.overrides)
         rows["first step"].append(first)
         rows["tail"].append(tail)
@@ -78,7 +92,9 @@ def main() -> None:
     print(f"{root} (median of {args.rounds}):")
     names = {
         "import torch": "import torch (reference)",
+        "import torch CPU": "  its CPU time (user + system)",
         "import train": "import train",
+        "import train CPU": "  its CPU time (user + system)",
         "first step": "process start -> end of the first step",
         "tail": "end of the last step -> process exit",
         "total": "whole process",
