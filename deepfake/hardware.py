@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 LOW_RAM_GB = 4.0  # below this much available RAM, DataLoader workers and prefetching start to swap
 LOW_DISK_GB = 5.0  # below this, a few checkpoints and backups of a large model no longer fit
+# torch's own intra-op thread count, read before any run changes it: physical cores, or OMP_NUM_THREADS.
+TORCH_THREADS = torch.get_num_threads()
 
 
 class HardwareManager:
@@ -77,7 +79,7 @@ class HardwareManager:
         `loader_workers` their cores (see deepfake.threads)."""
         # torchrun's local ranks share this machine's cores, each with its own workers.
         cores = max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-        plan = thread_plan(cores, loader_workers, self.device.type, self.num_threads)
+        plan = thread_plan(cores, loader_workers, self.device.type, self.num_threads, TORCH_THREADS)
         torch.set_num_threads(plan.threads)
         log.info("CPU threads: %d intra-op (%s)", plan.threads, plan.reason)
         note = wait_policy_note(plan)

@@ -30,8 +30,11 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def thread_plan(cores: int, workers: int, device: str, override: int | None) -> ThreadPlan:
-    """Intra-op threads = the cores left after the loader workers (at least 1); `override` wins.
+def thread_plan(
+    cores: int, workers: int, device: str, override: int | None, ceiling: int | None = None
+) -> ThreadPlan:
+    """Intra-op threads = the cores left after the loader workers (at least 1, at most `ceiling`: torch's own
+    choice, which counts physical cores and honours OMP_NUM_THREADS); `override` wins.
 
     On an accelerator the main process mostly queues kernels, so the same rule leaves the workers, which
     decode on the CPU, their cores. Waiting threads should sleep whenever threads and workers together
@@ -43,6 +46,8 @@ def thread_plan(cores: int, workers: int, device: str, override: int | None) -> 
     else:
         threads = max(1, cores - workers)
         why = f"{cores} core(s) - {workers} loader worker(s)" + (" (at least 1)" if cores <= workers else "")
+        if ceiling is not None and threads > ceiling:
+            threads, why = max(1, ceiling), why + f", capped at torch's default of {ceiling}"
         if device != "cpu":
             why += f"; the {device} device does the model's compute"
     passive = threads > 1 and threads + workers > cores

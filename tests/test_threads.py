@@ -33,6 +33,14 @@ def test_thread_plan(
     assert (plan.threads, plan.passive) == (threads, passive)
 
 
+def test_thread_plan_never_exceeds_torchs_own_choice() -> None:
+    """16 logical cores on 8 physical ones, or OMP_NUM_THREADS=1 (torchrun's default): torch's count caps it."""
+    assert thread_plan(16, 0, "cpu", None, ceiling=8).threads == 8
+    assert thread_plan(16, 4, "cpu", None, ceiling=1).threads == 1
+    assert thread_plan(16, 4, "cpu", None, ceiling=8).reason.endswith("capped at torch's default of 8")
+    assert thread_plan(16, 4, "cpu", 12, ceiling=8).threads == 12  # an explicit override still wins
+
+
 def test_thread_plan_says_why() -> None:
     assert thread_plan(2, 2, "cpu", None).reason == "2 core(s) - 2 loader worker(s) (at least 1)"
     assert (
@@ -55,6 +63,7 @@ def test_configure_applies_and_logs_the_plan(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr("deepfake.hardware.available_cores", lambda: 4)
+    monkeypatch.setattr("deepfake.hardware.TORCH_THREADS", 4)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     with caplog.at_level(logging.INFO, logger="deepfake.hardware"):
         plan = HardwareManager("cpu").configure(loader_workers=3)
