@@ -27,7 +27,7 @@ from rich.table import Table
 
 from deepfake.checkpoint import atomic_write, load_checkpoint, unwrap
 from deepfake.config import to_config, validate
-from deepfake.data.module import DataModule
+from deepfake.data.module import DataModule, resolve_num_workers
 from deepfake.data.samples import Sample
 from deepfake.engine import Precision
 from deepfake.engine import validate as predict_loader
@@ -190,7 +190,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     loaded = load_detector(cfg.checkpoint)
     run_cfg = evaluation_config(loaded.config, cfg, overrides)
     hw = HardwareManager(**run_cfg.hardware)
-    hw.configure()
+    hw.configure(resolve_num_workers(run_cfg.data.num_workers))
     precision = hw.precision(run_cfg.training.amp)
     model = loaded.model.to(hw.device)
     data = instantiate(
