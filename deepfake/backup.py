@@ -5,12 +5,15 @@ the run directory's own files (config record, logs, metrics, TensorBoard events,
 `backup.include` selects) under their run-relative paths, and `provenance/` (resolved config, overrides,
 git commit and diff, installed packages) captured when the run started. A `<archive>.sha256` beside it
 covers the archive byte for byte. `python -m deepfake.restore` checks both before writing anything.
+The checkpoints are stored in their own gzip member at level 0: weights barely compress, and deflating them
+made the end-of-run backup of a resnet18 take 15 s.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import gzip
 import hashlib
 import io
 import json
@@ -194,19 +197,57 @@ class ProjectBackup:
 
             def write(raw: IO[bytes]) -> None:
                 out = HashingWriter(raw)
-                with tarfile.open(
-                    fileobj=out, mode="w:gz", compresslevel=1, format=tarfile.PAX_FORMAT
-                ) as tar:
+                stream = GzipMembers(out)
+                with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                    stream.level(1)
                     _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2).encode())
                     for name, data in extra.items():
                         _add_bytes(tar, name, data)
-                    for name, f, size in opened:
+                    for name, f, size in opened:  # `_collect` puts the checkpoints last
+                        if name.startswith("checkpoints/"):
+                            stream.level(0)  # weights barely compress (7%) and deflate is 4x slower
                         f.seek(0)
                         tar.addfile(_info(name, size), f)
+                stream.close()
                 holder["sha256"] = out.sha256.hexdigest()
 
             atomic_write(dest, write)
             return holder["sha256"]
+
+
+class GzipMembers:
+    """A write-only stream gzipped as consecutive gzip members, each at its own level.
+
+    gzip readers (tarfile's `r:gz`, `tar xzf`) read concatenated members as one stream, so one `.tar.gz`
+    can store checkpoints uncompressed (level 0: copied at disk speed) and compress the logs and text.
+    """
+
+    def __init__(self, raw: HashingWriter) -> None:
+        self.raw = raw
+        self.written = 0
+        self.current: int | None = None
+        self.gz: gzip.GzipFile | None = None
+
+    def level(self, level: int) -> gzip.GzipFile:
+        """End the current member (if its level differs) and start one at `level`."""
+        if self.gz is None or level != self.current:
+            self.close()
+            self.gz = gzip.GzipFile(fileobj=self.raw, mode="wb", compresslevel=level, mtime=0)  # type: ignore[arg-type]
+            self.current = level
+        return self.gz
+
+    def write(self, data: bytes) -> int:
+        self.written += len(data)
+        return (self.gz or self.level(1)).write(data)
+
+    def tell(self) -> int:
+        return self.written  # tarfile's position in the uncompressed tar stream
+
+    def close(self) -> None:
+        if self.gz is not None:
+            self.gz.close()  # writes the member's trailer; `raw` stays open
+            self.gz = None
+            self.current = None
 
 
 def run_id(run_dir: Path, base_path: str | Path | None) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from deepfake.data.samples import Sample
-from deepfake.data.verify import find_leaks, pos_weight
+from deepfake.data.verify import LEAK_KINDS, Leak, find_leaks, pos_weight
 from deepfake.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -161,19 +161,33 @@ def dataset_findings(samples: Mapping[str, Sequence[Sample]], sbi: bool = False)
                 "(real/fake) balances the loss",
             )
         )
-    for kind in ("video", "identity"):
-        leaks = [leak for leak in find_leaks(samples) if leak.kind == kind]
-        if leaks:
-            named = ", ".join(f"{leak.key} ({'+'.join(leak.splits)})" for leak in leaks[:SHOWN])
-            more = f" and {len(leaks) - SHOWN} more" if len(leaks) > SHOWN else ""
-            out.append(
-                Finding(
-                    "error",
-                    f"leakage: {len(leaks)} {kind} id(s) appear in more than one split: {named}{more}; "
-                    "validation scores would be inflated. Move each video (and person) into one split",
-                )
-            )
+    leaks = find_leaks(samples)
+    for kind in LEAK_KINDS:
+        found = [leak for leak in leaks if leak.kind == kind]
+        if found:
+            out.append(Finding("error", _leak_text(kind, found)))
     return out
+
+
+_LEAK_WHAT = {
+    "path": ("file(s) are listed in more than one split", "List each file in one split only"),
+    "content": (
+        "set(s) of identical files (same bytes under different names) are in more than one split",
+        "Keep one copy, in one split",
+    ),
+    "video": ("video id(s) appear in more than one split", "Move each video (and person) into one split"),
+    "identity": (
+        "identity id(s) appear in more than one split",
+        "Move each video (and person) into one split",
+    ),
+}
+
+
+def _leak_text(kind: str, leaks: Sequence[Leak]) -> str:
+    what, fix = _LEAK_WHAT[kind]
+    named = ", ".join(f"{leak.key} ({'+'.join(leak.splits)})" for leak in leaks[:SHOWN])
+    more = f" and {len(leaks) - SHOWN} more" if len(leaks) > SHOWN else ""
+    return f"leakage: {len(leaks)} {what}: {named}{more}; validation scores would be inflated. {fix}"
 
 
 def start_checks(cfg: DictConfig, samples: Mapping[str, Sequence[Sample]], batch_size: int) -> None:

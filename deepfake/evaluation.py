@@ -27,12 +27,11 @@ from rich.table import Table
 
 from deepfake.checkpoint import atomic_write, load_checkpoint, unwrap
 from deepfake.config import to_config, validate
-from deepfake.data.module import DataModule
+from deepfake.data.module import DataModule, resolve_num_workers
 from deepfake.data.samples import Sample
 from deepfake.engine import Precision
 from deepfake.engine import validate as predict_loader
 from deepfake.errors import UserError
-from deepfake.figures import pr_figure, roc_figure, save_png
 from deepfake.hardware import HardwareManager
 from deepfake.inference import load_detector, scoring_precision
 from deepfake.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, video_scores
@@ -91,6 +90,8 @@ def write_set(out: Path, samples: Sequence[Sample], probs: np.ndarray, report: d
     atomic_write(out / "predictions.csv", lambda f: f.write(buffer.getvalue().encode()))
     text = json.dumps(report, indent=2, allow_nan=True)
     atomic_write(out / "metrics.json", lambda f: f.write(text.encode()))
+    from deepfake.figures import pr_figure, roc_figure, save_png  # matplotlib: only when figures are due
+
     labels = np.array([s.label for s in samples], dtype=np.int64)
     if len(np.unique(labels)) < 2:
         log.warning("set %s holds one class only: no ROC or PR curve", report["set"])
@@ -190,7 +191,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     loaded = load_detector(cfg.checkpoint)
     run_cfg = evaluation_config(loaded.config, cfg, overrides)
     hw = HardwareManager(**run_cfg.hardware)
-    hw.configure()
+    hw.configure(resolve_num_workers(run_cfg.data.num_workers))
     precision = scoring_precision(hw.precision(run_cfg.training.amp), run_cfg.training.amp)
     model = loaded.model.to(hw.device)
     data = instantiate(

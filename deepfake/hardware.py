@@ -18,11 +18,14 @@ import torch
 from deepfake.engine import Precision
 from deepfake.errors import ConfigError
 from deepfake.monitoring import GB, GpuProbe, Reading, ResourceSampler
+from deepfake.threads import ThreadPlan, available_cores, thread_plan, wait_policy_note
 
 log = logging.getLogger(__name__)
 
 LOW_RAM_GB = 4.0  # below this much available RAM, DataLoader workers and prefetching start to swap
 LOW_DISK_GB = 5.0  # below this, a few checkpoints and backups of a large model no longer fit
+# torch's own intra-op thread count, read before any run changes it: physical cores, or OMP_NUM_THREADS.
+TORCH_THREADS = torch.get_num_threads()
 
 
 class HardwareManager:
@@ -71,10 +74,17 @@ class HardwareManager:
             raise ConfigError(f"hardware.device={requested!r} is not one of auto, cpu, cuda, cuda:N, mps")
         return torch.device(requested), "requested"
 
-    def configure(self) -> None:
-        """Apply the global speed/determinism switches for this process."""
-        if self.num_threads:
-            torch.set_num_threads(self.num_threads)
+    def configure(self, loader_workers: int = 0) -> ThreadPlan:
+        """Apply the global speed/determinism switches for this process; the thread count leaves
+        `loader_workers` their cores (see deepfake.threads)."""
+        # torchrun's local ranks share this machine's cores, each with its own workers.
+        cores = max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        plan = thread_plan(cores, loader_workers, self.device.type, self.num_threads, TORCH_THREADS)
+        torch.set_num_threads(plan.threads)
+        log.info("CPU threads: %d intra-op (%s)", plan.threads, plan.reason)
+        note = wait_policy_note(plan)
+        if note:
+            log.warning(note)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
             torch.backends.cudnn.benchmark = self.cudnn_benchmark
@@ -84,6 +94,7 @@ class HardwareManager:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=False)
             torch.backends.cudnn.deterministic = True
+        return plan
 
     def precision(self, amp: str) -> Precision:
         """Resolve `training.amp`: auto = bf16 where the device supports it, else fp16 on CUDA, else fp32."""

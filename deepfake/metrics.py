@@ -6,22 +6,22 @@ single-class case explicit (NaN) instead of an exception in the middle of a run.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    balanced_accuracy_score,
-    log_loss,
-    roc_auc_score,
-    roc_curve,
-)
+
+log = logging.getLogger(__name__)
+
+# scikit-learn is imported inside the functions: it takes ~1 s to import, which every start-up would pay.
 
 
 def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float:
     """FPR at the ROC threshold where FPR and FNR (1 - TPR) are closest."""
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, _ = roc_curve(labels, probs)
     fnr = 1.0 - tpr
     i = int(np.nanargmin(np.abs(fnr - fpr)))
@@ -34,6 +34,14 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
     With one class present the ranking metrics and log loss are NaN, and balanced ACC is that class's recall,
     which is ACC.
     """
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        balanced_accuracy_score,
+        log_loss,
+        roc_auc_score,
+    )
+
     labels = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     out = {"acc": float(accuracy_score(labels, probs >= threshold)) if len(labels) else math.nan}
@@ -77,11 +85,22 @@ def detection_metrics(
     out = {f"{prefix}/{k}": v for k, v in frame.items()}
     if videos is not None and len(videos):
         v_labels, v_probs = video_scores(np.asarray(labels), np.asarray(probs), videos, aggregation)
+        if len(v_labels) == len(labels):
+            note_one_frame_videos()
         video = binary_metrics(v_labels, v_probs, threshold)
         out[f"{prefix}/video_auc"] = video["auc"]
         out[f"{prefix}/video_acc"] = video["acc"]
         out[f"{prefix}/video_eer"] = video["eer"]
     return out
+
+
+@functools.cache
+def note_one_frame_videos() -> None:
+    """Said once per process: with loose images (no video folders) the video metrics add nothing."""
+    log.info(
+        "every video has one frame (loose images, or a manifest without a video column): the video-level "
+        "metrics (video_auc, video_acc, video_eer) equal the frame-level ones"
+    )
 
 
 def method_metrics(
@@ -92,6 +111,8 @@ def method_metrics(
     AUC per method is the FF++ convention (each method's fakes ranked against the same real images); it shows
     which manipulations a detector misses, which one pooled AUC hides.
     """
+    from sklearn.metrics import roc_auc_score
+
     labels = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     methods = np.asarray(methods, dtype=object).astype(str)

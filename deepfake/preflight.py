@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from deepfake.checkpoint import unwrap
 from deepfake.checks import Finding, config_findings, dataset_findings
 from deepfake.config import Config, to_config
-from deepfake.data.module import DataModule
+from deepfake.data.module import DataModule, resolve_num_workers
 from deepfake.data.verify import count_table, inspect_images, scan_dataset, scan_manifest, size_summary
 from deepfake.engine import LoopConfig, Precision, TrainState, train_epoch
 from deepfake.errors import UserError
@@ -101,7 +101,7 @@ def _hardware(cfg: DictConfig, report: Report) -> tuple[HardwareManager | None, 
     except UserError as e:
         report.add("hardware", "error", str(e))
         return None, None
-    hw.configure()
+    hw.configure(resolve_num_workers(cfg.data.num_workers))
     summary = hw.summary(str(_existing(Path(cfg.base_path).expanduser())))
     report.add("hardware", "info", describe(summary))
     report.add("hardware", "info", f"device {hw.device}: {hw.reason}")
@@ -179,6 +179,16 @@ def _dataset(cfg: DictConfig, report: Report, img_size: int, hw: HardwareManager
         "info",
         f"decoded all {len(paths)} images in {images.seconds:.1f}s ({rate:.0f} img/s); {size_summary(images.sizes)}",
     )
+    if images.wide:
+        shown = ", ".join(images.wide[:5]) + (
+            f" and {len(images.wide) - 5} more" if len(images.wide) > 5 else ""
+        )
+        report.add(
+            "dataset",
+            "warning",
+            f"{len(images.wide)} 16-bit image(s) (PIL mode I;16): {shown}; they are scaled to 8 bits when "
+            "loaded (value / 257). Convert them to 8 bits if they were saved 16-bit by mistake",
+        )
     small = int((images.sizes.min(axis=1) < img_size).sum()) if len(images.sizes) else 0
     if small:
         report.add(

@@ -21,6 +21,7 @@ from deepfake.backup import ProjectBackup
 from deepfake.checkpoint import Checkpointer, build_state, unwrap
 from deepfake.checks import start_checks
 from deepfake.config import Config, to_config
+from deepfake.data.module import resolve_num_workers
 from deepfake.engine import LoopConfig, TrainState, train_epoch, validate
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation import evaluate_best
@@ -110,7 +111,7 @@ def _train(
     seed_everything(cfg.seed)
 
     hw = HardwareManager(**{**cfg.hardware, "device": ddp.device(cfg.hardware.device)})
-    hw.configure()
+    hw.configure(resolve_num_workers(cfg.data.num_workers))
     precision = hw.precision(tc.amp)
     device = hw.device
     summary = {**hw.summary(str(run_dir)), "world_size": ddp.world_size}

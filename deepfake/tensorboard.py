@@ -13,18 +13,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+# TensorBoard (its plugins and protobufs) is imported when a writer is made, not with this module: a run with
+# logging.tensorboard=false, and every other command that imports the runner, never pays for it.
 
 
 class TensorBoardLogger:
     """Writes into the run directory itself, so `tensorboard --logdir multirun/<sweep>` sees one run per job."""
 
     def __init__(self, log_dir: str | Path, enabled: bool = True, purge_step: int | None = None) -> None:
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step) if enabled else None
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
@@ -47,6 +50,8 @@ class TensorBoardLogger:
         """
         if self.writer is None:
             return
+        from torch.utils.tensorboard.summary import hparams
+
         experiment, start, end = hparams(dict(params), {tag: 0.0 for tag in metric_tags})
         for summary in (experiment, start, end):
             self.writer.file_writer.add_summary(summary)

@@ -81,13 +81,13 @@ def test_sampler_writes_hw_tags_that_tensorboard_reads(
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"hw/cpu_percent", "hw/ram_used_gb", "hw/ram_percent", "hw/proc_rss_gb", "hw/disk_free_gb"} <= tags
+    assert {"hw/cpu_percent", "hw/ram_used_gb", "hw/ram_percent", "hw/proc_pss_gb", "hw/disk_free_gb"} <= tags
     assert not any(t.startswith("hw/gpu") for t in tags) or torch.cuda.is_available()
     assert len(events.Scalars("hw/ram_percent")) == count
     last = events.Scalars("hw/ram_used_gb")[-1].value
     assert 0 < last < 4096 and 0 < events.Scalars("hw/ram_percent")[-1].value <= 100
     assert 0 <= events.Scalars("hw/cpu_percent")[-1].value <= 100
-    assert events.Scalars("hw/proc_rss_gb")[-1].value > 0.05  # this test process holds torch
+    assert events.Scalars("hw/proc_pss_gb")[-1].value > 0.05  # this test process holds torch
 
 
 def test_sampler_off_when_interval_is_zero(tmp_path: Path) -> None:
@@ -126,8 +126,8 @@ def test_gpu_probe_reads_each_nvml_quantity_on_its_own() -> None:
         "hw/gpu_temp_c": 63.0,
     }
     base = {"hw/cpu_percent": 50.0, "hw/ram_used_gb": 8.0, "hw/ram_percent": 25.0}
-    line = format_reading({**base, "hw/proc_rss_gb": 2.0, "hw/disk_free_gb": 100.0, **reading})
-    assert line == "cpu 50% | ram 8.0 GB (25%) | rss 2.00 GB | disk 100 GB free | gpu 97% 10.0 GB 63C"
+    line = format_reading({**base, "hw/proc_pss_gb": 2.0, "hw/disk_free_gb": 100.0, **reading})
+    assert line == "cpu 50% | ram 8.0 GB (25%) | pss 2.00 GB | disk 100 GB free | gpu 97% 10.0 GB 63C"
 
 
 def test_gpu_probe_is_none_off_cuda_or_without_nvml(caplog: pytest.LogCaptureFixture) -> None:
@@ -136,3 +136,30 @@ def test_gpu_probe_is_none_off_cuda_or_without_nvml(caplog: pytest.LogCaptureFix
         with caplog.at_level(logging.INFO):
             assert GpuProbe.open(torch.device("cuda")) is None
         assert not caplog.records
+
+
+def test_memory_reading_counts_shared_pages_once(tmp_path: Path) -> None:
+    """A forked worker shares the parent's pages: RSS counts them twice, the reported PSS once."""
+    import multiprocessing
+
+    import numpy as np
+    import psutil
+
+    held = np.ones(100 * 2**20, dtype=np.uint8)  # 100 MB, touched, then shared copy-on-write with the child
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    child = ctx.Process(target=stop.wait, args=(60,))
+    child.start()
+    try:
+        sampler = HardwareManager("cpu").sampler(lambda r: None, tmp_path)
+        reading = sampler.read()
+        procs = [psutil.Process(), psutil.Process(child.pid)]
+        rss = sum(p.memory_info().rss for p in procs) / GB
+    finally:
+        stop.set()
+        child.join()
+    assert "hw/proc_rss_gb" not in reading
+    assert format_reading(reading).split(" | ")[2].startswith("pss ")
+    pss = reading["hw/proc_pss_gb"]
+    assert 0.1 < pss < rss - 0.08  # the 100 MB (and torch's libraries) not counted per process
+    assert held[-1] == 1

@@ -78,7 +78,7 @@ def test_predict_list_file_to_json_with_missing_entry_and_threshold(
     ]
     assert "FileNotFoundError" in rows[1]["error"] and rows[1]["prob"] is None
     evaluated = eval_probs(trained_run["run"], "dfdc")
-    assert rows[0]["prob"] == pytest.approx(evaluated["loose.png@real/loose"], abs=1e-6)
+    assert rows[0]["prob"] == pytest.approx(evaluated["loose.png@dfdc/real/loose.png"], abs=1e-6)
     assert rows[2]["prob"] == pytest.approx(evaluated["001.png@real/r01"], abs=1e-6)
     for r in (rows[0], rows[2]):
         assert r["pred"] == ("fake" if r["prob"] >= 0.25 else "real") and r["error"] is None

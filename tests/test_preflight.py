@@ -52,8 +52,10 @@ def test_check_names_every_planted_problem_and_exits_1(tmp_path: Path) -> None:
     assert f"ERROR: truncated image {planted['truncated']}" in out
     assert f"ERROR: class folder {planted['empty']} holds no images" in out
     assert "ERROR: leakage: 1 video id(s) appear in more than one split: real/train_r003 (train+val)" in out
+    # The copied folder's frames are also byte-identical files in two splits.
+    assert "ERROR: leakage: 3 set(s) of identical files (same bytes under different names)" in out
     assert "[loading] skipped: fix the dataset errors above first" in out
-    assert "verdict: FAIL, 5 error(s)" in out
+    assert "verdict: FAIL, 6 error(s)" in out
     assert out.rstrip().splitlines()[-1].endswith("fix the errors above, then rerun")
 
 
@@ -169,7 +171,7 @@ def test_config_findings_flag_long_warmup_and_bad_monitor(compose_cfg) -> None:
 def test_inspect_image_classifies_failures(tmp_path: Path) -> None:
     root = make_folder_dataset(tmp_path / "d", videos=1, frames=1)
     good = next(root.rglob("*.jpg"))
-    assert inspect_image(str(good)) == (32, 32)
+    assert inspect_image(str(good)) == (32, 32, "RGB")
     empty = tmp_path / "empty.png"
     empty.touch()
     assert inspect_image(str(empty)).kind == "zero-byte"

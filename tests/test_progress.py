@@ -32,7 +32,7 @@ READING = {
     "hw/cpu_percent": 12.0,
     "hw/ram_used_gb": 3.5,
     "hw/ram_percent": 20.0,
-    "hw/proc_rss_gb": 0.75,
+    "hw/proc_pss_gb": 0.75,
     "hw/disk_free_gb": 80.0,
 }
 
@@ -88,7 +88,7 @@ def test_plain_lines_are_timed_and_carry_eta_rate_loss_and_hardware(
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
         "epoch 1/2 batch 4/8 (50%) | loss 0.6931 | lr 1.00e-03 | 2 img/s | elapsed 30s | ETA epoch 30s, run 1m30s"
-        " | cpu 12% | ram 3.5 GB (20%) | rss 0.75 GB | disk 80 GB free"
+        " | cpu 12% | ram 3.5 GB (20%) | pss 0.75 GB | disk 80 GB free"
     ]
 
 
@@ -216,9 +216,9 @@ def test_run_records_hardware_and_hw_tags(piped_run: tuple[subprocess.CompletedP
     events = EventAccumulator(str(run))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"hw/cpu_percent", "hw/ram_used_gb", "hw/ram_percent", "hw/proc_rss_gb"} <= tags
-    rss = [e.value for e in events.Scalars("hw/proc_rss_gb")]
-    assert all(0.05 < v < 64 for v in rss)
+    assert {"hw/cpu_percent", "hw/ram_used_gb", "hw/ram_percent", "hw/proc_pss_gb"} <= tags
+    pss = [e.value for e in events.Scalars("hw/proc_pss_gb")]
+    assert all(0.05 < v < 64 for v in pss)
 
 
 def test_run_ends_with_plots_of_the_best_epoch(piped_run: tuple[subprocess.CompletedProcess, Path]) -> None:

@@ -40,13 +40,29 @@ def decode_file(path: str, size: int | None) -> torch.Tensor:
         with Image.open(path) as im:
             if size:
                 im.draft("RGB", (size, size))
-            array = np.array(im if im.mode == "RGB" else im.convert("RGB"))
+            array = rgb_array(im)
     except Exception as e:  # a corrupt file must stop the run by name, never be replaced silently
         raise DataError(
             f"cannot read image {path}: {e}. Fix or remove it (its manifest row or file) and run again."
         ) from None
     image = torch.from_numpy(array).permute(2, 0, 1)
     return fit(image, size) if size else image
+
+
+# PIL's integer modes: 16-bit PNGs open as I;16 (I in older Pillow). convert("RGB") clips them at 255, so
+# anything above 0 would turn white; they are scaled to 8 bits instead.
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def rgb_array(im: Image.Image) -> np.ndarray:
+    """uint8 (H, W, 3) pixels of an open image; 16-bit greys are scaled (65535 -> 255), not clipped."""
+    if im.mode == "RGB":
+        return np.array(im)
+    if im.mode in WIDE_MODES:
+        wide = np.asarray(im).astype(np.uint32)
+        grey = ((wide * 255 + 32767) // 65535).clip(0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.array(im.convert("RGB"))
 
 
 def read_payload(path: str, size: int | None) -> torch.Tensor:

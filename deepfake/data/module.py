@@ -53,6 +53,11 @@ def default_num_workers() -> int:
     return max(1, min(cpus, 8))
 
 
+def resolve_num_workers(num_workers: int) -> int:
+    """`data.num_workers` as the loaders will use it: -1 means one per core (up to 8)."""
+    return default_num_workers() if num_workers < 0 else num_workers
+
+
 def _choice(key: str, value: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ConfigError(f"data.{key}={value!r} is not one of {', '.join(choices)}")
@@ -97,7 +102,7 @@ class DataModule:
         self.real_dirs = list(real_dirs)
         self.fake_dirs = list(fake_dirs)
         self.img_size = int(img_size or 224)
-        self.num_workers = default_num_workers() if num_workers < 0 else num_workers
+        self.num_workers = resolve_num_workers(num_workers)
         self.persistent_workers = persistent_workers
         self.prefetch_factor = prefetch_factor
         self.augment = dict(augment or {})

@@ -91,7 +91,8 @@ def scan_folder(
 def _sample(path: Path, class_dir: Path, class_name: str, label: int, split: str) -> Sample:
     rel = path.relative_to(class_dir)
     parent = rel.parent.as_posix()
-    # The parent folder relative to the class folder is the video; a loose image is a video of its own.
-    video = f"{class_name}/{parent}" if parent != "." else f"{class_name}/{rel.stem}"
+    # The parent folder relative to the class folder is the video. A loose image is a video of its own, keyed by
+    # its path under the root: `0001.png` in train and in val are different images, not a leaked video.
+    video = f"{class_name}/{parent}" if parent != "." else f"{split}/{class_name}/{rel.as_posix()}"
     method = rel.parts[0] if len(rel.parts) >= 3 else class_name
     return Sample(path=str(path), label=label, video=video, method=method, split=split)
