@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import shutil
 import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from deepfake.errors import UserError
 from deepfake.resume import Resume, adopt_run_dir
+
+log = logging.getLogger("deepfake")
 
 
 def resolve_run_dir(cfg: DictConfig) -> tuple[Path, bool]:
@@ -46,4 +52,48 @@ def choose_run_dir(cfg: DictConfig, resume: Resume | None) -> tuple[Path, bool]:
         if under_hydra:
             adopt_run_dir(Path(HydraConfig.get().runtime.output_dir), resume.run_dir)
         return resume.run_dir, under_hydra
-    return resolve_run_dir(cfg)
+    run_dir, under_hydra = resolve_run_dir(cfg)
+    if not cfg.training.auto_resume:
+        refuse_earlier_run(run_dir)
+    return run_dir, under_hydra
+
+
+def earlier_run_files(run_dir: Path) -> list[str]:
+    """What an earlier run left here. Hydra makes the folder, `.hydra/` and the log before the job starts,
+    so those say nothing; checkpoints, metrics and TensorBoard events do."""
+    found = []
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+        found.append("checkpoints/")
+    if (run_dir / "metrics.json").is_file():
+        found.append("metrics.json")
+    if any(run_dir.glob("events.out.tfevents.*")):
+        found.append("TensorBoard events")
+    return found
+
+
+def refuse_earlier_run(run_dir: Path) -> None:
+    """A new run never writes over another run's checkpoints, metrics and curves."""
+    found = earlier_run_files(run_dir)
+    if found:
+        raise UserError(
+            f"{run_dir} already holds an earlier run ({', '.join(found)}); a new run would overwrite it. "
+            "Continue that run with training.auto_resume=true (or resume=<run dir>), or pick another "
+            "directory (hydra.run.dir=...)"
+        )
+
+
+def discard_fresh_run_dir() -> None:
+    """After a config error under Hydra: remove the run directory Hydra made for this call, when it holds
+    nothing but Hydra's own record and log, so a refused command leaves no empty run behind."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode == RunMode.MULTIRUN:
+        return  # a sweep job's folder records its failure for the sweep summary
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if not run_dir.is_dir():
+        return
+    if any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if run_dir.parent.parent.name == "outputs":  # the default <base>/outputs/<date>/<time>
+        with contextlib.suppress(OSError):  # only if now empty
+            run_dir.parent.rmdir()

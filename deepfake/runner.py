@@ -42,7 +42,7 @@ from deepfake.resume import (
     resume_command,
     resumed_config,
 )
-from deepfake.run_dir import attach_file_log, choose_run_dir
+from deepfake.run_dir import attach_file_log, choose_run_dir, discard_fresh_run_dir
 from deepfake.run_files import save_val_predictions, val_metrics, write_hardware, write_metrics, write_plots
 from deepfake.tensorboard import TensorBoardLogger
 from deepfake.tensorboard_views import best_scalars, log_run_start, log_val_epoch
@@ -73,25 +73,35 @@ def train(cfg: Config | DictConfig | dict) -> float:
     With `resume` (or `training.auto_resume` and an existing last.pt) the run continues in its own
     directory from the saved state; a signal stops it cleanly (see `deepfake.interrupt`).
     """
-    cfg = to_config(cfg)
-    if cfg.check:
-        raise ConfigError(
-            "check=true runs the pre-flight check, not training: use `python train.py check=true ...`, "
-            "or deepfake.preflight.check(cfg) from Python"
-        )
+    try:
+        cfg = to_config(cfg)
+        if cfg.check:
+            raise ConfigError(
+                "check=true runs the pre-flight check, not training: use `python train.py check=true ...`, "
+                "or deepfake.preflight.check(cfg) from Python"
+            )
+    except UserError:
+        discard_fresh_run_dir()
+        raise
     ddp = distributed.setup(cfg.hardware.device, cfg.distributed.backend, cfg.distributed.timeout_min)
     handler = None
     try:
-        resume = load_resume(cfg.resume) if cfg.resume else None
-        # Rank 0 decides the run directory (the resumed run's, Hydra's, or a new one); other ranks write nothing.
-        run_dir, under_hydra = choose_run_dir(cfg, resume) if ddp.is_main else (None, True)
-        run_dir = Path(ddp.broadcast(str(run_dir) if run_dir is not None else None))
-        if resume is None and cfg.training.auto_resume:
-            resume = find_auto_resume(run_dir)
-        handler = None if under_hydra else attach_file_log(run_dir)
-        overrides = explicit_overrides(cfg)
-        if resume is not None:
-            cfg = resumed_config(resume, cfg)
+        try:
+            resume = load_resume(cfg.resume) if cfg.resume else None
+            # Rank 0 decides the run directory (the resumed run's, Hydra's, or a new one); other ranks write
+            # nothing.
+            run_dir, under_hydra = choose_run_dir(cfg, resume) if ddp.is_main else (None, True)
+            run_dir = Path(ddp.broadcast(str(run_dir) if run_dir is not None else None))
+            if resume is None and cfg.training.auto_resume:
+                resume = find_auto_resume(run_dir)
+            handler = None if under_hydra else attach_file_log(run_dir)
+            overrides = explicit_overrides(cfg)
+            if resume is not None:
+                cfg = resumed_config(resume, cfg)
+        except UserError:
+            if ddp.is_main:
+                discard_fresh_run_dir()
+            raise
         with distributed.quiet_unless_main(ddp):
             return _train(cfg, run_dir, resume, overrides, ddp)
     finally:
