@@ -43,7 +43,15 @@ from deepfake.resume import (
     resumed_config,
 )
 from deepfake.run_dir import attach_file_log, choose_run_dir, discard_fresh_run_dir
-from deepfake.run_files import save_val_predictions, val_metrics, write_hardware, write_metrics, write_plots
+from deepfake.run_files import (
+    adopt_val_predictions,
+    no_best_reason,
+    save_val_predictions,
+    val_metrics,
+    write_hardware,
+    write_metrics,
+    write_plots,
+)
 from deepfake.tensorboard import TensorBoardLogger
 from deepfake.tensorboard_views import best_scalars, log_run_start, log_val_epoch
 
@@ -197,6 +205,7 @@ def _train(
     ckpts = Checkpointer(run_dir / "checkpoints", tc.checkpoint.keep_top_k, tc.monitor_mode)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     stop_reason = "completed"
+    labels_seen: np.ndarray | None = None  # the last validation's labels, to explain an undefined metric
     final: dict[str, float] = {}
     elapsed_before = 0.0
     if resume is not None:
@@ -206,6 +215,10 @@ def _train(
             replan=needs_replan(resume, cfg, steps_per_epoch),
         )  # fmt: skip
         best, final, elapsed_before = restore_progress(resume, state, early, ckpts)
+        if ddp.is_main:
+            best = ckpts.reconcile_best(best, resume.path, resume.train_state)
+            if resume.run_dir is None and best["epoch"] is not None:
+                adopt_val_predictions(resume.path, run_dir)
         log.info(
             "resuming from %s: epoch %d, batch %d of %d, global step %d",
             resume.path, state.epoch + 1, state.batch_in_epoch, num_batches, state.global_step,
@@ -234,7 +247,7 @@ def _train(
     on_log, on_reading = fan_out(tb, progress, lambda: state.global_step)
     sampler = hw.sampler(on_reading, disk_path=run_dir)
 
-    def checkpoint_state(saved_at: str) -> dict[str, Any]:
+    def checkpoint_state(saved_at: str, best: dict[str, Any]) -> dict[str, Any]:
         return build_state(
             model=model,
             optimizer=optimizer,
@@ -257,11 +270,12 @@ def _train(
             metrics=final,
         )
 
-    def save(saved_at: str) -> None:
+    def save(saved_at: str, new_best: dict[str, Any] | None = None) -> None:
+        """Checkpoint; a new best is recorded (in last.pt) only together with its durable best.pt."""
         if not ddp.is_main:  # only rank 0 writes; the others hold identical weights
             return
         tb.flush()  # the events up to this step are on disk before the checkpoint that covers them
-        ckpts.save_last(checkpoint_state(saved_at))
+        ckpts.save_last(checkpoint_state(saved_at, new_best or best), as_best=new_best is not None)
         backup.checkpoint_saved(ckpts.last, {"epoch": state.epoch, "global_step": state.global_step})
 
     every = tc.checkpoint.every_n_steps
@@ -316,19 +330,27 @@ def _train(
                     val.update(val_metrics(*ema_out, val_videos, "val_ema", cfg))
                 monitored = val.get(tc.monitor)
                 if monitored is None:
-                    raise KeyError(
+                    raise ConfigError(
                         f"training.monitor={tc.monitor} is not a validation metric; have {sorted(val)}"
                     )
+                labels_seen = labels
+                if math.isnan(monitored):
+                    log.warning(
+                        "epoch %d: %s is undefined (%s); this epoch cannot become the best",
+                        epoch + 1, tc.monitor, no_best_reason(tc.monitor, labels),
+                    )  # fmt: skip
                 if scheduler is not None:
                     scheduler.step_epoch(monitored)
                 is_best = improved(monitored, best["value"], tc.monitor_mode)
-                if is_best:
-                    best = {"value": monitored, "epoch": epoch + 1, "metrics": dict(val)}
-                val["val/auc_best"] = best["metrics"].get("val/auc", math.nan)
+                # `best` changes only once best.pt is durable; until then this epoch is a candidate.
+                candidate = (
+                    {"value": monitored, "epoch": epoch + 1, "metrics": dict(val)} if is_best else best
+                )
+                val["val/auc_best"] = candidate["metrics"].get("val/auc", math.nan)
                 peak = hw.peak_memory_gb()
                 epoch_scalars = {
                     **val,
-                    **best_scalars(best["metrics"]),
+                    **best_scalars(candidate["metrics"]),
                     "train/epoch_loss": train_stats["train/epoch_loss"],
                 }
                 if peak is not None:
@@ -339,9 +361,9 @@ def _train(
                 final = {**train_stats, **val, "epoch": epoch + 1}
                 stop_early = tc.early_stopping.enabled and early.step(val, epoch + 1)
                 in_top_k = ckpts.enters_top_k(monitored, epoch + 1)
-                save("epoch")
+                save("epoch", candidate if is_best else None)
+                best = candidate
                 if is_best and ddp.is_main:
-                    ckpts.copy_last("best.pt")
                     save_val_predictions(run_dir, val_loader.dataset, (labels, probs, index))
                 if in_top_k and ddp.is_main:
                     ckpts.copy_last(ckpts.epoch_file(epoch + 1))
@@ -396,14 +418,22 @@ def _train(
         )
         log.warning(message)
         raise TrainingInterrupted(stop.signum, message)
-    log.info(
-        "best %s %.4f at epoch %s; checkpoints in %s",
-        tc.monitor,
-        best["value"],
-        best["epoch"],
-        run_dir / "checkpoints",
-    )
+    if best["epoch"] is None:
+        log.warning(
+            "no best epoch was selected, so there is no best.pt: %s was undefined (NaN) at every validation "
+            "(%s). The last state is in %s",
+            tc.monitor, no_best_reason(tc.monitor, labels_seen), ckpts.last,
+        )  # fmt: skip
+    else:
+        log.info(
+            "best %s %.4f at epoch %s; checkpoints in %s",
+            tc.monitor,
+            best["value"],
+            best["epoch"],
+            run_dir / "checkpoints",
+        )
     if test_sets and ddp.is_main and (run_dir / "checkpoints" / "best.pt").is_file():
         evaluate_best(run_dir, model, data, test_sets, precision, device, cfg)
-    log.info("inspect with: tensorboard --logdir %s", run_dir)
+    if tb.enabled:
+        log.info("inspect with: tensorboard --logdir %s", run_dir)
     return float(best["value"]) if best["value"] is not None else math.nan

@@ -27,6 +27,10 @@ class TensorBoardLogger:
     def __init__(self, log_dir: str | Path, enabled: bool = True, purge_step: int | None = None) -> None:
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step) if enabled else None
 
+    @property
+    def enabled(self) -> bool:
+        return self.writer is not None
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.writer is None:
             return
