@@ -14,6 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from deepfake.errors import UserError
+from deepfake.fileio import require_writable
 from deepfake.resume import Resume, adopt_run_dir
 
 log = logging.getLogger("deepfake")
@@ -48,11 +49,21 @@ def attach_file_log(run_dir: Path) -> logging.Handler:
 
 def choose_run_dir(cfg: DictConfig, resume: Resume | None) -> tuple[Path, bool]:
     if resume is not None and resume.run_dir is not None:
+        require_writable(
+            resume.run_dir,
+            "the run to resume,",
+            "make it writable (chmod -R u+w), or copy the run folder elsewhere and resume the copy",
+        )
         under_hydra = HydraConfig.initialized()
         if under_hydra:
             adopt_run_dir(Path(HydraConfig.get().runtime.output_dir), resume.run_dir)
         return resume.run_dir, under_hydra
     run_dir, under_hydra = resolve_run_dir(cfg)
+    require_writable(
+        run_dir,
+        "the run directory",
+        "pass base_path=<a writable folder> (or hydra.run.dir=<a writable folder>)",
+    )
     if not cfg.training.auto_resume:
         refuse_earlier_run(run_dir)
     return run_dir, under_hydra
