@@ -6,7 +6,7 @@ import errno
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from deepfake.errors import UserError
@@ -22,14 +22,11 @@ def run_reporting_errors(fn: Callable[..., Any], *args: Any) -> Any:
     """
     try:
         return fn(*args)
-    except UserError as e:
-        log.debug("user error", exc_info=True)
-        report(str(e))
-        raise SystemExit(2) from None
-    except OSError as e:
-        message = os_error_message(e)
+    except (UserError, OSError) as e:
+        message = error_message(e)
         if message is None:
             raise
+        log.debug("user error", exc_info=True)
         report(message)
         raise SystemExit(2) from None
     except TrainingInterrupted as e:
@@ -39,12 +36,26 @@ def run_reporting_errors(fn: Callable[..., Any], *args: Any) -> Any:
         raise SystemExit(130) from None
 
 
-def report(message: str) -> None:
-    """The one `error:` line: on stderr, and in the run's log (train.log) when a run directory logs."""
+def error_message(e: BaseException) -> str | None:
+    """The `error:` text for a problem the user can fix; None for anything else (a bug keeps its traceback)."""
+    if isinstance(e, UserError):
+        return str(e)
+    if isinstance(e, OSError):
+        return os_error_message(e)
+    return None
+
+
+def log_to_files(message: str, handlers: Sequence[logging.Handler] | None = None) -> None:
+    """Write the `error:` line into the log files (train.log) only: the console gets it on stderr."""
     record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (message,), None)
-    for handler in logging.getLogger().handlers:  # the console already gets the line on stderr
+    for handler in logging.getLogger().handlers if handlers is None else handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+def report(message: str) -> None:
+    """The one `error:` line: on stderr, and in the run's log (train.log) when a run directory logs."""
+    log_to_files(message)
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 

@@ -55,7 +55,8 @@ def probe_writable(folder: Path) -> None:
     A mode check (`os.access`) says yes to root on a read-only folder and knows nothing of a full disk or a
     read-only mount; an actual write is the only test that holds for every user and file system.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():  # mkdir on an existing folder in a read-only parent fails, whatever exist_ok says
+        folder.mkdir(parents=True)
     probe = folder / f".write-probe.{os.getpid()}.tmp"
     try:
         with open(probe, "wb") as f:

@@ -32,19 +32,25 @@ def resolve_run_dir(cfg: DictConfig) -> tuple[Path, bool]:
     return run_dir, False
 
 
-def attach_file_log(run_dir: Path) -> logging.Handler:
-    """Without Hydra, mirror Hydra's job logging: console plus `<run dir>/train.log`."""
+def attach_file_log(run_dir: Path) -> list[logging.Handler]:
+    """Without Hydra, mirror Hydra's job logging: console plus `<run dir>/train.log`.
+
+    Returns the handlers added, for the caller to remove when the run ends: a console handler left behind
+    would keep writing to whatever `sys.stdout` was during this run.
+    """
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
+    added: list[logging.Handler] = [handler]
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     if not any(isinstance(h, logging.StreamHandler) and h.stream is sys.stdout for h in root.handlers):
         console = logging.StreamHandler(sys.stdout)
         console.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(console)
-    return handler
+        added.append(console)
+    return added
 
 
 def choose_run_dir(cfg: DictConfig, resume: Resume | None) -> tuple[Path, bool]:

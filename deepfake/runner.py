@@ -20,6 +20,7 @@ from deepfake import distributed
 from deepfake.backup import ProjectBackup
 from deepfake.checkpoint import Checkpointer, build_state, unwrap
 from deepfake.checks import start_checks
+from deepfake.cli import error_message, log_to_files
 from deepfake.config import Config, to_config
 from deepfake.engine import LoopConfig, TrainState, train_epoch, validate
 from deepfake.errors import ConfigError, UserError
@@ -92,7 +93,7 @@ def train(cfg: Config | DictConfig | dict) -> float:
         discard_fresh_run_dir()
         raise
     ddp = distributed.setup(cfg.hardware.device, cfg.distributed.backend, cfg.distributed.timeout_min)
-    handler = None
+    handlers: list[logging.Handler] = []
     try:
         try:
             resume = load_resume(cfg.resume) if cfg.resume else None
@@ -102,7 +103,7 @@ def train(cfg: Config | DictConfig | dict) -> float:
             run_dir = Path(ddp.broadcast(str(run_dir) if run_dir is not None else None))
             if resume is None and cfg.training.auto_resume:
                 resume = find_auto_resume(run_dir)
-            handler = None if under_hydra else attach_file_log(run_dir)
+            handlers = [] if under_hydra else attach_file_log(run_dir)
             overrides = explicit_overrides(cfg)
             if resume is not None:
                 cfg = resumed_config(resume, cfg)
@@ -112,8 +113,13 @@ def train(cfg: Config | DictConfig | dict) -> float:
             raise
         with distributed.quiet_unless_main(ddp):
             return _train(cfg, run_dir, resume, overrides, ddp)
+    except Exception as e:
+        message = error_message(e)
+        if message is not None and handlers:  # this call's own train.log; Hydra's gets it from deepfake.cli
+            log_to_files(message, handlers)
+        raise
     finally:
-        if handler is not None:
+        for handler in handlers:
             logging.getLogger().removeHandler(handler)
             handler.close()
         ddp.close()

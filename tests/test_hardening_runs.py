@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from deepfake.run_dir import earlier_run_files, refuse_earlier_run
 from deepfake.runner import train
 from deepfake.tensorboard import TensorBoardLogger
 from tests.conftest import make_flat_test_set, make_folder_dataset
-from tests.runs import STEPS_PER_EPOCH, make_config, restore_torch_globals, run_dir_of
+from tests.runs import STEPS_PER_EPOCH, fail_fsync_of, make_config, restore_torch_globals, run_dir_of
 
 __all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
 
@@ -37,23 +36,6 @@ def strict_json(path: Path) -> Any:
         raise ValueError(f"{path} holds bare {token}: not JSON")
 
     return json.loads(path.read_text(), parse_constant=refuse)
-
-
-def fail_fsync_of(monkeypatch: pytest.MonkeyPatch, name: str, error: BaseException) -> None:
-    """Make the fsync of any file whose name contains `name` raise `error`: the moment a full disk (or a
-    kill) strikes a write, after part of the file is already on disk."""
-    real = os.fsync
-
-    def fsync(fd: int) -> None:
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            target = ""
-        if name in Path(target).name:
-            raise error
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
 
 
 @pytest.fixture(scope="module")
