@@ -171,9 +171,27 @@ def test_disk_full_while_writing_a_backup_is_a_warning_and_keeps_the_older_one(
     with caplog.at_level(logging.WARNING):
         assert backup.create_backup() is None
         backup.exit_backup("crash", 1, 3)
-    assert "backup failed" in caplog.text and "No space left on device" in caplog.text
+    assert f"No space left on device: '{run / 'backups'}/" in caplog.text  # names the archive it was writing
     assert "Traceback" not in caplog.text
     assert sorted(p.name for p in (run / "backups").iterdir()) == before  # no torn archive, none removed
+
+
+def test_a_backup_folder_that_cannot_be_made_is_a_warning(
+    shared: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = Path(shutil.copytree(shared["run"], tmp_path / "run"))
+    shutil.rmtree(run / "backups")
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *args: Any, **kwargs: Any) -> None:
+        if self.name == "backups":
+            raise OSError(28, "No space left on device", str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with caplog.at_level(logging.WARNING):
+        assert ProjectBackup(run).create_backup("epoch", 1, 3) is None
+    assert f"backup failed: cannot create {run / 'backups'}" in caplog.text
 
 
 def test_disk_full_while_writing_predictions_is_one_error_line(
