@@ -13,9 +13,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from deepfake.distributed import DistContext
 from deepfake.errors import UserError
 from deepfake.fileio import require_writable
-from deepfake.resume import Resume, adopt_run_dir
+from deepfake.resume import (
+    Resume,
+    adopt_run_dir,
+    explicit_overrides,
+    find_auto_resume,
+    load_resume,
+    resumed_config,
+)
 
 log = logging.getLogger("deepfake")
 
@@ -114,3 +122,27 @@ def discard_fresh_run_dir() -> None:
     if run_dir.parent.parent.name == "outputs":  # the default <base>/outputs/<date>/<time>
         with contextlib.suppress(OSError):  # only if now empty
             run_dir.parent.rmdir()
+
+
+def open_run(
+    cfg: DictConfig, ddp: DistContext
+) -> tuple[DictConfig, Path, Resume | None, list[str], list[logging.Handler]]:
+    """Settle where and from what this run starts: (config, run dir, resume, overrides, log handlers added).
+
+    Rank 0 decides the run directory (the resumed run's, Hydra's, or a new one); other ranks write nothing.
+    A refusal here leaves no fresh run directory behind.
+    """
+    try:
+        resume = load_resume(cfg.resume) if cfg.resume else None
+        run_dir, under_hydra = choose_run_dir(cfg, resume) if ddp.is_main else (None, True)
+        run_dir = Path(ddp.broadcast(str(run_dir) if run_dir is not None else None))
+        if resume is None and cfg.training.auto_resume:
+            resume = find_auto_resume(run_dir)
+        overrides = explicit_overrides(cfg)
+        if resume is not None:
+            cfg = resumed_config(resume, cfg)
+    except UserError:
+        if ddp.is_main:
+            discard_fresh_run_dir()
+        raise
+    return cfg, run_dir, resume, overrides, [] if under_hydra else attach_file_log(run_dir)

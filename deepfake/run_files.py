@@ -56,6 +56,28 @@ def no_best_reason(monitor: str, labels: np.ndarray | None) -> str:
     return f"{monitor} was NaN; check the validation loss and predictions"
 
 
+def warn_if_undefined(monitor: str, value: float, labels: np.ndarray, epoch: int) -> None:
+    if math.isnan(value):
+        log.warning(
+            "epoch %d: %s is undefined (%s); this epoch cannot become the best",
+            epoch, monitor, no_best_reason(monitor, labels),
+        )  # fmt: skip
+
+
+def log_best(monitor: str, best: dict[str, Any], labels: np.ndarray | None, last: Path) -> None:
+    """The run's closing word on selection: the best epoch, or why there is none (and so no best.pt)."""
+    if best["epoch"] is None:
+        log.warning(
+            "no best epoch was selected, so there is no best.pt: %s was undefined (NaN) at every validation "
+            "(%s). The last state is in %s",
+            monitor, no_best_reason(monitor, labels), last,
+        )  # fmt: skip
+    else:
+        log.info(
+            "best %s %.4f at epoch %s; checkpoints in %s", monitor, best["value"], best["epoch"], last.parent
+        )
+
+
 def adopt_val_predictions(source: Path, run_dir: Path) -> None:
     """A run started from another run's best.pt keeps that best epoch's validation predictions."""
     src = source.parent.parent / VAL_PREDICTIONS

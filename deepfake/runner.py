@@ -33,22 +33,19 @@ from deepfake.progress import ProgressTracker, fan_out
 from deepfake.resume import (
     Resume,
     check_train_set,
-    explicit_overrides,
-    find_auto_resume,
-    load_resume,
     needs_replan,
     restore_progress,
     restore_rng,
     restore_training,
     resume_command,
-    resumed_config,
 )
-from deepfake.run_dir import attach_file_log, choose_run_dir, discard_fresh_run_dir
+from deepfake.run_dir import discard_fresh_run_dir, open_run
 from deepfake.run_files import (
     adopt_val_predictions,
-    no_best_reason,
+    log_best,
     save_val_predictions,
     val_metrics,
+    warn_if_undefined,
     write_hardware,
     write_metrics,
     write_plots,
@@ -95,22 +92,7 @@ def train(cfg: Config | DictConfig | dict) -> float:
     ddp = distributed.setup(cfg.hardware.device, cfg.distributed.backend, cfg.distributed.timeout_min)
     handlers: list[logging.Handler] = []
     try:
-        try:
-            resume = load_resume(cfg.resume) if cfg.resume else None
-            # Rank 0 decides the run directory (the resumed run's, Hydra's, or a new one); other ranks write
-            # nothing.
-            run_dir, under_hydra = choose_run_dir(cfg, resume) if ddp.is_main else (None, True)
-            run_dir = Path(ddp.broadcast(str(run_dir) if run_dir is not None else None))
-            if resume is None and cfg.training.auto_resume:
-                resume = find_auto_resume(run_dir)
-            handlers = [] if under_hydra else attach_file_log(run_dir)
-            overrides = explicit_overrides(cfg)
-            if resume is not None:
-                cfg = resumed_config(resume, cfg)
-        except UserError:
-            if ddp.is_main:
-                discard_fresh_run_dir()
-            raise
+        cfg, run_dir, resume, overrides, handlers = open_run(cfg, ddp)
         with distributed.quiet_unless_main(ddp):
             return _train(cfg, run_dir, resume, overrides, ddp)
     except Exception as e:
@@ -340,11 +322,7 @@ def _train(
                         f"training.monitor={tc.monitor} is not a validation metric; have {sorted(val)}"
                     )
                 labels_seen = labels
-                if math.isnan(monitored):
-                    log.warning(
-                        "epoch %d: %s is undefined (%s); this epoch cannot become the best",
-                        epoch + 1, tc.monitor, no_best_reason(tc.monitor, labels),
-                    )  # fmt: skip
+                warn_if_undefined(tc.monitor, monitored, labels, epoch + 1)
                 if scheduler is not None:
                     scheduler.step_epoch(monitored)
                 is_best = improved(monitored, best["value"], tc.monitor_mode)
@@ -424,20 +402,7 @@ def _train(
         )
         log.warning(message)
         raise TrainingInterrupted(stop.signum, message)
-    if best["epoch"] is None:
-        log.warning(
-            "no best epoch was selected, so there is no best.pt: %s was undefined (NaN) at every validation "
-            "(%s). The last state is in %s",
-            tc.monitor, no_best_reason(tc.monitor, labels_seen), ckpts.last,
-        )  # fmt: skip
-    else:
-        log.info(
-            "best %s %.4f at epoch %s; checkpoints in %s",
-            tc.monitor,
-            best["value"],
-            best["epoch"],
-            run_dir / "checkpoints",
-        )
+    log_best(tc.monitor, best, labels_seen, ckpts.last)
     if test_sets and ddp.is_main and (run_dir / "checkpoints" / "best.pt").is_file():
         evaluate_best(run_dir, model, data, test_sets, precision, device, cfg)
     if tb.enabled:
