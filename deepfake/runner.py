@@ -318,7 +318,7 @@ def _train(
                     val.update(val_metrics(*ema_out, val_videos, "val_ema", cfg))
                 monitored = val.get(tc.monitor)
                 if monitored is None:
-                    raise ConfigError(
+                    raise KeyError(
                         f"training.monitor={tc.monitor} is not a validation metric; have {sorted(val)}"
                     )
                 labels_seen = labels
