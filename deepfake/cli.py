@@ -16,7 +16,8 @@ log = logging.getLogger("deepfake")
 
 
 def run_reporting_errors(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call `fn`; on a UserError print `error: <message>` to stderr and exit 2.
+    """Call `fn`; on a UserError or an OS error the user can fix (full disk, no permission, bad path) print
+    `error: <message>` to stderr (and train.log) and exit 2.
 
     A signal-stopped run has already said what it saved and how to resume: exit 128 + signal number.
     """
