@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from deepfake.cli import log_to_files
 from deepfake.distributed import DistContext
 from deepfake.errors import UserError
 from deepfake.fileio import require_writable
@@ -132,17 +133,23 @@ def open_run(
     Rank 0 decides the run directory (the resumed run's, Hydra's, or a new one); other ranks write nothing.
     A refusal here leaves no fresh run directory behind.
     """
+    handlers: list[logging.Handler] = []
     try:
         resume = load_resume(cfg.resume) if cfg.resume else None
         run_dir, under_hydra = choose_run_dir(cfg, resume) if ddp.is_main else (None, True)
         run_dir = Path(ddp.broadcast(str(run_dir) if run_dir is not None else None))
         if resume is None and cfg.training.auto_resume:
             resume = find_auto_resume(run_dir)
+        handlers = [] if under_hydra else attach_file_log(run_dir)  # before resumed_config: it logs changes
         overrides = explicit_overrides(cfg)
         if resume is not None:
             cfg = resumed_config(resume, cfg)
-    except UserError:
+    except UserError as e:
         if ddp.is_main:
             discard_fresh_run_dir()
+        log_to_files(str(e), handlers)
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
         raise
-    return cfg, run_dir, resume, overrides, [] if under_hydra else attach_file_log(run_dir)
+    return cfg, run_dir, resume, overrides, handlers
