@@ -6,7 +6,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from deepfake.cli import run_reporting_errors
+from deepfake.cli import run_hydra, run_reporting_errors
 from deepfake.config import register_configs
 from deepfake.evaluation import evaluate
 
@@ -21,4 +21,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main)

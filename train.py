@@ -11,7 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from deepfake.cli import run_reporting_errors
+from deepfake.cli import run_hydra, run_reporting_errors
 from deepfake.config import register_configs
 from deepfake.distributed import worker_hydra_overrides
 from deepfake.preflight import run as run_check
@@ -35,4 +35,4 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     sys.argv += worker_hydra_overrides()  # torchrun ranks > 0 share rank 0's run directory
-    main()
+    run_hydra(main)

@@ -108,7 +108,11 @@ class ProjectBackup:
         expected = sum(p.stat().st_size for _, p in members) + sum(
             len(t.encode()) for t in self.provenance.values()
         )
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            log.warning("backup failed: cannot create %s (%s); the older backup is kept", self.folder, e)
+            return None
         free = shutil.disk_usage(self.folder).free
         if free - expected < self.min_free_gb * GIB:
             log.warning(
@@ -144,10 +148,15 @@ class ProjectBackup:
         hide the error that ended the run, so its own failure is only logged."""
         try:
             self.create_backup(reason, epoch, global_step)
-        except Exception:
+        except Exception as e:
             if reason != "crash":
                 raise
-            log.exception("the crash backup failed too")
+            if isinstance(
+                e, OSError
+            ):  # a full or read-only disk: the cause is known, a traceback adds nothing
+                log.warning("the crash backup failed too: %s", e)
+            else:
+                log.exception("the crash backup failed too")
 
     def _sync_mirror(self) -> None:
         if self.mirror is not None and self.mirror.sync_backups(self.folder):

@@ -102,10 +102,22 @@ def build_state(
     }
 
 
+def saved_epoch(path: Path) -> int | None:
+    """The epoch count a checkpoint was saved at; None when the file is missing or unreadable."""
+    if not path.is_file():
+        return None
+    try:  # mmap: reads the small train_state without loading every tensor
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    return state.get("train_state", {}).get("epoch")
+
+
 class Checkpointer:
     """The files under `<run dir>/checkpoints`: last.pt (the latest state), best.pt and the top-k epochs.
 
-    The state is serialised once into last.pt; best.pt and `epoch_XXX.pt` are atomic copies of that file.
+    The state is serialised once, into best.pt for a new best epoch and otherwise into last.pt; the other
+    files are atomic copies of it.
     """
 
     def __init__(self, folder: Path, keep_top_k: int = 0, mode: str = "max") -> None:
@@ -121,8 +133,42 @@ class Checkpointer:
     def last(self) -> Path:
         return self.folder / "last.pt"
 
-    def save_last(self, state: dict[str, Any]) -> Path:
-        return save_checkpoint(self.last, state)
+    @property
+    def best(self) -> Path:
+        return self.folder / "best.pt"
+
+    def save_last(self, state: dict[str, Any], as_best: bool = False) -> Path:
+        """Save last.pt; for a new best epoch, best.pt first and last.pt as its copy, so no file ever
+        records a best epoch (the monitor state inside last.pt) before best.pt is durable."""
+        if not as_best:
+            return save_checkpoint(self.last, state)
+        save_checkpoint(self.best, state)
+        copy_atomic(self.best, self.last)
+        return self.last
+
+    def reconcile_best(
+        self, best: dict[str, Any], source: Path, train_state: dict[str, Any]
+    ) -> dict[str, Any]:
+        """On resume: make the recorded best epoch's best.pt exist in this folder, or forget that best.
+
+        A run killed (or out of disk) between best.pt and last.pt, or a new run started from another run's
+        checkpoint, records a best epoch without a matching best.pt here. When the checkpoint resumed from
+        is that epoch, it becomes best.pt; otherwise the best is reset and the next validated epoch is it.
+        """
+        epoch = best.get("epoch")
+        if epoch is None or saved_epoch(self.best) == epoch:
+            return best
+        if train_state.get("epoch") == epoch and train_state.get("batch_in_epoch", 0) == 0:
+            copy_atomic(source, self.best)
+            log.info("best.pt (epoch %d) written from %s", epoch, source)
+            return best
+        log.warning(
+            "no best.pt for the recorded best epoch %d in %s (the run stopped while writing it); the best is "
+            "reset, and the next validated epoch becomes best.pt",
+            epoch,
+            self.folder,
+        )
+        return {"value": None, "epoch": None, "metrics": {}}
 
     def copy_last(self, name: str) -> Path:
         dest = self.folder / name

@@ -7,6 +7,7 @@ Python users build the same tree directly: `Config(base_path=..., use_drive=True
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -345,6 +346,8 @@ _POSITIVE: tuple[str, ...] = (
     "logging.every_n_seconds",
     "distributed.timeout_min",
 )
+#: Optional sizes: null means the model's or the loader's own choice.
+_POSITIVE_OR_NULL: tuple[str, ...] = ("data.img_size", "model.img_size")
 _NON_NEGATIVE: tuple[str, ...] = (
     "training.weight_decay",
     "training.scheduler.warmup_epochs",
@@ -408,12 +411,16 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
     for key in _POSITIVE:
         value = OmegaConf.select(cfg, key)
-        if value is None or value <= 0:
+        if value is None or not _finite(value) or value <= 0:
             raise ConfigError(f"{key} must be > 0 (got {value}); set e.g. {key}={_example(key)}")
     for key in _NON_NEGATIVE:
         value = OmegaConf.select(cfg, key)
-        if value is not None and value < 0:
+        if value is not None and (not _finite(value) or value < 0):
             raise ConfigError(f"{key} must be >= 0 (got {value})")
+    for key in _POSITIVE_OR_NULL:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (not _finite(value) or value <= 0):
+            raise ConfigError(f"{key} must be > 0, or null for the default (got {value})")
     if not 0.0 <= cfg.model.dropout_rate < 1.0:
         raise ConfigError(f"model.dropout_rate must be in [0, 1) (got {cfg.model.dropout_rate})")
     if cfg.training.eval_batch_size is not None and cfg.training.eval_batch_size <= 0:
@@ -437,6 +444,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"data.root is not set for data.kind={cfg.data.kind}: pass data.root=/path/to/dataset"
         )
+
+
+def _finite(value: float) -> bool:
+    """NaN and infinity pass every `<`/`<=` test, so ranges check them first."""
+    return math.isfinite(value)
 
 
 def _example(key: str) -> str:

@@ -1,7 +1,8 @@
 """The AMP training loop (`train_epoch`) and evaluation pass (`validate`).
 
 The hot loop never reads a device value on the host except at log steps (every `log_every` optimizer
-updates), so on a GPU the CPU runs ahead and queues kernels; the places that do sync are marked.
+updates and the last of each epoch), so on a GPU the CPU runs ahead and queues kernels; the places that
+do sync are marked.
 """
 
 from __future__ import annotations
@@ -146,7 +147,9 @@ def train_epoch(
         if scaler is not None:
             scaler.unscale_(optimizer)
         grad_norm = _grad_norm(params, loop.grad_clip_mode, loop.grad_clip_max)
-        is_log_step = (state.global_step + 1) % loop.log_every == 0
+        # The epoch's last step is logged too (a run shorter than `log_every` still has curves): the epoch's
+        # end syncs anyway, so this adds no host read the loop would not make.
+        is_log_step = (state.global_step + 1) % loop.log_every == 0 or state.batch_in_epoch == num_batches
         if grad_norm is None and is_log_step:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, math.inf)
         if scaler is not None:
@@ -164,7 +167,7 @@ def train_epoch(
             ema.update(model, step=state.global_step)
 
         if is_log_step:
-            # Sync point: the only per-step host reads happen here, once every `log_every` updates.
+            # Sync point: the only per-step host reads happen here, every `log_every` updates and at epoch end.
             now = time.perf_counter()
             values = {
                 "train/loss": (window_loss / window_batches).item(),

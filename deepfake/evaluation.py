@@ -32,6 +32,7 @@ from deepfake.data.samples import Sample
 from deepfake.engine import Precision
 from deepfake.engine import validate as predict_loader
 from deepfake.errors import UserError
+from deepfake.fileio import require_writable
 from deepfake.hardware import HardwareManager
 from deepfake.inference import load_detector, scoring_precision
 from deepfake.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, video_scores
@@ -190,6 +191,8 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
         raise UserError("no checkpoint given: pass checkpoint=<run directory or .pt file>")
     loaded = load_detector(cfg.checkpoint)
     run_cfg = evaluation_config(loaded.config, cfg, overrides)
+    out_dir = Path(run_cfg.eval.out_dir).expanduser() if run_cfg.eval.out_dir else loaded.run_dir / "eval"
+    require_writable(out_dir, "the results folder", "pass eval.out_dir=<a writable folder>")
     hw = HardwareManager(**run_cfg.hardware)
     hw.configure(resolve_num_workers(run_cfg.data.num_workers))
     precision = scoring_precision(hw.precision(run_cfg.training.amp), run_cfg.training.amp)
@@ -204,7 +207,6 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
         _convert_="all",
     )
     names = data.setup_test_sets()
-    out_dir = Path(run_cfg.eval.out_dir) if run_cfg.eval.out_dir else loaded.run_dir / "eval"
     log.info("evaluating %s on %s (%s, %s)", loaded.path, ", ".join(names), hw.device, precision.name)
     return evaluate_sets(
         model,

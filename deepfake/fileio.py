@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from deepfake.errors import UserError
+
 CHUNK = 1 << 20
 
 
@@ -29,6 +31,11 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        # A failed write (a full disk) names no file: name the one being written, for the error message.
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -40,6 +47,32 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
             os.close(fd)
     except OSError:
         pass
+
+
+def probe_writable(folder: Path) -> None:
+    """Create and delete a file in `folder` (made if missing), raising the OSError a real write would.
+
+    A mode check (`os.access`) says yes to root on a read-only folder and knows nothing of a full disk or a
+    read-only mount; an actual write is the only test that holds for every user and file system.
+    """
+    if not folder.is_dir():  # mkdir on an existing folder in a read-only parent fails, whatever exist_ok says
+        folder.mkdir(parents=True)
+    probe = folder / f".write-probe.{os.getpid()}.tmp"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0")
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def require_writable(folder: Path, what: str, fix: str) -> None:
+    """`probe_writable`, failing as a UserError that names `what` the folder is for and the `fix`."""
+    try:
+        probe_writable(folder)
+    except OSError as e:
+        raise UserError(f"{what} {folder} is not writable ({e.strerror or e}); {fix}") from None
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:

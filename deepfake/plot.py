@@ -115,9 +115,13 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         written.append(_roc(pred_path, _roc_title(run_dir), out_dir / "roc.png"))
     paths = [p for p in written if p is not None]
     if not paths:
+        curves = (
+            "no curves yet (the run stopped before its first logged step)"
+            if any(run_dir.glob("events.out.tfevents.*"))
+            else "no TensorBoard events (logging.tensorboard=false?)"
+        )
         raise UserError(
-            f"nothing to plot in {run_dir}: no TensorBoard events (logging.tensorboard=false?) and no "
-            f"{VAL_PREDICTIONS} (written when a run saves best.pt)"
+            f"nothing to plot in {run_dir}: {curves} and no {VAL_PREDICTIONS} (written when a run saves best.pt)"
         )
     return paths
 

@@ -28,6 +28,7 @@ from deepfake.data.samples import IMAGE_EXTENSIONS, Sample
 from deepfake.data.transforms import eval_transform
 from deepfake.engine import Precision
 from deepfake.errors import ConfigError, UserError
+from deepfake.fileio import require_writable
 from deepfake.hardware import HardwareManager
 from deepfake.inference import load_detector, scoring_precision
 
@@ -47,7 +48,10 @@ def list_inputs(source: str | Path) -> list[str]:
     path = Path(source).expanduser()
     if path.is_dir():
         found = sorted(
-            str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            # A dangling or looping link is kept: it gets a row with its error, as an unreadable file does.
+            str(p)
+            for p in path.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or p.is_symlink())
         )
         if not found:
             raise UserError(f"input folder {path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -138,6 +142,9 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Score every input image and write `cfg.output`; returns the rows written."""
     cfg = _checked(cfg)
     fmt = output_format(cfg.output, cfg.format)
+    output = Path(cfg.output).expanduser()
+    # Checked now, not after inference: a long run must not end in a write that was bound to fail.
+    require_writable(output.parent, "the output folder", "pass output=<a path in a writable folder>")
     loaded = load_detector(cfg.checkpoint)
     paths = list_inputs(cfg.input)
     hw = HardwareManager(**cfg.hardware)
@@ -158,7 +165,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         for path, prob, error in zip(paths, probs, errors, strict=True)
     ]
     meta = {"checkpoint": str(loaded.path), "threshold": cfg.threshold, "preprocess": loaded.model.preprocess}
-    write_predictions(rows, Path(cfg.output), fmt, meta)
+    write_predictions(rows, output, fmt, meta)
     bad = [row for row in rows if row["error"]]
     fake = sum(row["pred"] == "fake" for row in rows)
     log.info(

@@ -20,6 +20,7 @@ from deepfake import distributed
 from deepfake.backup import ProjectBackup
 from deepfake.checkpoint import Checkpointer, build_state, unwrap
 from deepfake.checks import start_checks
+from deepfake.cli import error_message, log_to_files
 from deepfake.config import Config, to_config
 from deepfake.data.module import resolve_num_workers
 from deepfake.engine import LoopConfig, TrainState, train_epoch, validate
@@ -33,18 +34,23 @@ from deepfake.progress import ProgressTracker, fan_out
 from deepfake.resume import (
     Resume,
     check_train_set,
-    explicit_overrides,
-    find_auto_resume,
-    load_resume,
     needs_replan,
     restore_progress,
     restore_rng,
     restore_training,
     resume_command,
-    resumed_config,
 )
-from deepfake.run_dir import attach_file_log, choose_run_dir
-from deepfake.run_files import save_val_predictions, val_metrics, write_hardware, write_metrics, write_plots
+from deepfake.run_dir import discard_fresh_run_dir, open_run
+from deepfake.run_files import (
+    adopt_val_predictions,
+    log_best,
+    save_val_predictions,
+    val_metrics,
+    warn_if_undefined,
+    write_hardware,
+    write_metrics,
+    write_plots,
+)
 from deepfake.tensorboard import TensorBoardLogger
 from deepfake.tensorboard_views import best_scalars, log_run_start, log_val_epoch
 
@@ -74,29 +80,29 @@ def train(cfg: Config | DictConfig | dict) -> float:
     With `resume` (or `training.auto_resume` and an existing last.pt) the run continues in its own
     directory from the saved state; a signal stops it cleanly (see `deepfake.interrupt`).
     """
-    cfg = to_config(cfg)
-    if cfg.check:
-        raise ConfigError(
-            "check=true runs the pre-flight check, not training: use `python train.py check=true ...`, "
-            "or deepfake.preflight.check(cfg) from Python"
-        )
-    ddp = distributed.setup(cfg.hardware.device, cfg.distributed.backend, cfg.distributed.timeout_min)
-    handler = None
     try:
-        resume = load_resume(cfg.resume) if cfg.resume else None
-        # Rank 0 decides the run directory (the resumed run's, Hydra's, or a new one); other ranks write nothing.
-        run_dir, under_hydra = choose_run_dir(cfg, resume) if ddp.is_main else (None, True)
-        run_dir = Path(ddp.broadcast(str(run_dir) if run_dir is not None else None))
-        if resume is None and cfg.training.auto_resume:
-            resume = find_auto_resume(run_dir)
-        handler = None if under_hydra else attach_file_log(run_dir)
-        overrides = explicit_overrides(cfg)
-        if resume is not None:
-            cfg = resumed_config(resume, cfg)
+        cfg = to_config(cfg)
+        if cfg.check:
+            raise ConfigError(
+                "check=true runs the pre-flight check, not training: use `python train.py check=true ...`, "
+                "or deepfake.preflight.check(cfg) from Python"
+            )
+    except UserError:
+        discard_fresh_run_dir()
+        raise
+    ddp = distributed.setup(cfg.hardware.device, cfg.distributed.backend, cfg.distributed.timeout_min)
+    handlers: list[logging.Handler] = []
+    try:
+        cfg, run_dir, resume, overrides, handlers = open_run(cfg, ddp)
         with distributed.quiet_unless_main(ddp):
             return _train(cfg, run_dir, resume, overrides, ddp)
+    except Exception as e:
+        message = error_message(e)
+        if message is not None and handlers:  # this call's own train.log; Hydra's gets it from deepfake.cli
+            log_to_files(message, handlers)
+        raise
     finally:
-        if handler is not None:
+        for handler in handlers:
             logging.getLogger().removeHandler(handler)
             handler.close()
         ddp.close()
@@ -188,6 +194,7 @@ def _train(
     ckpts = Checkpointer(run_dir / "checkpoints", tc.checkpoint.keep_top_k, tc.monitor_mode)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     stop_reason = "completed"
+    labels_seen: np.ndarray | None = None  # the last validation's labels, to explain an undefined metric
     final: dict[str, float] = {}
     elapsed_before = 0.0
     if resume is not None:
@@ -197,6 +204,10 @@ def _train(
             replan=needs_replan(resume, cfg, steps_per_epoch),
         )  # fmt: skip
         best, final, elapsed_before = restore_progress(resume, state, early, ckpts)
+        if ddp.is_main:
+            best = ckpts.reconcile_best(best, resume.path, resume.train_state)
+            if resume.run_dir is None and best["epoch"] is not None:
+                adopt_val_predictions(resume.path, run_dir)
         log.info(
             "resuming from %s: epoch %d, batch %d of %d, global step %d",
             resume.path, state.epoch + 1, state.batch_in_epoch, num_batches, state.global_step,
@@ -225,7 +236,7 @@ def _train(
     on_log, on_reading = fan_out(tb, progress, lambda: state.global_step)
     sampler = hw.sampler(on_reading, disk_path=run_dir)
 
-    def checkpoint_state(saved_at: str) -> dict[str, Any]:
+    def checkpoint_state(saved_at: str, best: dict[str, Any]) -> dict[str, Any]:
         return build_state(
             model=model,
             optimizer=optimizer,
@@ -248,11 +259,12 @@ def _train(
             metrics=final,
         )
 
-    def save(saved_at: str) -> None:
+    def save(saved_at: str, new_best: dict[str, Any] | None = None) -> None:
+        """Checkpoint; a new best is recorded (in last.pt) only together with its durable best.pt."""
         if not ddp.is_main:  # only rank 0 writes; the others hold identical weights
             return
         tb.flush()  # the events up to this step are on disk before the checkpoint that covers them
-        ckpts.save_last(checkpoint_state(saved_at))
+        ckpts.save_last(checkpoint_state(saved_at, new_best or best), as_best=new_best is not None)
         backup.checkpoint_saved(ckpts.last, {"epoch": state.epoch, "global_step": state.global_step})
 
     every = tc.checkpoint.every_n_steps
@@ -310,16 +322,20 @@ def _train(
                     raise KeyError(
                         f"training.monitor={tc.monitor} is not a validation metric; have {sorted(val)}"
                     )
+                labels_seen = labels
+                warn_if_undefined(tc.monitor, monitored, labels, epoch + 1)
                 if scheduler is not None:
                     scheduler.step_epoch(monitored)
                 is_best = improved(monitored, best["value"], tc.monitor_mode)
-                if is_best:
-                    best = {"value": monitored, "epoch": epoch + 1, "metrics": dict(val)}
-                val["val/auc_best"] = best["metrics"].get("val/auc", math.nan)
+                # `best` changes only once best.pt is durable; until then this epoch is a candidate.
+                candidate = (
+                    {"value": monitored, "epoch": epoch + 1, "metrics": dict(val)} if is_best else best
+                )
+                val["val/auc_best"] = candidate["metrics"].get("val/auc", math.nan)
                 peak = hw.peak_memory_gb()
                 epoch_scalars = {
                     **val,
-                    **best_scalars(best["metrics"]),
+                    **best_scalars(candidate["metrics"]),
                     "train/epoch_loss": train_stats["train/epoch_loss"],
                 }
                 if peak is not None:
@@ -330,9 +346,9 @@ def _train(
                 final = {**train_stats, **val, "epoch": epoch + 1}
                 stop_early = tc.early_stopping.enabled and early.step(val, epoch + 1)
                 in_top_k = ckpts.enters_top_k(monitored, epoch + 1)
-                save("epoch")
+                save("epoch", candidate if is_best else None)
+                best = candidate
                 if is_best and ddp.is_main:
-                    ckpts.copy_last("best.pt")
                     save_val_predictions(run_dir, val_loader.dataset, (labels, probs, index))
                 if in_top_k and ddp.is_main:
                     ckpts.copy_last(ckpts.epoch_file(epoch + 1))
@@ -387,14 +403,9 @@ def _train(
         )
         log.warning(message)
         raise TrainingInterrupted(stop.signum, message)
-    log.info(
-        "best %s %.4f at epoch %s; checkpoints in %s",
-        tc.monitor,
-        best["value"],
-        best["epoch"],
-        run_dir / "checkpoints",
-    )
+    log_best(tc.monitor, best, labels_seen, ckpts.last)
     if test_sets and ddp.is_main and (run_dir / "checkpoints" / "best.pt").is_file():
         evaluate_best(run_dir, model, data, test_sets, precision, device, cfg)
-    log.info("inspect with: tensorboard --logdir %s", run_dir)
+    if tb.enabled:
+        log.info("inspect with: tensorboard --logdir %s", run_dir)
     return float(best["value"]) if best["value"] is not None else math.nan

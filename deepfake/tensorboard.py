@@ -30,6 +30,10 @@ class TensorBoardLogger:
             from torch.utils.tensorboard import SummaryWriter
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step) if enabled else None
 
+    @property
+    def enabled(self) -> bool:
+        return self.writer is not None
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.writer is None:
             return

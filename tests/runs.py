@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,3 +57,20 @@ def restore_torch_globals() -> Iterator[None]:
     yield
     torch.use_deterministic_algorithms(False)
     torch.set_num_threads(threads)
+
+
+def fail_fsync_of(monkeypatch: pytest.MonkeyPatch, name: str, error: BaseException) -> None:
+    """Make the fsync of any file whose name contains `name` raise `error`: the moment a full disk (or a
+    kill) strikes a write, after part of the file is already on disk."""
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            target = ""
+        if name in Path(target).name:
+            raise error
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
