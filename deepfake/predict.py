@@ -148,9 +148,9 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     loaded = load_detector(cfg.checkpoint)
     paths = list_inputs(cfg.input)
     hw = HardwareManager(**cfg.hardware)
-    hw.configure()
-    precision = scoring_precision(hw.precision(cfg.amp), cfg.amp)
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
+    hw.configure(workers)  # intra-op threads take the cores the loader workers leave
+    precision = scoring_precision(hw.precision(cfg.amp), cfg.amp)
     log.info("predicting %d images with %s (%s, %s)", len(paths), loaded.path, hw.device, precision.name)
     probs, errors = predict_paths(
         loaded.model.to(hw.device), paths, loaded.img_size, precision, hw.device, cfg.batch_size, workers
