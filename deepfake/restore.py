@@ -147,7 +147,10 @@ def _parse_manifest(archive: Path, raw: bytes) -> dict[str, Any]:
 
 def _check_space(dest: Path, needed: int) -> None:
     """Refuse before writing when the members would not fit beside what is already on that disk."""
-    free = shutil.disk_usage(dest).free
+    probe = dest
+    while not probe.exists() and probe != probe.parent:  # --to is often a folder still to be made
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
     if needed > free:
         raise UserError(
             f"restoring needs {needed / 2**20:.1f} MiB but only {free / 2**20:.1f} MiB are free on the disk "
