@@ -1,0 +1,37 @@
+"""The test tiers' guards (tests/conftest.py): the hubs are offline from import on, and an unmarked test cannot
+start a subprocess, so the fast tier (`-m "not slow and not cli"`) stays in-process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def test_huggingface_hub_read_offline_at_import() -> None:
+    """huggingface_hub caches the flag when imported; it must already say offline (else hub calls time out)."""
+    from huggingface_hub import constants
+
+    assert constants.HF_HUB_OFFLINE is True
+
+
+def test_an_unmarked_test_cannot_start_python() -> None:
+    with pytest.raises(
+        RuntimeError, match=r"test_an_unmarked_test_cannot_start_python starts `python.*` .*mark it"
+    ):
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+    with pytest.raises(RuntimeError, match=r"starts `torchrun`"):
+        subprocess.run(["torchrun", "--help"], capture_output=True)
+
+
+def test_an_unmarked_test_may_run_git() -> None:
+    """The package's provenance record runs git in-process tests; that stays allowed."""
+    proc = subprocess.run(["git", "--version"], capture_output=True, text=True)
+    assert proc.stdout.startswith("git version")
+
+
+@pytest.mark.cli
+def test_a_cli_test_may_start_python() -> None:
+    proc = subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=True, text=True, check=True)
+    assert proc.stdout == "42\n"
