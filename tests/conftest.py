@@ -13,6 +13,7 @@ import os
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ[_var] = "1"
 
+import multiprocessing.util  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable, Generator, Iterator  # noqa: E402
@@ -41,8 +42,9 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 #: The test being set up, run or torn down (fixtures it requests included); None between tests.
 _current: pytest.Item | None = None
-#: Programs a test may start without the `cli` marker: the package's own provenance call (milliseconds).
-_IN_PROCESS_PROGRAMS = ("git",)
+#: Programs in-process code starts by itself, in milliseconds: git (the run's provenance) and uname (the
+#: standard library's platform.processor()). Any other subprocess needs the `cli` marker.
+_IN_PROCESS_PROGRAMS = ("git", "uname")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -55,21 +57,35 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         _current = None
 
 
+def _require_cli(what: str) -> None:
+    if _current is not None and not _current.get_closest_marker("cli"):
+        raise RuntimeError(
+            f"{_current.nodeid} starts {what}: mark it @pytest.mark.cli "
+            "(the fast tier, -m 'not slow and not cli', runs no subprocesses)"
+        )
+
+
 def _refuse_unmarked_subprocess(event: str, args: tuple[Any, ...]) -> None:
     """Audit hook: a test (or a fixture it uses) that starts Python, torchrun, tensorboard... without `cli` fails."""
-    if event != "subprocess.Popen" or _current is None or _current.get_closest_marker("cli"):
+    if event != "subprocess.Popen":
         return
     executable, argv = args[0], args[1]
     words = [argv] if isinstance(argv, str | bytes | os.PathLike) else list(argv)
     program = Path(os.fsdecode(executable or words[0])).name
     if program not in _IN_PROCESS_PROGRAMS:
-        raise RuntimeError(
-            f"{_current.nodeid} starts `{program}` in a subprocess: mark it @pytest.mark.cli "
-            "(the fast tier, -m 'not slow and not cli', runs no subprocesses)"
-        )
+        _require_cli(f"`{program}` in a subprocess")
+
+
+def _guarded_spawnv_passfds(path: str | bytes, args: list[str], passfds: tuple[int, ...]) -> int:
+    """multiprocessing's spawn and forkserver start a fresh interpreter without subprocess.Popen (so without an
+    audit event); torch.multiprocessing.spawn goes through here. Forked DataLoader workers do not."""
+    _require_cli(f"`{Path(os.fsdecode(path)).name}` through multiprocessing spawn")
+    return _spawnv_passfds(path, args, passfds)
 
 
 sys.addaudithook(_refuse_unmarked_subprocess)
+_spawnv_passfds = multiprocessing.util.spawnv_passfds
+multiprocessing.util.spawnv_passfds = _guarded_spawnv_passfds
 
 
 def write_face(path: Path, label: int, rng: np.random.Generator, size: int = 32) -> None:

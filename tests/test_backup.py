@@ -117,6 +117,7 @@ def test_backup_restore_into_new_folder_and_resume_there(tmp_path: Path) -> None
     )  # the original is untouched
 
 
+@pytest.mark.cli
 def test_restore_refuses_tampered_and_escaping_archives(tmp_path: Path) -> None:
     run = fake_run(tmp_path / "run")
     archive = ProjectBackup(run).create_backup("end")

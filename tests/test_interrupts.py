@@ -207,6 +207,7 @@ def test_second_ctrl_c_aborts_without_backup_and_a_crash_backs_up(
     assert json.loads((run / "metrics.json").read_text())["stop_reason"].startswith("failed: KeyError")
 
 
+@pytest.mark.cli
 def test_a_script_that_dies_with_live_loader_workers_exits(tmp_path: Path) -> None:
     """Workers ignore SIGTERM (the main process owns the stop), so multiprocessing's exit hook alone would
     wait for them forever; the script must end with its own error and exit code instead."""

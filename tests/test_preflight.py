@@ -41,6 +41,7 @@ def plant_problems(root: Path) -> dict[str, Path]:
     return {"corrupt": corrupt, "zero": zero, "truncated": truncated, "empty": empty}
 
 
+@pytest.mark.cli
 def test_check_names_every_planted_problem_and_exits_1(tmp_path: Path) -> None:
     root = make_folder_dataset(tmp_path / "data")
     planted = plant_problems(root)
@@ -57,6 +58,7 @@ def test_check_names_every_planted_problem_and_exits_1(tmp_path: Path) -> None:
     assert out.rstrip().splitlines()[-1].endswith("fix the errors above, then rerun")
 
 
+@pytest.mark.cli
 def test_check_passes_on_a_clean_dataset_and_exits_0(tmp_path: Path) -> None:
     root = make_folder_dataset(tmp_path / "data")
     code, out = run_check(tmp_path, *CHECK, f"data.root={root}")
@@ -76,6 +78,7 @@ def test_check_passes_on_a_clean_dataset_and_exits_0(tmp_path: Path) -> None:
     assert not list((tmp_path / "outputs").glob("*/*/checkpoints"))  # nothing was trained
 
 
+@pytest.mark.cli
 def test_check_verifies_a_manifests_rows(tmp_path: Path) -> None:
     """data=manifest gets the same check: missing files and corrupt images named, identity leakage from the
     manifest's identity column, and the rows that exist still counted and decoded."""

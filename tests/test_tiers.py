@@ -3,6 +3,7 @@ start a subprocess, so the fast tier (`-m "not slow and not cli"`) stays in-proc
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 
@@ -25,10 +26,18 @@ def test_an_unmarked_test_cannot_start_python() -> None:
         subprocess.run(["torchrun", "--help"], capture_output=True)
 
 
+def test_an_unmarked_test_cannot_spawn_an_interpreter() -> None:
+    """torch.multiprocessing.spawn and the spawn start method start Python without subprocess.Popen."""
+    proc = multiprocessing.get_context("spawn").Process(target=print)
+    with pytest.raises(RuntimeError, match=r"starts `python.*` through multiprocessing spawn: mark it"):
+        proc.start()
+
+
 def test_an_unmarked_test_may_run_git() -> None:
-    """The package's provenance record runs git in-process tests; that stays allowed."""
+    """The run's provenance (git) and platform.processor() (uname) run in-process; that stays allowed."""
     proc = subprocess.run(["git", "--version"], capture_output=True, text=True)
     assert proc.stdout.startswith("git version")
+    assert subprocess.run(["uname", "-s"], capture_output=True, text=True).stdout.strip()
 
 
 @pytest.mark.cli
