@@ -105,6 +105,7 @@ def val_image_count(root: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_torchrun_two_cpu_processes_match_one_process(tmp_path: Path) -> None:
     """DDP (2 x batch 4, accumulation 2) = one process with batch 8: same weights, same metrics.
 

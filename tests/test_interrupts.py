@@ -46,6 +46,7 @@ def temp_files(run: Path) -> list[Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_ctrl_c_saves_backs_up_and_prints_a_working_resume_command(tmp_path: Path) -> None:
     data = make_folder_dataset(tmp_path / "data")
     run = tmp_path / "run"

@@ -101,6 +101,7 @@ def test_original_python_api(tmp_path: Path, folder_dataset: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_default_command_reaches_auc_090(tmp_path: Path) -> None:
     """The README's main command, unmodified: the embedded synthetic default must train to val AUC >= 0.90."""
     proc = run_cli([str(ROOT / "train.py"), f"base_path={tmp_path}"], cwd=tmp_path, timeout=600)
@@ -113,6 +114,7 @@ def test_default_command_reaches_auc_090(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_multirun_sweep_lands_in_multirun(tmp_path: Path, folder_dataset: Path) -> None:
     args = [
         str(ROOT / "train.py"),
