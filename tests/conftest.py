@@ -14,6 +14,7 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ[_var] = "1"
 
 import multiprocessing.util  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable, Generator, Iterator  # noqa: E402
@@ -42,9 +43,8 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 #: The test being set up, run or torn down (fixtures it requests included); None between tests.
 _current: pytest.Item | None = None
-#: Programs in-process code starts by itself, in milliseconds: git (the run's provenance) and uname (the
-#: standard library's platform.processor()). Any other subprocess needs the `cli` marker.
-_IN_PROCESS_PROGRAMS = ("git", "uname")
+#: Where this environment's interpreter and console scripts (torchrun, tensorboard, ...) live.
+_ENV_BIN = Path(sys.executable).parent
 
 
 @pytest.hookimpl(wrapper=True)
@@ -66,14 +66,16 @@ def _require_cli(what: str) -> None:
 
 
 def _refuse_unmarked_subprocess(event: str, args: tuple[Any, ...]) -> None:
-    """Audit hook: a test (or a fixture it uses) that starts Python, torchrun, tensorboard... without `cli` fails."""
+    """Audit hook: a test (or a fixture it uses) that starts Python, torchrun, tensorboard... without `cli` fails.
+    System tools that library code runs by itself in milliseconds (git for provenance, uname, ldconfig) pass."""
     if event != "subprocess.Popen":
         return
     executable, argv = args[0], args[1]
     words = [argv] if isinstance(argv, str | bytes | os.PathLike) else list(argv)
-    program = Path(os.fsdecode(executable or words[0])).name
-    if program not in _IN_PROCESS_PROGRAMS:
-        _require_cli(f"`{program}` in a subprocess")
+    program = os.fsdecode(executable or words[0])
+    found = Path(shutil.which(program) or program)
+    if found.name.startswith("python") or found.parent == _ENV_BIN:
+        _require_cli(f"`{found.name}` in a subprocess")
 
 
 def _guarded_spawnv_passfds(path: str | bytes, args: list[str], passfds: tuple[int, ...]) -> int:
