@@ -15,6 +15,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from deepfake.choices import MONITOR_MODES
+from deepfake.choices import TRAIN as CHOICES
 from deepfake.errors import ConfigError
 
 
@@ -315,27 +317,11 @@ def register_configs() -> None:
 
 
 def _optuna_direction(mode: str) -> str:
-    if mode not in ("max", "min"):
-        raise ConfigError(f"training.monitor_mode={mode!r} is not one of max, min")
+    if mode not in MONITOR_MODES:
+        raise ConfigError(f"training.monitor_mode={mode!r} is not one of {', '.join(MONITOR_MODES)}")
     return "maximize" if mode == "max" else "minimize"
 
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "training.amp": ("auto", "bf16", "fp16", "off"),
-    "training.grad_clip.mode": ("norm", "value", "off"),
-    "training.monitor_mode": ("max", "min"),
-    "training.early_stopping.mode": ("max", "min"),
-    "training.on_nan": ("stop", "skip"),
-    "training.scheduler.name": ("cosine", "step", "multistep", "plateau", "onecycle", "constant"),
-    "logging.progress": ("auto", "rich", "plain", "off"),
-    "data.kind": ("synthetic", "folder", "manifest"),
-    "data.balance": ("none", "weighted_sampler", "pos_weight"),
-    "data.fake_synthesis": ("none", "sbi"),
-    "data.cache": ("none", "ram", "disk"),
-    "data.decode": ("cpu", "gpu"),
-    "eval.video_aggregation": ("mean", "max", "median"),
-    "distributed.backend": ("auto", "gloo", "nccl"),
-}
 _POSITIVE: tuple[str, ...] = (
     "data.sbi.ratio",
     "training.batch_size",
@@ -405,7 +391,7 @@ def _select_drive(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value is out of range."""
-    for key, choices in _CHOICES.items():
+    for key, choices in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in choices:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")

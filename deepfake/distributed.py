@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
+from deepfake.choices import BACKENDS
 from deepfake.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     from deepfake.interrupt import GracefulInterrupt
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "gloo", "nccl")
 
 
 @dataclass(frozen=True)

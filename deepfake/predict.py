@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from deepfake.checkpoint import atomic_write
+from deepfake.choices import AMP, PREDICTION_FORMATS
 from deepfake.config import PredictConfig
 from deepfake.data.dataset import FaceDataset
 from deepfake.data.module import default_num_workers
@@ -36,7 +37,7 @@ log = logging.getLogger("deepfake")
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 COLUMNS = ("path", "prob", "pred", "error")
-FORMATS = ("csv", "json")
+FORMATS = PREDICTION_FORMATS
 
 
 def list_inputs(source: str | Path) -> list[str]:
@@ -195,6 +196,6 @@ def _checked(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"threshold must be in [0, 1] (got {cfg.threshold})")
     if cfg.batch_size <= 0:
         raise ConfigError(f"batch_size must be > 0 (got {cfg.batch_size})")
-    if cfg.amp not in ("auto", "bf16", "fp16", "off"):
-        raise ConfigError(f"amp={cfg.amp!r} is not one of auto, bf16, fp16, off")
+    if cfg.amp not in AMP:
+        raise ConfigError(f"amp={cfg.amp!r} is not one of {', '.join(AMP)}")
     return cfg

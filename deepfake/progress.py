@@ -19,11 +19,12 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from deepfake.choices import PROGRESS
 from deepfake.monitoring import Reading, format_reading
 
 log = logging.getLogger("deepfake")
 
-MODES = ("auto", "rich", "plain", "off")
+MODES = PROGRESS
 
 
 def fmt_duration(seconds: float) -> str:

@@ -1,20 +1,33 @@
-"""Shared fixtures: small on-disk datasets written as real image files, and Hydra compose helpers."""
+"""Shared fixtures: small on-disk datasets written as real image files, and Hydra compose helpers.
+
+Also the test tiers' guards: the hubs are offline for the whole session, and a test that starts a Python
+subprocess (a CLI run, torchrun) must carry the `cli` marker so `pytest -m "not slow and not cli"` stays fast.
+"""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
-import numpy as np
-import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
-from PIL import Image
+# huggingface_hub reads these once, at import; set them before anything (timm, a test module) imports it, so no
+# test waits on the network. Subprocesses inherit them.
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ[_var] = "1"
 
-from deepfake.config import register_configs
+import multiprocessing.util  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable, Generator, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from deepfake.config import register_configs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -24,9 +37,57 @@ register_configs()
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep generated data out of ~/.cache and never let timm reach a model hub."""
+    """Keep generated data out of ~/.cache."""
     monkeypatch.setenv("DEEPFAKE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+#: The test being set up, run or torn down (fixtures it requests included); None between tests.
+_current: pytest.Item | None = None
+#: Where this environment's interpreter and console scripts (torchrun, tensorboard, ...) live.
+_ENV_BIN = Path(sys.executable).parent
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
+    global _current
+    _current = item
+    try:
+        return (yield)
+    finally:
+        _current = None
+
+
+def _require_cli(what: str) -> None:
+    if _current is not None and not _current.get_closest_marker("cli"):
+        raise RuntimeError(
+            f"{_current.nodeid} starts {what}: mark it @pytest.mark.cli "
+            "(the fast tier, -m 'not slow and not cli', runs no subprocesses)"
+        )
+
+
+def _refuse_unmarked_subprocess(event: str, args: tuple[Any, ...]) -> None:
+    """Audit hook: a test (or a fixture it uses) that starts Python, torchrun, tensorboard... without `cli` fails.
+    System tools that library code runs by itself in milliseconds (git for provenance, uname, ldconfig) pass."""
+    if event != "subprocess.Popen":
+        return
+    executable, argv = args[0], args[1]
+    words = [argv] if isinstance(argv, str | bytes | os.PathLike) else list(argv)
+    program = os.fsdecode(executable or words[0])
+    found = Path(shutil.which(program) or program)
+    if found.name.startswith("python") or found.parent == _ENV_BIN:
+        _require_cli(f"`{found.name}` in a subprocess")
+
+
+def _guarded_spawnv_passfds(path: str | bytes, args: list[str], passfds: tuple[int, ...]) -> int:
+    """multiprocessing's spawn and forkserver start a fresh interpreter without subprocess.Popen (so without an
+    audit event); torch.multiprocessing.spawn goes through here. Forked DataLoader workers do not."""
+    _require_cli(f"`{Path(os.fsdecode(path)).name}` through multiprocessing spawn")
+    return _spawnv_passfds(path, args, passfds)
+
+
+sys.addaudithook(_refuse_unmarked_subprocess)
+_spawnv_passfds = multiprocessing.util.spawnv_passfds
+multiprocessing.util.spawnv_passfds = _guarded_spawnv_passfds
 
 
 def write_face(path: Path, label: int, rng: np.random.Generator, size: int = 32) -> None:
@@ -117,7 +178,6 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DEEPFAKE_CACHE", str(base / "cache"))
-        mp.setenv("HF_HUB_OFFLINE", "1")
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(
                 config_name="train",

@@ -91,6 +91,7 @@ def test_low_disk_space_skips_the_backup_and_keeps_the_older_one(tmp_path: Path,
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_backup_restore_into_new_folder_and_resume_there(tmp_path: Path) -> None:
     data = make_folder_dataset(tmp_path / "data")
     train(make_config(tmp_path, data, **{"training.num_epochs": 1, "training.ema.enabled": False}))
@@ -117,6 +118,7 @@ def test_backup_restore_into_new_folder_and_resume_there(tmp_path: Path) -> None
     )  # the original is untouched
 
 
+@pytest.mark.cli
 def test_restore_refuses_tampered_and_escaping_archives(tmp_path: Path) -> None:
     run = fake_run(tmp_path / "run")
     archive = ProjectBackup(run).create_backup("end")

@@ -61,6 +61,7 @@ CLI_ERRORS = [
 ]
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize(("overrides", "message"), CLI_ERRORS)
 def test_cli_user_errors_are_one_message(tmp_path: Path, overrides: list[str], message: str) -> None:
     proc = run_cli([str(ROOT / "train.py"), f"base_path={tmp_path}", *overrides], cwd=tmp_path, timeout=120)

@@ -105,6 +105,7 @@ def val_image_count(root: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_torchrun_two_cpu_processes_match_one_process(tmp_path: Path) -> None:
     """DDP (2 x batch 4, accumulation 2) = one process with batch 8: same weights, same metrics.
 
@@ -215,6 +216,7 @@ def _stop_at(rank: int, init_file: str, out: str) -> None:
     Path(out, f"rank{rank}.json").write_text(json.dumps([stopped_at, stop.signum, at_epoch_end]))
 
 
+@pytest.mark.cli
 def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(tmp_path: Path) -> None:
     torch.multiprocessing.spawn(_stop_at, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -241,6 +243,7 @@ def _rank_pid(launcher: int, rank: int) -> int | None:
     return None
 
 
+@pytest.mark.cli
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers through /proc")
 def test_sigterm_to_one_rank_saves_an_interrupt_checkpoint(tmp_path: Path) -> None:
     """A scheduler's SIGTERM that reaches rank 1 alone: both ranks stop after the same step and rank 0 saves

@@ -72,6 +72,7 @@ def expected_metrics(rows: list[dict[str, str]], aggregation: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_evaluate_two_sets_matches_sklearn_on_predictions_csv(trained_run: dict, tmp_path: Path) -> None:
     sets = [trained_run["celebdf"], trained_run["dfdc"]]
     out = tmp_path / "eval"

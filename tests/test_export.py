@@ -35,6 +35,7 @@ def reference_probs(trained_run: dict, images: torch.Tensor) -> np.ndarray:
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_safetensors_via_the_command_line_reloads_to_the_same_probabilities(
     trained_run: dict, tmp_path: Path
 ) -> None:

@@ -46,6 +46,7 @@ def temp_files(run: Path) -> list[Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_ctrl_c_saves_backs_up_and_prints_a_working_resume_command(tmp_path: Path) -> None:
     data = make_folder_dataset(tmp_path / "data")
     run = tmp_path / "run"
@@ -207,6 +208,7 @@ def test_second_ctrl_c_aborts_without_backup_and_a_crash_backs_up(
     assert json.loads((run / "metrics.json").read_text())["stop_reason"].startswith("failed: KeyError")
 
 
+@pytest.mark.cli
 def test_a_script_that_dies_with_live_loader_workers_exits(tmp_path: Path) -> None:
     """Workers ignore SIGTERM (the main process owns the stop), so multiprocessing's exit hook alone would
     wait for them forever; the script must end with its own error and exit code instead."""

@@ -33,6 +33,7 @@ def fake_run(run: Path, epochs: int = 3, steps_per_epoch: int = 10) -> None:
     write_predictions(run / "val_predictions.csv", [f"/d/{i}.png" for i in range(40)], videos, labels, probs)
 
 
+@pytest.mark.cli
 def test_cli_writes_valid_pngs_of_plausible_size(tmp_path: Path) -> None:
     run = tmp_path / "run"
     fake_run(run)

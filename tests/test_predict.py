@@ -22,6 +22,7 @@ def eval_probs(run: Path, name: str) -> dict[str, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_predict_folder_with_a_corrupt_file(trained_run: dict, tmp_path: Path) -> None:
     source = trained_run["dfdc"] / "fake" / "Face2Face" / "f00"
     images = tmp_path / "new"

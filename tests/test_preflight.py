@@ -41,6 +41,7 @@ def plant_problems(root: Path) -> dict[str, Path]:
     return {"corrupt": corrupt, "zero": zero, "truncated": truncated, "empty": empty}
 
 
+@pytest.mark.cli
 def test_check_names_every_planted_problem_and_exits_1(tmp_path: Path) -> None:
     root = make_folder_dataset(tmp_path / "data")
     planted = plant_problems(root)
@@ -59,6 +60,7 @@ def test_check_names_every_planted_problem_and_exits_1(tmp_path: Path) -> None:
     assert out.rstrip().splitlines()[-1].endswith("fix the errors above, then rerun")
 
 
+@pytest.mark.cli
 def test_check_passes_on_a_clean_dataset_and_exits_0(tmp_path: Path) -> None:
     root = make_folder_dataset(tmp_path / "data")
     code, out = run_check(tmp_path, *CHECK, f"data.root={root}")
@@ -78,6 +80,7 @@ def test_check_passes_on_a_clean_dataset_and_exits_0(tmp_path: Path) -> None:
     assert not list((tmp_path / "outputs").glob("*/*/checkpoints"))  # nothing was trained
 
 
+@pytest.mark.cli
 def test_check_verifies_a_manifests_rows(tmp_path: Path) -> None:
     """data=manifest gets the same check: missing files and corrupt images named, identity leakage from the
     manifest's identity column, and the rows that exist still counted and decoded."""
@@ -104,13 +107,19 @@ def test_check_verifies_a_manifests_rows(tmp_path: Path) -> None:
     assert "verdict: FAIL, 3 error(s)" in out
 
 
-def test_training_stops_before_the_first_epoch_on_leakage(compose_cfg, tmp_path: Path) -> None:
-    from train import train
-
-    root = make_folder_dataset(tmp_path / "data", videos=2, frames=1)
+def _leaky_dataset(root: Path) -> Path:
+    """A folder dataset whose val split holds a copy of a training video."""
+    make_folder_dataset(root, videos=2, frames=1)
     shutil.copytree(
         root / "train" / "fake" / "FaceSwap" / "train_f000", root / "val" / "fake" / "FaceSwap" / "train_f000"
     )
+    return root
+
+
+def test_training_stops_before_the_first_epoch_on_leakage(compose_cfg, tmp_path: Path) -> None:
+    from train import train
+
+    root = _leaky_dataset(tmp_path / "data")
     cfg = compose_cfg([*FAST, "data=folder", f"data.root={root}", f"base_path={tmp_path}"])
     with pytest.raises(
         DataError,
@@ -118,8 +127,16 @@ def test_training_stops_before_the_first_epoch_on_leakage(compose_cfg, tmp_path:
     ):
         train(cfg)
     assert not list(tmp_path.glob("outputs/*/*/checkpoints"))
+
+
+@pytest.mark.slow
+def test_check_on_start_false_trains_past_the_leakage(compose_cfg, tmp_path: Path) -> None:
+    """The user's explicit way past the leakage stop: the same dataset then trains (an end-to-end run)."""
+    from train import train
+
+    root = _leaky_dataset(tmp_path / "data")
     overrides = [*FAST, "data=folder", f"data.root={root}", f"base_path={tmp_path}", "training.num_epochs=1"]
-    value = train(compose_cfg([*overrides, "check_on_start=false"]))  # the user's explicit way past it
+    value = train(compose_cfg([*overrides, "check_on_start=false"]))
     assert 0.0 <= value <= 1.0
     assert len(list(tmp_path.glob("outputs/*/*/checkpoints/last.pt"))) == 1
 

@@ -128,6 +128,7 @@ def test_rich_mode_borrows_console_log_handlers_and_gives_them_back() -> None:
         root.removeHandler(handler)
 
 
+@pytest.mark.cli
 def test_auto_mode_draws_rich_bars_in_a_pseudo_terminal(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
@@ -194,6 +195,7 @@ def piped_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
     return proc, run
 
 
+@pytest.mark.cli
 def test_plain_mode_when_stdout_is_not_a_terminal(
     piped_run: tuple[subprocess.CompletedProcess, Path],
 ) -> None:
@@ -207,6 +209,7 @@ def test_plain_mode_when_stdout_is_not_a_terminal(
     assert log.count("] - epoch 1/2 | train loss") == 1 and log.count("] - epoch 2/2 | train loss") == 1
 
 
+@pytest.mark.cli
 def test_run_records_hardware_and_hw_tags(piped_run: tuple[subprocess.CompletedProcess, Path]) -> None:
     _, run = piped_run
     summary = json.loads((run / "hardware.json").read_text())
@@ -221,6 +224,7 @@ def test_run_records_hardware_and_hw_tags(piped_run: tuple[subprocess.CompletedP
     assert all(0.05 < v < 64 for v in pss)
 
 
+@pytest.mark.cli
 def test_run_ends_with_plots_of_the_best_epoch(piped_run: tuple[subprocess.CompletedProcess, Path]) -> None:
     proc, run = piped_run
     metrics = json.loads((run / "metrics.json").read_text())

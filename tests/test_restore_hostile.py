@@ -59,6 +59,7 @@ def assert_nothing_left(tmp_path: Path, target: Path) -> None:
     assert not list(tmp_path.glob(f".{target.name}.restoring-*")), "a staging folder was left behind"
 
 
+@pytest.mark.cli
 def test_a_tar_of_the_run_folder_is_refused_by_name(tmp_path: Path) -> None:
     """`tar czf r.tar.gz -C run .`: its first member is `./` (was an IndexError traceback)."""
     run = fake_run(tmp_path / "run")

@@ -204,6 +204,7 @@ def test_slurm_preset_sets_resources_without_warnings() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_failed_job_is_summarised_and_the_sweep_goes_on(tmp_path: Path, folder_dataset: Path) -> None:
     missing = tmp_path / "no_such_dataset"
     args = sweep_args(tmp_path, folder_dataset)
@@ -226,6 +227,7 @@ def test_failed_job_is_summarised_and_the_sweep_goes_on(tmp_path: Path, folder_d
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_optuna_search_records_best_params_and_continues_from_storage(
     tmp_path: Path, folder_dataset: Path
 ) -> None:
@@ -271,6 +273,7 @@ def test_optuna_search_records_best_params_and_continues_from_storage(
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_joblib_launcher_runs_two_jobs(tmp_path: Path, folder_dataset: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     proc = run_cli(
@@ -294,6 +297,7 @@ def test_joblib_launcher_runs_two_jobs(tmp_path: Path, folder_dataset: Path) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_submitit_local_runs_a_two_task_ddp_job_that_would_requeue_into_the_same_run_dir(
     tmp_path: Path, folder_dataset: Path
 ) -> None:

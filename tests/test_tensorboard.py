@@ -51,6 +51,7 @@ def wait_for(url: str, ready: Any, proc: subprocess.Popen, timeout: float = 120.
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_tensorboard_server_serves_scalars_and_hparams(trained_run: dict) -> None:
     run = trained_run["run"]
     metrics = json.loads((run / "metrics.json").read_text())

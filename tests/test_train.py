@@ -100,19 +100,45 @@ def test_original_python_api(tmp_path: Path, folder_dataset: Path) -> None:
     assert not math.isnan(value)
 
 
+#: Long enough that no load on a shared machine reaches it: a guard against a hung run, not a speed limit (the
+#: default command's speed goal is benchmarks/README.md's, measured by benchmarks/busy.py and startup.py).
+HANG_S = 3 * 3600
+
+
 @pytest.mark.slow
-def test_default_command_reaches_auc_090(tmp_path: Path) -> None:
-    """The README's main command, unmodified: the embedded synthetic default must train to val AUC >= 0.90."""
-    proc = run_cli([str(ROOT / "train.py"), f"base_path={tmp_path}"], cwd=tmp_path, timeout=600)
+@pytest.mark.cli
+def test_default_command_learns_and_writes_its_run(tmp_path: Path) -> None:
+    """The README's main command, unmodified: the embedded synthetic default trains all its epochs, learns (the
+    epoch loss falls, val AUC >= 0.90) and leaves the run's files. It asserts no speed."""
+    proc = run_cli([str(ROOT / "train.py"), f"base_path={tmp_path}"], cwd=tmp_path, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
     run = only_run_dir(tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())
+    epochs = Config().training.num_epochs
+    assert metrics["stop_reason"] == "completed" and metrics["epochs_completed"] == epochs
     assert metrics["best"]["value"] >= 0.90, metrics["best"]
-    assert "tensorboard --logdir" in proc.stdout + proc.stderr
-    assert f"run directory: {run.resolve()}" in proc.stdout + proc.stderr
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    epoch_loss = [e.value for e in events.Scalars("train/epoch_loss")]
+    assert len(epoch_loss) == epochs and epoch_loss[-1] < epoch_loss[0], epoch_loss
+    assert max(e.value for e in events.Scalars("val/auc")) == pytest.approx(
+        metrics["best"]["value"], abs=1e-6
+    )
+
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert best["metrics"]["val/auc"] == pytest.approx(metrics["best"]["value"], abs=1e-9)
+    assert last["train_state"]["epoch"] == epochs
+    assert (run / "train.log").read_text().count("epoch ") >= epochs
+    assert list((run / "backups").iterdir()), "the end-of-run backup is missing"
+    assert "tensorboard --logdir" in out
+    assert f"run directory: {run.resolve()}" in out
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_multirun_sweep_lands_in_multirun(tmp_path: Path, folder_dataset: Path) -> None:
     args = [
         str(ROOT / "train.py"),

@@ -217,9 +217,12 @@ def test_ema_differs_from_raw_weights_and_follows_the_decay() -> None:
         assert torch.allclose(e, 0.9 * a + 0.1 * b, atol=1e-6)
 
 
-def test_fit_batch_size_halves_until_it_fits() -> None:
+def test_fit_batch_size_halves_until_it_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deepfake import memory
     from deepfake.memory import OutOfMemory, fit_batch_size
 
+    freed: list[torch.device] = []  # the real free_memory is a full gc.collect(): ~0.4 s on the test's heap
+    monkeypatch.setattr(memory, "free_memory", freed.append)
     tried: list[int] = []
 
     def step(size: int) -> None:
@@ -229,6 +232,7 @@ def test_fit_batch_size_halves_until_it_fits() -> None:
 
     assert fit_batch_size(step, 128, CPU) == 16
     assert tried == [128, 64, 32, 16]
+    assert freed == [CPU] * 3  # memory is freed after each failed try
 
     def never(size: int) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")

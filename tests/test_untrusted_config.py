@@ -190,6 +190,7 @@ def test_a_hostile_safetensors_export_is_refused_too(tiny_run: dict, tmp_path: P
     assert_refused(excinfo, why, marker)
 
 
+@pytest.mark.cli
 def test_cli_resume_and_auto_resume_print_one_error_line_and_exit_2(
     tiny_run: dict, tmp_path: Path, marker: Path
 ) -> None:

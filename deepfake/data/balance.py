@@ -14,8 +14,6 @@ import numpy as np
 from deepfake.data.samples import Sample
 from deepfake.errors import DataError
 
-BALANCE = ("none", "weighted_sampler", "pos_weight")
-
 
 def cap_frames_per_video(samples: Sequence[Sample], cap: int | None) -> list[Sample]:
     """Keep at most `cap` frames of each video, evenly spaced over its frames in path order."""

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from deepfake.choices import BALANCE, CACHES, DECODERS, FAKE_SYNTHESIS
+from deepfake.choices import DATA_KINDS as KINDS
 from deepfake.data.augment import build_augment
-from deepfake.data.balance import BALANCE, cap_frames_per_video, pos_weight, sample_weights
+from deepfake.data.balance import cap_frames_per_video, pos_weight, sample_weights
 from deepfake.data.cache import build_cache
 from deepfake.data.dataset import EpochSampler, FaceDataset, sbi_groups
 from deepfake.data.decode import DeviceDecodeLoader, collate_payloads
@@ -33,11 +35,6 @@ from deepfake.errors import ConfigError, DataError
 from deepfake.interrupt import ignore_in_worker
 
 log = logging.getLogger(__name__)
-
-KINDS = ("synthetic", "folder", "manifest")
-CACHES = ("none", "ram", "disk")
-DECODERS = ("cpu", "gpu")
-FAKE_SYNTHESIS = ("none", "sbi")
 
 
 def cache_dir() -> Path:

@@ -1,0 +1,48 @@
+"""The one list of allowed values for every choice key of the configs.
+
+Validation (`deepfake.config.validate`), the modules that take these values (data, progress, distributed,
+predict) and their error messages all read these tuples; the `a | b | c` comments in `conf/` document them and
+tests/test_config_sources.py fails when a comment and a tuple disagree. This module imports nothing from the
+package, so any module may import it without a cycle.
+"""
+
+from __future__ import annotations
+
+AMP = ("auto", "bf16", "fp16", "off")
+GRAD_CLIP = ("norm", "value", "off")
+MONITOR_MODES = ("max", "min")
+ON_NAN = ("stop", "skip")
+SCHEDULERS = ("cosine", "step", "multistep", "plateau", "onecycle", "constant")
+PROGRESS = ("auto", "rich", "plain", "off")
+DATA_KINDS = ("synthetic", "folder", "manifest")
+BALANCE = ("none", "weighted_sampler", "pos_weight")
+FAKE_SYNTHESIS = ("none", "sbi")
+CACHES = ("none", "ram", "disk")
+DECODERS = ("cpu", "gpu")
+VIDEO_AGGREGATION = ("mean", "max", "median")
+BACKENDS = ("auto", "gloo", "nccl")
+PREDICTION_FORMATS = ("csv", "json")
+
+#: Choice keys of the training config (`conf/train.yaml`), by dotted key.
+TRAIN: dict[str, tuple[str, ...]] = {
+    "training.amp": AMP,
+    "training.grad_clip.mode": GRAD_CLIP,
+    "training.monitor_mode": MONITOR_MODES,
+    "training.early_stopping.mode": MONITOR_MODES,
+    "training.on_nan": ON_NAN,
+    "training.scheduler.name": SCHEDULERS,
+    "logging.progress": PROGRESS,
+    "data.kind": DATA_KINDS,
+    "data.balance": BALANCE,
+    "data.fake_synthesis": FAKE_SYNTHESIS,
+    "data.cache": CACHES,
+    "data.decode": DECODERS,
+    "eval.video_aggregation": VIDEO_AGGREGATION,
+    "distributed.backend": BACKENDS,
+}
+
+#: Choice keys of `conf/predict.yaml` (`format` may also be null: taken from the output file's extension).
+PREDICT: dict[str, tuple[str, ...]] = {
+    "amp": AMP,
+    "format": PREDICTION_FORMATS,
+}

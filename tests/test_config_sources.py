@@ -1,0 +1,175 @@
+"""The copies of defaults and choices agree: the dataclasses (`deepfake/config.py`) and `conf/**/*.yaml` both hold
+every default, `deepfake/choices.py` holds every choice list, and `conf/`'s `a | b | c` comments document them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from deepfake import choices
+from deepfake.config import Config, EvaluateConfig, PredictConfig
+from deepfake.errors import ConfigError
+from tests.conftest import CONF
+
+GROUPS = ("model", "training", "data", "hardware", "distributed", "backup", "logging", "eval")
+_MODEL_PRESET = {"model.architecture", "model.pretrained", "model.dropout_rate", "model.img_size"}
+#: Options that set a value other than the dataclass default on purpose, and the keys they set.
+PRESETS: dict[str, set[str]] = {
+    **{f"model/{name}": _MODEL_PRESET for name in ("convnext_tiny", "efficientnet_b0", "efficientnet_b4")},
+    **{f"model/{name}": _MODEL_PRESET for name in ("resnet50", "swin_transformer", "vit_small", "xception")},
+    "data/folder": {"data.kind"},
+    "data/manifest": {"data.kind"},
+    # The CLI's demo: 64 px images, no crop (its resize blurs the blend boundary at 64 px). `Config()` in Python
+    # keeps the folder defaults (model-sized input, crop on).
+    "data/synthetic": {"data.img_size", "data.augment.crop"},
+    "backup/drive": {"backup.mirror", "backup.mirror_subdir"},
+}
+#: Keys whose comment lists examples (`auto | cpu | cuda | cuda:N | mps`), not a closed set of choices.
+FREE_FORM = {"hardware.device"}
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a container into dotted keys; interpolations stay unresolved strings."""
+    if isinstance(node, dict) and node:
+        return {k: v for key, value in node.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def _defaults(schema: type) -> dict[str, Any]:
+    return _leaves(OmegaConf.to_container(OmegaConf.structured(schema), resolve=False))
+
+
+def _composed(cfg: DictConfig) -> dict[str, Any]:
+    return _leaves(OmegaConf.to_container(cfg, resolve=False))
+
+
+def _options() -> list[str]:
+    return [f"{group}/{path.stem}" for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
+
+
+def test_every_group_option_is_checked() -> None:
+    """A new group folder under conf/ must be added to GROUPS, or its defaults go unchecked."""
+    groups = {p.name for p in CONF.iterdir() if p.is_dir()} - {"hydra", "hparams_search"}
+    assert groups == set(GROUPS)
+    assert set(PRESETS) <= set(_options()), "an allow-listed preset no longer exists"
+
+
+@pytest.mark.parametrize("option", _options())
+def test_yaml_defaults_match_the_dataclasses(option: str, compose_cfg: Callable[..., DictConfig]) -> None:
+    """Composing `<group>=<option>` gives the dataclass default for every key of the group, except the keys that
+    the option is an allow-listed preset for, which must really differ (or the allow-list is stale)."""
+    group, name = option.split("/")
+    got = {k: v for k, v in _composed(compose_cfg([f"{group}={name}"])).items() if k.startswith(f"{group}.")}
+    want = {k: v for k, v in _defaults(Config).items() if k.startswith(f"{group}.")}
+    assert got.keys() == want.keys()
+    differ = {k for k in want if got[k] != want[k]}
+    allowed = PRESETS.get(option, set())
+    assert differ - allowed == set(), {
+        k: (f"yaml={got[k]!r}", f"dataclass={want[k]!r}") for k in differ - allowed
+    }
+    assert allowed <= differ, (
+        f"{option}: {sorted(allowed - differ)} equal the dataclass; drop them from PRESETS"
+    )
+
+
+@pytest.mark.parametrize(("config_name", "schema"), [("train", Config), ("evaluate", EvaluateConfig)])
+def test_root_yaml_defaults_match_the_dataclasses(
+    config_name: str, schema: type, compose_cfg: Callable[..., DictConfig]
+) -> None:
+    """The root keys of train.yaml and evaluate.yaml (base_path, seed, checkpoint, ...) equal the schema's."""
+    got = {k: v for k, v in _composed(compose_cfg([], config_name)).items() if "." not in k}
+    want = {k: v for k, v in _defaults(schema).items() if "." not in k}
+    assert got == want
+
+
+def test_predict_yaml_defaults_match_the_dataclass(compose_cfg: Callable[..., DictConfig]) -> None:
+    assert _composed(compose_cfg([], "predict")) == _defaults(PredictConfig)
+
+
+def _commented_choices(path: Path) -> dict[str, tuple[str, ...]]:
+    """Map each dotted key of a YAML file whose comment reads `a | b (why) | c: ...` to (a, b, c)."""
+    found: dict[str, tuple[str, ...]] = {}
+    stack: list[tuple[int, str]] = []
+    for line in path.read_text().splitlines():
+        m = re.match(r"^( *)([A-Za-z_]\w*):(.*)$", line)
+        if not m:
+            continue
+        indent, key, rest = len(m[1]), m[2], m[3]
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, key))
+        comment = rest.partition("  # ")[2]
+        if re.match(r"\w+ \| ", comment):  # `max |gradient|` is prose, not a list
+            found[".".join(k for _, k in stack)] = tuple(
+                re.match(r"\w+", part)[0] for part in comment.split(" | ")
+            )
+    return found
+
+
+def _yaml_choices() -> dict[str, tuple[str, ...]]:
+    found: dict[str, tuple[str, ...]] = {}
+    for group in GROUPS:
+        for path in sorted((CONF / group).glob("*.yaml")):
+            found.update({f"{group}.{k}": v for k, v in _commented_choices(path).items()})
+    return found
+
+
+def test_yaml_comments_list_exactly_the_validated_choices() -> None:
+    """Every `a | b | c` comment under conf/ names the same choices, in the same order, as deepfake/choices.py,
+    and every choice key has such a comment."""
+    documented = {k: v for k, v in _yaml_choices().items() if k not in FREE_FORM}
+    assert documented == choices.TRAIN
+    assert _commented_choices(CONF / "predict.yaml") == choices.PREDICT
+
+
+def test_comment_parser_reads_notes_and_colons(tmp_path: Path) -> None:
+    """The parser behind the comment test finds nested keys and strips the notes, so it can see a mismatch."""
+    yaml = tmp_path / "x.yaml"
+    yaml.write_text(
+        "a:\n  b: x  # x | y (why) | z: note\n  c: 1  # max |gradient| (prose)\nd: 1  # no list\n"
+    )
+    assert _commented_choices(yaml) == {"a.b": ("x", "y", "z")}
+
+
+@pytest.mark.parametrize(("key", "bad"), [(k, "nope") for k in choices.TRAIN])
+def test_validation_refuses_a_value_outside_the_choices(key: str, bad: str) -> None:
+    """`validate` reads deepfake/choices.py: each choice key refuses a stray value, naming the key and every
+    allowed value in one message."""
+    from deepfake.config import to_config
+
+    cfg = OmegaConf.structured(Config)
+    OmegaConf.update(cfg, key, bad)
+    with pytest.raises(ConfigError) as err:
+        to_config(cfg)
+    assert str(err.value) == f"{key}={bad!r} is not one of {', '.join(choices.TRAIN[key])}"
+
+
+def test_consumers_use_the_single_choice_lists() -> None:
+    """The modules that take these values check against the same tuples, not copies."""
+    from deepfake import distributed, predict, progress
+    from deepfake.data import module
+
+    assert module.KINDS is choices.DATA_KINDS
+    assert module.BALANCE is choices.BALANCE
+    assert module.CACHES is choices.CACHES
+    assert module.DECODERS is choices.DECODERS
+    assert module.FAKE_SYNTHESIS is choices.FAKE_SYNTHESIS
+    assert progress.MODES is choices.PROGRESS
+    assert distributed.BACKENDS is choices.BACKENDS
+    assert predict.FORMATS is choices.PREDICTION_FORMATS
+
+
+def test_data_module_error_lists_the_shared_choices(tmp_path: Path) -> None:
+    """The DataModule's own check names the same choices as validation."""
+    from deepfake.data import DataModule
+
+    with pytest.raises(
+        ConfigError, match=re.escape(f"data.cache='nope' is not one of {', '.join(choices.CACHES)}")
+    ):
+        DataModule(kind="folder", root=str(tmp_path), cache="nope")
