@@ -259,8 +259,10 @@ def test_resume_and_evaluate_on_a_read_only_run(
         f"error: the run to resume, {run} is not writable (Permission denied); make it writable"
     )
 
+    # One intra-op thread: an OpenMP pool the parent already started would hang a forked child.
+    one_thread = "hardware.num_threads=1"
     code, err = run_unprivileged(
-        tmp_path, evaluate, compose_cfg([f"checkpoint={run}"], config_name="evaluate")
+        tmp_path, evaluate, compose_cfg([f"checkpoint={run}", one_thread], config_name="evaluate")
     )
     assert code == 2 and "Traceback" not in err
     assert err == (
@@ -269,7 +271,7 @@ def test_resume_and_evaluate_on_a_read_only_run(
     )
     out = Path(tempfile.mkdtemp(dir=shared["base"]))
     out.chmod(0o777)
-    overrides = [f"checkpoint={run}", f"eval.out_dir={out}"]
+    overrides = [f"checkpoint={run}", f"eval.out_dir={out}", one_thread]
     code, err = run_unprivileged(
         tmp_path, evaluate, compose_cfg(overrides, config_name="evaluate"), overrides
     )

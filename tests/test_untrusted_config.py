@@ -108,7 +108,7 @@ def test_auto_resume_refuses_a_hostile_checkpoint(
 ) -> None:
     run, why = hostile_copy(tiny_run["run"], tmp_path / "run", HOSTILE[kind])
     # As under `hydra.run.dir=<run> training.auto_resume=true`: the run directory is the existing one.
-    monkeypatch.setattr("deepfake.runner.choose_run_dir", lambda cfg, resume: (run, True))
+    monkeypatch.setattr("deepfake.run_dir.choose_run_dir", lambda cfg, resume: (run, True))
     with pytest.raises(UserError) as excinfo:
         train(make_config(tmp_path, tiny_run["data"], **{"training.auto_resume": True}))
     assert_refused(excinfo, why, marker)
