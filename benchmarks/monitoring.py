@@ -24,11 +24,11 @@ from typing import NamedTuple
 import torch
 from rich.console import Console
 
-from deepfake.engine import LoopConfig, TrainState, train_epoch
-from deepfake.hardware import HardwareManager
 from deepfake.models import get_model
-from deepfake.progress import ProgressTracker, fan_out
-from deepfake.tensorboard import TensorBoardLogger
+from deepfake.reporting.progress import ProgressTracker, fan_out
+from deepfake.reporting.tensorboard import TensorBoardLogger
+from deepfake.system.hardware import HardwareManager
+from deepfake.training.engine import LoopConfig, TrainState, train_epoch
 
 VARIANTS = ("off", "control", "plain", "rich")
 

@@ -19,11 +19,11 @@ from collections.abc import Callable
 import torch
 from bare_step import bare_step
 
-from deepfake.engine import LoopConfig, TrainState, train_epoch
-from deepfake.hardware import HardwareManager
 from deepfake.models import get_model
-from deepfake.progress import ProgressTracker, fan_out
-from deepfake.tensorboard import TensorBoardLogger
+from deepfake.reporting.progress import ProgressTracker, fan_out
+from deepfake.reporting.tensorboard import TensorBoardLogger
+from deepfake.system.hardware import HardwareManager
+from deepfake.training.engine import LoopConfig, TrainState, train_epoch
 
 
 def sync(device: torch.device) -> None:

@@ -34,7 +34,7 @@ class ModelConfig:
 
 @dataclass
 class SchedulerConfig:
-    _target_: str = "deepfake.schedulers.create_scheduler"
+    _target_: str = "deepfake.training.schedulers.create_scheduler"
     _partial_: bool = True
     name: str = "cosine"
     warmup_epochs: float = 1.0
@@ -229,7 +229,7 @@ class DistributedConfig:
 
 @dataclass
 class BackupConfig:
-    _target_: str = "deepfake.backup.ProjectBackup"
+    _target_: str = "deepfake.runs.backup.ProjectBackup"
     enabled: bool = True
     every_n_epochs: int = 0
     keep_last: int = 3

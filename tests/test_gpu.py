@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from deepfake.engine import LoopConfig, Precision, TrainState, train_epoch
 from deepfake.models import get_model
+from deepfake.training.engine import LoopConfig, Precision, TrainState, train_epoch
 from tests.conftest import FAST
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -13,9 +13,9 @@ from deepfake.data import DataModule
 from deepfake.data.convert import main as convert_main
 from deepfake.data.dataset import EpochSampler, FaceDataset
 from deepfake.data.decode import DeviceDecodeLoader, collate_payloads
-from deepfake.engine import LoopConfig, Precision, TrainState, train_epoch
 from deepfake.errors import ConfigError, DataError
 from deepfake.models import get_model
+from deepfake.training.engine import LoopConfig, Precision, TrainState, train_epoch
 from tests.conftest import FAST, make_folder_dataset
 
 ROBUST = {"jpeg": {"enabled": True}, "noise": {"enabled": True}, "cutout": {"enabled": True}}

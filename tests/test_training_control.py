@@ -10,9 +10,9 @@ import torch
 from timm.utils import ModelEmaV3
 from torch import nn
 
-from deepfake.engine import LoopConfig, NonFiniteLossError, Precision, TrainState, train_epoch
-from deepfake.monitor import EarlyStopping
-from deepfake.schedulers import create_scheduler
+from deepfake.training.early_stopping import EarlyStopping
+from deepfake.training.engine import LoopConfig, NonFiniteLossError, Precision, TrainState, train_epoch
+from deepfake.training.schedulers import create_scheduler
 
 CPU = torch.device("cpu")
 FP32 = Precision("cpu", None)
@@ -218,7 +218,7 @@ def test_ema_differs_from_raw_weights_and_follows_the_decay() -> None:
 
 
 def test_fit_batch_size_halves_until_it_fits() -> None:
-    from deepfake.memory import OutOfMemory, fit_batch_size
+    from deepfake.training.memory import OutOfMemory, fit_batch_size
 
     tried: list[int] = []
 
@@ -246,7 +246,7 @@ def test_nan_guard_stops_the_run_and_keeps_the_last_good_checkpoint(
 
     import torch.nn.functional as F
 
-    from deepfake.runner import train
+    from deepfake.training.runner import train
     from tests.conftest import FAST
 
     real_bce = F.binary_cross_entropy_with_logits

@@ -28,9 +28,9 @@ from deepfake.data.loader import SlotLoader
 from deepfake.data.manifest import read_manifest
 from deepfake.data.samples import FOLDER_LAYOUT, Sample, scan_folder, scan_split
 from deepfake.data.transforms import eval_transform
-from deepfake.distributed import ShardedSampler
 from deepfake.errors import ConfigError, DataError
-from deepfake.interrupt import ignore_in_worker
+from deepfake.system.distributed import ShardedSampler
+from deepfake.training.interrupt import ignore_in_worker
 
 log = logging.getLogger(__name__)
 
