@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 from deepfake.config import register_configs
 from deepfake.models import get_model
 from deepfake.system.hardware import HardwareManager
-from deepfake.training.engine import Precision
+from deepfake.system.precision import Precision
 from deepfake.training.runner import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -421,6 +421,11 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and (not _finite(value) or value <= 0):
             raise ConfigError(f"{key} must be > 0, or null for the default (got {value})")
+    _check_single_keys(cfg)
+
+
+def _check_single_keys(cfg: DictConfig) -> None:
+    """The ranges and requirements particular to one key (or one key given another)."""
     if not 0.0 <= cfg.model.dropout_rate < 1.0:
         raise ConfigError(f"model.dropout_rate must be in [0, 1) (got {cfg.model.dropout_rate})")
     if cfg.training.eval_batch_size is not None and cfg.training.eval_batch_size <= 0:

@@ -196,7 +196,7 @@ def _stop_at(rank: int, init_file: str, out: str) -> None:
     import torch.distributed as dist
 
     from deepfake.system.distributed import AgreedStop
-    from deepfake.training.interrupt import GracefulInterrupt
+    from deepfake.system.interrupt import GracefulInterrupt
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     local = GracefulInterrupt()

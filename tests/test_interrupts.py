@@ -23,7 +23,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.runs.restore import read_archive
-from deepfake.training.interrupt import GracefulInterrupt, TrainingInterrupted
+from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
 from deepfake.training.runner import train
 from tests.conftest import ROOT, make_folder_dataset, run_cli
 from tests.runs import make_config, restore_torch_globals, run_dir_of

@@ -12,7 +12,8 @@ from deepfake.data import DataModule
 from deepfake.data.synthetic import generate_synthetic_dataset
 from deepfake.evaluation.metrics import detection_metrics
 from deepfake.models import get_model
-from deepfake.training.engine import Precision, validate
+from deepfake.system.precision import Precision
+from deepfake.training.engine import validate
 
 
 @pytest.fixture

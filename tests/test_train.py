@@ -15,7 +15,8 @@ from deepfake.config import Config
 from deepfake.data import DataModule
 from deepfake.evaluation.metrics import detection_metrics
 from deepfake.models import get_model
-from deepfake.training.engine import Precision, validate
+from deepfake.system.precision import Precision
+from deepfake.training.engine import validate
 from tests.conftest import FAST, ROOT, run_cli
 
 TAGS = {"train/loss", "train/lr", "val/auc", "val/acc", "val/eer", "val/ap", "val/loss", "val/video_auc"}

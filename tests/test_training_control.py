@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import pytest
 import torch
 from timm.utils import ModelEmaV3
 from torch import nn
 
+from deepfake.system.precision import Precision
 from deepfake.training.early_stopping import EarlyStopping
-from deepfake.training.engine import LoopConfig, NonFiniteLossError, Precision, TrainState, train_epoch
+from deepfake.training.engine import (
+    EpochHooks,
+    LoopConfig,
+    NonFiniteLossError,
+    StepContext,
+    TrainState,
+    train_epoch,
+)
 from deepfake.training.schedulers import create_scheduler
 
 CPU = torch.device("cpu")
@@ -39,10 +48,14 @@ def batches(n: int, size: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.
     ]
 
 
-def run(model: nn.Module, data: list, loop: LoopConfig, lr: float = 0.1, **kw) -> TrainState:
+def run(
+    model: nn.Module, data: list, loop: LoopConfig, lr: float = 0.1, ema: Any = None, **hooks
+) -> TrainState:
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     state = TrainState()
-    train_epoch(model, data, opt, None, FP32, state, loop, CPU, num_batches=len(data), **kw)
+    train_epoch(
+        StepContext(model, opt, FP32, CPU, ema=ema), data, state, loop, len(data), EpochHooks(**hooks)
+    )
     return state
 
 

@@ -108,7 +108,7 @@ def test_auto_resume_refuses_a_hostile_checkpoint(
 ) -> None:
     run, why = hostile_copy(tiny_run["run"], tmp_path / "run", HOSTILE[kind])
     # As under `hydra.run.dir=<run> training.auto_resume=true`: the run directory is the existing one.
-    monkeypatch.setattr("deepfake.runs.run_dir.choose_run_dir", lambda cfg, resume: (run, True))
+    monkeypatch.setattr("deepfake.training.run_dir.choose_run_dir", lambda cfg, resume: (run, True))
     with pytest.raises(UserError) as excinfo:
         train(make_config(tmp_path, tiny_run["data"], **{"training.auto_resume": True}))
     assert_refused(excinfo, why, marker)
@@ -358,7 +358,7 @@ def test_legacy_targets_are_accepted_and_replaced_by_importable_current_paths() 
     from deepfake.runs.safe_config import LEGACY_TARGETS, PROJECT_TARGETS, trusted_config
 
     current = set().union(*PROJECT_TARGETS.values()) | {"deepfake.sweeps.callbacks.SweepSummaryCallback"}
-    for old, new in LEGACY_TARGETS.items():
+    for new in LEGACY_TARGETS.values():
         assert new in current and callable(get_object(new)), new
     saved = {
         "training": {"scheduler": {"_target_": "deepfake.schedulers.create_scheduler", "_partial_": True}},

@@ -25,10 +25,11 @@ from deepfake.data.module import DataModule, resolve_num_workers
 from deepfake.data.verify import count_table, inspect_images, scan_dataset, scan_manifest, size_summary
 from deepfake.errors import UserError
 from deepfake.system.hardware import HardwareManager, describe, hardware_warnings
+from deepfake.system.precision import Precision
 from deepfake.system.sampler import GB
+from deepfake.training.build import instantiate, seed_everything
 from deepfake.training.checkpoint import unwrap
-from deepfake.training.engine import LoopConfig, Precision, TrainState, train_epoch
-from deepfake.training.runner import instantiate, seed_everything
+from deepfake.training.engine import EpochHooks, LoopConfig, StepContext, TrainState, train_epoch
 
 log = logging.getLogger("deepfake.check")
 
@@ -259,17 +260,15 @@ def _step(
         weight_decay=tc.weight_decay,
         optimizer=instantiate(tc.optimizer, _convert_="all"),
     )
-    loop = LoopConfig(
-        grad_clip_mode=tc.grad_clip.mode, grad_clip_max=tc.grad_clip.max, on_nan="stop", log_every=1
-    )
+    loop = LoopConfig.from_config(cfg, accum_steps=1, on_nan="stop", log_every=1)
     logged: dict[str, float] = {}
     hw.reset_peak_memory()
     t0 = time.perf_counter()
     try:
+        ctx = StepContext(model, optimizer, precision, hw.device)
         stats = train_epoch(
-            model, [batch], optimizer, None, precision, TrainState(), loop, hw.device,
-            num_batches=1, log=lambda step, values: logged.update(values),
-        )  # fmt: skip
+            ctx, [batch], TrainState(), loop, 1, EpochHooks(log=lambda step, v: logged.update(v))
+        )
     except torch.cuda.OutOfMemoryError:
         report.add(
             "step",

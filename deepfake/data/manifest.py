@@ -15,7 +15,7 @@ from pathlib import Path
 
 from deepfake.data.samples import Sample, scan_folder
 from deepfake.errors import DataError
-from deepfake.training.checkpoint import atomic_write
+from deepfake.runs.fileio import atomic_write
 
 COLUMNS = ("path", "label", "split", "video", "method", "identity")
 REQUIRED = ("path", "label")

@@ -24,7 +24,7 @@ from torch import nn
 from deepfake.cli import run_reporting_errors
 from deepfake.errors import ConfigError
 from deepfake.evaluation.inference import LoadedDetector, load_detector
-from deepfake.training.checkpoint import atomic_write
+from deepfake.runs.fileio import atomic_write
 
 log = logging.getLogger("deepfake")
 

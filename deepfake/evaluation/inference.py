@@ -19,8 +19,8 @@ from omegaconf import DictConfig
 from deepfake.errors import UserError
 from deepfake.models import DeepfakeDetector, get_model
 from deepfake.runs.safe_config import trusted_config
+from deepfake.system.precision import Precision
 from deepfake.training.checkpoint import load_checkpoint
-from deepfake.training.engine import Precision
 
 #: Model keys that shape the network or its memory layout; the rest (pretrained, compile, ...) only train.
 _BUILD_KEYS = ("dropout_rate", "drop_path_rate", "img_size", "channels_last")

@@ -27,10 +27,9 @@ from deepfake.data.samples import IMAGE_EXTENSIONS, Sample
 from deepfake.data.transforms import eval_transform
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.inference import load_detector, scoring_precision
-from deepfake.runs.fileio import require_writable
+from deepfake.runs.fileio import atomic_write, require_writable
 from deepfake.system.hardware import HardwareManager
-from deepfake.training.checkpoint import atomic_write
-from deepfake.training.engine import Precision
+from deepfake.system.precision import Precision
 
 log = logging.getLogger("deepfake")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from deepfake.errors import UserError
-from deepfake.training.checkpoint import atomic_write
+from deepfake.runs.fileio import atomic_write
 
 COLUMNS = ("path", "video", "label", "prob")
 VAL_PREDICTIONS = "val_predictions.csv"  # in the run directory: the best epoch's validation predictions

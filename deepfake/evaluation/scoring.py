@@ -31,10 +31,10 @@ from deepfake.data.samples import Sample
 from deepfake.errors import UserError
 from deepfake.evaluation.inference import load_detector, scoring_precision
 from deepfake.evaluation.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, video_scores
-from deepfake.runs.fileio import require_writable
+from deepfake.runs.fileio import atomic_write, require_writable
 from deepfake.system.hardware import HardwareManager
-from deepfake.training.checkpoint import atomic_write, load_checkpoint, unwrap
-from deepfake.training.engine import Precision
+from deepfake.system.precision import Precision
+from deepfake.training.checkpoint import load_checkpoint, unwrap
 from deepfake.training.engine import validate as predict_loader
 
 log = logging.getLogger("deepfake")

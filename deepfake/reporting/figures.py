@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-from deepfake.training.checkpoint import atomic_write
+from deepfake.runs.fileio import atomic_write
 
 Curve = tuple[np.ndarray, np.ndarray]  # (labels, probabilities)
 

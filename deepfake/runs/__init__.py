@@ -1,6 +1,6 @@
-"""The run directory and what lives in it: choosing it, atomic writes, the files training leaves, backups,
-their mirror, `restore` and `clean`, and the allow-list for configs read back from files.
+"""Run directories from outside a training process: atomic writes, backups and their mirror, `restore`,
+`clean`, and the allow-list (`safe_config`) every config read back from a file passes.
 
-May import: `deepfake.errors`, `deepfake.cli`, `deepfake.config`, `deepfake.system`, and `deepfake.reporting`
-for the figures drawn at the end of a run. Never `deepfake.training`, `deepfake.evaluation` or `deepfake.sweeps`.
+May import: the top level (`errors`, `cli`, `config`) and `deepfake.system`. Never training, evaluation,
+reporting or sweeps code: what a training run writes into its directory is `deepfake.training.run_files`.
 """

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from deepfake.cli import run_reporting_errors
 from deepfake.errors import UserError
-from deepfake.training.checkpoint import atomic_write
+from deepfake.runs.fileio import atomic_write
 
 log = logging.getLogger("deepfake")
 

@@ -27,8 +27,9 @@ from omegaconf import DictConfig
 
 from deepfake.cli import run_reporting_errors
 from deepfake.errors import UserError
+from deepfake.runs.fileio import atomic_write
 from deepfake.sweeps.gpu_slots import assign_gpu
-from deepfake.training.checkpoint import atomic_write
+from deepfake.training.early_stopping import Best
 
 log = logging.getLogger("deepfake")
 
@@ -89,7 +90,7 @@ def record_failure(job_dir: Path, error: BaseException, duration_s: float) -> No
     """Mark the job's metrics.json as failed (creating it when the job failed before training started)."""
     path = job_dir / "metrics.json"
     payload: dict[str, Any] = {
-        "best": {"value": None, "epoch": None, "metrics": {}},
+        "best": Best().state_dict(),
         "final": {},
         "epochs_completed": 0,
         "duration_s": round(duration_s, 2),

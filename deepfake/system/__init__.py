@@ -1,4 +1,5 @@
-"""The machine: device and precision choice, thread plan, torchrun processes, the resource sampler.
+"""The machine and the process: device and precision choice, thread plan, torchrun processes, signals,
+the resource sampler.
 
-May import: the standard library, torch, psutil/NVML, and `deepfake.errors`. Nothing above it.
+May import: the top level (`errors`, `config`). Nothing above it (one `TYPE_CHECKING` name from data).
 """

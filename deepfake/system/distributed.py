@@ -29,7 +29,7 @@ from deepfake.errors import ConfigError
 
 if TYPE_CHECKING:
     from deepfake.data.dataset import EpochSampler
-    from deepfake.training.interrupt import GracefulInterrupt
+    from deepfake.system.interrupt import GracefulInterrupt
 
 log = logging.getLogger("deepfake.distributed")  # the name train.log has always shown
 

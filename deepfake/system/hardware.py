@@ -16,9 +16,9 @@ import psutil
 import torch
 
 from deepfake.errors import ConfigError
+from deepfake.system.precision import Precision
 from deepfake.system.sampler import GB, GpuProbe, Reading, ResourceSampler
 from deepfake.system.threads import ThreadPlan, available_cores, thread_plan, wait_policy_note
-from deepfake.training.engine import Precision
 
 log = logging.getLogger("deepfake.hardware")  # the name train.log has always shown
 

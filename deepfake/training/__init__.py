@@ -1,6 +1,7 @@
 """The training run: `runner.train` builds a `Trainer` that owns one run's state; the engine steps the
-optimizer; schedulers, checkpoints, resume, interrupts, out-of-memory help and early stopping serve it.
+optimizer; the observers (TensorBoard, early stopping, checkpoints, progress, metrics file, backup) react to
+its steps and epochs; schedulers, checkpoints, resume, out-of-memory help and the run directory serve it.
 
-May import every room below it (system, runs, data, models, reporting, evaluation, checks). Only the runner
-is the top: nothing else in the package imports `deepfake.training.runner`.
+May import every room but `deepfake.sweeps`. Only the runner is the top: nothing in the package but
+`deepfake.sweeps` imports `deepfake.training.runner`.
 """

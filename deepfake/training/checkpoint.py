@@ -3,7 +3,7 @@
 A checkpoint holds only tensors and plain containers (no pickled classes), so loading one never runs code
 and a file from an older version stays readable. Writes go to a temporary file in the same folder, are
 fsynced, then renamed over the old file (`deepfake.runs.fileio.atomic_write`): a crash leaves the old
-checkpoint or the new one, never half. `atomic_write` stays importable from here.
+checkpoint or the new one, never half.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch import nn
 from deepfake import __version__
 from deepfake.errors import UserError
 from deepfake.runs.fileio import atomic_write, copy_atomic, remove_stale_temps
+from deepfake.training.early_stopping import Best
 
 log = logging.getLogger("deepfake.checkpoint")  # the name train.log has always shown
 
@@ -146,16 +147,14 @@ class Checkpointer:
         copy_atomic(self.best, self.last)
         return self.last
 
-    def reconcile_best(
-        self, best: dict[str, Any], source: Path, train_state: dict[str, Any]
-    ) -> dict[str, Any]:
+    def reconcile_best(self, best: Best, source: Path, train_state: dict[str, Any]) -> Best:
         """On resume: make the recorded best epoch's best.pt exist in this folder, or forget that best.
 
         A run killed (or out of disk) between best.pt and last.pt, or a new run started from another run's
         checkpoint, records a best epoch without a matching best.pt here. When the checkpoint resumed from
         is that epoch, it becomes best.pt; otherwise the best is reset and the next validated epoch is it.
         """
-        epoch = best.get("epoch")
+        epoch = best.epoch
         if epoch is None or saved_epoch(self.best) == epoch:
             return best
         if train_state.get("epoch") == epoch and train_state.get("batch_in_epoch", 0) == 0:
@@ -168,7 +167,7 @@ class Checkpointer:
             epoch,
             self.folder,
         )
-        return {"value": None, "epoch": None, "metrics": {}}
+        return Best()
 
     def copy_last(self, name: str) -> Path:
         dest = self.folder / name

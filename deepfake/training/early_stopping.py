@@ -1,9 +1,29 @@
-"""Tracking the monitored validation metric: best-model selection and early stopping."""
+"""Tracking the monitored validation metric: best-model selection (`Best`, `improved`) and early stopping."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass
+class Best:
+    """The selected epoch: its monitored value and validation metrics (`None` before any epoch is chosen).
+
+    Stored as a plain mapping in checkpoints (`monitor.best`) and in metrics.json (`best`)."""
+
+    value: float | None = None
+    epoch: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "epoch": self.epoch, "metrics": self.metrics}
+
+    @classmethod
+    def from_state_dict(cls, saved: Mapping[str, Any]) -> Best:
+        return cls(value=saved["value"], epoch=saved["epoch"], metrics=dict(saved["metrics"]))
 
 
 def improved(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepfake.errors import UserError
-from deepfake.training.engine import Precision
+from deepfake.system.precision import Precision
 
 log = logging.getLogger("deepfake.memory")  # the name train.log has always shown
 

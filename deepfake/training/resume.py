@@ -31,7 +31,7 @@ from deepfake.errors import ConfigError, UserError
 from deepfake.models import resolve_architecture
 from deepfake.runs.safe_config import trusted_config
 from deepfake.training.checkpoint import Checkpointer, load_checkpoint, set_rng_state, unwrap
-from deepfake.training.early_stopping import EarlyStopping
+from deepfake.training.early_stopping import Best, EarlyStopping
 from deepfake.training.engine import TrainState
 
 log = logging.getLogger("deepfake.resume")  # the name train.log has always shown
@@ -295,16 +295,28 @@ def restore_training(
             log.info("EMA enabled on resume: it starts from the current weights")
 
 
+@dataclass
+class Progress:
+    """What a run had reached when its checkpoint was saved, besides the counters in `TrainState`."""
+
+    best: Best
+    metrics: dict[str, Any]  # the last validated epoch's metrics (metrics.json's `final`)
+    elapsed_s: float  # training time before this process
+
+
 def restore_progress(
     resume: Resume, state: TrainState, early: EarlyStopping, checkpoints: Checkpointer
-) -> tuple[dict[str, Any], dict[str, Any], float]:
-    """Counters, early stopping and top-k from the checkpoint; returns (best, last metrics, seconds so far)."""
+) -> Progress:
+    """Counters, early stopping and top-k from the checkpoint; returns the best, last metrics and time."""
     ts, monitor = resume.train_state, resume.state["monitor"]
-    state.epoch, state.global_step = ts["epoch"], ts["global_step"]
-    state.batch_in_epoch, state.skipped_steps = ts["batch_in_epoch"], ts.get("skipped_steps", 0)
+    state.load_state_dict(ts)
     early.load_state_dict(monitor["early_stopping"])
     checkpoints.top_k = list(monitor.get("top_k", []))
-    return monitor["best"], dict(resume.state.get("metrics") or {}), ts.get("elapsed_s", 0.0)
+    return Progress(
+        best=Best.from_state_dict(monitor["best"]),
+        metrics=dict(resume.state.get("metrics") or {}),
+        elapsed_s=ts.get("elapsed_s", 0.0),
+    )
 
 
 def restore_rng(resume: Resume) -> None:

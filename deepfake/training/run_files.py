@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from deepfake.evaluation.metrics import detection_metrics
 from deepfake.evaluation.predictions import VAL_PREDICTIONS, write_predictions
 from deepfake.runs.fileio import atomic_write, copy_atomic
+from deepfake.training.early_stopping import Best
 from deepfake.training.engine import TrainState
 
 log = logging.getLogger("deepfake")
@@ -64,18 +65,16 @@ def warn_if_undefined(monitor: str, value: float, labels: np.ndarray, epoch: int
         )  # fmt: skip
 
 
-def log_best(monitor: str, best: dict[str, Any], labels: np.ndarray | None, last: Path) -> None:
+def log_best(monitor: str, best: Best, labels: np.ndarray | None, last: Path) -> None:
     """The run's closing word on selection: the best epoch, or why there is none (and so no best.pt)."""
-    if best["epoch"] is None:
+    if best.epoch is None:
         log.warning(
             "no best epoch was selected, so there is no best.pt: %s was undefined (NaN) at every validation "
             "(%s). The last state is in %s",
             monitor, no_best_reason(monitor, labels), last,
         )  # fmt: skip
     else:
-        log.info(
-            "best %s %.4f at epoch %s; checkpoints in %s", monitor, best["value"], best["epoch"], last.parent
-        )
+        log.info("best %s %.4f at epoch %s; checkpoints in %s", monitor, best.value, best.epoch, last.parent)
 
 
 def adopt_val_predictions(source: Path, run_dir: Path) -> None:
@@ -107,7 +106,7 @@ def write_metrics(
     run_dir: Path,
     cfg: DictConfig,
     final: dict[str, float],
-    best: dict[str, Any],
+    best: Best,
     stop_reason: str,
     state: TrainState,
     duration: float,
@@ -115,7 +114,7 @@ def write_metrics(
     payload = {
         "monitor": cfg.training.monitor,
         "mode": cfg.training.monitor_mode,
-        "best": best,
+        "best": best.state_dict(),
         "final": final,
         "stop_reason": stop_reason,
         "epochs_completed": state.epoch,
