@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from deepfake.cli import run_hydra, run_reporting_errors
 from deepfake.config import register_configs
-from deepfake.evaluation import evaluate
+from deepfake.evaluation.scoring import evaluate
 
 __all__ = ["evaluate"]
 

@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from deepfake.cli import run_hydra, run_reporting_errors
 from deepfake.config import register_configs
-from deepfake.predict import predict
+from deepfake.evaluation.predict import predict
 
 __all__ = ["predict"]
 

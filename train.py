@@ -1,7 +1,7 @@
 """Train a deepfake detector: `python train.py [overrides]` or `from train import train`.
 
 `python train.py check=true [overrides]` runs the pre-flight check instead and exits 1 when it finds errors.
-`torchrun --nproc_per_node=N train.py [overrides]` trains with DistributedDataParallel (see deepfake.distributed).
+`torchrun --nproc_per_node=N train.py [overrides]` trains with DistributedDataParallel (see deepfake.system.distributed).
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from deepfake.checks.preflight import run as run_check
 from deepfake.cli import run_hydra, run_reporting_errors
 from deepfake.config import register_configs
-from deepfake.distributed import worker_hydra_overrides
-from deepfake.preflight import run as run_check
-from deepfake.runner import train
-from deepfake.sweep_job import run_job
+from deepfake.sweeps.sweep_job import run_job
+from deepfake.system.distributed import worker_hydra_overrides
+from deepfake.training.runner import train
 
 __all__ = ["train"]
 

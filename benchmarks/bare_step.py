@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from deepfake.engine import Precision
+from deepfake.system.precision import Precision
 
 
 def bare_step(

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from deepfake.threads import available_cores
+from deepfake.system.threads import available_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCH_LINE = re.compile(r"epoch (\d+)/\d+ \|.*\| ([\d.]+) img/s \|")

@@ -15,10 +15,10 @@ import numpy as np
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from deepfake.hardware import HardwareManager
-from deepfake.metrics import bootstrap_auc_ci
+from deepfake.evaluation.metrics import bootstrap_auc_ci
+from deepfake.evaluation.predict import predict_paths
 from deepfake.models import get_model
-from deepfake.predict import predict_paths
+from deepfake.system.hardware import HardwareManager
 
 
 def bench_bootstrap(frames: int, frames_per_video: int, samples: int) -> None:
@@ -39,7 +39,9 @@ def bench_bootstrap(frames: int, frames_per_video: int, samples: int) -> None:
     print(
         f"bootstrap AUC interval, {frames} frames in {frames // frames_per_video} videos, {samples} resamples:"
     )
-    print(f"  deepfake.metrics.bootstrap_auc_ci {ours:.2f} s; per-resample roc_auc_score ~{sklearn:.2f} s")
+    print(
+        f"  deepfake.evaluation.metrics.bootstrap_auc_ci {ours:.2f} s; per-resample roc_auc_score ~{sklearn:.2f} s"
+    )
 
 
 def bench_predict(images: int, model_name: str, img_size: int, batch: int, workers: int) -> None:

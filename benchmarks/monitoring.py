@@ -24,11 +24,11 @@ from typing import NamedTuple
 import torch
 from rich.console import Console
 
-from deepfake.engine import LoopConfig, TrainState, train_epoch
-from deepfake.hardware import HardwareManager
 from deepfake.models import get_model
-from deepfake.progress import ProgressTracker, fan_out
-from deepfake.tensorboard import TensorBoardLogger
+from deepfake.reporting.progress import ProgressTracker, fan_out
+from deepfake.reporting.tensorboard import TensorBoardLogger
+from deepfake.system.hardware import HardwareManager
+from deepfake.training.engine import EpochHooks, LoopConfig, StepContext, TrainState, train_epoch
 
 VARIANTS = ("off", "control", "plain", "rich")
 
@@ -60,7 +60,7 @@ def run_round(variant: str, steps: int, ctx: dict, log_dir: Path) -> Rate:
     loop = LoopConfig(log_every=20)
     if variant in ("off", "control"):
         t0, c0 = time.perf_counter(), time.process_time()
-        train_epoch(model, loader, opt, None, precision, state, loop, hw.device, num_batches=steps)
+        train_epoch(StepContext(model, opt, precision, hw.device), loader, state, loop, steps)
         _sync(hw.device)
         return Rate(steps / (time.perf_counter() - t0), steps / (time.process_time() - c0))
     tb = TensorBoardLogger(log_dir)
@@ -72,10 +72,8 @@ def run_round(variant: str, steps: int, ctx: dict, log_dir: Path) -> Rate:
     t0, c0 = time.perf_counter(), time.process_time()
     with tracker, sampler:
         tracker.start_epoch(0)
-        train_epoch(
-            model, loader, opt, None, precision, state, loop, hw.device,
-            num_batches=steps, log=on_log, on_step=tracker.step,
-        )  # fmt: skip
+        hooks = EpochHooks(log=on_log, on_step=tracker.step)
+        train_epoch(StepContext(model, opt, precision, hw.device), loader, state, loop, steps, hooks)
         _sync(hw.device)
         rate = Rate(steps / (time.perf_counter() - t0), steps / (time.process_time() - c0))
     tb.close()

@@ -19,11 +19,11 @@ from collections.abc import Callable
 import torch
 from bare_step import bare_step
 
-from deepfake.engine import LoopConfig, TrainState, train_epoch
-from deepfake.hardware import HardwareManager
 from deepfake.models import get_model
-from deepfake.progress import ProgressTracker, fan_out
-from deepfake.tensorboard import TensorBoardLogger
+from deepfake.reporting.progress import ProgressTracker, fan_out
+from deepfake.reporting.tensorboard import TensorBoardLogger
+from deepfake.system.hardware import HardwareManager
+from deepfake.training.engine import EpochHooks, LoopConfig, StepContext, TrainState, train_epoch
 
 
 def sync(device: torch.device) -> None:
@@ -53,10 +53,8 @@ def project_loop(model, batches, precision, device, logdir: str, hw: HardwareMan
     progress.start()
     sampler.start()
     progress.start_epoch(0)
-    train_epoch(
-        model, batches, opt, None, precision, state, LoopConfig(), device, num_batches=len(batches),
-        log=on_log, on_step=progress.step,
-    )  # fmt: skip
+    hooks = EpochHooks(log=on_log, on_step=progress.step)
+    train_epoch(StepContext(model, opt, precision, device), batches, state, LoopConfig(), len(batches), hooks)
     sampler.stop()
     progress.close()
     tb.close()

@@ -22,10 +22,10 @@ from bare_step import bare_step
 from hydra import compose, initialize_config_dir
 
 from deepfake.config import register_configs
-from deepfake.engine import Precision
-from deepfake.hardware import HardwareManager
 from deepfake.models import get_model
-from deepfake.runner import train
+from deepfake.system.hardware import HardwareManager
+from deepfake.system.precision import Precision
+from deepfake.training.runner import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

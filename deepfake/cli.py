@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from deepfake.errors import UserError
-from deepfake.interrupt import TrainingInterrupted
+from deepfake.system.interrupt import TrainingInterrupted
 
 log = logging.getLogger("deepfake")
 

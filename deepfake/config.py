@@ -36,7 +36,7 @@ class ModelConfig:
 
 @dataclass
 class SchedulerConfig:
-    _target_: str = "deepfake.schedulers.create_scheduler"
+    _target_: str = "deepfake.training.schedulers.create_scheduler"
     _partial_: bool = True
     name: str = "cosine"
     warmup_epochs: float = 1.0
@@ -231,7 +231,7 @@ class DistributedConfig:
 
 @dataclass
 class BackupConfig:
-    _target_: str = "deepfake.backup.ProjectBackup"
+    _target_: str = "deepfake.runs.backup.ProjectBackup"
     enabled: bool = True
     every_n_epochs: int = 0
     keep_last: int = 3
@@ -407,6 +407,11 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and (not _finite(value) or value <= 0):
             raise ConfigError(f"{key} must be > 0, or null for the default (got {value})")
+    _check_single_keys(cfg)
+
+
+def _check_single_keys(cfg: DictConfig) -> None:
+    """The ranges and requirements particular to one key (or one key given another)."""
     if not 0.0 <= cfg.model.dropout_rate < 1.0:
         raise ConfigError(f"model.dropout_rate must be in [0, 1) (got {cfg.model.dropout_rate})")
     if cfg.training.eval_batch_size is not None and cfg.training.eval_batch_size <= 0:

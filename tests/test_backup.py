@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 import torch
 
-from deepfake.backup import MANIFEST, ProjectBackup
-from deepfake.clean import main as clean_main
 from deepfake.config import DRIVE_MIRROR, DRIVE_SUBDIR, Config, to_config
 from deepfake.errors import ConfigError, UserError
-from deepfake.restore import read_archive, restore
-from deepfake.runner import train
+from deepfake.runs.backup import MANIFEST, ProjectBackup
+from deepfake.runs.clean import main as clean_main
+from deepfake.runs.restore import read_archive, restore
+from deepfake.training.runner import train
 from tests.conftest import ROOT, make_folder_dataset, run_cli
 from tests.runs import make_config, restore_torch_globals, run_dir_of
 

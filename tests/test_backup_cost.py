@@ -7,8 +7,8 @@ import json
 import zlib
 from pathlib import Path
 
-from deepfake.backup import ProjectBackup
-from deepfake.restore import read_archive
+from deepfake.runs.backup import ProjectBackup
+from deepfake.runs.restore import read_archive
 
 
 def gzip_members(data: bytes) -> list[int]:

@@ -17,7 +17,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from deepfake.data.dataset import EpochSampler
-from deepfake.distributed import (
+from deepfake.errors import ConfigError, UserError
+from deepfake.system.distributed import (
     DistContext,
     ShardedSampler,
     gather_predictions,
@@ -25,8 +26,7 @@ from deepfake.distributed import (
     worker_hydra_overrides,
     wrap,
 )
-from deepfake.errors import ConfigError, UserError
-from deepfake.resume import Resume, check_train_set
+from deepfake.training.resume import Resume, check_train_set
 from tests.conftest import CONF, ROOT, make_folder_dataset, run_cli, write_face
 
 
@@ -196,8 +196,8 @@ def _stop_at(rank: int, init_file: str, out: str) -> None:
 
     import torch.distributed as dist
 
-    from deepfake.distributed import AgreedStop
-    from deepfake.interrupt import GracefulInterrupt
+    from deepfake.system.distributed import AgreedStop
+    from deepfake.system.interrupt import GracefulInterrupt
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     local = GracefulInterrupt()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from deepfake.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, weighted_auc
+from deepfake.evaluation.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, weighted_auc
 
 
 def test_balanced_accuracy_is_sklearns_and_equals_acc_with_one_class() -> None:

@@ -1,4 +1,4 @@
-"""deepfake.export: every format gives the probabilities the checkpoint gives, on the same uint8 images."""
+"""deepfake.evaluation.export: every format gives the probabilities the checkpoint gives, on the same uint8 images."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from deepfake.data.dataset import FaceDataset
 from deepfake.data.samples import scan_split
 from deepfake.data.transforms import eval_transform
 from deepfake.errors import ConfigError
-from deepfake.export import export
-from deepfake.inference import load_detector
+from deepfake.evaluation.export import export
+from deepfake.evaluation.inference import load_detector
 from tests.conftest import ROOT, run_cli
 
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript"))

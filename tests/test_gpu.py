@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from deepfake.engine import LoopConfig, Precision, TrainState, train_epoch
 from deepfake.models import get_model
+from deepfake.system.precision import Precision
+from deepfake.training.engine import EpochHooks, LoopConfig, StepContext, TrainState, train_epoch
 from tests.conftest import FAST
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -37,10 +38,10 @@ def fit(model: torch.nn.Module, precision: Precision, n: int = 4, **kw) -> tuple
     logged: list[dict] = []
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     state = TrainState()
+    ctx = StepContext(model, opt, precision, CUDA, **kw)
     train_epoch(
-        model, gpu_batches(n), opt, None, precision, state, LoopConfig(log_every=1), CUDA,
-        num_batches=n, log=lambda s, v: logged.append(v), **kw,
-    )  # fmt: skip
+        ctx, gpu_batches(n), state, LoopConfig(log_every=1), n, EpochHooks(log=lambda s, v: logged.append(v))
+    )
     return state, logged
 
 

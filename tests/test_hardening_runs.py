@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from deepfake.checkpoint import load_checkpoint, save_checkpoint, saved_epoch
 from deepfake.errors import UserError
-from deepfake.plot import plot_run
-from deepfake.predict import predict
-from deepfake.run_dir import earlier_run_files, refuse_earlier_run
-from deepfake.runner import train
-from deepfake.tensorboard import TensorBoardLogger
+from deepfake.evaluation.predict import predict
+from deepfake.reporting.plot import plot_run
+from deepfake.reporting.tensorboard import TensorBoardLogger
+from deepfake.training.checkpoint import load_checkpoint, save_checkpoint, saved_epoch
+from deepfake.training.run_dir import earlier_run_files, refuse_earlier_run
+from deepfake.training.runner import train
 from tests.conftest import make_flat_test_set, make_folder_dataset
 from tests.runs import STEPS_PER_EPOCH, fail_fsync_of, make_config, restore_torch_globals, run_dir_of
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from deepfake.hardware import HardwareManager, describe, hardware_warnings
-from deepfake.monitoring import GB, GpuProbe, format_reading
-from deepfake.tensorboard import TensorBoardLogger
+from deepfake.reporting.tensorboard import TensorBoardLogger
+from deepfake.system.hardware import HardwareManager, describe, hardware_warnings
+from deepfake.system.sampler import GB, GpuProbe, format_reading
 
 
 def no_accelerators(monkeypatch: pytest.MonkeyPatch) -> None:

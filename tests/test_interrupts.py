@@ -21,10 +21,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from deepfake.interrupt import GracefulInterrupt, TrainingInterrupted
-from deepfake.restore import read_archive
-from deepfake.runner import train
-from deepfake.tensorboard import TensorBoardLogger
+from deepfake.reporting.tensorboard import TensorBoardLogger
+from deepfake.runs.restore import read_archive
+from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
+from deepfake.training.runner import train
 from tests.conftest import ROOT, make_folder_dataset, run_cli
 from tests.runs import make_config, restore_torch_globals, run_dir_of
 

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfake.checks import dataset_findings
+from deepfake.checks.preflight import check
+from deepfake.checks.start import dataset_findings
 from deepfake.data.decode import decode_file
 from deepfake.data.manifest import write_manifest
 from deepfake.data.samples import Sample, scan_folder
 from deepfake.data.verify import find_leaks, inspect_images
 from deepfake.errors import DataError
-from deepfake.metrics import detection_metrics, note_one_frame_videos
-from deepfake.preflight import check
+from deepfake.evaluation.metrics import detection_metrics, note_one_frame_videos
 from tests.conftest import FAST, make_folder_dataset
 
 

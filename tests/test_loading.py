@@ -12,10 +12,11 @@ from torch.utils.data import DataLoader
 from deepfake.data import DataModule
 from deepfake.data.convert import main as convert_main
 from deepfake.data.dataset import EpochSampler, FaceDataset
-from deepfake.data.decode import DeviceDecodeLoader, collate_payloads
-from deepfake.engine import LoopConfig, Precision, TrainState, train_epoch
+from deepfake.data.device_loader import DeviceDecodeLoader, collate_payloads
 from deepfake.errors import ConfigError, DataError
 from deepfake.models import get_model
+from deepfake.system.precision import Precision
+from deepfake.training.engine import LoopConfig, StepContext, TrainState, train_epoch
 from tests.conftest import FAST, make_folder_dataset
 
 ROBUST = {"jpeg": {"enabled": True}, "noise": {"enabled": True}, "cutout": {"enabled": True}}
@@ -120,8 +121,8 @@ def test_pos_weight_weights_the_fake_loss(tmp_path: Path) -> None:
         logits = model(batch[0])
     expected = F.binary_cross_entropy_with_logits(logits, batch[1].float(), pos_weight=torch.tensor(9.0))
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    stats = train_epoch(model, [batch], opt, None, Precision("cpu", None), TrainState(),
-                        LoopConfig(pos_weight=dm.pos_weight), torch.device("cpu"), num_batches=1)  # fmt: skip
+    ctx = StepContext(model, opt, Precision("cpu", None), torch.device("cpu"))
+    stats = train_epoch(ctx, [batch], TrainState(), LoopConfig(pos_weight=dm.pos_weight), num_batches=1)
     assert stats["train/epoch_loss"] == pytest.approx(float(expected), rel=1e-5)
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score, roc_curve
 
-from deepfake.metrics import binary_metrics, detection_metrics, equal_error_rate, video_scores
+from deepfake.evaluation.metrics import binary_metrics, detection_metrics, equal_error_rate, video_scores
 
 
 def brute_force_eer(labels: np.ndarray, probs: np.ndarray) -> float:

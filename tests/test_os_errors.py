@@ -18,13 +18,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from deepfake.backup import ProjectBackup
 from deepfake.cli import run_reporting_errors
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError
-from deepfake.evaluation import evaluate
-from deepfake.predict import predict
-from deepfake.runner import train
+from deepfake.evaluation.predict import predict
+from deepfake.evaluation.scoring import evaluate
+from deepfake.runs.backup import ProjectBackup
+from deepfake.training.runner import train
 from tests.conftest import ROOT, make_folder_dataset, run_cli
 from tests.runs import fail_fsync_of, make_config, restore_torch_globals, run_dir_of
 
@@ -285,7 +285,7 @@ def test_predict_into_a_read_only_folder_fails_before_inference(
     def no_inference(*args: Any) -> None:
         raise AssertionError("inference started although the output cannot be written")
 
-    monkeypatch.setattr("deepfake.predict.load_detector", no_inference)
+    monkeypatch.setattr("deepfake.evaluation.predict.load_detector", no_inference)
     folder = read_only(Path(tempfile.mkdtemp(dir=shared["base"])))
     cfg = {"checkpoint": str(shared["run"]), "input": str(shared["data"]), "output": str(folder / "p.csv")}
     code, err = run_unprivileged(tmp_path, predict, cfg)

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from deepfake.errors import UserError
-from deepfake.plot import load_scalars, main, plot_run
-from deepfake.predictions import read_predictions, write_predictions
-from deepfake.tensorboard import TensorBoardLogger
+from deepfake.evaluation.predictions import read_predictions, write_predictions
+from deepfake.reporting.plot import load_scalars, main, plot_run
+from deepfake.reporting.tensorboard import TensorBoardLogger
 from tests.conftest import ROOT, run_cli
 
 

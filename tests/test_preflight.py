@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deepfake.checks import config_findings, dataset_findings
+from deepfake.checks.start import config_findings, dataset_findings
 from deepfake.data.manifest import write_manifest
 from deepfake.data.samples import Sample, scan_folder
 from deepfake.data.verify import find_leaks, identities, inspect_image

@@ -22,8 +22,8 @@ from PIL import Image
 from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from deepfake import progress as progress_module
-from deepfake.progress import ProgressTracker, resolve_mode
+from deepfake.reporting import progress as progress_module
+from deepfake.reporting.progress import ProgressTracker, resolve_mode
 from tests.conftest import FAST, ROOT, make_folder_dataset, run_cli
 
 TRAIN = {"train/epoch_loss": 0.5, "train/epoch_img_per_s": 100.0}
@@ -133,7 +133,7 @@ def test_auto_mode_draws_rich_bars_in_a_pseudo_terminal(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         from types import SimpleNamespace
-        from deepfake.progress import ProgressTracker
+        from deepfake.reporting.progress import ProgressTracker
         with ProgressTracker(1, 4, batch_size=2, mode="auto") as t:
             print("mode", t.mode)
             t.start_epoch(0)

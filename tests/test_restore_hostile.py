@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-import deepfake.restore
-from deepfake.backup import MANIFEST, ProjectBackup
+import deepfake.runs.restore
 from deepfake.errors import UserError
-from deepfake.restore import read_archive, restore
+from deepfake.runs.backup import MANIFEST, ProjectBackup
+from deepfake.runs.restore import read_archive, restore
 from tests.conftest import ROOT, run_cli
 from tests.test_backup import fake_run
 
@@ -43,14 +43,14 @@ def entry(data: bytes) -> dict[str, Any]:
 def writes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every file restore starts to write, in order."""
     written: list[Path] = []
-    original = deepfake.restore._copy_hashing
+    original = deepfake.runs.restore._copy_hashing
 
     def spy(source: Any, target: Path | None) -> str:
         if target is not None:
             written.append(target)
         return original(source, target)
 
-    monkeypatch.setattr(deepfake.restore, "_copy_hashing", spy)
+    monkeypatch.setattr(deepfake.runs.restore, "_copy_hashing", spy)
     return written
 
 
@@ -149,13 +149,15 @@ def test_an_archive_that_would_not_fit_on_the_disk_is_refused_before_extracting(
     backup = ProjectBackup(run).create_backup("end")
     total = sum(e["size"] for e in read_archive(backup)["files"].values())
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(deepfake.restore.shutil, "disk_usage", lambda path: usage(10**12, 10**12, total - 1))
+    monkeypatch.setattr(
+        deepfake.runs.restore.shutil, "disk_usage", lambda path: usage(10**12, 10**12, total - 1)
+    )
     with pytest.raises(UserError, match=r"restoring needs 0\.\d MiB but only 0\.\d MiB are free") as excinfo:
         restore(backup, tmp_path / "a")
     assert "restore to another disk (--to)" in str(excinfo.value)
     assert writes == []
     assert_nothing_left(tmp_path, tmp_path / "a")
-    monkeypatch.setattr(deepfake.restore.shutil, "disk_usage", lambda path: usage(10**12, 0, total))
+    monkeypatch.setattr(deepfake.runs.restore.shutil, "disk_usage", lambda path: usage(10**12, 0, total))
     restore(backup, tmp_path / "b")  # exactly enough is enough
     assert (tmp_path / "b" / "checkpoints" / "last.pt").read_bytes() == (
         run / "checkpoints" / "last.pt"

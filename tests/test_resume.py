@@ -12,11 +12,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import deepfake.tensorboard
-from deepfake.checkpoint import save_checkpoint
+import deepfake.reporting.tensorboard
 from deepfake.errors import ConfigError, UserError
-from deepfake.interrupt import TrainingInterrupted
-from deepfake.runner import train
+from deepfake.system.interrupt import TrainingInterrupted
+from deepfake.training.checkpoint import save_checkpoint
+from deepfake.training.runner import train
 from tests.conftest import make_folder_dataset
 from tests.runs import EPOCHS, STEPS_PER_EPOCH, make_config, restore_torch_globals, run_dir_of
 
@@ -54,14 +54,14 @@ def assert_same(a: Any, b: Any, where: str = "") -> None:
 
 def interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
     """Deliver a real SIGINT to this process right after optimizer step `step` is logged."""
-    original = deepfake.tensorboard.TensorBoardLogger.scalars
+    original = deepfake.reporting.tensorboard.TensorBoardLogger.scalars
 
     def scalars(self: Any, at: int, values: dict[str, float]) -> None:
         original(self, at, values)
         if at == step and "train/loss" in values:
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(deepfake.tensorboard.TensorBoardLogger, "scalars", scalars)
+    monkeypatch.setattr(deepfake.reporting.tensorboard.TensorBoardLogger, "scalars", scalars)
 
 
 def test_checkpoint_holds_the_whole_training_state(reference: Path) -> None:

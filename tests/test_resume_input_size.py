@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from deepfake.errors import ConfigError
-from deepfake.runner import train
+from deepfake.training.runner import train
 from tests.conftest import make_folder_dataset
 from tests.runs import make_config, restore_torch_globals, run_dir_of
 

@@ -10,9 +10,10 @@ import torch
 
 from deepfake.data import DataModule
 from deepfake.data.synthetic import generate_synthetic_dataset
-from deepfake.engine import Precision, validate
-from deepfake.metrics import detection_metrics
+from deepfake.evaluation.metrics import detection_metrics
 from deepfake.models import get_model
+from deepfake.system.precision import Precision
+from deepfake.training.engine import validate
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from deepfake.engine import Precision
-from deepfake.evaluation import evaluate
-from deepfake.hardware import HardwareManager
-from deepfake.inference import load_detector
-from deepfake.predict import predict, predict_paths
-from deepfake.runner import train
+from deepfake.evaluation.inference import load_detector
+from deepfake.evaluation.predict import predict, predict_paths
+from deepfake.evaluation.scoring import evaluate
+from deepfake.system.hardware import HardwareManager
+from deepfake.system.precision import Precision
+from deepfake.training.runner import train
 from tests.conftest import make_folder_dataset
 from tests.runs import make_config, restore_torch_globals, run_dir_of
 

@@ -15,10 +15,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from deepfake import gpu_slots, summarize
-from deepfake.callbacks import cpu_oversubscription
 from deepfake.config import register_configs
-from deepfake.sweep_job import overridden, record_failure
+from deepfake.sweeps import gpu_slots, summarize
+from deepfake.sweeps.callbacks import cpu_oversubscription
+from deepfake.sweeps.sweep_job import overridden, record_failure
 from tests.conftest import CONF, FAST, ROOT, run_cli
 
 ONE_EPOCH = [o.replace("training.num_epochs=2", "training.num_epochs=1") for o in FAST]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from deepfake.tensorboard_views import confidently_wrong, flatten_config
+from deepfake.reporting.tensorboard_views import confidently_wrong, flatten_config
 
 ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 

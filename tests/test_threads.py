@@ -7,8 +7,8 @@ import logging
 import pytest
 import torch
 
-from deepfake.hardware import HardwareManager
-from deepfake.threads import ThreadPlan, thread_plan, wait_policy_note
+from deepfake.system.hardware import HardwareManager
+from deepfake.system.threads import ThreadPlan, thread_plan, wait_policy_note
 from tests.runs import restore_torch_globals  # noqa: F401 - set_num_threads is process-wide
 
 
@@ -62,8 +62,8 @@ def test_wait_policy_note_only_when_threads_would_spin() -> None:
 def test_configure_applies_and_logs_the_plan(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("deepfake.hardware.available_cores", lambda: 4)
-    monkeypatch.setattr("deepfake.hardware.TORCH_THREADS", 4)
+    monkeypatch.setattr("deepfake.system.hardware.available_cores", lambda: 4)
+    monkeypatch.setattr("deepfake.system.hardware.TORCH_THREADS", 4)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     with caplog.at_level(logging.INFO, logger="deepfake.hardware"):
         plan = HardwareManager("cpu").configure(loader_workers=3)

@@ -13,9 +13,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from deepfake.config import Config
 from deepfake.data import DataModule
-from deepfake.engine import Precision, validate
-from deepfake.metrics import detection_metrics
+from deepfake.evaluation.metrics import detection_metrics
 from deepfake.models import get_model
+from deepfake.system.precision import Precision
+from deepfake.training.engine import validate
 from tests.conftest import FAST, ROOT, run_cli
 
 TAGS = {"train/loss", "train/lr", "val/auc", "val/acc", "val/eer", "val/ap", "val/loss", "val/video_auc"}

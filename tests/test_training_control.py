@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import pytest
 import torch
 from timm.utils import ModelEmaV3
 from torch import nn
 
-from deepfake.engine import LoopConfig, NonFiniteLossError, Precision, TrainState, train_epoch
-from deepfake.monitor import EarlyStopping
-from deepfake.schedulers import create_scheduler
+from deepfake.system.precision import Precision
+from deepfake.training.early_stopping import EarlyStopping
+from deepfake.training.engine import (
+    EpochHooks,
+    LoopConfig,
+    NonFiniteLossError,
+    StepContext,
+    TrainState,
+    train_epoch,
+)
+from deepfake.training.schedulers import create_scheduler
 
 CPU = torch.device("cpu")
 FP32 = Precision("cpu", None)
@@ -39,10 +48,14 @@ def batches(n: int, size: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.
     ]
 
 
-def run(model: nn.Module, data: list, loop: LoopConfig, lr: float = 0.1, **kw) -> TrainState:
+def run(
+    model: nn.Module, data: list, loop: LoopConfig, lr: float = 0.1, ema: Any = None, **hooks
+) -> TrainState:
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     state = TrainState()
-    train_epoch(model, data, opt, None, FP32, state, loop, CPU, num_batches=len(data), **kw)
+    train_epoch(
+        StepContext(model, opt, FP32, CPU, ema=ema), data, state, loop, len(data), EpochHooks(**hooks)
+    )
     return state
 
 
@@ -218,8 +231,8 @@ def test_ema_differs_from_raw_weights_and_follows_the_decay() -> None:
 
 
 def test_fit_batch_size_halves_until_it_fits(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deepfake import memory
-    from deepfake.memory import OutOfMemory, fit_batch_size
+    from deepfake.training import memory
+    from deepfake.training.memory import OutOfMemory, fit_batch_size
 
     freed: list[torch.device] = []  # the real free_memory is a full gc.collect(): ~0.4 s on the test's heap
     monkeypatch.setattr(memory, "free_memory", freed.append)
@@ -250,7 +263,7 @@ def test_nan_guard_stops_the_run_and_keeps_the_last_good_checkpoint(
 
     import torch.nn.functional as F
 
-    from deepfake.runner import train
+    from deepfake.training.runner import train
     from tests.conftest import FAST
 
     real_bce = F.binary_cross_entropy_with_logits

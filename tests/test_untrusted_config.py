@@ -1,4 +1,4 @@
-"""A config read back from a file never instantiates a target off the allow-list (deepfake.safe_config).
+"""A config read back from a file never instantiates a target off the allow-list (deepfake.runs.safe_config).
 
 Each entry point that rebuilds a config from a file gets a crafted checkpoint whose payload would create a
 marker file: nested inside a value (`training.optimizer.foreach`) and at the top of an instantiated section
@@ -18,15 +18,15 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from deepfake.backup import ProjectBackup
 from deepfake.config import Config
 from deepfake.errors import UserError
-from deepfake.evaluation import evaluate
-from deepfake.export import export
-from deepfake.predict import predict
-from deepfake.restore import restore
-from deepfake.runner import train
-from deepfake.safe_config import allowed_targets, check_untrusted
+from deepfake.evaluation.export import export
+from deepfake.evaluation.predict import predict
+from deepfake.evaluation.scoring import evaluate
+from deepfake.runs.backup import ProjectBackup
+from deepfake.runs.restore import restore
+from deepfake.runs.safe_config import allowed_targets, check_untrusted
+from deepfake.training.runner import train
 from tests.conftest import CONF, ROOT, make_folder_dataset, run_cli
 from tests.runs import make_config, restore_torch_globals, run_dir_of
 
@@ -108,7 +108,7 @@ def test_auto_resume_refuses_a_hostile_checkpoint(
 ) -> None:
     run, why = hostile_copy(tiny_run["run"], tmp_path / "run", HOSTILE[kind])
     # As under `hydra.run.dir=<run> training.auto_resume=true`: the run directory is the existing one.
-    monkeypatch.setattr("deepfake.run_dir.choose_run_dir", lambda cfg, resume: (run, True))
+    monkeypatch.setattr("deepfake.training.run_dir.choose_run_dir", lambda cfg, resume: (run, True))
     with pytest.raises(UserError) as excinfo:
         train(make_config(tmp_path, tiny_run["data"], **{"training.auto_resume": True}))
     assert_refused(excinfo, why, marker)
@@ -286,7 +286,7 @@ def test_defaults_old_paths_and_optimizers_pass() -> None:
         (  # an interpolation that builds a node with a target only when resolved
             {
                 "backup": {
-                    "_target_": "deepfake.backup.ProjectBackup",
+                    "_target_": "deepfake.runs.backup.ProjectBackup",
                     "mirror": '${oc.create:"{_target_: os.system}"}',
                 }
             },
@@ -351,3 +351,21 @@ def test_a_checkpoint_with_malformed_fields_is_a_user_error(
     torch.save(state, tmp_path / "bad.pt")
     with pytest.raises(UserError, match=message):
         export(tmp_path / "bad.pt", "safetensors", tmp_path / "m.safetensors")
+
+
+def test_legacy_targets_are_accepted_and_replaced_by_importable_current_paths() -> None:
+    from hydra.utils import get_object
+
+    from deepfake.runs.safe_config import LEGACY_TARGETS, PROJECT_TARGETS, trusted_config
+
+    current = set().union(*PROJECT_TARGETS.values()) | {"deepfake.sweeps.callbacks.SweepSummaryCallback"}
+    for new in LEGACY_TARGETS.values():
+        assert new in current and callable(get_object(new)), new
+    saved = {
+        "training": {"scheduler": {"_target_": "deepfake.schedulers.create_scheduler", "_partial_": True}},
+        "backup": {"_target_": "deepfake.backup.ProjectBackup", "every_n_epochs": 1},
+    }
+    config = trusted_config(saved, "old.pt")
+    assert config.training.scheduler._target_ == "deepfake.training.schedulers.create_scheduler"
+    assert config.backup._target_ == "deepfake.runs.backup.ProjectBackup"
+    assert config.backup.every_n_epochs == 1 and config.training.scheduler._partial_ is True

@@ -10,9 +10,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from deepfake.checkpoint import build_state, save_checkpoint
 from deepfake.errors import ConfigError
 from deepfake.models import get_model
+from deepfake.training.checkpoint import build_state, save_checkpoint
 from deepfake.weights import MIN_MATCHED
 
 
@@ -83,7 +83,7 @@ def test_a_project_checkpoint_gives_its_backbone_and_drops_its_head(tmp_path: Pa
         assert torch.equal(model.backbone.state_dict()[key], value), key
     assert not torch.equal(model.head[1].weight, trained.head[1].weight)  # a fresh head, as for other weights
 
-    exported = tmp_path / "detector.safetensors"  # the same detector as deepfake.export writes it
+    exported = tmp_path / "detector.safetensors"  # the same detector as deepfake.evaluation.export writes it
     save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(exported))
     from_export = get_model("tiny", weights=str(exported))
     for key, value in trained.backbone.state_dict().items():

@@ -2,32 +2,24 @@
 
 Every path yields the same canonical form, a centre-cropped S x S uint8 image, so the caches, the
 augmentations and SBI never care where the pixels came from. With `data.decode=gpu` the workers only read
-file bytes; `DeviceDecodeLoader` decodes a whole batch with nvjpeg and runs the per-sample augmentations
-there, which frees the two CPU cores of a Colab-like machine.
+file bytes; `decode_payloads` decodes a whole batch with nvjpeg (`deepfake.data.device_loader` drives it),
+which frees the two CPU cores of a Colab-like machine.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
-from deepfake.data.loader import WrappedLoader
 from deepfake.data.samples import JPEG_EXTENSIONS
 from deepfake.errors import DataError
-
-if TYPE_CHECKING:
-    from deepfake.data.dataset import FaceDataset
-
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def decode_file(path: str, size: int | None) -> torch.Tensor:
@@ -109,38 +101,3 @@ def decode_payloads(payloads: Sequence[torch.Tensor], size: int, device: torch.d
         for i, image in zip(jpegs, decoded, strict=True):
             out[i] = fit(image, size)
     return out
-
-
-Seeds = tuple[int, int]  # (blend seed, augmentation seed) of one sample
-
-
-def collate_payloads(
-    items: list[tuple[torch.Tensor, int, int, Seeds]],
-) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, list[Seeds]]:
-    """Batch payloads as a list: JPEG byte strings differ in length and cannot be stacked before decoding."""
-    payloads, labels, index, seeds = zip(*items, strict=True)
-    return list(payloads), torch.tensor(labels), torch.tensor(index), list(seeds)
-
-
-class DeviceDecodeLoader(WrappedLoader):
-    """Wraps a DataLoader of payloads: decodes each batch on `device`, then augments each image there.
-
-    The batches come out as uint8 (N, 3, S, S) already on the device.
-    """
-
-    dataset: FaceDataset
-
-    def __init__(self, loader: DataLoader, size: int, device: torch.device) -> None:
-        super().__init__(loader, loader.dataset, loader.sampler, loader.batch_size or 1)
-        self.size = size
-        self.device = device
-
-    def __iter__(self) -> Iterator[Batch]:
-        ds = self.dataset
-        for payloads, labels, index, seeds in self.loader:
-            images = decode_payloads(payloads, self.size, self.device)
-            # Per-sample seeding must not disturb the training RNG (dropout), so it runs in a forked state.
-            devices = [self.device] if self.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices, device_type=self.device.type):
-                images = [ds.finish(im, int(i), *s) for im, i, s in zip(images, index, seeds, strict=True)]
-            yield torch.stack(images), labels, index

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from deepfake.checkpoint import atomic_write
 from deepfake.data.samples import Sample, scan_folder
 from deepfake.errors import DataError
+from deepfake.runs.fileio import atomic_write
 
 COLUMNS = ("path", "label", "split", "video", "method", "identity")
 REQUIRED = ("path", "label")

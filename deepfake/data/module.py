@@ -25,14 +25,14 @@ from deepfake.data.augment import build_augment
 from deepfake.data.balance import cap_frames_per_video, pos_weight, sample_weights
 from deepfake.data.cache import build_cache
 from deepfake.data.dataset import EpochSampler, FaceDataset, sbi_groups
-from deepfake.data.decode import DeviceDecodeLoader, collate_payloads
+from deepfake.data.device_loader import DeviceDecodeLoader, collate_payloads
 from deepfake.data.loader import SlotLoader
 from deepfake.data.manifest import read_manifest
 from deepfake.data.samples import FOLDER_LAYOUT, Sample, scan_folder, scan_split
 from deepfake.data.transforms import eval_transform
-from deepfake.distributed import ShardedSampler
 from deepfake.errors import ConfigError, DataError
-from deepfake.interrupt import ignore_in_worker
+from deepfake.system.distributed import ShardedSampler
+from deepfake.system.interrupt import ignore_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -338,11 +338,3 @@ def init_worker(worker_id: int) -> None:
 
 def _digest(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def move_batch(
-    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Copy images (still uint8) and labels to the device; non_blocking overlaps with compute when pinned."""
-    images, labels, index = batch
-    return images.to(device, non_blocking=True), labels.to(device, non_blocking=True), index

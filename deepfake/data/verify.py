@@ -1,7 +1,7 @@
 """Dataset verification: structure, counts, unreadable images, image sizes, class balance and split leakage.
 
 These functions report facts and never stop at the first problem, so one pass of the pre-flight check names
-every fault; `deepfake.checks` judges them (error, warning, info).
+every fault; `deepfake.checks.start` judges them (error, warning, info).
 """
 
 from __future__ import annotations

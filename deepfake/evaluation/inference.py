@@ -1,0 +1,148 @@
+"""Rebuild a trained detector from what its checkpoint carries, so no training config needs repeating.
+
+A checkpoint (`.pt` from training, or `.safetensors` from `deepfake.evaluation.export`) holds the weights, the timm
+`architecture`, the `preprocess` the loaders applied (input size, mean, std) and the resolved run config; the
+model is rebuilt from those alone. Evaluate, predict and export all load through here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from deepfake.errors import UserError
+from deepfake.models import DeepfakeDetector, get_model
+from deepfake.runs.safe_config import trusted_config
+from deepfake.system.precision import Precision
+from deepfake.training.checkpoint import load_checkpoint
+
+#: Model keys that shape the network or its memory layout; the rest (pretrained, compile, ...) only train.
+_BUILD_KEYS = ("dropout_rate", "drop_path_rate", "img_size", "channels_last")
+
+
+@dataclass
+class LoadedDetector:
+    model: DeepfakeDetector
+    path: Path  # the checkpoint file
+    config: DictConfig | None  # the training run's resolved config, when the checkpoint has one
+    checkpoint: dict[str, Any]  # everything else the file holds (metrics, train_state, ...)
+
+    @property
+    def img_size(self) -> int:
+        return int(self.model.img_size)
+
+    @property
+    def run_dir(self) -> Path:
+        """The training run directory: `<run>/checkpoints/x.pt` -> `<run>`; a loose file -> its folder."""
+        folder = self.path.parent
+        return folder.parent if folder.name == "checkpoints" else folder
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given, or a run directory's `checkpoints/best.pt`."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "best.pt", path / "best.pt"):
+            if candidate.is_file():
+                return candidate
+        raise UserError(
+            f"{path} holds no checkpoints/best.pt (did its first epoch finish?); "
+            f"pass a checkpoint file instead, e.g. checkpoint={path / 'checkpoints' / 'last.pt'}"
+        )
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; pass a run directory or a .pt/.safetensors file")
+    return path
+
+
+def load_detector(path: str | Path) -> LoadedDetector:
+    """Load and rebuild a detector on the CPU, in eval mode, with the checkpoint's own preprocessing."""
+    path = resolve_checkpoint(path)
+    state = _read_safetensors(path) if path.suffix == ".safetensors" else load_checkpoint(path)
+    for key in ("model", "architecture", "preprocess"):
+        if not state.get(key):
+            raise UserError(f"{path} is not a deepfake detector checkpoint: it has no '{key}'")
+    # evaluate instantiates its data section: checked, and legacy targets moved to today's paths
+    config = trusted_config(state["config"], str(path)) if state.get("config") else None
+    model = build_detector(str(state["architecture"]), _checked_preprocess(path, state["preprocess"]), config)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise UserError(
+            f"the weights in {path} do not fit architecture {state['architecture']}: {str(e)[:300]}"
+        ) from None
+    return LoadedDetector(model=model.eval(), path=path.resolve(), config=config, checkpoint=state)
+
+
+def scoring_precision(precision: Precision, amp: str) -> Precision:
+    """The autocast to score with: `precision` (resolved from `amp`) on accelerators, fp32 on the CPU for `auto`.
+
+    bf16 keeps 8 bits of mantissa, so CPU autocast rounds probabilities to a few hundred distinct values
+    and moves threshold metrics (EER, accuracy) for a small speed gain; an explicit bf16 is still honoured.
+    """
+    if precision.device_type == "cpu" and amp == "auto":
+        return Precision("cpu", None)
+    return precision
+
+
+def build_detector(
+    architecture: str, preprocess: dict[str, Any], config: DictConfig | None
+) -> DeepfakeDetector:
+    """An untrained detector shaped like the saved one, normalising exactly as its training loaders did."""
+    model_cfg = config.get("model", {}) if config is not None else {}
+    kwargs = {k: model_cfg[k] for k in _BUILD_KEYS if model_cfg.get(k) is not None}
+    kwargs.setdefault("img_size", int(preprocess["img_size"]))
+    model = get_model(architecture=architecture, pretrained=False, **kwargs)
+    model.img_size = int(preprocess["img_size"])
+    with torch.no_grad():
+        model.mean.copy_(torch.tensor(preprocess["mean"]).view_as(model.mean))
+        model.std.copy_(torch.tensor(preprocess["std"]).view_as(model.std))
+    return model
+
+
+def _checked_preprocess(path: Path, preprocess: Any) -> dict[str, Any]:
+    """The saved `preprocess`, refused unless it is {img_size: int > 0, mean: 3 numbers, std: 3 numbers > 0}."""
+    try:
+        size, mean, std = int(preprocess["img_size"]), list(preprocess["mean"]), list(preprocess["std"])
+        ok = (
+            size > 0
+            and len(mean) == len(std) == 3
+            and all(math.isfinite(float(v)) for v in mean + std)
+            and all(float(v) > 0 for v in std)
+        )
+    except (TypeError, KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise UserError(
+            f"{path} is not a deepfake detector checkpoint: its 'preprocess' ({str(preprocess)[:120]}) is not "
+            "{img_size, mean[3], std[3]}"
+        )
+    return preprocess
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a Mapping)
+    except Exception as e:
+        raise UserError(f"{path} cannot be read as safetensors ({type(e).__name__}: {e})") from None
+    try:
+        preprocess = json.loads(meta.get("preprocess", "{}"))
+    except ValueError:
+        raise UserError(
+            f"{path}: its 'preprocess' metadata is not JSON; export the checkpoint again"
+        ) from None
+    return {
+        "model": weights,
+        "architecture": meta.get("architecture", ""),
+        "preprocess": preprocess,
+        "config": meta.get("config", ""),
+    }

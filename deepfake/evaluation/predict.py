@@ -1,0 +1,200 @@
+"""Probability of fake for new images: what `python predict.py checkpoint=... input=... output=...` runs.
+
+Images are decoded and resized exactly as evaluation does (same dataset class, the checkpoint's size and
+normalisation), batched through a DataLoader and scored on the best device. A file that cannot be read is a
+row with an error in the output, never the end of the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from deepfake.choices import AMP, PREDICTION_FORMATS
+from deepfake.config import PredictConfig
+from deepfake.data.dataset import FaceDataset
+from deepfake.data.module import default_num_workers
+from deepfake.data.samples import IMAGE_EXTENSIONS, Sample
+from deepfake.data.transforms import eval_transform
+from deepfake.errors import ConfigError, UserError
+from deepfake.evaluation.inference import load_detector, scoring_precision
+from deepfake.runs.fileio import atomic_write, require_writable
+from deepfake.system.hardware import HardwareManager
+from deepfake.system.precision import Precision
+
+log = logging.getLogger("deepfake")
+
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+COLUMNS = ("path", "prob", "pred", "error")
+FORMATS = PREDICTION_FORMATS
+
+
+def list_inputs(source: str | Path) -> list[str]:
+    """Image paths from one image, a folder (recursive, sorted) or a list file (one path per line).
+
+    In a list file, blank lines and `#` comments are skipped and relative paths are relative to the file's
+    folder; listed files that are missing become error rows later, like unreadable ones.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        found = sorted(
+            # A dangling or looping link is kept: it gets a row with its error, as an unreadable file does.
+            str(p)
+            for p in path.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or p.is_symlink())
+        )
+        if not found:
+            raise UserError(f"input folder {path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        return found
+    if not path.is_file():
+        raise UserError(f"input {path} does not exist; pass an image, a folder or a text file listing images")
+    if path.suffix.lower() not in LIST_SUFFIXES:
+        return [str(path)]
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    listed = [line for line in lines if line and not line.startswith("#")]
+    if not listed:
+        raise UserError(f"list file {path} names no images (one path per line)")
+    return [str(p if (p := Path(line).expanduser()).is_absolute() else path.parent / p) for line in listed]
+
+
+class ImageFiles(Dataset):
+    """Evaluation-decoded images; an unreadable file yields a blank image and its error instead of raising."""
+
+    def __init__(self, paths: Sequence[str], img_size: int) -> None:
+        samples = [Sample(path=p, label=0, video=p, method="") for p in paths]
+        self.faces = FaceDataset(samples, eval_transform(img_size), decode_size=img_size)
+        self.img_size = img_size
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        try:
+            image, _, _ = self.faces[index]
+            return image, index, ""
+        except Exception as e:  # any failure on one file is that file's problem: reported in its row
+            cause = e.__cause__ or e.__context__ or e  # the decoder's own message, not the training hint
+            blank = torch.zeros(3, self.img_size, self.img_size, dtype=torch.uint8)
+            return blank, index, f"{type(cause).__name__}: {cause}"
+
+
+@torch.no_grad()
+def predict_paths(
+    model: torch.nn.Module,
+    paths: Sequence[str],
+    img_size: int,
+    precision: Precision,
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> tuple[np.ndarray, list[str]]:
+    """Fake probabilities (NaN where unreadable) and error messages ("" where fine), in `paths` order."""
+    dataset = ImageFiles(paths, img_size)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"
+    )
+    model.eval()
+    probs, errors = [], [""] * len(paths)
+    for images, index, messages in loader:
+        with precision.autocast():
+            logits = model(images.to(device, non_blocking=True))
+        probs.append(torch.sigmoid(logits.float()))  # stays on the device: one transfer at the end
+        for i, message in zip(index.tolist(), messages, strict=True):
+            errors[i] = message
+    out = torch.cat(probs).double().cpu().numpy()
+    out[[bool(e) for e in errors]] = np.nan
+    return out, errors
+
+
+def output_format(output: str, fmt: str | None) -> str:
+    chosen = fmt or Path(output).suffix.lower().lstrip(".")
+    if chosen not in FORMATS:
+        raise ConfigError(
+            f"cannot tell the output format of {output!r}: name it .csv or .json, or set format=csv|json"
+        )
+    return chosen
+
+
+def write_predictions(rows: list[dict[str, Any]], output: Path, fmt: str, meta: dict[str, Any]) -> None:
+    """CSV (one row per image) or JSON ({meta..., predictions: [...]}), written atomically."""
+    if fmt == "json":
+        text = json.dumps({**meta, "predictions": rows}, indent=2)
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+        text = buffer.getvalue()
+    atomic_write(output, lambda f: f.write(text.encode()))
+
+
+def predict(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Score every input image and write `cfg.output`; returns the rows written."""
+    cfg = _checked(cfg)
+    fmt = output_format(cfg.output, cfg.format)
+    output = Path(cfg.output).expanduser()
+    # Checked now, not after inference: a long run must not end in a write that was bound to fail.
+    require_writable(output.parent, "the output folder", "pass output=<a path in a writable folder>")
+    loaded = load_detector(cfg.checkpoint)
+    paths = list_inputs(cfg.input)
+    hw = HardwareManager(**cfg.hardware)
+    workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
+    hw.configure(workers)  # intra-op threads take the cores the loader workers leave
+    precision = scoring_precision(hw.precision(cfg.amp), cfg.amp)
+    log.info("predicting %d images with %s (%s, %s)", len(paths), loaded.path, hw.device, precision.name)
+    probs, errors = predict_paths(
+        loaded.model.to(hw.device), paths, loaded.img_size, precision, hw.device, cfg.batch_size, workers
+    )
+    rows = [
+        {
+            "path": path,
+            "prob": None if error else float(prob),
+            "pred": None if error else ("fake" if prob >= cfg.threshold else "real"),
+            "error": error or None,
+        }
+        for path, prob, error in zip(paths, probs, errors, strict=True)
+    ]
+    meta = {"checkpoint": str(loaded.path), "threshold": cfg.threshold, "preprocess": loaded.model.preprocess}
+    write_predictions(rows, output, fmt, meta)
+    bad = [row for row in rows if row["error"]]
+    fake = sum(row["pred"] == "fake" for row in rows)
+    log.info(
+        "wrote %d predictions to %s: %d fake, %d real at threshold %g",
+        len(rows) - len(bad), cfg.output, fake, len(rows) - len(bad) - fake, cfg.threshold,
+    )  # fmt: skip
+    if bad:
+        log.warning("%d file(s) could not be read (listed in %s):", len(bad), cfg.output)
+        for row in bad:
+            log.warning("  %s: %s", row["path"], row["error"])
+    return rows
+
+
+def _checked(cfg: DictConfig) -> DictConfig:
+    """Merge onto the schema (Python callers may pass a dict) and check the values a type cannot."""
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(PredictConfig), cfg)
+    except Exception as e:  # omegaconf raises several types; all mean "this config is malformed"
+        raise ConfigError(f"invalid predict config: {e}") from None
+    for key, example in (
+        ("checkpoint", "<run directory or .pt file>"),
+        ("input", "<image, folder or list.txt>"),
+    ):
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"{key} is not set: pass {key}={example}")
+    if not 0.0 <= cfg.threshold <= 1.0:
+        raise ConfigError(f"threshold must be in [0, 1] (got {cfg.threshold})")
+    if cfg.batch_size <= 0:
+        raise ConfigError(f"batch_size must be > 0 (got {cfg.batch_size})")
+    if cfg.amp not in AMP:
+        raise ConfigError(f"amp={cfg.amp!r} is not one of {', '.join(AMP)}")
+    return cfg

@@ -1,0 +1,461 @@
+"""`train(cfg)`: builds a `Trainer` for the config and runs it; the Trainer wires config, hardware, data,
+model, loop, observers and checkpoints into one run."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from deepfake.checks.start import start_checks
+from deepfake.cli import error_message, log_to_files
+from deepfake.config import Config, to_config
+from deepfake.data.module import resolve_num_workers
+from deepfake.errors import ConfigError, UserError
+from deepfake.evaluation.scoring import evaluate_best
+from deepfake.reporting.progress import ProgressTracker, fan_out
+from deepfake.reporting.tensorboard import TensorBoardLogger
+from deepfake.reporting.tensorboard_views import log_run_start
+from deepfake.runs.backup import ProjectBackup
+from deepfake.system import distributed
+from deepfake.system.hardware import HardwareManager, describe
+from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
+from deepfake.training.build import instantiate, seed_everything
+from deepfake.training.checkpoint import Checkpointer, build_state, unwrap
+from deepfake.training.early_stopping import Best, EarlyStopping, improved
+from deepfake.training.engine import EpochHooks, LoopConfig, StepContext, TrainState, train_epoch, validate
+from deepfake.training.memory import OutOfMemory, fit_batch_size, oom_message, probe_step
+from deepfake.training.observers import (
+    BackupObserver,
+    CheckpointObserver,
+    EarlyStoppingObserver,
+    EpochEnd,
+    MetricsFileObserver,
+    Observer,
+    ProgressObserver,
+    TensorBoardObserver,
+)
+from deepfake.training.resume import (
+    Resume,
+    check_train_set,
+    needs_replan,
+    restore_progress,
+    restore_rng,
+    restore_training,
+    resume_command,
+)
+from deepfake.training.run_dir import discard_fresh_run_dir, open_run
+from deepfake.training.run_files import (
+    adopt_val_predictions,
+    log_best,
+    val_metrics,
+    warn_if_undefined,
+    write_hardware,
+    write_metrics,
+    write_plots,
+)
+
+log = logging.getLogger("deepfake")
+
+
+def train(cfg: Config | DictConfig | dict) -> float:
+    """Train one detector as configured and return the best value of `training.monitor`.
+
+    With `resume` (or `training.auto_resume` and an existing last.pt) the run continues in its own
+    directory from the saved state; a signal stops it cleanly (see `deepfake.system.interrupt`).
+    """
+    try:
+        cfg = to_config(cfg)
+        if cfg.check:
+            raise ConfigError(
+                "check=true runs the pre-flight check, not training: use `python train.py check=true ...`, "
+                "or deepfake.checks.preflight.check(cfg) from Python"
+            )
+    except UserError:
+        discard_fresh_run_dir()
+        raise
+    ddp = distributed.setup(cfg.hardware.device, cfg.distributed.backend, cfg.distributed.timeout_min)
+    handlers: list[logging.Handler] = []
+    try:
+        cfg, run_dir, resume, overrides, handlers = open_run(cfg, ddp)
+        with distributed.quiet_unless_main(ddp):
+            return Trainer(cfg, run_dir, resume, overrides, ddp).run()
+    except Exception as e:
+        message = error_message(e)
+        if message is not None and handlers:  # this call's own train.log; Hydra's gets it from deepfake.cli
+            log_to_files(message, handlers)
+        raise
+    finally:
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        ddp.close()
+
+
+class Trainer:
+    """One training run, torchtune-recipe style: its parts and progress live on `self`.
+
+    `setup()` builds hardware, model, data and optimizer; `restore()` continues a checkpoint; `fit()` runs the
+    epochs, each closed by `end_epoch()`, which hands an `EpochEnd` to the observers (TensorBoard, early
+    stopping, checkpoints, progress, metrics file, backup); `finish(outcome)` writes the plots, scores the
+    test sets and returns the best monitored value. `run()` does all of it in that order.
+    """
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        resume: Resume | None,
+        overrides: list[str],
+        ddp: distributed.DistContext,
+    ) -> None:
+        self.cfg, self.tc = cfg, cfg.training
+        self.run_dir, self.resume, self.overrides, self.ddp = run_dir, resume, overrides, ddp
+        self.t_start = time.perf_counter()
+        self.elapsed_before = 0.0  # training time of the processes before this one (resume)
+        self.state = TrainState()
+        self.best = Best()
+        self.final: dict[str, float] = {}  # the last validated epoch's metrics
+        self.stop_reason = "completed"
+        self.labels_seen: np.ndarray | None = (
+            None  # the last validation's labels, to explain an undefined metric
+        )
+        self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        self.observers: list[Observer] = []
+
+    def run(self) -> float:
+        self.setup()
+        self.restore()
+        self.observers = self.make_observers()
+        return self.finish(self.fit())
+
+    # ----- setup -----
+
+    def setup(self) -> None:
+        log.info("run directory: %s", self.run_dir.resolve())
+        seed_everything(self.cfg.seed)
+        self._setup_hardware()
+        self._setup_model_and_data()
+        self._setup_optimization()
+
+    def _setup_hardware(self) -> None:
+        cfg, ddp = self.cfg, self.ddp
+        self.hw = HardwareManager(**{**cfg.hardware, "device": ddp.device(cfg.hardware.device)})
+        self.hw.configure(resolve_num_workers(cfg.data.num_workers))
+        self.precision = self.hw.precision(self.tc.amp)
+        self.device = self.hw.device
+        summary = {**self.hw.summary(str(self.run_dir)), "world_size": ddp.world_size}
+        if ddp.is_main:
+            write_hardware(self.run_dir, summary)
+        log.info(describe(summary))
+        log.info("device: %s (%s), precision %s", self.device, self.hw.reason, self.precision.name)
+
+    def _batch_size(self, model: torch.nn.Module, img_size: int) -> int:
+        """`training.batch_size`, or under `auto_batch_size` on CUDA the largest that fits on every rank."""
+        batch_size = self.tc.batch_size
+        if not self.tc.auto_batch_size:
+            return batch_size
+        if self.device.type != "cuda":
+            log.info("training.auto_batch_size applies to CUDA devices; keeping batch %d", batch_size)
+            return batch_size
+        probe = probe_step(model, self.precision, self.device, img_size)
+        batch_size = self.ddp.min(fit_batch_size(probe, batch_size, self.device))  # every rank, same batch
+        log.info("auto batch size: %d fits in GPU memory", batch_size)
+        return batch_size
+
+    def _setup_model_and_data(self) -> None:
+        cfg, tc, ddp = self.cfg, self.tc, self.ddp
+        model = instantiate(cfg.model).to(self.device)
+        img_size = cfg.data.img_size or model.img_size
+        self.batch_size = self._batch_size(model, img_size)
+        self.data = instantiate(
+            cfg.data, img_size=img_size, batch_size=self.batch_size, eval_batch_size=tc.eval_batch_size,
+            seed=cfg.seed, pin_memory=self.device.type == "cuda", rank=ddp.rank, world_size=ddp.world_size,
+            _convert_="all",
+        )  # fmt: skip
+        with ddp.main_first():  # rank 0 generates a missing synthetic set once; the others then read it
+            self.data.setup()
+        unwrap(model).img_size = img_size  # the size the loaders feed: what predict and export must reproduce
+        self.model = distributed.wrap(model, ddp, self.device, cfg.distributed.sync_batchnorm)
+        # Scan the test sets now, so a wrong path fails before training rather than after it.
+        self.test_sets = self.data.setup_test_sets() if cfg.data.test_sets else []
+        self.train_loader = self.data.train_dataloader()
+        self.val_loader = self.data.eval_dataloader("val")
+        self.val_videos = np.asarray(self.val_loader.dataset.videos, dtype=object)
+        self.num_batches = len(self.train_loader)
+        if cfg.check_on_start:
+            start_checks(cfg, self.data.samples, self.train_loader.batch_size)
+
+    def _setup_optimization(self) -> None:
+        tc, world = self.tc, self.ddp.world_size
+        self.steps_per_epoch = math.ceil(self.num_batches / tc.grad_accum_steps)
+        log.info(
+            "batch %d x %d accumulation x %d processes = effective batch %d; %d optimizer steps per epoch",
+            self.batch_size, tc.grad_accum_steps, world, self.batch_size * tc.grad_accum_steps * world,
+            self.steps_per_epoch,
+        )  # fmt: skip
+        self.optimizer, self.scheduler = unwrap(self.model).configure_optimizers(
+            learning_rate=tc.learning_rate,
+            weight_decay=tc.weight_decay,
+            optimizer=instantiate(tc.optimizer, _convert_="all"),
+            scheduler=instantiate(tc.scheduler, _convert_="all"),
+            steps_per_epoch=self.steps_per_epoch,
+            num_epochs=tc.num_epochs,
+        )
+        self.ema = None
+        if tc.ema.enabled:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(
+                distributed.local_module(self.model), decay=tc.ema.decay, use_warmup=tc.ema.warmup
+            )
+        self.step_context = StepContext(
+            self.model, self.optimizer, self.precision, self.device, scheduler=self.scheduler, ema=self.ema
+        )
+        self.loop = LoopConfig.from_config(self.cfg, pos_weight=self.data.pos_weight)
+        self.early = EarlyStopping(**{k: v for k, v in tc.early_stopping.items() if k != "enabled"})
+        self.checkpoints = Checkpointer(
+            self.run_dir / "checkpoints", tc.checkpoint.keep_top_k, tc.monitor_mode
+        )
+
+    # ----- resume -----
+
+    def restore(self) -> None:
+        """Continue `resume`'s checkpoint: weights, optimizer, schedule, counters, best and top-k."""
+        resume, state = self.resume, self.state
+        if resume is None:
+            return
+        check_train_set(resume, len(self.train_loader.dataset), self.ddp.world_size)
+        restore_training(
+            resume, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+            scaler=self.precision.scaler, ema=self.ema, replan=needs_replan(resume, self.cfg, self.steps_per_epoch),
+        )  # fmt: skip
+        progress = restore_progress(resume, state, self.early, self.checkpoints)
+        self.best, self.final, self.elapsed_before = progress.best, progress.metrics, progress.elapsed_s
+        if self.ddp.is_main:
+            self.best = self.checkpoints.reconcile_best(self.best, resume.path, resume.train_state)
+            if resume.run_dir is None and self.best.epoch is not None:
+                adopt_val_predictions(resume.path, self.run_dir)
+        log.info(
+            "resuming from %s: epoch %d, batch %d of %d, global step %d",
+            resume.path, state.epoch + 1, state.batch_in_epoch, self.num_batches, state.global_step,
+        )  # fmt: skip
+
+    def make_observers(self) -> list[Observer]:
+        """The loop's observers, in the order they see each event (see `deepfake.training.observers`)."""
+        cfg, tc = self.cfg, self.tc
+        # A resumed run hides whatever the killed process logged after its checkpoint (TensorBoard purge).
+        self.tb = TensorBoardLogger(
+            self.run_dir,
+            enabled=cfg.logging.tensorboard and self.ddp.is_main,
+            purge_step=self.state.global_step + 1 if self.resume else None,
+        )
+        if self.resume is None:
+            log_run_start(self.tb, cfg, self.config_yaml, self.train_loader)
+        self.backup: ProjectBackup = instantiate(
+            cfg.backup, run_dir=self.run_dir, base_path=cfg.base_path, config_yaml=self.config_yaml,
+            overrides=self.overrides, _convert_="all",
+        )  # fmt: skip
+        self.start = (self.state.epoch, self.state.global_step)
+        self.progress = ProgressTracker(
+            tc.num_epochs, self.num_batches, batch_size=self.train_loader.batch_size,
+            mode=cfg.logging.progress, every_n_seconds=cfg.logging.every_n_seconds,
+        )  # fmt: skip
+        self.on_log, on_reading = fan_out(self.tb, self.progress, lambda: self.state.global_step)
+        self.sampler = self.hw.sampler(on_reading, disk_path=self.run_dir)
+        return [
+            TensorBoardObserver(self.tb),
+            EarlyStoppingObserver(self.early, tc.early_stopping.enabled),
+            CheckpointObserver(self.checkpoints, tc.checkpoint.every_n_steps, self.num_batches),
+            ProgressObserver(self.progress),
+            MetricsFileObserver(),
+            BackupObserver(self.backup),
+        ]
+
+    # ----- the loop -----
+
+    def fit(self) -> str:
+        """Train the remaining epochs; returns the outcome: end, or interrupt (a signal, checkpoint saved)."""
+        if self.resume is not None:
+            restore_rng(self.resume)  # last: every draw until the checkpoint's step is then replayed
+        interrupt = GracefulInterrupt()
+        self.stop = distributed.AgreedStop(interrupt, self.ddp, self.device, every=self.tc.log_every_n_steps)
+        self.outcome = "end"
+        with interrupt:
+            try:
+                self.progress.start()
+                self.sampler.start()
+                self._epochs()
+            except TrainingInterrupted as e:
+                self.outcome, self.stop_reason = "abort", f"aborted: {e}"
+                raise
+            except torch.cuda.OutOfMemoryError:
+                self.outcome, self.stop_reason = "crash", "failed: out of GPU memory"
+                raise OutOfMemory(oom_message(self.batch_size, self.device)) from None
+            except BaseException as e:
+                self.outcome, self.stop_reason = "crash", f"failed: {type(e).__name__}: {e}"
+                raise
+            finally:
+                self.sampler.stop()
+                for observer in self.observers:
+                    observer.on_close(self, self.outcome)
+        return self.outcome
+
+    def _epochs(self) -> None:
+        if self.finished():
+            log.info(
+                "nothing to train: the run already finished at epoch %d; pass training.num_epochs=N "
+                "(or a larger training.early_stopping.patience) to continue it",
+                self.state.epoch,
+            )
+        for epoch in range(self.state.epoch, self.tc.num_epochs):
+            if self.stop.agree() or (self.tc.early_stopping.enabled and self.early.stopped):
+                break
+            t0 = time.perf_counter()
+            train_stats = self.train_one_epoch(epoch)
+            if self.stop.agree():
+                break
+            end = self.end_epoch(epoch, train_stats, t0)
+            if end.stop is not None:
+                self.stop_reason = end.stop
+                log.info(self.stop_reason)
+                break
+        if self.stop.signum is not None and not self.finished():
+            self.outcome = "interrupt"
+            self.stop_reason = f"interrupted by {signal.Signals(self.stop.signum).name}"
+            self.save("interrupt")
+
+    def finished(self) -> bool:
+        return self.state.epoch >= self.tc.num_epochs or (
+            self.tc.early_stopping.enabled and self.early.stopped
+        )
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        state = self.state
+        state.epoch = epoch
+        self.train_loader.sampler.set_epoch(epoch, start=state.batch_in_epoch * self.batch_size)
+        self.progress.start_epoch(epoch, state.batch_in_epoch)
+        self.hw.reset_peak_memory()
+        hooks = EpochHooks(log=self.on_log, on_step=self._on_step, should_stop=self.stop)
+        return train_epoch(self.step_context, self.train_loader, state, self.loop, self.num_batches, hooks)
+
+    def _on_step(self, state: TrainState) -> None:
+        for observer in self.observers:
+            observer.on_step(self, state)
+
+    def _validate(self, model: torch.nn.Module, prefix: str) -> tuple[dict[str, float], tuple]:
+        """Each rank predicts its shard; all ranks get the whole split, so the metrics are a single run's."""
+        predictions = distributed.gather_predictions(
+            self.ddp, *validate(model, self.val_loader, self.precision, self.device)
+        )
+        return val_metrics(*predictions, self.val_videos, prefix, self.cfg), predictions
+
+    def end_epoch(self, epoch: int, train_stats: dict[str, float], started: float) -> EpochEnd:
+        """Validate, pick the best, and hand the epoch to the observers."""
+        tc, state = self.tc, self.state
+        state.batch_in_epoch = 0
+        self.progress.phase("validate")
+        train_stats = distributed.reduce_train_stats(self.ddp, train_stats)
+        val, predictions = self._validate(distributed.local_module(self.model), "val")
+        if self.ema is not None:
+            val.update(self._validate(self.ema.module, "val_ema")[0])
+        monitored = val.get(tc.monitor)
+        if monitored is None:
+            raise KeyError(f"training.monitor={tc.monitor} is not a validation metric; have {sorted(val)}")
+        self.labels_seen = predictions[0]
+        warn_if_undefined(tc.monitor, monitored, predictions[0], epoch + 1)
+        if self.scheduler is not None:
+            self.scheduler.step_epoch(monitored)
+        is_best = improved(monitored, self.best.value, tc.monitor_mode)
+        # The run's `best` changes only once best.pt is durable (`save`); until then this epoch is a candidate.
+        candidate = Best(monitored, epoch + 1, dict(val)) if is_best else self.best
+        val["val/auc_best"] = candidate.metrics.get("val/auc", math.nan)
+        peak = self.hw.peak_memory_gb()
+        state.epoch = epoch + 1
+        self.final = {**train_stats, **val, "epoch": epoch + 1}
+        end = EpochEnd(
+            epoch=epoch + 1, global_step=state.global_step, train=train_stats, val=val, monitored=monitored,
+            improved=is_best, best=candidate, predictions=predictions, val_dataset=self.val_loader.dataset,
+            peak_gb=peak, started=started,
+        )  # fmt: skip
+        for observer in self.observers:
+            observer.on_epoch_end(self, end)
+        return end
+
+    # ----- saving -----
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t_start
+
+    def progressed(self) -> bool:
+        return (self.state.epoch, self.state.global_step) != self.start
+
+    def checkpoint_state(self, saved_at: str, best: Best) -> dict[str, Any]:
+        """Everything an exact resume needs, as plain tensors and containers."""
+        train_state = {
+            **self.state.state_dict(),
+            "steps_per_epoch": self.steps_per_epoch,
+            "num_train_samples": len(self.train_loader.dataset),
+            "world_size": self.ddp.world_size,  # a mid-epoch position indexes this many shards
+            "elapsed_s": self.elapsed(),
+            "saved_at": saved_at,
+        }
+        return build_state(
+            model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.precision.scaler,
+            ema=self.ema, train_state=train_state, config_yaml=self.config_yaml, metrics=self.final,
+            monitor={"best": best.state_dict(), "early_stopping": self.early.state_dict(), "top_k": self.checkpoints.top_k},
+        )  # fmt: skip
+
+    def save(self, saved_at: str, new_best: Best | None = None) -> None:
+        """Checkpoint; a new best is recorded (in last.pt, then in `self.best`) only with its durable best.pt."""
+        if self.ddp.is_main:  # only rank 0 writes; the others hold identical weights
+            self.tb.flush()  # the events up to this step are on disk before the checkpoint that covers them
+            state = self.checkpoint_state(saved_at, new_best or self.best)
+            self.checkpoints.save_last(state, as_best=new_best is not None)
+            self.backup.checkpoint_saved(
+                self.checkpoints.last, {"epoch": self.state.epoch, "global_step": self.state.global_step}
+            )
+        if new_best is not None:
+            self.best = new_best
+
+    def write_metrics(self, stop_reason: str) -> None:
+        write_metrics(self.run_dir, self.cfg, self.final, self.best, stop_reason, self.state, self.elapsed())
+
+    # ----- the end -----
+
+    def finish(self, outcome: str) -> float:
+        """After the loop: plots, the interrupt message, the best epoch, test-set scores; the best value."""
+        self.hw.free_memory()
+        if outcome != "abort" and self.ddp.is_main:
+            write_plots(self.run_dir)
+        if outcome == "interrupt":
+            self._stopped_by_signal()
+        log_best(self.tc.monitor, self.best, self.labels_seen, self.checkpoints.last)
+        if self.test_sets and self.ddp.is_main and self.checkpoints.best.is_file():
+            evaluate_best(
+                self.run_dir, self.model, self.data, self.test_sets, self.precision, self.device, self.cfg
+            )
+        if self.tb.enabled:
+            log.info("inspect with: tensorboard --logdir %s", self.run_dir)
+        return float(self.best.value) if self.best.value is not None else math.nan
+
+    def _stopped_by_signal(self) -> None:
+        # Every rank stops together; the others wait for rank 0's checkpoint and backup, because a rank that
+        # exits non-zero first makes torchrun stop the rest, rank 0 mid-save.
+        self.ddp.barrier()
+        state = self.state
+        assert self.stop.signum is not None
+        message = (
+            f"{self.stop_reason} at epoch {state.epoch + 1}, batch {state.batch_in_epoch} (global step "
+            f"{state.global_step}); checkpoint saved to {self.checkpoints.last}. Resume with: "
+            f"{resume_command(self.run_dir)}"
+        )
+        log.warning(message)
+        raise TrainingInterrupted(self.stop.signum, message)
