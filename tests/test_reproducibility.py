@@ -26,7 +26,11 @@ def test_same_seed_same_metrics_with_0_and_2_workers(
         # Threads fixed: by default the intra-op thread count follows the cores the workers leave, and a
         # different count sums floats in another order.
         run_metrics(
-            compose_cfg, tmp_path / f"r{i}", folder_dataset, f"data.num_workers={w}", "seed=7",
+            compose_cfg,
+            tmp_path / f"r{i}",
+            folder_dataset,
+            f"data.num_workers={w}",
+            "seed=7",
             "hardware.num_threads=1",
         )
         for i, w in enumerate((0, 0, 2))
