@@ -357,3 +357,42 @@ def convert_dfdc(root: Path) -> Converted:
         layout = DFDC_LAYOUT.format(video=FRAMES.entry.format(video="<video name>"))
         raise DataError(f"no frames found for the videos of the DFDC tree at {root}; expected {layout}")
     return rows, notes
+
+
+# ------------------------------------------------------------------------------------------- folder ---
+
+FOLDER_VIDEO_LAYOUT = "<root>/[{train,val,test}/]{real,fake}/**/<video>.mp4"
+
+
+def folder_videos(
+    root: Path,
+    real_dirs: Sequence[str] = ("real",),
+    fake_dirs: Sequence[str] = ("fake",),
+    splits: Sequence[str] = ("train", "val", "test"),
+) -> Converted:
+    """Video files under class folders, inside split folders when there are any (else with no split).
+
+    As in the frame folder layout, a file's path under its class folder names the video, and a first
+    sub-folder (`fake/<method>/<video>.mp4`) names the method.
+    """
+    present = [s for s in splits if (root / s).is_dir()]
+    bases = [(root / s, s) for s in present] or [(root, "")]
+    rows: list[Sample] = []
+    for base, split in bases:
+        for label, class_dirs in ((0, real_dirs), (1, fake_dirs)):
+            for name in class_dirs:
+                class_dir = base / name
+                for dirpath, dirnames, filenames in os.walk(class_dir):
+                    dirnames.sort()
+                    for f in sorted(filenames):
+                        if not is_video(f):
+                            continue
+                        rel = (Path(dirpath) / f).relative_to(class_dir)
+                        video = f"{name}/{rel.with_suffix('').as_posix()}"
+                        method = rel.parts[0] if len(rel.parts) >= 2 else name
+                        rows.append(Sample(path=str(Path(dirpath) / f), label=label, video=video,
+                                           method=method, split=split))  # fmt: skip
+    if not rows:
+        raise DataError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {root}; expected "
+                        f"{FOLDER_VIDEO_LAYOUT}; {_entries(root)}")  # fmt: skip
+    return rows, []

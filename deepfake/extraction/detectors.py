@@ -1,0 +1,151 @@
+"""Face detectors behind one small protocol: MTCNN (weights in facenet-pytorch's wheel) and OpenCV's YuNet.
+
+A detector takes a batch of same-sized RGB frames and returns, per frame, its faces as `Detection`s in that
+frame's pixels. `detect_downscaled` runs any detector on copies no larger than `max_side` and maps the boxes
+and landmarks back: a 1080p frame does not need 1080p detection.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+from deepfake.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: box (x1, y1, x2, y2), confidence, and 5 landmarks (eyes, nose, mouth corners; x, y)."""
+
+    box: np.ndarray
+    score: float
+    landmarks: (
+        np.ndarray | None
+    )  # (5, 2): image-left eye, image-right eye, nose, left and right mouth corners
+
+    def scaled(self, factor: float) -> Detection:
+        lm = None if self.landmarks is None else self.landmarks * factor
+        return Detection(self.box * factor, self.score, lm)
+
+
+class FaceDetector(Protocol):
+    """What the pipeline needs from a detector; `name` is recorded with the crops."""
+
+    name: str
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """Faces of each RGB uint8 frame (all frames the same size)."""
+        ...
+
+
+def detect_downscaled(
+    detector: FaceDetector, frames: Sequence[np.ndarray], max_side: int, batch_size: int
+) -> list[list[Detection]]:
+    """Detect on copies whose longer side is at most `max_side` (0 = full size), in batches; boxes in frame pixels."""
+    if not frames:
+        return []
+    h, w = frames[0].shape[:2]
+    factor = max(h, w) / max_side if max_side and max(h, w) > max_side else 1.0
+    if factor > 1.0:
+        size = (round(w / factor), round(h / factor))
+        frames = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames]
+    found: list[list[Detection]] = []
+    for i in range(0, len(frames), batch_size):
+        found.extend(detector.detect(frames[i : i + batch_size]))
+    if factor == 1.0:
+        return found
+    return [[d.scaled(factor) for d in faces] for faces in found]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"detector.device={device} but no CUDA GPU is visible; use detector.device=auto")
+    return torch.device(device)
+
+
+class MtcnnDetector:
+    """MTCNN from facenet-pytorch 2.5.x: a whole batch of frames in one call, on the GPU when there is one."""
+
+    name = "mtcnn"
+
+    def __init__(
+        self,
+        device: str = "auto",
+        min_face_size: int = 20,
+        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        factor: float = 0.709,
+    ) -> None:
+        from facenet_pytorch import MTCNN
+
+        self.model = MTCNN(
+            keep_all=True,
+            device=resolve_device(device),
+            min_face_size=min_face_size,
+            thresholds=list(thresholds),
+            factor=factor,
+            post_process=False,
+        )
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+        with torch.inference_mode():
+            boxes, probs, points = self.model.detect(np.stack(frames), landmarks=True)
+        out: list[list[Detection]] = []
+        # With numpy 2, detect() returns object arrays holding None for frames without a face.
+        for b, p, lm in zip(boxes, probs, points, strict=True):
+            if b is None:
+                out.append([])
+                continue
+            b = np.asarray(b, np.float32).reshape(-1, 4)
+            p = np.asarray(p, np.float32).reshape(-1)
+            lm = np.asarray(lm, np.float32).reshape(-1, 5, 2)
+            out.append([Detection(b[i], float(p[i]), lm[i]) for i in range(len(b))])
+        return out
+
+
+class YunetDetector:
+    """OpenCV's FaceDetectorYN with a YuNet `.onnx` file the user supplies (OpenCV's model zoo ships it)."""
+
+    name = "yunet"
+
+    def __init__(
+        self, model: str | None, score_threshold: float = 0.6, nms_threshold: float = 0.3, top_k: int = 50
+    ) -> None:
+        try:
+            import cv2
+        except ImportError:
+            raise ConfigError(
+                "detector=yunet needs OpenCV: pip install opencv-python-headless (or pip install 'deepfake[bench]')"
+            ) from None
+        if not model or not os.path.isfile(model):
+            raise ConfigError(
+                f"detector.model={model} is not a file: detector=yunet needs a YuNet model, e.g. "
+                "face_detection_yunet_2023mar.onnx from github.com/opencv/opencv_zoo, passed as "
+                "detector.model=/path/to/face_detection_yunet_2023mar.onnx"
+            )
+        self._cv2 = cv2
+        self.model = cv2.FaceDetectorYN.create(model, "", (320, 320), score_threshold, nms_threshold, top_k)
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+        out: list[list[Detection]] = []
+        for frame in frames:
+            h, w = frame.shape[:2]
+            self.model.setInputSize((w, h))
+            _, faces = self.model.detect(self._cv2.cvtColor(frame, self._cv2.COLOR_RGB2BGR))
+            found = []
+            for row in faces if faces is not None else []:
+                x, y, bw, bh = (float(v) for v in row[:4])
+                # YuNet's order (subject's right eye first) is MTCNN's image-left eye first.
+                landmarks = np.asarray(row[4:14], np.float32).reshape(5, 2)
+                found.append(
+                    Detection(np.array([x, y, x + bw, y + bh], np.float32), float(row[14]), landmarks)
+                )
+            out.append(found)
+        return out

@@ -1,0 +1,149 @@
+"""`extract(cfg)`: list the videos, take this shard's slice, skip the done ones, then decode, detect, crop.
+
+Decoding runs in worker processes (PyAV releases nothing a thread pool could share well, and FFmpeg's own
+threads are per decoder); detection runs batched in the main process, on the GPU when there is one. Videos are
+handled in a fixed order, so an FF++ original is on disk before the fakes that reuse its boxes.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from deepfake.extraction.config import validate
+from deepfake.extraction.detectors import FaceDetector, MtcnnDetector, YunetDetector, detect_downscaled
+from deepfake.extraction.faces import read_boxes, save_crops
+from deepfake.extraction.report import ExtractProgress, summary
+from deepfake.extraction.sources import Job, list_videos, shard_slice
+from deepfake.extraction.video import Decoded, read_frames
+from deepfake.extraction.writer import ShardWriter, assemble, done_videos, faces_dir, shard_name
+
+log = logging.getLogger(__name__)
+
+#: Test hook: seconds to sleep after a video's crops are written and before they are moved into place, so a
+#: test can `kill -9` an extraction in the middle of a video.
+PAUSE_ENV = "DEEPFAKE_EXTRACT_TEST_PAUSE"
+
+
+def build_detector(cfg: DictConfig) -> FaceDetector:
+    if cfg.kind == "yunet":
+        return YunetDetector(cfg.model, cfg.score_threshold)
+    return MtcnnDetector(cfg.device, cfg.min_face_size, list(cfg.thresholds))
+
+
+def _timed_read(path: str, frames_per_video: int) -> tuple[Decoded, float]:
+    t0 = time.perf_counter()
+    return read_frames(path, frames_per_video), time.perf_counter() - t0
+
+
+def decoded_videos(jobs: list[Job], frames_per_video: int, workers: int) -> Iterator[tuple[Decoded, float]]:
+    """Decoded videos in job order; with workers > 0 up to 2 per worker are decoded ahead."""
+    if workers == 0:
+        for job in jobs:
+            yield _timed_read(job.sample.path, frames_per_video)
+        return
+    ctx = multiprocessing.get_context("spawn")  # the parent holds torch threads; fork would copy their locks
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending: deque[Future] = deque()
+        queue = iter(jobs)
+        for job in queue:
+            pending.append(pool.submit(_timed_read, job.sample.path, frames_per_video))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            result = pending.popleft().result()
+            job = next(queue, None)
+            if job is not None:
+                pending.append(pool.submit(_timed_read, job.sample.path, frames_per_video))
+            yield result
+
+
+def _status(decoded: Decoded, crops: int, frames_per_video: int) -> str:
+    if not decoded.frames:
+        return "error"
+    if crops == 0:
+        return "no_face"
+    return "short" if len(decoded.frames) < frames_per_video else "ok"
+
+
+def extract_video(
+    job: Job, decoded: Decoded, seconds: float, cfg: DictConfig, detector: FaceDetector, writer: ShardWriter
+) -> dict[str, object]:
+    """Detect, crop and commit one decoded video; returns its videos.csv row."""
+    t0 = time.perf_counter()
+    s = job.sample
+    row: dict[str, object] = {"source": job.rel, "video": s.video, "label": s.label, "split": s.split,
+                              "method": s.method, "error": decoded.error, "frames_decoded": len(decoded.frames)}  # fmt: skip
+    if decoded.info is not None:
+        info = decoded.info
+        row.update(frames_total=info.frames, width=info.width, height=info.height, fps=round(info.fps, 3),
+                   rotation=info.rotation)  # fmt: skip
+    tmp, manifest, crops, with_face = None, [], 0, 0
+    if decoded.frames:
+        images = [f for _, f in decoded.frames]
+        reused = read_boxes(writer.out / faces_dir(job.box_source)) if job.box_source else {}
+        if reused:
+            detections = [reused.get(i, []) for i, _ in decoded.frames]
+        else:
+            d = cfg.detector
+            detections = detect_downscaled(detector, images, d.max_side, d.batch_size)
+        tmp = writer.temp_dir(job.rel)
+        saved = save_crops(decoded.frames, detections, cfg.faces, tmp)
+        crops, with_face = len(saved.files), saved.frames_with_face
+        folder = faces_dir(job.rel)
+        manifest = [
+            [f"{folder}/{name}", s.label, s.split, s.video, s.method, s.identity] for name in saved.files
+        ]
+        pause = float(os.environ.get(PAUSE_ENV, "0"))
+        if pause:
+            time.sleep(pause)
+    row.update(status=_status(decoded, crops, cfg.frames_per_video), frames_with_face=with_face, faces=crops)
+    row["seconds"] = round(seconds + time.perf_counter() - t0, 3)
+    writer.commit(job.rel, tmp, manifest, row)
+    return row
+
+
+def extract(cfg: DictConfig) -> Path | None:
+    """Run one shard of an extraction; returns manifest.csv once every video is done (else None)."""
+    cfg = validate(cfg)
+    t0 = time.perf_counter()
+    root, out = Path(cfg.root).expanduser().resolve(), Path(cfg.out).expanduser().resolve()
+    jobs, notes = list_videos(cfg.dataset, root)
+    for note in notes:
+        log.warning(note)
+    mine = shard_slice(jobs, cfg.shard.index, cfg.shard.count)
+    out.mkdir(parents=True, exist_ok=True)
+    done = done_videos(out)
+    todo = [j for j in mine if j.rel not in done]
+    log.info("%d video(s) in %s; shard %d/%d has %d, %d already done, %d to extract", len(jobs), root,
+             cfg.shard.index, cfg.shard.count, len(mine), len(mine) - len(todo), len(todo))  # fmt: skip
+    rows: list[dict[str, object]] = []
+    if todo:
+        detector = build_detector(cfg.detector)
+        writer = ShardWriter(out, shard_name(cfg.shard.index, cfg.shard.count))
+        workers = cfg.num_workers if cfg.num_workers >= 0 else max(1, (os.cpu_count() or 2) - 1)
+        with ExtractProgress(len(todo), cfg.progress, cfg.every_n_seconds) as progress:
+            for job, (decoded, seconds) in zip(
+                todo, decoded_videos(todo, cfg.frames_per_video, min(workers, len(todo))), strict=True
+            ):
+                rows.append(extract_video(job, decoded, seconds, cfg, detector, writer))
+                progress.update(int(rows[-1]["faces"]))
+        writer.close()
+    for line in summary([{k: str(v) for k, v in r.items()} for r in rows], len(mine) - len(todo),
+                        time.perf_counter() - t0):  # fmt: skip
+        log.info(line)
+    missing = assemble(out, [j.rel for j in jobs])
+    if missing:
+        log.info("%d video(s) of the dataset are not done yet (other shards?); manifest.csv is written when "
+                 "all are: rerun any shard after they finish", len(missing))  # fmt: skip
+        return None
+    log.info("wrote %s and %s", out / "manifest.csv", out / "videos.csv")
+    return out / "manifest.csv"
