@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -15,6 +16,9 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from deepfake.config import register_configs
+
+if TYPE_CHECKING:
+    from tests.videos import VideoSet
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -134,3 +138,11 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     runs = [p for p in (base / "outputs").glob("*/*") if p.is_dir()]
     assert len(runs) == 1, runs
     return {"run": runs[0], **paths}
+
+
+@pytest.fixture(scope="session")
+def test_videos(tmp_path_factory: pytest.TempPathFactory) -> VideoSet:
+    """Short H.264 clips with real faces, written once per session (see tests/videos.py)."""
+    from tests.videos import write_test_videos
+
+    return write_test_videos(tmp_path_factory.mktemp("videos"))

@@ -2,8 +2,8 @@
 
 `astronaut()` holds one real face, which MTCNN finds at about x 181-268, y 62-172 of the 512 x 512 photo. A
 panning and zooming window over the photo gives videos whose face box per frame is known from the motion;
-`coffee()` holds no face. The session fixture `test_videos` writes every kind once, for extraction and for
-prediction tests alike.
+`coffee()` holds no face. The session fixture `test_videos` (tests/conftest.py) writes every kind once, for
+extraction and prediction tests alike.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 from PIL import Image
 from skimage import data
 
@@ -71,7 +70,7 @@ def write_video(
 
 
 @dataclass(frozen=True)
-class TestVideos:
+class VideoSet:
     """Paths of the written videos and the known face box of each frame of the face videos."""
 
     pan: Path  # 40 frames, 128 x 128, one face moving and growing
@@ -90,7 +89,7 @@ SIZE = 128
 PAN_FRAMES = 40
 
 
-def write_test_videos(folder: Path) -> TestVideos:
+def write_test_videos(folder: Path) -> VideoSet:
     photo = data.astronaut()
     windows = pan_windows(PAN_FRAMES)
     frames = [render(photo, w, SIZE) for w in windows]
@@ -112,9 +111,4 @@ def write_test_videos(folder: Path) -> TestVideos:
     truncated.write_bytes(raw[: int(len(raw) * 0.6)])
     not_video = folder / "notes.mp4"
     not_video.write_text("this is not a video\n" * 20)
-    return TestVideos(pan, boxes, rotated, mirrored, mirrored_boxes, no_face, two, five, truncated, not_video)
-
-
-@pytest.fixture(scope="session")
-def test_videos(tmp_path_factory: pytest.TempPathFactory) -> TestVideos:
-    return write_test_videos(tmp_path_factory.mktemp("videos"))
+    return VideoSet(pan, boxes, rotated, mirrored, mirrored_boxes, no_face, two, five, truncated, not_video)

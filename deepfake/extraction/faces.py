@@ -53,7 +53,7 @@ def save_crops(
                 np.save(folder / f"{name}.npy", crop.landmarks.astype(np.float32))
             out.files.append(f"{name}.{ext}")
             out.rows.append([f"{name}.{ext}", index, k, round(det.score, 5),
-                             *np.round(crop.box, 2), *np.round(det.box.astype(np.float64), 2),
+                             *np.round(crop.box, 2), *np.round(det.box.astype(np.float64), 3),
                              *np.round(crop.matrix.reshape(-1), 6)])  # fmt: skip
     with (folder / FACES_CSV).open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")

@@ -45,15 +45,16 @@ def list_videos(ds: DictConfig, root: Path) -> tuple[list[Job], list[str]]:
         rows, notes = dfdc_videos(root, VIDEOS)
     else:
         rows, notes = folder_videos(root, list(ds.real_dirs), list(ds.fake_dirs))
-    rels = {r.video: Path(r.path).relative_to(root).as_posix() for r in rows}
+    rel = {r.path: Path(r.path).relative_to(root).as_posix() for r in rows}
+    by_video = {r.video: rel[r.path] for r in rows}  # FF++ video ids are unique
     jobs = []
     for r in rows:
         source = None
         if ds.kind == "ffpp" and ds.reuse_source_boxes and r.label == 1:
             # A fake <target>_<source> shows the frames of original <target> with another face swapped in.
             target = r.video.split("/", 1)[1].split("_")[0]
-            source = next((rels[k] for k in (f"{s}/{target}" for s in ds.sources) if k in rels), None)
-        jobs.append(Job(r, rels[r.video], source))
+            source = next((by_video[k] for k in (f"{s}/{target}" for s in ds.sources) if k in by_video), None)
+        jobs.append(Job(r, rel[r.path], source))
     return sorted(jobs, key=lambda j: j.rel), notes
 
 
