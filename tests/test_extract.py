@@ -113,6 +113,7 @@ class RecordingDetector:
     """Finds one face at a fixed place of whatever it is given, and records the sizes it saw."""
 
     name = "recording"
+    min_face = 20
 
     def __init__(self) -> None:
         self.sizes: list[tuple[int, ...]] = []
@@ -125,13 +126,20 @@ class RecordingDetector:
 def test_large_frames_are_detected_downscaled_and_boxes_mapped_back() -> None:
     det = RecordingDetector()
     frames = [np.zeros((1080, 1920, 3), np.uint8)] * 5
-    found = detect_downscaled(det, frames, max_side=640, batch_size=2)
+    found = detect_downscaled(det, frames, max_side=640, min_face=40, batch_size=2)
     assert det.sizes == [(360, 640, 3)] * 5 and len(found) == 5
     np.testing.assert_allclose(found[0][0].box, [30, 60, 90, 120])
     np.testing.assert_allclose(found[0][0].landmarks, 30)
     small = RecordingDetector()
-    detect_downscaled(small, [np.zeros((96, 128, 3), np.uint8)], max_side=640, batch_size=2)
+    detect_downscaled(small, [np.zeros((96, 128, 3), np.uint8)], max_side=640, min_face=20, batch_size=2)
     assert small.sizes == [(96, 128, 3)]
+    # faces of 80 px and up are all that is asked: a copy where they are the detector's 20 px will do
+    sought = RecordingDetector()
+    found = detect_downscaled(
+        sought, [np.zeros((360, 640, 3), np.uint8)], max_side=640, min_face=80, batch_size=2
+    )
+    assert sought.sizes == [(90, 160, 3)]
+    np.testing.assert_allclose(found[0][0].box, [40, 80, 120, 160])
 
 
 def test_yunet_needs_a_model_file_and_opencv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

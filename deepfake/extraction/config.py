@@ -33,8 +33,8 @@ class DetectorConfig:
     device: str = "auto"
     batch_size: int = 32
     max_side: int = 640
-    min_face_size: int = 20
-    thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.7])
+    min_face_size: int = 40
+    thresholds: list[float] = field(default_factory=lambda: [0.85, 0.95, 0.95])
     score_threshold: float = 0.6
 
 

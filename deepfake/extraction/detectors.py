@@ -1,8 +1,9 @@
 """Face detectors behind one small protocol: MTCNN (weights in facenet-pytorch's wheel) and OpenCV's YuNet.
 
 A detector takes a batch of same-sized RGB frames and returns, per frame, its faces as `Detection`s in that
-frame's pixels. `detect_downscaled` runs any detector on copies no larger than `max_side` and maps the boxes
-and landmarks back: a 1080p frame does not need 1080p detection.
+frame's pixels. `detect_downscaled` runs any detector on copies no larger than `max_side`, and no larger than
+needed for the smallest face asked for to appear at the detector's own smallest size, then maps the boxes and
+landmarks back: a 1080p frame does not need 1080p detection, and the detector's cost follows the faces sought.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ class Detection:
 
 
 class FaceDetector(Protocol):
-    """What the pipeline needs from a detector; `name` is recorded with the crops."""
+    """What the pipeline needs from a detector."""
 
     name: str
+    min_face: int  # the smallest face, in pixels of its input, it finds reliably
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
         """Faces of each RGB uint8 frame (all frames the same size)."""
@@ -45,13 +47,18 @@ class FaceDetector(Protocol):
 
 
 def detect_downscaled(
-    detector: FaceDetector, frames: Sequence[np.ndarray], max_side: int, batch_size: int
+    detector: FaceDetector,
+    frames: Sequence[np.ndarray],
+    max_side: int,
+    min_face: float,
+    batch_size: int,
 ) -> list[list[Detection]]:
-    """Detect on copies whose longer side is at most `max_side` (0 = full size), in batches; boxes in frame pixels."""
+    """Detect in batches on copies downscaled by the larger of longer side / `max_side` (0: no cap) and
+    `min_face` (frame pixels) / the detector's `min_face`; boxes and landmarks come back in frame pixels."""
     if not frames:
         return []
     h, w = frames[0].shape[:2]
-    factor = max(h, w) / max_side if max_side and max(h, w) > max_side else 1.0
+    factor = max(1.0, max(h, w) / max_side if max_side else 1.0, min_face / detector.min_face)
     if factor > 1.0:
         size = (round(w / factor), round(h / factor))
         frames = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames]
@@ -75,22 +82,16 @@ class MtcnnDetector:
     """MTCNN from facenet-pytorch 2.5.x: a whole batch of frames in one call, on the GPU when there is one."""
 
     name = "mtcnn"
+    min_face = 20  # facenet-pytorch's default min_face_size; its P-net window is 12 px
 
-    def __init__(
-        self,
-        device: str = "auto",
-        min_face_size: int = 20,
-        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
-        factor: float = 0.709,
-    ) -> None:
+    def __init__(self, device: str = "auto", thresholds: Sequence[float] = (0.85, 0.95, 0.95)) -> None:
         from facenet_pytorch import MTCNN
 
         self.model = MTCNN(
             keep_all=True,
             device=resolve_device(device),
-            min_face_size=min_face_size,
+            min_face_size=self.min_face,
             thresholds=list(thresholds),
-            factor=factor,
             post_process=False,
         )
 
@@ -114,6 +115,7 @@ class YunetDetector:
     """OpenCV's FaceDetectorYN with a YuNet `.onnx` file the user supplies (OpenCV's model zoo ships it)."""
 
     name = "yunet"
+    min_face = 10  # YuNet's smallest anchors
 
     def __init__(
         self, model: str | None, score_threshold: float = 0.6, nms_threshold: float = 0.3, top_k: int = 50

@@ -36,7 +36,7 @@ PAUSE_ENV = "DEEPFAKE_EXTRACT_TEST_PAUSE"
 def build_detector(cfg: DictConfig) -> FaceDetector:
     if cfg.kind == "yunet":
         return YunetDetector(cfg.model, cfg.score_threshold)
-    return MtcnnDetector(cfg.device, cfg.min_face_size, list(cfg.thresholds))
+    return MtcnnDetector(cfg.device, list(cfg.thresholds))
 
 
 def _timed_read(path: str, frames_per_video: int) -> tuple[Decoded, float]:
@@ -94,7 +94,7 @@ def extract_video(
             detections = [reused.get(i, []) for i, _ in decoded.frames]
         else:
             d = cfg.detector
-            detections = detect_downscaled(detector, images, d.max_side, d.batch_size)
+            detections = detect_downscaled(detector, images, d.max_side, d.min_face_size, d.batch_size)
         tmp = writer.temp_dir(job.rel)
         saved = save_crops(decoded.frames, detections, cfg.faces, tmp)
         crops, with_face = len(saved.files), saved.frames_with_face
