@@ -35,6 +35,7 @@ class DetectorConfig:
     max_side: int = 640
     min_face_size: int = 40
     thresholds: list[float] = field(default_factory=lambda: [0.85, 0.95, 0.95])
+    threads: int | None = None
     score_threshold: float = 0.6
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 from deepfake.extraction.config import validate
@@ -23,7 +24,7 @@ from deepfake.extraction.detectors import FaceDetector, MtcnnDetector, YunetDete
 from deepfake.extraction.faces import read_boxes, save_crops
 from deepfake.extraction.report import ExtractProgress, summary
 from deepfake.extraction.sources import Job, list_videos, shard_slice
-from deepfake.extraction.video import Decoded, read_frames
+from deepfake.extraction.video import Decoded, timed_read
 from deepfake.extraction.writer import ShardWriter, assemble, done_videos, faces_dir, shard_name
 
 log = logging.getLogger(__name__)
@@ -39,30 +40,27 @@ def build_detector(cfg: DictConfig) -> FaceDetector:
     return MtcnnDetector(cfg.device, list(cfg.thresholds))
 
 
-def _timed_read(path: str, frames_per_video: int) -> tuple[Decoded, float]:
-    t0 = time.perf_counter()
-    return read_frames(path, frames_per_video), time.perf_counter() - t0
-
-
 def decoded_videos(jobs: list[Job], frames_per_video: int, workers: int) -> Iterator[tuple[Decoded, float]]:
     """Decoded videos in job order; with workers > 0 up to 2 per worker are decoded ahead."""
     if workers == 0:
         for job in jobs:
-            yield _timed_read(job.sample.path, frames_per_video)
+            yield timed_read(job.sample.path, frames_per_video)
         return
-    ctx = multiprocessing.get_context("spawn")  # the parent holds torch threads; fork would copy their locks
+    # forkserver, not fork: the parent holds torch (and rich) threads, whose locks a fork would copy. Its server
+    # imports the main module once and forks each worker from it, where spawn would import it per worker.
+    ctx = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         pending: deque[Future] = deque()
         queue = iter(jobs)
         for job in queue:
-            pending.append(pool.submit(_timed_read, job.sample.path, frames_per_video))
+            pending.append(pool.submit(timed_read, job.sample.path, frames_per_video))
             if len(pending) >= 2 * workers:
                 break
         while pending:
             result = pending.popleft().result()
             job = next(queue, None)
             if job is not None:
-                pending.append(pool.submit(_timed_read, job.sample.path, frames_per_video))
+                pending.append(pool.submit(timed_read, job.sample.path, frames_per_video))
             yield result
 
 
@@ -111,6 +109,30 @@ def extract_video(
     return row
 
 
+def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[str, object]]:
+    """Decode in workers, detect here; on the CPU the detector gets the cores the decoders leave (MTCNN's many
+    small per-box ops run faster on one thread than on threads that wait for a busy core)."""
+    detector = build_detector(cfg.detector)
+    writer = ShardWriter(out, shard_name(cfg.shard.index, cfg.shard.count))
+    workers = cfg.num_workers if cfg.num_workers >= 0 else max(1, (os.cpu_count() or 2) - 1)
+    workers = min(workers, len(todo))
+    threads = torch.get_num_threads()
+    if isinstance(detector, MtcnnDetector) and detector.device.type == "cpu":
+        torch.set_num_threads(cfg.detector.threads or max(1, (os.cpu_count() or 1) - workers))
+    rows: list[dict[str, object]] = []
+    try:
+        with ExtractProgress(len(todo), cfg.progress, cfg.every_n_seconds) as progress:
+            for job, (decoded, seconds) in zip(
+                todo, decoded_videos(todo, cfg.frames_per_video, workers), strict=True
+            ):
+                rows.append(extract_video(job, decoded, seconds, cfg, detector, writer))
+                progress.update(int(rows[-1]["faces"]))
+    finally:
+        torch.set_num_threads(threads)
+    writer.close()
+    return rows
+
+
 def extract(cfg: DictConfig) -> Path | None:
     """Run one shard of an extraction; returns manifest.csv once every video is done (else None)."""
     cfg = validate(cfg)
@@ -125,18 +147,7 @@ def extract(cfg: DictConfig) -> Path | None:
     todo = [j for j in mine if j.rel not in done]
     log.info("%d video(s) in %s; shard %d/%d has %d, %d already done, %d to extract", len(jobs), root,
              cfg.shard.index, cfg.shard.count, len(mine), len(mine) - len(todo), len(todo))  # fmt: skip
-    rows: list[dict[str, object]] = []
-    if todo:
-        detector = build_detector(cfg.detector)
-        writer = ShardWriter(out, shard_name(cfg.shard.index, cfg.shard.count))
-        workers = cfg.num_workers if cfg.num_workers >= 0 else max(1, (os.cpu_count() or 2) - 1)
-        with ExtractProgress(len(todo), cfg.progress, cfg.every_n_seconds) as progress:
-            for job, (decoded, seconds) in zip(
-                todo, decoded_videos(todo, cfg.frames_per_video, min(workers, len(todo))), strict=True
-            ):
-                rows.append(extract_video(job, decoded, seconds, cfg, detector, writer))
-                progress.update(int(rows[-1]["faces"]))
-        writer.close()
+    rows = _extract_videos(todo, cfg, out) if todo else []
     for line in summary([{k: str(v) for k, v in r.items()} for r in rows], len(mine) - len(todo),
                         time.perf_counter() - t0):  # fmt: skip
         log.info(line)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -123,6 +124,12 @@ def read_frames(path: str | Path, frames_per_video: int) -> Decoded:
         out.error = f"{type(e).__name__}: {getattr(e, 'strerror', None) or e}"
         out.frames = []
     return out
+
+
+def timed_read(path: str, frames_per_video: int) -> tuple[Decoded, float]:
+    """`read_frames` and the seconds it took; what decode workers run (this module imports no torch)."""
+    t0 = time.perf_counter()
+    return read_frames(path, frames_per_video), time.perf_counter() - t0
 
 
 def _decode_targets(
