@@ -19,6 +19,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 from PIL import Image
 
+from deepfake.data.convert import convert
 from deepfake.data.manifest import read_manifest
 from deepfake.data.sbi import landmark_path
 from deepfake.extraction.config import register_extract_config
@@ -204,8 +205,20 @@ def test_ffpp_fakes_reuse_their_originals_boxes(test_videos: VideoSet, tmp_path:
     matrix = ("m00", "m01", "m02", "m10", "m11", "m12")  # from the saved box (1e-3 px): the same crop region
     as_array = lambda rows: np.array([[float(r[k]) for k in matrix] for r in rows])  # noqa: E731
     np.testing.assert_allclose(as_array(fake), as_array(original), atol=2e-3)
-    rows = {r.video: r for r in read_manifest(out / "manifest.csv")}
-    assert (rows["Deepfakes/003_000"].identity, rows["Deepfakes/003_000"].split) == ("000_003", "train")
+    rows = read_manifest(out / "manifest.csv")
+    by_video = {r.video: r for r in rows}
+    assert (by_video["Deepfakes/003_000"].identity, by_video["Deepfakes/003_000"].split) == (
+        "000_003",
+        "train",
+    )
+    # The converter reads the crops tree too (it keeps FF++'s videos/ folders), with the same rows.
+    converted, _ = convert("ffpp", out / "faces", split_dir=root / "splits")
+    assert sorted(converted, key=lambda r: r.path) == sorted(rows, key=lambda r: r.path)
+    # A rerun with val_fraction only reassembles: the train pair (one identity group) moves to val whole.
+    extract(extract_cfg(root, out, "dataset=ffpp", "dataset.reuse_source_boxes=true", "val_fraction=0.9"))
+    moved = read_manifest(out / "manifest.csv")
+    assert {r.split for r in moved if r.identity == "000_003"} == {"val"} and len(moved) == len(rows)
+    assert {r["split"] for r in csv_rows(out / "videos.csv")} == {"val"}
 
 
 def test_kill_9_in_the_middle_of_a_video_then_rerun(test_videos: VideoSet, tmp_path: Path) -> None:

@@ -43,11 +43,15 @@ Converted = tuple[list[Sample], list[str]]
 
 
 def video_folders(parent: Path) -> dict[str, Path]:
-    """`{video id: folder}` under parent, looking inside a frames/images/faces/crops sub-folder if present."""
+    """`{video id: folder}` under parent, looking inside a frames/images/faces/crops sub-folder if present, or
+    inside a videos/ sub-folder of folders (`extract.py`'s crops keep the dataset's `videos/` in their path)."""
     for name in FRAME_DIRS:
         if (parent / name).is_dir():
             parent = parent / name
             break
+    else:
+        if (parent / "videos").is_dir() and any(e.is_dir() for e in os.scandir(parent / "videos")):
+            parent = parent / "videos"
     if not parent.is_dir():
         return {}
     return {

@@ -62,6 +62,7 @@ class ExtractConfig:
     root: str = MISSING
     out: str = MISSING
     frames_per_video: int = 32
+    val_fraction: float = 0.0
     num_workers: int = -1
     progress: str = "auto"
     every_n_seconds: float = 30.0
@@ -114,6 +115,10 @@ def validate(cfg: DictConfig | ExtractConfig) -> DictConfig:
         raise ConfigError(f"shard.index={cfg.shard.index} must be in [0, shard.count={cfg.shard.count})")
     if cfg.faces.margin < 1.0:
         raise ConfigError(f"faces.margin={cfg.faces.margin} must be >= 1 (1.3 is the field's convention)")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise ConfigError(
+            f"val_fraction={cfg.val_fraction} must be in [0, 1), e.g. 0.1 for Celeb-DF (no val split)"
+        )
     if not 1 <= cfg.faces.jpeg_quality <= 100:
         raise ConfigError(f"faces.jpeg_quality={cfg.faces.jpeg_quality} must be in [1, 100]")
     if cfg.detector.max_side < 0:

@@ -151,7 +151,7 @@ def extract(cfg: DictConfig) -> Path | None:
     for line in summary([{k: str(v) for k, v in r.items()} for r in rows], len(mine) - len(todo),
                         time.perf_counter() - t0):  # fmt: skip
         log.info(line)
-    missing = assemble(out, [j.rel for j in jobs])
+    missing = assemble(out, [j.rel for j in jobs], cfg.val_fraction)
     if missing:
         log.info("%d video(s) of the dataset are not done yet (other shards?); manifest.csv is written when "
                  "all are: rerun any shard after they finish", len(missing))  # fmt: skip

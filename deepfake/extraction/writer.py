@@ -17,7 +17,9 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from deepfake.data.convert import carve_val
 from deepfake.data.manifest import COLUMNS
+from deepfake.data.samples import Sample
 from deepfake.fileio import atomic_write
 
 VIDEO_COLUMNS = (
@@ -123,9 +125,10 @@ class ShardWriter:
         shutil.rmtree(self.partial, ignore_errors=True)
 
 
-def assemble(out: Path, expected: Iterable[str]) -> list[str]:
+def assemble(out: Path, expected: Iterable[str], val_fraction: float = 0.0) -> list[str]:
     """Write manifest.csv and videos.csv from all parts when every expected source is done; return the
-    sources still missing (then nothing is written)."""
+    sources still missing (then nothing is written). `val_fraction` moves that share of train identities (else
+    videos) to val, as `python -m deepfake.data.convert --val-fraction` does."""
     done = done_videos(out)
     missing = sorted(set(expected) - set(done))
     if missing:
@@ -136,6 +139,16 @@ def assemble(out: Path, expected: Iterable[str]) -> list[str]:
         for row in _complete_lines(part):
             if os.path.dirname(row["path"]) in committed:
                 manifest[row["path"]] = row
-    _rewrite(out / "manifest.csv", COLUMNS, [manifest[p] for p in sorted(manifest)])
-    _rewrite(out / "videos.csv", VIDEO_COLUMNS, [done[s] for s in sorted(done)])
+    rows = [manifest[p] for p in sorted(manifest)]
+    videos = [done[s] for s in sorted(done)]
+    if val_fraction:
+        samples = [
+            Sample(r["path"], int(r["label"]), r["video"], r["method"], r["split"], r["identity"])
+            for r in rows
+        ]
+        split_of = {s.video: s.split for s in carve_val(samples, val_fraction)}
+        rows = [{**r, "split": split_of[r["video"]]} for r in rows]
+        videos = [{**v, "split": split_of.get(v["video"], v["split"])} for v in videos]
+    _rewrite(out / "manifest.csv", COLUMNS, rows)
+    _rewrite(out / "videos.csv", VIDEO_COLUMNS, videos)
     return []
