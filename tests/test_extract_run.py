@@ -4,6 +4,7 @@ a manifest that trains and passes the pre-flight check, resume after `kill -9`, 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -149,7 +150,14 @@ def test_the_manifest_trains_and_passes_the_preflight_check(
     assert "train: 16 images, 2 videos | real 8 (real: 8) | fake 8 (M: 8)" in out
     run = run_cli([str(ROOT / "train.py"), *args, "training.num_epochs=1"], cwd=tmp_path, timeout=300)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
-    assert list(tmp_path.glob("outputs/*/*/checkpoints/best.pt"))
+    (best,) = tmp_path.glob("outputs/*/*/checkpoints/best.pt")
+    # The README's third command: evaluate the checkpoint on an extracted manifest (its test rows).
+    evaluate = [str(ROOT / "evaluate.py"), f"checkpoint={best}", f"data.test_sets=[{manifest}]",
+                "data.num_workers=0", "eval.bootstrap_samples=50", f"eval.out_dir={tmp_path / 'eval'}"]  # fmt: skip
+    scored = run_cli(evaluate, cwd=tmp_path, timeout=300)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    (metrics,) = (tmp_path / "eval").glob("*/metrics.json")
+    assert json.loads(metrics.read_text())["counts"]["images"] == 16  # two_faces and pan_copy, 8 crops each
 
 
 def test_a_rerun_skips_finished_videos(
