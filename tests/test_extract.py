@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from deepfake.data.samples import Sample
 from deepfake.errors import ConfigError, DataError
 from deepfake.extraction.config import ExtractConfig, validate
 from deepfake.extraction.crops import apply, crop_face, invert, select_faces, similarity, template
 from deepfake.extraction.detectors import Detection, YunetDetector, detect_downscaled
-from deepfake.extraction.sources import list_videos, shard_slice
+from deepfake.extraction.pipeline import extract_video
+from deepfake.extraction.sources import Job, list_videos, shard_slice
 from deepfake.extraction.video import read_frames, sample_indices, upright
 from deepfake.extraction.writer import ShardWriter, assemble, done_videos
 from tests.videos import VideoSet
@@ -140,6 +142,11 @@ def test_large_frames_are_detected_downscaled_and_boxes_mapped_back() -> None:
     )
     assert sought.sizes == [(90, 160, 3)]
     np.testing.assert_allclose(found[0][0].box, [40, 80, 120, 160])
+    mixed = RecordingDetector()  # a stream that changes size: each run of sizes is batched and mapped apart
+    frames = [np.zeros((720, 1280, 3), np.uint8)] * 2 + [np.zeros((360, 640, 3), np.uint8)]
+    found = detect_downscaled(mixed, frames, max_side=640, min_face=20, batch_size=8)
+    assert mixed.sizes == [(360, 640, 3)] * 3
+    assert [f[0].box[0] for f in found] == [20, 20, 10]
 
 
 def test_yunet_needs_a_model_file_and_opencv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,3 +245,22 @@ def test_writer_repairs_torn_parts_and_assembles_only_when_all_are_done(tmp_path
     assert (out / "manifest.csv").read_text() == (
         "path,label,split,video,method,identity\nfaces/real/a/000000.png,0,train,real/a,real,\n"
     )
+
+
+class FailingDetector:
+    name = "failing"
+    min_face = 20
+
+    def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        raise RuntimeError("CUDA out of memory")
+
+
+def test_a_detector_failure_is_a_row_not_a_crash(test_videos: VideoSet, tmp_path: Path) -> None:
+    cfg = validate(OmegaConf.structured(ExtractConfig(root=str(tmp_path), out=str(tmp_path))))
+    job = Job(Sample(str(test_videos.five), 0, "real/five", "real", "train"), "real/five.mp4")
+    row = extract_video(
+        job, read_frames(test_videos.five, 8), 0.1, cfg, FailingDetector(), ShardWriter(tmp_path, "s")
+    )
+    assert (row["status"], row["frames_total"], row["faces"]) == ("error", 5, 0)
+    assert row["error"] == "face detection failed: RuntimeError: CUDA out of memory"
+    assert done_videos(tmp_path)["real/five.mp4"]["status"] == "error" and not (tmp_path / "faces").exists()

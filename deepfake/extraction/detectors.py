@@ -8,6 +8,7 @@ landmarks back: a 1080p frame does not need 1080p detection, and the detector's 
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,20 +55,20 @@ def detect_downscaled(
     batch_size: int,
 ) -> list[list[Detection]]:
     """Detect in batches on copies downscaled by the larger of longer side / `max_side` (0: no cap) and
-    `min_face` (frame pixels) / the detector's `min_face`; boxes and landmarks come back in frame pixels."""
-    if not frames:
-        return []
-    h, w = frames[0].shape[:2]
-    factor = max(1.0, max(h, w) / max_side if max_side else 1.0, min_face / detector.min_face)
-    if factor > 1.0:
-        size = (round(w / factor), round(h / factor))
-        frames = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames]
+    `min_face` (frame pixels) / the detector's `min_face`; boxes and landmarks come back in frame pixels.
+    Runs of same-sized frames are batched together (a stream may change size mid-way)."""
     found: list[list[Detection]] = []
-    for i in range(0, len(frames), batch_size):
-        found.extend(detector.detect(frames[i : i + batch_size]))
-    if factor == 1.0:
-        return found
-    return [[d.scaled(factor) for d in faces] for faces in found]
+    for _, run in itertools.groupby(frames, key=lambda f: f.shape):
+        same = list(run)
+        h, w = same[0].shape[:2]
+        factor = max(1.0, max(h, w) / max_side if max_side else 1.0, min_face / detector.min_face)
+        if factor > 1.0:
+            size = (round(w / factor), round(h / factor))
+            same = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in same]
+        for i in range(0, len(same), batch_size):
+            faces = detector.detect(same[i : i + batch_size])
+            found.extend(faces if factor == 1.0 else [[d.scaled(factor) for d in f] for f in faces])
+    return found
 
 
 def resolve_device(device: str) -> torch.device:

@@ -20,7 +20,13 @@ import torch
 from omegaconf import DictConfig
 
 from deepfake.extraction.config import validate
-from deepfake.extraction.detectors import FaceDetector, MtcnnDetector, YunetDetector, detect_downscaled
+from deepfake.extraction.detectors import (
+    Detection,
+    FaceDetector,
+    MtcnnDetector,
+    YunetDetector,
+    detect_downscaled,
+)
 from deepfake.extraction.faces import read_boxes, save_crops
 from deepfake.extraction.report import ExtractProgress, summary
 from deepfake.extraction.sources import Job, list_videos, shard_slice
@@ -72,6 +78,19 @@ def _status(decoded: Decoded, crops: int, frames_per_video: int) -> str:
     return "short" if len(decoded.frames) < frames_per_video else "ok"
 
 
+def _detections(
+    job: Job, decoded: Decoded, cfg: DictConfig, detector: FaceDetector, out: Path
+) -> list[list[Detection]]:
+    """The FF++ original's boxes for a fake that reuses them (when the original has any), else detection."""
+    reused = read_boxes(out / faces_dir(job.box_source)) if job.box_source else {}
+    if reused:
+        return [reused.get(i, []) for i, _ in decoded.frames]
+    d = cfg.detector
+    return detect_downscaled(
+        detector, [f for _, f in decoded.frames], d.max_side, d.min_face_size, d.batch_size
+    )
+
+
 def extract_video(
     job: Job, decoded: Decoded, seconds: float, cfg: DictConfig, detector: FaceDetector, writer: ShardWriter
 ) -> dict[str, object]:
@@ -79,20 +98,22 @@ def extract_video(
     t0 = time.perf_counter()
     s = job.sample
     row: dict[str, object] = {"source": job.rel, "video": s.video, "label": s.label, "split": s.split,
-                              "method": s.method, "error": decoded.error, "frames_decoded": len(decoded.frames)}  # fmt: skip
+                              "method": s.method, "frames_decoded": len(decoded.frames)}  # fmt: skip
     if decoded.info is not None:
         info = decoded.info
         row.update(frames_total=info.frames, width=info.width, height=info.height, fps=round(info.fps, 3),
                    rotation=info.rotation)  # fmt: skip
     tmp, manifest, crops, with_face = None, [], 0, 0
     if decoded.frames:
-        images = [f for _, f in decoded.frames]
-        reused = read_boxes(writer.out / faces_dir(job.box_source)) if job.box_source else {}
-        if reused:
-            detections = [reused.get(i, []) for i, _ in decoded.frames]
-        else:
-            d = cfg.detector
-            detections = detect_downscaled(detector, images, d.max_side, d.min_face_size, d.batch_size)
+        try:
+            detections = _detections(job, decoded, cfg, detector, writer.out)
+        except (
+            RuntimeError,
+            ValueError,
+        ) as e:  # a detector failing on this video's frames: a row, not a crash
+            decoded.error = f"face detection failed: {type(e).__name__}: {e}"
+            decoded.frames = []
+    if decoded.frames:
         tmp = writer.temp_dir(job.rel)
         saved = save_crops(decoded.frames, detections, cfg.faces, tmp)
         crops, with_face = len(saved.files), saved.frames_with_face
@@ -103,7 +124,8 @@ def extract_video(
         pause = float(os.environ.get(PAUSE_ENV, "0"))
         if pause:
             time.sleep(pause)
-    row.update(status=_status(decoded, crops, cfg.frames_per_video), frames_with_face=with_face, faces=crops)
+    row.update(status=_status(decoded, crops, cfg.frames_per_video), frames_with_face=with_face, faces=crops,
+               error=decoded.error)  # fmt: skip
     row["seconds"] = round(seconds + time.perf_counter() - t0, 3)
     writer.commit(job.rel, tmp, manifest, row)
     return row
