@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -17,6 +18,7 @@ from deepfake.extraction.config import ExtractConfig, validate
 from deepfake.extraction.crops import apply, crop_face, invert, select_faces, similarity, template
 from deepfake.extraction.detectors import Detection, YunetDetector, detect_downscaled
 from deepfake.extraction.pipeline import extract_video
+from deepfake.extraction.report import ExtractProgress, summary
 from deepfake.extraction.sources import Job, list_videos, shard_slice
 from deepfake.extraction.video import read_frames, sample_indices, upright
 from deepfake.extraction.writer import ShardWriter, assemble, done_videos
@@ -264,3 +266,39 @@ def test_a_detector_failure_is_a_row_not_a_crash(test_videos: VideoSet, tmp_path
     assert (row["status"], row["frames_total"], row["faces"]) == ("error", 5, 0)
     assert row["error"] == "face detection failed: RuntimeError: CUDA out of memory"
     assert done_videos(tmp_path)["real/five.mp4"]["status"] == "error" and not (tmp_path / "faces").exists()
+
+
+@pytest.mark.parametrize("mode", ["rich", "plain"])
+def test_progress_counts_videos_and_faces(mode: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO"), ExtractProgress(3, mode, every_n_seconds=3600) as progress:
+        progress.update(4)
+        progress.update(1)
+        progress.update(0)  # the last video: plain mode logs it whatever the interval
+    assert progress.line(time.perf_counter()).startswith("videos 3/3 (100%) | 5 faces, ")
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("videos ")]
+    if mode == "plain":
+        assert (
+            len(logged) == 1
+            and logged[0].startswith("videos 3/3 (100%) | 5 faces")
+            and logged[0].endswith("ETA 0s")
+        )
+    else:  # the bars draw on the terminal, not in the log
+        assert logged == []
+
+
+def test_summary_names_statuses_slowest_and_rows_to_look_at() -> None:
+    def row(source: str, status: str, decoded: int, with_face: int, seconds: float, error: str = "") -> dict:
+        return {"source": source, "status": status, "frames_decoded": str(decoded), "frames_with_face": str(with_face),
+                "faces": str(with_face), "seconds": str(seconds), "error": error}  # fmt: skip
+
+    rows = [row("a.mp4", "ok", 32, 32, 1.0), row("b.mp4", "ok", 32, 10, 3.0), row("c.mp4", "error", 0, 0, 0.1, "bad"),
+            row("d.mp4", "short", 5, 5, 0.5)]  # fmt: skip
+    lines = summary(rows, skipped=2, seconds=65)
+    assert (
+        lines[0]
+        == "extracted 4 video(s) in 1m05s (2 already done, skipped): ok 2, short 1, error 1; 47 face crops"
+    )
+    assert lines[1].startswith("slowest: b.mp4 3.00s, a.mp4 1.00s, d.mp4 0.50s")
+    assert lines[2] == (
+        "3 video(s) need a look: b.mp4 (a face in only 10 of 32 frames); c.mp4 (error: bad); d.mp4 (short)"
+    )
