@@ -12,13 +12,15 @@ from omegaconf import DictConfig
 
 from deepfake.cli import run_reporting_errors
 from deepfake.extraction.config import register_extract_config
-from deepfake.extraction.pipeline import extract
 
 register_extract_config()
 
 
 @hydra.main(version_base="1.3", config_path="conf/extract", config_name="extract")
 def main(cfg: DictConfig) -> None:
+    # Imported here, not above: the decode workers' forkserver imports this module, and needs no torch.
+    from deepfake.extraction.pipeline import extract
+
     run_reporting_errors(extract, cfg)
 
 

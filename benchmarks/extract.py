@@ -8,14 +8,18 @@ coffee photo. The baseline does what DeepfakeBench's preprocessing does per vide
 every frame and keeps `--keep` evenly spaced ones; each kept frame goes through dlib's HOG detector with one
 upsampling (`face_detector(rgb, 1)`), the largest face is cropped (square x 1.3, 256 px; DeepfakeBench aligns
 with its 81-landmark model, a manual download, so this crop skips the landmarks), the crop is detected again
-(its verification step) and written as PNG. This pipeline runs `extract()` as `python extract.py` would
-(decode worker processes, batched MTCNN, PNG crops and landmarks). Needs `pip install 'deepfake[bench]'`.
+(its verification step) and written as PNG. This pipeline is `python extract.py` in a subprocess, start-up
+included (decode worker processes, batched MTCNN, PNG crops and landmarks). Needs `pip install 'deepfake[bench]'`.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,13 +28,12 @@ import cv2
 import dlib
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 from skimage import data
 
-from deepfake.extraction.config import ExtractConfig
-from deepfake.extraction.pipeline import extract
 from deepfake.extraction.video import read_frames
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_clips(folder: Path, clips: int, frames: int, width: int, height: int, gop: int) -> list[Path]:
@@ -103,13 +106,13 @@ def baseline(paths: list[Path], keep: int, out: Path) -> tuple[int, int]:
 
 
 def ours(root: Path, out: Path, keep: int, workers: int, device: str) -> tuple[int, int]:
-    cfg = OmegaConf.structured(ExtractConfig(root=str(root), out=str(out), frames_per_video=keep))
-    cfg.num_workers, cfg.progress, cfg.detector.device = workers, "off", device
-    extract(cfg)
-    rows = (out / "videos.csv").read_text().splitlines()[1:]
-    kept = sum(int(r.split(",")[7]) for r in rows)  # frames_decoded
-    faces = sum(int(r.split(",")[9]) for r in rows)
-    return kept, faces
+    """`python extract.py` as a user runs it (interpreter and model start-up included): (frames kept, faces)."""
+    args = [f"root={root}", f"out={out}", f"frames_per_video={keep}", f"num_workers={workers}",
+            f"detector.device={device}", "progress=off"]  # fmt: skip
+    subprocess.run([sys.executable, str(ROOT / "extract.py"), *args], check=True, capture_output=True)
+    with (out / "videos.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return sum(int(r["frames_decoded"]) for r in rows), sum(int(r["faces"]) for r in rows)
 
 
 def decode_only(paths: list[Path], keep: int) -> tuple[float, float]:
@@ -138,6 +141,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=-1, help="extract.py num_workers")
     p.add_argument("--device", default="auto", help="detector.device for this pipeline")
     args = p.parse_args()
+    load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     try:
         paths = write_clips(work / "clips", args.clips, args.frames, args.width, args.height, args.gop)
@@ -152,7 +156,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     print(f"{args.clips} clips x {args.frames} frames at {args.width}x{args.height} (gop {args.gop}), "
-          f"{args.keep} kept per video; detector device {device}")  # fmt: skip
+          f"{args.keep} kept per video; detector device {device}; {os.cpu_count()} CPUs, load average "
+          f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
     print(f"decode only, s/video: PyAV seek {dec_ours:.3f} | cv2 every frame {dec_cv2:.3f}")
     print(
         f"this pipeline: {kept_o} frames, {faces_o} faces in {t_ours:.1f}s = {kept_o / t_ours:.2f} frames/s"

@@ -48,7 +48,7 @@ def save_crops(
             if ext == "jpg":
                 image.save(folder / f"{name}.jpg", quality=faces.jpeg_quality)
             else:
-                image.save(folder / f"{name}.png", compress_level=3)
+                image.save(folder / f"{name}.png", compress_level=1)  # OpenCV's default: fast, ~10% larger
             if crop.landmarks is not None:
                 np.save(folder / f"{name}.npy", crop.landmarks.astype(np.float32))
             out.files.append(f"{name}.{ext}")
