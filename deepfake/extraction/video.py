@@ -113,7 +113,8 @@ def read_frames(path: str | Path, frames_per_video: int) -> Decoded:
             if not container.streams.video:
                 raise ValueError("the file has no video stream")
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            # PyAV's default slice threading, not frame threading: workers already decode videos in parallel,
+            # and frame threads add a pipeline to refill after every seek.
             total = stream.frames or _count_frames(str(path), 0)
             if total <= 0:
                 raise ValueError("the video stream holds no frames")
