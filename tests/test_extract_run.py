@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
@@ -242,8 +243,12 @@ def test_kill_9_in_the_middle_of_a_video_then_rerun(test_videos: VideoSet, tmp_p
     while not (part.is_file() and part.read_text().count("\n") >= 2 and list(partial.rglob("*.png"))):
         assert proc.poll() is None and time.monotonic() < deadline, "the extraction ended or hung"
         time.sleep(0.05)
+    helpers = psutil.Process(proc.pid).children(recursive=True)  # the decode worker and its forkserver
+    assert helpers
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    _, alive = psutil.wait_procs(helpers, timeout=10)
+    assert alive == []  # no orphaned decoders left behind
     committed = {r["source"] for r in csv_rows(part)}
     assert len(committed) == 1 and not (out / "manifest.csv").exists()
     on_disk = {p.relative_to(out / "faces").as_posix() for p in (out / "faces").glob("*/*") if p.is_dir()}

@@ -1,7 +1,7 @@
 """`extract(cfg)`: list the videos, take this shard's slice, skip the done ones, then decode, detect, crop.
 
-Decoding runs in worker processes (PyAV releases nothing a thread pool could share well, and FFmpeg's own
-threads are per decoder); detection runs batched in the main process, on the GPU when there is one. Videos are
+Decoding and the conversion of kept frames to RGB run in worker processes, a video each; detection runs batched
+in the main process, on the GPU when there is one. Videos are
 handled in a fixed order, so an FF++ original is on disk before the fakes that reuse its boxes.
 """
 
@@ -30,7 +30,7 @@ from deepfake.extraction.detectors import (
 from deepfake.extraction.faces import read_boxes, save_crops
 from deepfake.extraction.report import ExtractProgress, summary
 from deepfake.extraction.sources import Job, list_videos, shard_slice
-from deepfake.extraction.video import Decoded, timed_read
+from deepfake.extraction.video import Decoded, exit_with, timed_read
 from deepfake.extraction.writer import ShardWriter, assemble, done_videos, faces_dir, shard_name
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def decoded_videos(jobs: list[Job], frames_per_video: int, workers: int) -> Iter
     # forkserver, not fork: the parent holds torch (and rich) threads, whose locks a fork would copy. Its server
     # imports the main module once and forks each worker from it, where spawn would import it per worker.
     ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(workers, ctx, initializer=exit_with, initargs=(os.getpid(),)) as pool:
         pending: deque[Future] = deque()
         queue = iter(jobs)
         for job in queue:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
+import threading
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -131,6 +133,21 @@ def timed_read(path: str, frames_per_video: int) -> tuple[Decoded, float]:
     """`read_frames` and the seconds it took; what decode workers run (this module imports no torch)."""
     t0 = time.perf_counter()
     return read_frames(path, frames_per_video), time.perf_counter() - t0
+
+
+def exit_with(parent: int) -> None:
+    """Decode-worker initializer: end this process once `parent` is gone, so a `kill -9` of an extraction
+    leaves no orphaned decoders (the pool's own shutdown covers every other way out)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent, 0)
+            except OSError:  # no such process (or a stranger's, after the id was reused)
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _decode_targets(
