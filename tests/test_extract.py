@@ -302,3 +302,38 @@ def test_summary_names_statuses_slowest_and_rows_to_look_at() -> None:
     assert lines[2] == (
         "3 video(s) need a look: b.mp4 (a face in only 10 of 32 frames); c.mp4 (error: bad); d.mp4 (short)"
     )
+
+
+class FakeYunet:
+    """OpenCV's FaceDetectorYN as its docs describe its output: x, y, w, h, 5 landmarks (x, y), score."""
+
+    def __init__(self) -> None:
+        self.sizes: list[tuple[int, int]] = []
+
+    def setInputSize(self, size: tuple[int, int]) -> None:  # OpenCV's name
+        self.sizes.append(size)
+
+    def detect(self, image: np.ndarray) -> tuple[int, np.ndarray | None]:
+        if image.mean() == 0:
+            return 0, None
+        row = [10, 20, 30, 40, 15, 30, 30, 30, 22, 40, 16, 50, 29, 50, 0.93]
+        return 1, np.array([row], np.float32)
+
+
+def test_yunet_rows_become_detections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeYunet()
+    cv2 = type(sys)("cv2")
+    cv2.COLOR_RGB2BGR = 4
+    cv2.cvtColor = lambda image, code: image[..., ::-1]
+    cv2.FaceDetectorYN = type("FaceDetectorYN", (), {"create": staticmethod(lambda *a: fake)})
+    monkeypatch.setitem(sys.modules, "cv2", cv2)
+    model = tmp_path / "yunet.onnx"
+    model.write_bytes(b"onnx")
+    found = YunetDetector(str(model)).detect(
+        [np.full((60, 80, 3), 9, np.uint8), np.zeros((60, 80, 3), np.uint8)]
+    )
+    assert fake.sizes == [(80, 60), (80, 60)] and found[1] == []
+    (face,) = found[0]
+    np.testing.assert_allclose(face.box, [10, 20, 40, 60])
+    np.testing.assert_allclose(face.landmarks, [[15, 30], [30, 30], [22, 40], [16, 50], [29, 50]])
+    assert face.score == pytest.approx(0.93)
