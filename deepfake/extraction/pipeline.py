@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 #: Test hook: seconds to sleep after a video's crops are written and before they are moved into place, so a
 #: test can `kill -9` an extraction in the middle of a video.
 PAUSE_ENV = "DEEPFAKE_EXTRACT_TEST_PAUSE"
+MAX_FRAMES_AHEAD = 1024  # decoded frames waiting for the detector, at most (about 6 GB of 1080p frames)
 
 
 def build_detector(cfg: DictConfig) -> FaceDetector:
@@ -47,7 +48,8 @@ def build_detector(cfg: DictConfig) -> FaceDetector:
 
 
 def decoded_videos(jobs: list[Job], frames_per_video: int, workers: int) -> Iterator[tuple[Decoded, float]]:
-    """Decoded videos in job order; with workers > 0 up to 2 per worker are decoded ahead."""
+    """Decoded videos in job order; with workers > 0 up to 2 per worker are decoded ahead, and no more than
+    MAX_FRAMES_AHEAD frames (decoded frames wait in memory at full size: 6 MB each at 1080p)."""
     if workers == 0:
         for job in jobs:
             yield timed_read(job.sample.path, frames_per_video)
@@ -58,9 +60,10 @@ def decoded_videos(jobs: list[Job], frames_per_video: int, workers: int) -> Iter
     with ProcessPoolExecutor(workers, ctx, initializer=exit_with, initargs=(os.getpid(),)) as pool:
         pending: deque[Future] = deque()
         queue = iter(jobs)
+        ahead = max(1, min(2 * workers, MAX_FRAMES_AHEAD // frames_per_video))
         for job in queue:
             pending.append(pool.submit(timed_read, job.sample.path, frames_per_video))
-            if len(pending) >= 2 * workers:
+            if len(pending) >= ahead:
                 break
         while pending:
             result = pending.popleft().result()
