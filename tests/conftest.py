@@ -19,7 +19,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable, Generator, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -28,6 +28,9 @@ from omegaconf import DictConfig  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from deepfake.config import register_configs  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.videos import VideoSet
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -194,3 +197,11 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     runs = [p for p in (base / "outputs").glob("*/*") if p.is_dir()]
     assert len(runs) == 1, runs
     return {"run": runs[0], **paths}
+
+
+@pytest.fixture(scope="session")
+def test_videos(tmp_path_factory: pytest.TempPathFactory) -> VideoSet:
+    """Short H.264 clips with real faces, written once per session (see tests/videos.py)."""
+    from tests.videos import write_test_videos
+
+    return write_test_videos(tmp_path_factory.mktemp("videos"))

@@ -139,6 +139,10 @@ def test_only_the_rooms_above_the_runner_import_it() -> None:
         ("deepfake.reporting", ("deepfake.training", "deepfake.sweeps", "deepfake.checks")),
         ("deepfake.evaluation", ("deepfake.training.runner", "deepfake.sweeps", "deepfake.checks")),
         ("deepfake.checks", ("deepfake.training.runner", "deepfake.sweeps", "deepfake.evaluation")),
+        (
+            "deepfake.extraction",
+            ("deepfake.training", "deepfake.evaluation", "deepfake.sweeps", "deepfake.checks"),
+        ),
     ],
 )
 def test_lower_rooms_do_not_import_upward(room: str, forbidden: tuple[str, ...]) -> None:

@@ -1,15 +1,21 @@
-"""Published dataset layouts (after frame and face extraction) turned into manifest rows.
+"""Published dataset layouts turned into manifest rows, over frame folders or over the video files themselves.
 
-Each converter returns `(rows, notes)`: rows for every frame found, and notes on what was listed but not
-found, so a partly extracted dataset converts with a clear account instead of failing or hiding it. A layout
-that is not recognisable raises DataError saying what was expected and what is there.
+One code path decides labels, splits, methods and identities for both forms: each `*_videos` function lists a
+layout's videos as rows whose `path` is the video (a folder of frames, or a video file, as the `Media` it is
+given finds them), and `convert_*` expands frame folders into one row per frame for `deepfake.data.convert`.
+`deepfake.extraction` reads the same rows over video files.
+
+Each function returns `(rows, notes)`: rows for every video found, and notes on what was listed but not found,
+so a partly extracted dataset converts with a clear account instead of failing or hiding it. A layout that is
+not recognisable raises DataError saying what was expected and what is there.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from deepfake.data.samples import Sample, list_images
@@ -19,29 +25,33 @@ from deepfake.errors import DataError
 FRAME_DIRS = ("frames", "images", "faces", "crops")
 #: Sibling folders that hold no face frames.
 NON_FRAME_DIRS = ("videos", "landmarks", "masks", "bboxes")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter")
 FFPP_LAYOUT = (
-    "<root>/original_sequences/<source>/<compression>/[frames/]<video>/<frame>.png and "
-    "<root>/manipulated_sequences/<method>/<compression>/[frames/]<target>_<source>/<frame>.png, "
+    "<root>/original_sequences/<source>/<compression>/{original} and "
+    "<root>/manipulated_sequences/<method>/<compression>/{fake}, "
     "with the official split files train.json, val.json, test.json in <root>/splits or <root>"
 )
 CELEBDF_FOLDERS = {"Celeb-real": 0, "YouTube-real": 0, "Celeb-synthesis": 1}
 CELEBDF_LAYOUT = (
-    "<root>/{Celeb-real,Celeb-synthesis,YouTube-real}/[frames/]<video>/<frame>.png and "
-    "<root>/List_of_testing_videos.txt"
+    "<root>/{{Celeb-real,Celeb-synthesis,YouTube-real}}/{video} and <root>/List_of_testing_videos.txt"
 )
-DFDC_LAYOUT = "<root>/[<part>/]metadata.json with frames in <root>/[<part>/][frames/]<video name>/<frame>.png"
+DFDC_LAYOUT = "<root>/[<part>/]metadata.json with {video} in <root>/[<part>/]"
 _SHOWN = 5
 
 Converted = tuple[list[Sample], list[str]]
 
 
 def video_folders(parent: Path) -> dict[str, Path]:
-    """`{video id: folder}` under parent, looking inside a frames/images/faces/crops sub-folder if present."""
+    """`{video id: folder}` under parent, looking inside a frames/images/faces/crops sub-folder if present, or
+    inside a videos/ sub-folder of folders (`extract.py`'s crops keep the dataset's `videos/` in their path)."""
     for name in FRAME_DIRS:
         if (parent / name).is_dir():
             parent = parent / name
             break
+    else:
+        if (parent / "videos").is_dir() and any(e.is_dir() for e in os.scandir(parent / "videos")):
+            parent = parent / "videos"
     if not parent.is_dir():
         return {}
     return {
@@ -49,6 +59,42 @@ def video_folders(parent: Path) -> dict[str, Path]:
         for e in sorted(os.scandir(parent), key=lambda e: e.name)
         if e.is_dir() and e.name not in NON_FRAME_DIRS
     }
+
+
+def is_video(path: str | Path) -> bool:
+    return os.path.splitext(str(path))[1].lower() in VIDEO_EXTENSIONS
+
+
+def video_files(parent: Path) -> dict[str, Path]:
+    """`{video id: file}` for the video files in parent, or in its videos/ sub-folder (FF++) if present."""
+    if (parent / "videos").is_dir():
+        parent = parent / "videos"
+    if not parent.is_dir():
+        return {}
+    return {
+        os.path.splitext(e.name)[0]: Path(e.path)
+        for e in sorted(os.scandir(parent), key=lambda e: e.name)
+        if e.is_file() and is_video(e.name)
+    }
+
+
+@dataclass(frozen=True)
+class Media:
+    """What a layout's videos are on disk: how to find them under a folder, and how messages name them."""
+
+    find: Callable[[Path], dict[str, Path]]
+    noun: str  # "frames" or "video files"
+    entry: str  # one video's place under its folder, with {video} for the video's name
+
+
+FRAMES = Media(video_folders, "frames", "[frames/]{video}/<frame>.png")
+VIDEOS = Media(video_files, "video files", "[videos/]{video}.mp4")
+
+
+def ffpp_layout(media: Media) -> str:
+    return FFPP_LAYOUT.format(
+        original=media.entry.format(video="<video>"), fake=media.entry.format(video="<target>_<source>")
+    )
 
 
 def _entries(folder: Path) -> str:
@@ -59,15 +105,16 @@ def _entries(folder: Path) -> str:
     return f"{folder} holds: {shown or 'nothing'}"
 
 
-def _listed_missing(kind: str, names: Sequence[str], where: Path) -> str:
+def _listed_missing(kind: str, names: Sequence[str], where: Path, media: Media) -> str:
     shown = ", ".join(sorted(names)[:_SHOWN]) + (
         f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
     )
-    return f"{len(names)} video(s) listed in {kind} have no frames under {where}; left out: {shown}"
+    return f"{len(names)} video(s) listed in {kind} have no {media.noun} under {where}; left out: {shown}"
 
 
-def _frames(folder: Path, **fields: object) -> list[Sample]:
-    return [Sample(path=str(p), **fields) for p in list_images(folder)]  # type: ignore[arg-type]
+def expand_frames(videos: Sequence[Sample]) -> list[Sample]:
+    """One row per image in each video's frame folder, with the video's fields."""
+    return [replace(v, path=str(p)) for v in videos for p in list_images(Path(v.path))]
 
 
 # --------------------------------------------------------------------------------------------- FF++ ---
@@ -95,17 +142,18 @@ def _ffpp_splits(root: Path, split_dir: Path | None) -> dict[str, list[tuple[str
     )
 
 
-def convert_ffpp(
+def ffpp_videos(
     root: Path,
     compression: str = "c23",
     methods: Sequence[str] | None = None,
     sources: Sequence[str] = ("youtube",),
     split_dir: Path | None = None,
+    media: Media = FRAMES,
 ) -> Converted:
-    """FaceForensics++: labels from the tree, splits and identities from the official pair lists."""
+    """FaceForensics++ videos: labels from the tree, splits and identities from the official pair lists."""
     originals, manipulated = root / "original_sequences", root / "manipulated_sequences"
     if not originals.is_dir() and not manipulated.is_dir():
-        raise DataError(f"not an FF++ tree: expected {FFPP_LAYOUT}; {_entries(root)}")
+        raise DataError(f"not an FF++ tree: expected {ffpp_layout(media)}; {_entries(root)}")
     pairs = _ffpp_splits(root, split_dir)
     split_of: dict[str, str] = {}
     identity_of: dict[str, str] = {}
@@ -123,22 +171,19 @@ def convert_ffpp(
     for folder, name, label in parts:
         if not folder.is_dir():
             raise DataError(
-                f"FF++ folder {folder} is missing; expected {FFPP_LAYOUT}; {_entries(folder.parent)}"
+                f"FF++ folder {folder} is missing; expected {ffpp_layout(media)}; {_entries(folder.parent)}"
             )
         found_compressions.update(e.name for e in os.scandir(folder) if e.is_dir())
-        videos = video_folders(folder / compression)
+        videos = media.find(folder / compression)
         if not videos:
-            notes.append(f"{folder / compression} holds no video folders; {name} is left out")
+            notes.append(f"{folder / compression} holds no {media.noun}; {name} is left out")
             continue
-        unsplit: list[str] = []
-        for vid, vdir in videos.items():
-            if vid not in split_of:
-                unsplit.append(vid)
-                continue
-            rows.extend(
-                _frames(vdir, label=label, video=f"{name}/{vid}", method=name, split=split_of[vid],
-                        identity=identity_of[vid])
-            )  # fmt: skip
+        unsplit = [vid for vid in videos if vid not in split_of]
+        rows.extend(
+            Sample(path=str(vpath), label=label, video=f"{name}/{vid}", method=name, split=split_of[vid],
+                   identity=identity_of[vid])
+            for vid, vpath in videos.items() if vid in split_of
+        )  # fmt: skip
         if unsplit:
             notes.append(
                 f"{len(unsplit)} {name} video(s) are in no split file and were left out (e.g. {unsplit[0]})"
@@ -152,24 +197,50 @@ def convert_ffpp(
         absent = sorted(listed - set(videos))
         if absent:
             notes.append(
-                _listed_missing("the split files", [f"{name}/{v}" for v in absent], folder / compression)
+                _listed_missing(
+                    "the split files", [f"{name}/{v}" for v in absent], folder / compression, media
+                )
             )
     if not rows:
-        have = ", ".join(sorted(found_compressions)) or "none"
-        raise DataError(
-            f"no frames for compression {compression!r} in the FF++ tree at {root} (compressions found: "
-            f"{have}); pass --compression with one of those, and extract frames first. Expected {FFPP_LAYOUT}"
-        )
+        raise DataError(_ffpp_empty(root, compression, found_compressions, media))
+    return rows, notes
+
+
+def _ffpp_empty(root: Path, compression: str, found: set[str], media: Media) -> str:
+    have = ", ".join(sorted(found)) or "none"
+    return (
+        f"no {media.noun} for compression {compression!r} in the FF++ tree at {root} (compressions found: "
+        f"{have}); pass --compression with one of those"
+        + (", and extract frames first" if media is FRAMES else "")
+        + f". Expected {ffpp_layout(media)}"
+    )
+
+
+def convert_ffpp(
+    root: Path,
+    compression: str = "c23",
+    methods: Sequence[str] | None = None,
+    sources: Sequence[str] = ("youtube",),
+    split_dir: Path | None = None,
+) -> Converted:
+    """FaceForensics++ frame folders, one row per frame."""
+    videos, notes = ffpp_videos(root, compression, methods, sources, split_dir)
+    rows = expand_frames(videos)
+    if not rows:
+        raise DataError(_ffpp_empty(root, compression, {compression}, FRAMES))
     return rows, notes
 
 
 # ----------------------------------------------------------------------------------------- Celeb-DF ---
 
 
-def _celebdf_test_list(root: Path) -> dict[str, int]:
+def _celebdf_test_list(root: Path, media: Media) -> dict[str, int]:
     path = root / "List_of_testing_videos.txt"
     if not path.is_file():
-        raise DataError(f"Celeb-DF test list {path} is missing; expected {CELEBDF_LAYOUT}; {_entries(root)}")
+        raise DataError(
+            f"Celeb-DF test list {path} is missing; expected {CELEBDF_LAYOUT.format(video=media.entry)}; "
+            f"{_entries(root)}"
+        )
     listed: dict[str, int] = {}
     for n, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -182,17 +253,16 @@ def _celebdf_test_list(root: Path) -> dict[str, int]:
     return listed
 
 
-def convert_celebdf(root: Path) -> Converted:
+def celebdf_videos(root: Path, media: Media = FRAMES) -> Converted:
     """Celeb-DF v1/v2: videos in List_of_testing_videos.txt are the test split, the rest train."""
+    layout = CELEBDF_LAYOUT.format(video=media.entry.format(video="<video>"))
     if not any((root / f).is_dir() for f in CELEBDF_FOLDERS):
-        raise DataError(f"not a Celeb-DF tree: expected {CELEBDF_LAYOUT}; {_entries(root)}")
-    test = _celebdf_test_list(root)
+        raise DataError(f"not a Celeb-DF tree: expected {layout}; {_entries(root)}")
+    test = _celebdf_test_list(root, media)
     rows: list[Sample] = []
-    seen: set[str] = set()
     for folder, label in CELEBDF_FOLDERS.items():
-        for vid, vdir in video_folders(root / folder).items():
+        for vid, vpath in media.find(root / folder).items():
             key = f"{folder}/{vid}"
-            seen.add(key)
             if key in test and test[key] != label:
                 raise DataError(
                     f"{root / 'List_of_testing_videos.txt'} labels {key} as {'fake' if test[key] else 'real'} "
@@ -200,43 +270,57 @@ def convert_celebdf(root: Path) -> Converted:
                 )
             # idX_0000 and idX_idY_0000 show target celebrity idX; YouTube-real videos have no known identity.
             identity = vid.split("_")[0] if folder != "YouTube-real" else ""
-            rows.extend(
-                _frames(vdir, label=label, video=key, method=folder, split="test" if key in test else "train",
-                        identity=identity)
+            rows.append(
+                Sample(path=str(vpath), label=label, video=key, method=folder,
+                       split="test" if key in test else "train", identity=identity)
             )  # fmt: skip
     if not rows:
-        raise DataError(f"no frames found in the Celeb-DF tree at {root}; expected {CELEBDF_LAYOUT}")
-    absent = sorted(set(test) - seen)
-    notes = [_listed_missing("List_of_testing_videos.txt", absent, root)] if absent else []
+        raise DataError(f"no {media.noun} found in the Celeb-DF tree at {root}; expected {layout}")
+    absent = sorted(set(test) - {r.video for r in rows})
+    notes = [_listed_missing("List_of_testing_videos.txt", absent, root, media)] if absent else []
+    return rows, notes
+
+
+def convert_celebdf(root: Path) -> Converted:
+    """Celeb-DF frame folders, one row per frame."""
+    videos, notes = celebdf_videos(root)
+    rows = expand_frames(videos)
+    if not rows:
+        layout = CELEBDF_LAYOUT.format(video=FRAMES.entry.format(video="<video>"))
+        raise DataError(f"no frames found in the Celeb-DF tree at {root}; expected {layout}")
     return rows, notes
 
 
 # --------------------------------------------------------------------------------------------- DFDC ---
 
 
-def convert_dfdc(root: Path) -> Converted:
+def _dfdc_metadata(meta_path: Path) -> dict:
+    try:
+        meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("the top level is not an object")
+    except ValueError as e:
+        raise DataError(f"{meta_path} is not a DFDC metadata file ({{video: {{label, ...}}}}): {e}") from None
+    return meta
+
+
+def dfdc_videos(root: Path, media: Media = FRAMES) -> Converted:
     """DFDC: labels, splits and originals from every metadata.json (one per downloaded part)."""
+    layout = DFDC_LAYOUT.format(video=media.entry.format(video="<video name>"))
     metas = (
         [root / "metadata.json"]
         if (root / "metadata.json").is_file()
         else sorted(root.glob("*/metadata.json"))
     )
     if not metas:
-        raise DataError(f"no DFDC metadata.json found: expected {DFDC_LAYOUT}; {_entries(root)}")
+        raise DataError(f"no DFDC metadata.json found: expected {layout}; {_entries(root)}")
     rows: list[Sample] = []
     notes: list[str] = []
     for meta_path in metas:
-        try:
-            meta = json.loads(meta_path.read_text())
-            if not isinstance(meta, dict):
-                raise ValueError("the top level is not an object")
-        except ValueError as e:
-            raise DataError(
-                f"{meta_path} is not a DFDC metadata file ({{video: {{label, ...}}}}): {e}"
-            ) from None
+        meta = _dfdc_metadata(meta_path)
         part = meta_path.parent
         prefix = "" if part == root else f"{part.name}/"
-        videos = video_folders(part)
+        videos = media.find(part)
         absent: list[str] = []
         for name, entry in sorted(meta.items()):
             stem = os.path.splitext(name)[0]
@@ -250,19 +334,69 @@ def convert_dfdc(root: Path) -> Converted:
                 continue
             fake = label == "FAKE"
             original = os.path.splitext(str(entry.get("original") or ""))[0]
-            rows.extend(
-                _frames(videos[stem], label=int(fake), video=f"{prefix}{stem}", method="DFDC" if fake else "real",
-                        split=str(entry.get("split") or entry.get("set") or "train"),
-                        identity=f"{prefix}{original if fake and original else stem}")
+            rows.append(
+                Sample(path=str(videos[stem]), label=int(fake), video=f"{prefix}{stem}",
+                       method="DFDC" if fake else "real",
+                       split=str(entry.get("split") or entry.get("set") or "train"),
+                       identity=f"{prefix}{original if fake and original else stem}")
             )  # fmt: skip
         if absent:
-            notes.append(_listed_missing(str(meta_path), absent, part))
+            notes.append(_listed_missing(str(meta_path), absent, part, media))
         unlisted = sorted(set(videos) - {os.path.splitext(n)[0] for n in meta})
         if unlisted:
-            notes.append(f"{len(unlisted)} frame folder(s) in {part} are not in {meta_path.name}; left out: "
+            notes.append(f"{len(unlisted)} {media.noun} in {part} are not in {meta_path.name}; left out: "
                          f"{', '.join(unlisted[:_SHOWN])}")  # fmt: skip
     if not rows:
         raise DataError(
-            f"no frames found for the videos in {', '.join(map(str, metas))}; expected {DFDC_LAYOUT}"
+            f"no {media.noun} found for the videos in {', '.join(map(str, metas))}; expected {layout}"
         )
     return rows, notes
+
+
+def convert_dfdc(root: Path) -> Converted:
+    """DFDC frame folders, one row per frame."""
+    videos, notes = dfdc_videos(root)
+    rows = expand_frames(videos)
+    if not rows:
+        layout = DFDC_LAYOUT.format(video=FRAMES.entry.format(video="<video name>"))
+        raise DataError(f"no frames found for the videos of the DFDC tree at {root}; expected {layout}")
+    return rows, notes
+
+
+# ------------------------------------------------------------------------------------------- folder ---
+
+FOLDER_VIDEO_LAYOUT = "<root>/[{train,val,test}/]{real,fake}/**/<video>.mp4"
+
+
+def folder_videos(
+    root: Path,
+    real_dirs: Sequence[str] = ("real",),
+    fake_dirs: Sequence[str] = ("fake",),
+    splits: Sequence[str] = ("train", "val", "test"),
+) -> Converted:
+    """Video files under class folders, inside split folders when there are any (else with no split).
+
+    As in the frame folder layout, a file's path under its class folder names the video, and a first
+    sub-folder (`fake/<method>/<video>.mp4`) names the method.
+    """
+    present = [s for s in splits if (root / s).is_dir()]
+    bases = [(root / s, s) for s in present] or [(root, "")]
+    rows: list[Sample] = []
+    for base, split in bases:
+        for label, class_dirs in ((0, real_dirs), (1, fake_dirs)):
+            for name in class_dirs:
+                class_dir = base / name
+                for dirpath, dirnames, filenames in os.walk(class_dir):
+                    dirnames.sort()
+                    for f in sorted(filenames):
+                        if not is_video(f):
+                            continue
+                        rel = (Path(dirpath) / f).relative_to(class_dir)
+                        video = f"{name}/{rel.with_suffix('').as_posix()}"
+                        method = rel.parts[0] if len(rel.parts) >= 2 else name
+                        rows.append(Sample(path=str(Path(dirpath) / f), label=label, video=video,
+                                           method=method, split=split))  # fmt: skip
+    if not rows:
+        raise DataError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {root}; expected "
+                        f"{FOLDER_VIDEO_LAYOUT}; {_entries(root)}")  # fmt: skip
+    return rows, []

@@ -1,0 +1,128 @@
+"""The schema of `python extract.py`: every key it accepts, with its type and default.
+
+Hydra merges `conf/extract/` onto it, so an unknown key or a wrong type fails at composition naming the key;
+`validate()` adds the range and choice checks a type cannot express.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from deepfake.errors import ConfigError
+
+
+@dataclass
+class DatasetConfig:
+    kind: str = "folder"
+    compression: str = "c23"
+    methods: list[str] | None = None
+    sources: list[str] = field(default_factory=lambda: ["youtube"])
+    splits_dir: str | None = None
+    real_dirs: list[str] = field(default_factory=lambda: ["real"])
+    fake_dirs: list[str] = field(default_factory=lambda: ["fake"])
+    reuse_source_boxes: bool = False
+
+
+@dataclass
+class DetectorConfig:
+    kind: str = "mtcnn"
+    model: str | None = None
+    device: str = "auto"
+    batch_size: int = 32
+    max_side: int = 640
+    min_face_size: int = 40
+    thresholds: list[float] = field(default_factory=lambda: [0.85, 0.95, 0.95])
+    threads: int | None = None
+    score_threshold: float = 0.6
+
+
+@dataclass
+class FacesConfig:
+    policy: str = "largest"
+    min_size: float = 32.0
+    min_score: float = 0.9
+    margin: float = 1.3
+    size: int = 256
+    align: bool = False
+    format: str = "png"
+    jpeg_quality: int = 95
+
+
+@dataclass
+class ShardConfig:
+    index: int = 0
+    count: int = 1
+
+
+@dataclass
+class ExtractConfig:
+    root: str = MISSING
+    out: str = MISSING
+    frames_per_video: int = 32
+    val_fraction: float = 0.0
+    num_workers: int = -1
+    progress: str = "auto"
+    every_n_seconds: float = 30.0
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    faces: FacesConfig = field(default_factory=FacesConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
+
+
+def register_extract_config() -> None:
+    """Register the schema so `conf/extract/extract.yaml` can name it first in its defaults."""
+    ConfigStore.instance().store(name="extract_schema", node=ExtractConfig)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset.kind": ("ffpp", "celebdf", "dfdc", "folder"),
+    "detector.kind": ("mtcnn", "yunet"),
+    "faces.policy": ("largest", "all"),
+    "faces.format": ("png", "jpg"),
+    "progress": ("auto", "rich", "plain", "off"),
+}
+_POSITIVE = (
+    "frames_per_video",
+    "detector.batch_size",
+    "detector.min_face_size",
+    "faces.size",
+    "shard.count",
+    "every_n_seconds",
+)
+
+
+def validate(cfg: DictConfig | ExtractConfig) -> DictConfig:
+    """Merge onto the schema and raise ConfigError naming the first key whose value cannot work."""
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(ExtractConfig), cfg)
+    except Exception as e:  # omegaconf raises several types; all mean "this config is malformed"
+        raise ConfigError(f"invalid config: {e}") from None
+    for key in ("root", "out"):
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(
+                f"{key} is not set: pass {key}=/path/to/{'dataset' if key == 'root' else 'faces'}"
+            )
+    for key, choices in _CHOICES.items():
+        if OmegaConf.select(cfg, key) not in choices:
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is not one of {', '.join(choices)}")
+    for key in _POSITIVE:
+        if OmegaConf.select(cfg, key) <= 0:
+            raise ConfigError(f"{key} must be > 0 (got {OmegaConf.select(cfg, key)})")
+    if not 0 <= cfg.shard.index < cfg.shard.count:
+        raise ConfigError(f"shard.index={cfg.shard.index} must be in [0, shard.count={cfg.shard.count})")
+    if cfg.faces.margin < 1.0:
+        raise ConfigError(f"faces.margin={cfg.faces.margin} must be >= 1 (1.3 is the field's convention)")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise ConfigError(
+            f"val_fraction={cfg.val_fraction} must be in [0, 1), e.g. 0.1 for Celeb-DF (no val split)"
+        )
+    if not 1 <= cfg.faces.jpeg_quality <= 100:
+        raise ConfigError(f"faces.jpeg_quality={cfg.faces.jpeg_quality} must be in [1, 100]")
+    if cfg.detector.max_side < 0:
+        raise ConfigError(f"detector.max_side={cfg.detector.max_side} must be >= 0 (0 = detect at full size)")
+    if cfg.dataset.reuse_source_boxes and cfg.dataset.kind != "ffpp":
+        raise ConfigError("dataset.reuse_source_boxes=true is for dataset=ffpp (frame-aligned fakes) only")
+    return cfg

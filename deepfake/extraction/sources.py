@@ -1,0 +1,70 @@
+"""The videos to extract: a dataset layout's rows over video files, this shard's slice, FF++ box sources.
+
+Labels, splits, methods and identities come from `deepfake.data.layouts`, the code the frame converters use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from deepfake.data.layouts import (
+    VIDEOS,
+    celebdf_videos,
+    dfdc_videos,
+    ffpp_videos,
+    folder_videos,
+)
+from deepfake.data.samples import Sample
+from deepfake.errors import DataError
+
+
+@dataclass(frozen=True)
+class Job:
+    """One video: its layout row (path = the file), its path under the root, and whose boxes it may reuse."""
+
+    sample: Sample
+    rel: str  # posix path relative to the dataset root: the key in videos.csv and the crops' folder
+    box_source: str | None = None  # FF++ fakes: rel of the original they are frame-aligned with
+
+
+def list_videos(ds: DictConfig, root: Path) -> tuple[list[Job], list[str]]:
+    """Every video of the layout, sorted by path, with the layout's notes on listed-but-missing videos."""
+    if not root.is_dir():
+        raise DataError(
+            f"root={root} does not exist or is not a folder; pass the downloaded dataset's folder"
+        )
+    if ds.kind == "ffpp":
+        split_dir = Path(ds.splits_dir) if ds.splits_dir else None
+        rows, notes = ffpp_videos(root, ds.compression, ds.methods, list(ds.sources), split_dir, VIDEOS)
+    elif ds.kind == "celebdf":
+        rows, notes = celebdf_videos(root, VIDEOS)
+    elif ds.kind == "dfdc":
+        rows, notes = dfdc_videos(root, VIDEOS)
+    else:
+        rows, notes = folder_videos(root, list(ds.real_dirs), list(ds.fake_dirs))
+    rel = {r.path: Path(r.path).relative_to(root).as_posix() for r in rows}
+    by_video = {r.video: rel[r.path] for r in rows}  # FF++ video ids are unique
+    jobs = []
+    for r in rows:
+        source = None
+        if ds.kind == "ffpp" and ds.reuse_source_boxes and r.label == 1:
+            # A fake <target>_<source> shows the frames of original <target> with another face swapped in.
+            target = r.video.split("/", 1)[1].split("_")[0]
+            source = next((by_video[k] for k in (f"{s}/{target}" for s in ds.sources) if k in by_video), None)
+        jobs.append(Job(r, rel[r.path], source))
+    return sorted(jobs, key=lambda j: j.rel), notes
+
+
+def shard_slice(jobs: list[Job], index: int, count: int) -> list[Job]:
+    """A deterministic slice: groups (a video with the fakes reusing its boxes) dealt round-robin in path order.
+
+    A fake stays in its original's shard, after it, so the original's boxes are on disk when it is reached.
+    """
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.box_source or job.rel, []).append(job)
+    mine = [groups[key] for key in sorted(groups)[index::count]]
+    return [job for group in mine for job in sorted(group, key=lambda j: (j.box_source is not None, j.rel))]
