@@ -18,6 +18,7 @@ DATA_MAY_IMPORT = (
     "deepfake.errors",
     "deepfake.cli",
     "deepfake.config",
+    "deepfake.choices",
     "deepfake.system",
     "deepfake.runs.fileio",
 )
