@@ -55,7 +55,8 @@ def _options() -> list[str]:
 
 def test_every_group_option_is_checked() -> None:
     """A new group folder under conf/ must be added to GROUPS, or its defaults go unchecked."""
-    groups = {p.name for p in CONF.iterdir() if p.is_dir()} - {"hydra", "hparams_search"}
+    # conf/extract/ is extract.py's own tree: test_extract_defaults_match_the_dataclasses checks it.
+    groups = {p.name for p in CONF.iterdir() if p.is_dir()} - {"hydra", "hparams_search", "extract"}
     assert groups == set(GROUPS)
     assert set(PRESETS) <= set(_options()), "an allow-listed preset no longer exists"
 
@@ -152,8 +153,10 @@ def test_validation_refuses_a_value_outside_the_choices(key: str, bad: str) -> N
 
 def test_consumers_use_the_single_choice_lists() -> None:
     """The modules that take these values check against the same tuples, not copies."""
-    from deepfake import distributed, predict, progress
     from deepfake.data import module
+    from deepfake.evaluation import predict
+    from deepfake.reporting import progress
+    from deepfake.system import distributed
 
     assert module.KINDS is choices.DATA_KINDS
     assert module.BALANCE is choices.BALANCE
@@ -173,3 +176,28 @@ def test_data_module_error_lists_the_shared_choices(tmp_path: Path) -> None:
         ConfigError, match=re.escape(f"data.cache='nope' is not one of {', '.join(choices.CACHES)}")
     ):
         DataModule(kind="folder", root=str(tmp_path), cache="nope")
+
+
+#: Options of extract.py's groups that set their own layout or detector kind, by design.
+EXTRACT_PRESETS = {"dataset": {"dataset.kind"}, "detector": {"detector.kind"}}
+
+
+@pytest.mark.parametrize(
+    "option",
+    [f"{g}/{p.stem}" for g in EXTRACT_PRESETS for p in sorted((CONF / "extract" / g).glob("*.yaml"))],
+)
+def test_extract_defaults_match_the_dataclasses(option: str) -> None:
+    """`conf/extract/` against `deepfake/extraction/config.py`: the same check as for train.py's tree."""
+    from hydra import compose, initialize_config_dir
+
+    from deepfake.extraction.config import ExtractConfig, register_extract_config
+
+    register_extract_config()
+    group, name = option.split("/")
+    with initialize_config_dir(config_dir=str(CONF / "extract"), version_base="1.3"):
+        cfg = compose(config_name="extract", overrides=[f"{group}={name}", "root=/r", "out=/o"])
+    got = {k: v for k, v in _composed(cfg).items() if k not in ("root", "out")}
+    want = {k: v for k, v in _defaults(ExtractConfig).items() if k not in ("root", "out")}
+    assert got.keys() == want.keys()
+    differ = {k for k in want if got[k] != want[k]}
+    assert differ <= EXTRACT_PRESETS[group], {k: (got[k], want[k]) for k in differ}

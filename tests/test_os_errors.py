@@ -71,6 +71,7 @@ def test_non_finite_and_negative_values_are_refused(override: str, message: str)
         ("predict.py", "nokey=1", "Key 'nokey' not in 'PredictConfig'"),
     ],
 )
+@pytest.mark.cli
 def test_hydra_composition_errors_are_one_error_line_and_exit_2(
     script: str, override: str, message: str
 ) -> None:
@@ -80,6 +81,7 @@ def test_hydra_composition_errors_are_one_error_line_and_exit_2(
     assert result.stderr.count("\n") == 1 and "HYDRA_FULL_ERROR" not in result.stderr
 
 
+@pytest.mark.cli
 def test_cli_config_errors_print_one_line_and_leave_no_run_dir(tmp_path: Path) -> None:
     result = run_cli(["train.py", "model=doesnotexist"], cwd=ROOT, timeout=120)
     assert result.returncode == 2
@@ -95,6 +97,7 @@ def test_cli_config_errors_print_one_line_and_leave_no_run_dir(tmp_path: Path) -
     assert not list((tmp_path / "outputs").glob("*/*")), "a refused command left a run directory behind"
 
 
+@pytest.mark.cli
 def test_cli_error_after_the_run_started_is_in_its_train_log(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     result = run_cli(
@@ -109,6 +112,7 @@ def test_cli_error_after_the_run_started_is_in_its_train_log(tmp_path: Path) -> 
     assert line in (run / "train.log").read_text()
 
 
+@pytest.mark.cli
 def test_cli_refuses_a_run_dir_that_holds_an_earlier_run(tmp_path: Path) -> None:
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
