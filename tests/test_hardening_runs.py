@@ -77,6 +77,7 @@ def assert_best_pt_matches_records(run: Path) -> None:
 # -- item 2: best.pt exists whenever a best epoch is recorded -------------------------------------------
 
 
+@pytest.mark.slow  # a training run, a resume and more: end to end
 def test_a_kill_while_best_pt_is_written_records_no_best_and_resume_completes(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -109,6 +110,7 @@ def test_a_missing_best_pt_is_rebuilt_from_last_pt_on_resume(
     assert_best_pt_matches_records(run)
 
 
+@pytest.mark.slow  # a training run, a resume and more: end to end
 def test_a_stale_best_is_reset_with_a_warning_when_it_cannot_be_rebuilt(
     data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -318,6 +318,7 @@ def resume_config(base: Path, run: Path, data: Path) -> Config:
     return config
 
 
+@pytest.mark.slow  # a training run, a resume and more: end to end
 def test_an_old_run_resumes_evaluates_and_restores(old_run: dict, tmp_path: Path, compose_cfg: Any) -> None:
     run, data = old_run["run"], old_run["data"]
     train(resume_config(tmp_path, run, data))
