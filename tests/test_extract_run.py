@@ -60,7 +60,7 @@ def layout(v: VideoSet) -> dict[str, Path]:
         "train/real/pan.mp4": v.pan, "train/fake/M/mirrored.mp4": v.mirrored,
         "val/real/rotated.mp4": v.rotated, "val/fake/M/five.mp4": v.five, "val/fake/M/coffee.mp4": v.no_face,
         "val/fake/truncated.mp4": v.truncated, "val/fake/notes.mp4": v.not_video,
-        "test/fake/two_faces.mp4": v.two_faces, "test/real/pan_copy.mp4": v.pan,
+        "test/fake/two_faces.mp4": v.two_faces, "test/real/brighter.mp4": v.brighter,
     }  # fmt: skip
 
 
@@ -85,7 +85,7 @@ def test_each_video_gets_its_status(extracted: tuple[Path, Path]) -> None:
         "val/fake/truncated.mp4": ("error", "0", "0", "0"),
         "val/fake/notes.mp4": ("error", "0", "0", "0"),
         "test/fake/two_faces.mp4": ("ok", "8", "8", "8"),
-        "test/real/pan_copy.mp4": ("ok", "8", "8", "8"),
+        "test/real/brighter.mp4": ("ok", "8", "8", "8"),
     }
     assert (
         rows["val/real/rotated.mp4"]["rotation"] == "90"
@@ -128,6 +128,7 @@ def test_every_crop_lands_on_the_known_face(
         assert landmarks[0, 0] < landmarks[1, 0] and landmarks[2, 1] < landmarks[3, 1]  # eyes, nose, mouth
 
 
+@pytest.mark.cli
 def test_the_manifest_trains_and_passes_the_preflight_check(
     extracted: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -158,7 +159,7 @@ def test_the_manifest_trains_and_passes_the_preflight_check(
     scored = run_cli(evaluate, cwd=tmp_path, timeout=300)
     assert scored.returncode == 0, scored.stderr[-3000:]
     (metrics,) = (tmp_path / "eval").glob("*/metrics.json")
-    assert json.loads(metrics.read_text())["counts"]["images"] == 16  # two_faces and pan_copy, 8 crops each
+    assert json.loads(metrics.read_text())["counts"]["images"] == 16  # two_faces and brighter, 8 crops each
 
 
 def test_a_rerun_skips_finished_videos(
@@ -230,6 +231,7 @@ def test_ffpp_fakes_reuse_their_originals_boxes(test_videos: VideoSet, tmp_path:
     assert {r["split"] for r in csv_rows(out / "videos.csv")} == {"val"}
 
 
+@pytest.mark.cli
 def test_kill_9_in_the_middle_of_a_video_then_rerun(test_videos: VideoSet, tmp_path: Path) -> None:
     root = place({"real/a.mp4": test_videos.five, "real/b.mp4": test_videos.pan, "fake/c.mp4": test_videos.five},
                  tmp_path / "videos")  # fmt: skip
@@ -268,6 +270,7 @@ def test_kill_9_in_the_middle_of_a_video_then_rerun(test_videos: VideoSet, tmp_p
     assert list(partial.rglob("*")) == []  # the killed video's partial crops are gone
 
 
+@pytest.mark.cli
 def test_the_cli_reports_user_errors_in_one_line(tmp_path: Path) -> None:
     proc = run_cli(
         [str(ROOT / "extract.py"), f"root={tmp_path / 'nope'}", f"out={tmp_path / 'o'}"], cwd=tmp_path

@@ -83,6 +83,7 @@ class VideoSet:
     five: Path  # 5 frames of the face
     truncated: Path  # the pan video cut at 60% of its bytes (no moov atom: cannot be opened)
     not_video: Path  # text with an .mp4 name
+    brighter: Path  # the pan frames 24 levels brighter: the same motion, other pixels (another split's video)
 
 
 SIZE = 128
@@ -111,4 +112,9 @@ def write_test_videos(folder: Path) -> VideoSet:
     truncated.write_bytes(raw[: int(len(raw) * 0.6)])
     not_video = folder / "notes.mp4"
     not_video.write_text("this is not a video\n" * 20)
-    return VideoSet(pan, boxes, rotated, mirrored, mirrored_boxes, no_face, two, five, truncated, not_video)
+    brighter = write_video(
+        folder / "brighter.mp4", [np.clip(f.astype(np.int16) + 24, 0, 255).astype(np.uint8) for f in frames]
+    )
+    return VideoSet(
+        pan, boxes, rotated, mirrored, mirrored_boxes, no_face, two, five, truncated, not_video, brighter
+    )
