@@ -154,9 +154,11 @@ def test_large_frames_are_detected_downscaled_and_boxes_mapped_back() -> None:
 def test_yunet_needs_a_model_file_and_opencv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match=r"detector.model=None is not a file.*face_detection_yunet"):
         YunetDetector(None)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"onnx")
     monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
     with pytest.raises(ConfigError, match=r"pip install opencv-python-headless"):
-        YunetDetector(str(tmp_path / "m.onnx"))
+        YunetDetector(str(model))
 
 
 def test_config_values_are_checked() -> None:

@@ -127,18 +127,18 @@ class YunetDetector:
     def __init__(
         self, model: str | None, score_threshold: float = 0.6, nms_threshold: float = 0.3, top_k: int = 50
     ) -> None:
-        try:
-            import cv2
-        except ImportError:
-            raise ConfigError(
-                "detector=yunet needs OpenCV: pip install opencv-python-headless (or pip install 'deepfake[bench]')"
-            ) from None
         if not model or not os.path.isfile(model):
             raise ConfigError(
                 f"detector.model={model} is not a file: detector=yunet needs a YuNet model, e.g. "
                 "face_detection_yunet_2023mar.onnx from github.com/opencv/opencv_zoo, passed as "
                 "detector.model=/path/to/face_detection_yunet_2023mar.onnx"
             )
+        try:
+            import cv2
+        except ImportError:
+            raise ConfigError(
+                "detector=yunet needs OpenCV: pip install opencv-python-headless (or pip install 'deepfake[bench]')"
+            ) from None
         self._cv2 = cv2
         self.model = cv2.FaceDetectorYN.create(model, "", (320, 320), score_threshold, nms_threshold, top_k)
 
