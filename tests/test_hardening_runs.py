@@ -97,6 +97,7 @@ def test_a_kill_while_best_pt_is_written_records_no_best_and_resume_completes(
     assert not list((run / "checkpoints").glob(".*.tmp"))
 
 
+@pytest.mark.slow  # a training run, a resume and more: end to end
 def test_a_missing_best_pt_is_rebuilt_from_last_pt_on_resume(
     finished: Path, data: Path, tmp_path: Path
 ) -> None:
