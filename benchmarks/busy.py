@@ -90,7 +90,7 @@ def main() -> None:
             print(f"{name:<14} {load:<8} {shown:<28} {medians[name, load]:>8.0f} {wall:>7.1f}", flush=True)
         ratio = medians[name, f"{args.busy} busy"] / medians[name, "quiet"]
         print(f"{name}: busy / quiet = {ratio:.2f} (goal >= 0.6)", flush=True)
-    if "default" in args.variants and "torch-default" in args.variants:
+    if {"default", "torch-default"} <= set(args.variants.split(",")):
         quiet = medians["default", "quiet"] / medians["torch-default", "quiet"]
         print(f"quiet: default / torch-default = {quiet:.2f} (goal: no loss, ~1.0)")
 
