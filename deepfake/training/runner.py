@@ -14,10 +14,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from deepfake.checks.start import start_checks
 from deepfake.cli import error_message, log_to_files
 from deepfake.config import Config, to_config
-from deepfake.data.module import resolve_num_workers
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.scoring import evaluate_best
 from deepfake.reporting.progress import ProgressTracker, fan_out
@@ -25,13 +23,12 @@ from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.reporting.tensorboard_views import log_run_start
 from deepfake.runs.backup import ProjectBackup
 from deepfake.system import distributed
-from deepfake.system.hardware import HardwareManager, describe
 from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
-from deepfake.training.build import instantiate, seed_everything
-from deepfake.training.checkpoint import Checkpointer, build_state, unwrap
-from deepfake.training.early_stopping import Best, EarlyStopping, improved
-from deepfake.training.engine import EpochHooks, LoopConfig, StepContext, TrainState, train_epoch, validate
-from deepfake.training.memory import OutOfMemory, fit_batch_size, oom_message, probe_step
+from deepfake.training.build import instantiate
+from deepfake.training.checkpoint import build_state
+from deepfake.training.early_stopping import Best, improved
+from deepfake.training.engine import EpochHooks, TrainState, train_epoch, validate
+from deepfake.training.memory import OutOfMemory, oom_message
 from deepfake.training.observers import (
     BackupObserver,
     CheckpointObserver,
@@ -57,10 +54,10 @@ from deepfake.training.run_files import (
     log_best,
     val_metrics,
     warn_if_undefined,
-    write_hardware,
     write_metrics,
     write_plots,
 )
+from deepfake.training.setup import TrainerSetup
 
 log = logging.getLogger("deepfake")
 
@@ -99,7 +96,7 @@ def train(cfg: Config | DictConfig | dict) -> float:
         ddp.close()
 
 
-class Trainer:
+class Trainer(TrainerSetup):
     """One training run, torchtune-recipe style: its parts and progress live on `self`.
 
     `setup()` builds hardware, model, data and optimizer; `restore()` continues a checkpoint; `fit()` runs the
@@ -135,95 +132,6 @@ class Trainer:
         self.restore()
         self.observers = self.make_observers()
         return self.finish(self.fit())
-
-    # ----- setup -----
-
-    def setup(self) -> None:
-        log.info("run directory: %s", self.run_dir.resolve())
-        seed_everything(self.cfg.seed)
-        self._setup_hardware()
-        self._setup_model_and_data()
-        self._setup_optimization()
-
-    def _setup_hardware(self) -> None:
-        cfg, ddp = self.cfg, self.ddp
-        self.hw = HardwareManager(**{**cfg.hardware, "device": ddp.device(cfg.hardware.device)})
-        self.hw.configure(resolve_num_workers(cfg.data.num_workers))
-        self.precision = self.hw.precision(self.tc.amp)
-        self.device = self.hw.device
-        summary = {**self.hw.summary(str(self.run_dir)), "world_size": ddp.world_size}
-        if ddp.is_main:
-            write_hardware(self.run_dir, summary)
-        log.info(describe(summary))
-        log.info("device: %s (%s), precision %s", self.device, self.hw.reason, self.precision.name)
-
-    def _batch_size(self, model: torch.nn.Module, img_size: int) -> int:
-        """`training.batch_size`, or under `auto_batch_size` on CUDA the largest that fits on every rank."""
-        batch_size = self.tc.batch_size
-        if not self.tc.auto_batch_size:
-            return batch_size
-        if self.device.type != "cuda":
-            log.info("training.auto_batch_size applies to CUDA devices; keeping batch %d", batch_size)
-            return batch_size
-        probe = probe_step(model, self.precision, self.device, img_size)
-        batch_size = self.ddp.min(fit_batch_size(probe, batch_size, self.device))  # every rank, same batch
-        log.info("auto batch size: %d fits in GPU memory", batch_size)
-        return batch_size
-
-    def _setup_model_and_data(self) -> None:
-        cfg, tc, ddp = self.cfg, self.tc, self.ddp
-        model = instantiate(cfg.model).to(self.device)
-        img_size = cfg.data.img_size or model.img_size
-        self.batch_size = self._batch_size(model, img_size)
-        self.data = instantiate(
-            cfg.data, img_size=img_size, batch_size=self.batch_size, eval_batch_size=tc.eval_batch_size,
-            seed=cfg.seed, pin_memory=self.device.type == "cuda", rank=ddp.rank, world_size=ddp.world_size,
-            _convert_="all",
-        )  # fmt: skip
-        with ddp.main_first():  # rank 0 generates a missing synthetic set once; the others then read it
-            self.data.setup()
-        unwrap(model).img_size = img_size  # the size the loaders feed: what predict and export must reproduce
-        self.model = distributed.wrap(model, ddp, self.device, cfg.distributed.sync_batchnorm)
-        # Scan the test sets now, so a wrong path fails before training rather than after it.
-        self.test_sets = self.data.setup_test_sets() if cfg.data.test_sets else []
-        self.train_loader = self.data.train_dataloader()
-        self.val_loader = self.data.eval_dataloader("val")
-        self.val_videos = np.asarray(self.val_loader.dataset.videos, dtype=object)
-        self.num_batches = len(self.train_loader)
-        if cfg.check_on_start:
-            start_checks(cfg, self.data.samples, self.train_loader.batch_size)
-
-    def _setup_optimization(self) -> None:
-        tc, world = self.tc, self.ddp.world_size
-        self.steps_per_epoch = math.ceil(self.num_batches / tc.grad_accum_steps)
-        log.info(
-            "batch %d x %d accumulation x %d processes = effective batch %d; %d optimizer steps per epoch",
-            self.batch_size, tc.grad_accum_steps, world, self.batch_size * tc.grad_accum_steps * world,
-            self.steps_per_epoch,
-        )  # fmt: skip
-        self.optimizer, self.scheduler = unwrap(self.model).configure_optimizers(
-            learning_rate=tc.learning_rate,
-            weight_decay=tc.weight_decay,
-            optimizer=instantiate(tc.optimizer, _convert_="all"),
-            scheduler=instantiate(tc.scheduler, _convert_="all"),
-            steps_per_epoch=self.steps_per_epoch,
-            num_epochs=tc.num_epochs,
-        )
-        self.ema = None
-        if tc.ema.enabled:
-            from timm.utils import ModelEmaV3
-
-            self.ema = ModelEmaV3(
-                distributed.local_module(self.model), decay=tc.ema.decay, use_warmup=tc.ema.warmup
-            )
-        self.step_context = StepContext(
-            self.model, self.optimizer, self.precision, self.device, scheduler=self.scheduler, ema=self.ema
-        )
-        self.loop = LoopConfig.from_config(self.cfg, pos_weight=self.data.pos_weight)
-        self.early = EarlyStopping(**{k: v for k, v in tc.early_stopping.items() if k != "enabled"})
-        self.checkpoints = Checkpointer(
-            self.run_dir / "checkpoints", tc.checkpoint.keep_top_k, tc.monitor_mode
-        )
 
     # ----- resume -----
 
