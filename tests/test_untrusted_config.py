@@ -138,21 +138,20 @@ def test_evaluate_refuses_a_hostile_checkpoint(
     assert not (tmp_path / "eval").exists()
 
 
+def assert_predict_refused(checkpoint: Path, images: Path, output: Path, why: str, marker: Path) -> None:
+    cfg = {"checkpoint": str(checkpoint), "input": str(images), "output": str(output), "num_workers": 0}
+    with pytest.raises(UserError) as excinfo:
+        predict(OmegaConf.create(cfg))
+    assert_refused(excinfo, why, marker)
+
+
 @pytest.mark.parametrize("kind", HOSTILE)
 def test_predict_refuses_a_hostile_checkpoint(
     tiny_run: dict, tmp_path: Path, marker: Path, kind: str
 ) -> None:
     run, why = hostile_copy(tiny_run["run"], tmp_path / "run", HOSTILE[kind])
     output = tmp_path / "preds.csv"
-    cfg = {
-        "checkpoint": str(run),
-        "input": str(tiny_run["data"] / "test"),
-        "output": str(output),
-        "num_workers": 0,
-    }
-    with pytest.raises(UserError) as excinfo:
-        predict(OmegaConf.create(cfg))
-    assert_refused(excinfo, why, marker)
+    assert_predict_refused(run, tiny_run["data"] / "test", output, why, marker)
     assert not output.exists()
 
 
@@ -178,16 +177,7 @@ def test_a_hostile_safetensors_export_is_refused_too(tiny_run: dict, tmp_path: P
     meta["config"] = yaml.safe_dump(cfg)
     bad = tmp_path / "bad.safetensors"
     save_file(load_file(good), bad, metadata=meta)
-    output = tmp_path / "preds.csv"
-    cfg = {
-        "checkpoint": str(bad),
-        "input": str(tiny_run["data"] / "test"),
-        "output": str(output),
-        "num_workers": 0,
-    }
-    with pytest.raises(UserError) as excinfo:
-        predict(OmegaConf.create(cfg))
-    assert_refused(excinfo, why, marker)
+    assert_predict_refused(bad, tiny_run["data"] / "test", tmp_path / "preds.csv", why, marker)
 
 
 @pytest.mark.cli
