@@ -29,7 +29,7 @@ def run_reporting_errors(fn: Callable[..., Any], *args: Any) -> Any:
             raise
         log.debug("user error", exc_info=True)
         report(message)
-        raise SystemExit(2) from None
+        raise SystemExit(getattr(e, "exit_code", 2)) from None  # a failed check (debug=overfit) exits 1
     except TrainingInterrupted as e:
         raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt:

@@ -260,6 +260,33 @@ class EvalConfig:
 
 
 @dataclass
+class LrFinderConfig:
+    min_lr: float = 1e-8
+    max_lr: float = 1.0
+    num_steps: int = 100
+    early_stop_threshold: float | None = 4.0
+
+
+@dataclass
+class ProfilerConfig:
+    enabled: bool = False
+    wait: int = 1
+    warmup: int = 1
+    active: int = 3
+    row_limit: int = 15
+
+
+@dataclass
+class DebugConfig:
+    fast: bool = False
+    overfit_batches: int = 0
+    overfit_loss: float = 0.05
+    limit_train_batches: float | None = None
+    limit_val_batches: float | None = None
+    profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
+
+
+@dataclass
 class Config:
     """The root of a run's configuration (the original design's `Config(base_path, use_drive)`)."""
 
@@ -277,6 +304,9 @@ class Config:
     backup: BackupConfig = field(default_factory=BackupConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    find_lr: bool = False
+    lr_finder: LrFinderConfig = field(default_factory=LrFinderConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
 
 
 @dataclass
@@ -408,6 +438,7 @@ def validate(cfg: DictConfig) -> None:
         if value is not None and (not _finite(value) or value <= 0):
             raise ConfigError(f"{key} must be > 0, or null for the default (got {value})")
     _check_single_keys(cfg)
+    _check_recipes(cfg)
 
 
 def _check_single_keys(cfg: DictConfig) -> None:
@@ -435,6 +466,47 @@ def _check_single_keys(cfg: DictConfig) -> None:
         raise ConfigError(
             f"data.root is not set for data.kind={cfg.data.kind}: pass data.root=/path/to/dataset"
         )
+
+
+def _check_recipes(cfg: DictConfig) -> None:
+    """`find_lr` and `debug` (conf/debug/): ranges, and which of them combine."""
+    lf, debug = cfg.lr_finder, cfg.debug
+    if not 0 < lf.min_lr < lf.max_lr or not _finite(lf.max_lr):
+        raise ConfigError(
+            f"lr_finder needs 0 < min_lr < max_lr (got {lf.min_lr} and {lf.max_lr}), e.g. 1e-8 and 1"
+        )
+    if lf.num_steps < 2:
+        raise ConfigError(f"lr_finder.num_steps must be >= 2 (got {lf.num_steps}); the default is 100")
+    if lf.early_stop_threshold is not None and not lf.early_stop_threshold > 1:
+        raise ConfigError(
+            f"lr_finder.early_stop_threshold must be > 1, or null to never stop early (got {lf.early_stop_threshold})"
+        )
+    for key in ("limit_train_batches", "limit_val_batches"):
+        value = debug[key]
+        if value is not None and (not _finite(value) or value <= 0 or (value > 1 and value != int(value))):
+            raise ConfigError(
+                f"debug.{key} must be a fraction in (0, 1] or a whole count of batches > 1 (got {value}); "
+                f"e.g. debug.{key}=0.1 or debug.{key}=20"
+            )
+    if debug.overfit_batches < 0:
+        raise ConfigError(f"debug.overfit_batches must be >= 0 (got {debug.overfit_batches}); 0 = off")
+    if debug.overfit_batches and not 0 < debug.overfit_loss < 1:
+        raise ConfigError(f"debug.overfit_loss must be in (0, 1) (got {debug.overfit_loss}), e.g. 0.05")
+    profiler = debug.profiler
+    if profiler.wait < 0 or profiler.warmup < 0 or profiler.active < 1 or profiler.row_limit < 1:
+        raise ConfigError(
+            "debug.profiler needs wait >= 0, warmup >= 0, active >= 1 and row_limit >= 1 "
+            f"(got {profiler.wait}, {profiler.warmup}, {profiler.active}, {profiler.row_limit})"
+        )
+    modes = [
+        name
+        for name, on in (("debug.fast", debug.fast), ("debug.overfit_batches", debug.overfit_batches))
+        if on
+    ]
+    if len(modes) > 1:
+        raise ConfigError("debug.fast and debug.overfit_batches each set the batches to train: pick one")
+    if cfg.find_lr and cfg.check:
+        raise ConfigError("find_lr=true and check=true are two different commands: pass one of them")
 
 
 def _finite(value: float) -> bool:

@@ -210,3 +210,50 @@ class EpochSampler(Sampler[tuple[int, ...]]):
 
     def __len__(self) -> int:
         return self.num_samples - self.start
+
+
+class LimitedSampler(Sampler[tuple[int, ...]]):
+    """The first `limit` samples of an EpochSampler's epoch (the debug modes' batch limits).
+
+    With `fixed`, every epoch repeats epoch 0's samples in the same order (`debug.overfit_batches`: the same
+    batches, augmented the same way). An unshuffled sampler (validation) takes evenly spaced indices instead of
+    the first ones, so a limited pass still sees every class of a split whose rows are sorted by class.
+    Exposes what ShardedSampler reads (`epoch`, `num_samples`, `order`, `set_epoch`), so it shards the same.
+    """
+
+    def __init__(self, base: EpochSampler, limit: int, fixed: bool = False) -> None:
+        self.base = base
+        self.num_samples = min(limit, base.num_samples)
+        self.fixed = fixed
+        self.start = 0
+
+    @property
+    def epoch(self) -> int:
+        return self.base.epoch
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.base.set_epoch(0 if self.fixed else epoch)
+        self.start = start
+
+    def _spread(self) -> bool:
+        return not self.base.shuffle and self.base.weights is None
+
+    def order(self) -> list[int]:
+        if self._spread():
+            n, k = self.base.num_samples, self.num_samples
+            return [i * n // k for i in range(k)]
+        return self.base.order()[: self.num_samples]
+
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
+        if self._spread():
+            for i in self.order()[self.start :]:
+                yield i, self.base.epoch
+            return
+        for position, key in enumerate(self.base):
+            if position >= self.num_samples:
+                return
+            if position >= self.start:
+                yield key
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)

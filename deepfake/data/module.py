@@ -24,7 +24,7 @@ from deepfake.choices import DATA_KINDS as KINDS
 from deepfake.data.augment import build_augment
 from deepfake.data.balance import cap_frames_per_video, pos_weight, sample_weights
 from deepfake.data.cache import build_cache
-from deepfake.data.dataset import EpochSampler, FaceDataset, sbi_groups
+from deepfake.data.dataset import EpochSampler, FaceDataset, LimitedSampler, sbi_groups
 from deepfake.data.device_loader import DeviceDecodeLoader, collate_payloads
 from deepfake.data.loader import SlotLoader
 from deepfake.data.manifest import read_manifest
@@ -279,22 +279,43 @@ class DataModule:
             deferred=self.decode == "gpu",
         )
 
-    def train_dataloader(self) -> SlotLoader | DeviceDecodeLoader:
+    def train_dataloader(
+        self, limit: float | None = None, fixed: bool = False
+    ) -> SlotLoader | DeviceDecodeLoader:
+        """The shuffled training loader; `limit` keeps some batches per epoch (see `_limit`), `fixed` the same
+        ones every epoch (the debug modes, see LimitedSampler)."""
         ds = self.dataset("train")
         weights = sample_weights(ds.labels) if self.balance == "weighted_sampler" else None
         groups = sbi_groups(len(ds.samples), ds.sbi_sources) if ds.sbi_sources else None
         sampler = EpochSampler(len(ds), seed=self.seed, shuffle=True, weights=weights, groups=groups)
-        return self._loader(ds, self._shard(sampler, pad=True), self.batch_size, drop_last=True)
+        limited = self._limit(sampler, limit, self.batch_size, fixed)
+        return self._loader(ds, self._shard(limited, pad=True), self.batch_size, drop_last=True)
 
-    def eval_dataloader(self, split: str) -> SlotLoader | DeviceDecodeLoader:
+    def eval_dataloader(self, split: str, limit: float | None = None) -> SlotLoader | DeviceDecodeLoader:
+        """The split in order; `limit` keeps some batches of evenly spaced samples (the debug modes)."""
         ds = self.dataset(split)
-        sampler = self._shard(EpochSampler(len(ds), shuffle=False), pad=False)
-        return self._loader(ds, sampler, self.eval_batch_size, drop_last=False)
+        limited = self._limit(EpochSampler(len(ds), shuffle=False), limit, self.eval_batch_size)
+        return self._loader(ds, self._shard(limited, pad=False), self.eval_batch_size, drop_last=False)
 
-    def _shard(self, sampler: EpochSampler, pad: bool) -> EpochSampler | ShardedSampler:
+    def _limit(
+        self, sampler: EpochSampler, limit: float | None, batch_size: int, fixed: bool = False
+    ) -> EpochSampler | LimitedSampler:
+        """Lightning's `limit_*_batches`: an int is a count of batches per rank, a float a fraction of them."""
+        if limit is None:
+            return sampler
+        per_step = batch_size * self.world_size
+        if isinstance(limit, int):
+            batches = limit
+        else:
+            batches = max(1, int(limit * -(-sampler.num_samples // per_step)))
+        return LimitedSampler(sampler, batches * per_step, fixed)
+
+    def _shard(
+        self, sampler: EpochSampler | LimitedSampler, pad: bool
+    ) -> EpochSampler | LimitedSampler | ShardedSampler:
         if self.world_size == 1:
             return sampler
-        return ShardedSampler(sampler, self.rank, self.world_size, pad=pad)
+        return ShardedSampler(sampler, self.rank, self.world_size, pad=pad)  # type: ignore[arg-type]
 
     def _loader(
         self, ds: FaceDataset, sampler: EpochSampler | ShardedSampler, batch_size: int, drop_last: bool

@@ -17,6 +17,7 @@ from deepfake.cli import log_to_files
 from deepfake.errors import UserError
 from deepfake.runs.fileio import require_writable
 from deepfake.system.distributed import DistContext
+from deepfake.training.debug import is_debug_run
 from deepfake.training.resume import (
     Resume,
     adopt_run_dir,
@@ -30,12 +31,14 @@ log = logging.getLogger("deepfake")
 
 
 def resolve_run_dir(cfg: DictConfig) -> tuple[Path, bool]:
-    """Hydra's output dir when Hydra runs this job; otherwise a fresh `<base_path>/outputs/<date>/<time>`."""
+    """Hydra's output dir when Hydra runs this job; otherwise a fresh `<base_path>/outputs/<date>/<time>`
+    (`<base_path>/debug/...` for a debug mode, as conf/debug/default.yaml does under Hydra)."""
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir), True
     now = dt.datetime.now()
+    folder = "debug" if is_debug_run(cfg) else "outputs"
     run_dir = (
-        Path(cfg.base_path).expanduser() / "outputs" / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
+        Path(cfg.base_path).expanduser() / folder / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
     )
     run_dir.mkdir(parents=True, exist_ok=False)
     return run_dir, False
@@ -120,7 +123,7 @@ def discard_fresh_run_dir() -> None:
     if any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
         return
     shutil.rmtree(run_dir, ignore_errors=True)
-    if run_dir.parent.parent.name == "outputs":  # the default <base>/outputs/<date>/<time>
+    if run_dir.parent.parent.name in ("outputs", "debug"):  # the default <base>/outputs/<date>/<time>
         with contextlib.suppress(OSError):  # only if now empty
             run_dir.parent.rmdir()
 

@@ -18,6 +18,7 @@ from deepfake.cli import error_message, log_to_files
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.scoring import evaluate_best
+from deepfake.reporting.model_summary import report_summary
 from deepfake.reporting.progress import ProgressTracker, fan_out
 from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.reporting.tensorboard_views import log_run_start
@@ -26,6 +27,7 @@ from deepfake.system import distributed
 from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
 from deepfake.training.build import instantiate
 from deepfake.training.checkpoint import build_state
+from deepfake.training.debug import check_verdict, debug_observers
 from deepfake.training.early_stopping import Best, improved
 from deepfake.training.engine import EpochHooks, TrainState, train_epoch, validate
 from deepfake.training.memory import OutOfMemory, oom_message
@@ -74,6 +76,11 @@ def train(cfg: Config | DictConfig | dict) -> float:
             raise ConfigError(
                 "check=true runs the pre-flight check, not training: use `python train.py check=true ...`, "
                 "or deepfake.checks.preflight.check(cfg) from Python"
+            )
+        if cfg.find_lr:
+            raise ConfigError(
+                "find_lr=true runs the LR range test, not training: use `python train.py find_lr=true ...`, "
+                "or deepfake.training.lr_finder.find_lr(cfg) from Python"
             )
     except UserError:
         discard_fresh_run_dir()
@@ -131,7 +138,9 @@ class Trainer(TrainerSetup):
         self.setup()
         self.restore()
         self.observers = self.make_observers()
-        return self.finish(self.fit())
+        best = self.finish(self.fit())
+        check_verdict(self.observers)  # debug.overfit_batches: passed, or OverfitCheckFailed (exit 1)
+        return best
 
     # ----- resume -----
 
@@ -167,6 +176,9 @@ class Trainer(TrainerSetup):
         )
         if self.resume is None:
             log_run_start(self.tb, cfg, self.config_yaml, self.train_loader)
+        if self.ddp.is_main:
+            model = distributed.local_module(self.model)
+            report_summary(model, self.optimizer, model.img_size, self.run_dir, self.tb)
         self.backup: ProjectBackup = instantiate(
             cfg.backup, run_dir=self.run_dir, base_path=cfg.base_path, config_yaml=self.config_yaml,
             overrides=self.overrides, _convert_="all",
@@ -185,6 +197,7 @@ class Trainer(TrainerSetup):
             ProgressObserver(self.progress),
             MetricsFileObserver(),
             BackupObserver(self.backup),
+            *debug_observers(cfg, self.run_dir, self.device, self.num_batches),
         ]
 
     # ----- the loop -----

@@ -19,6 +19,7 @@ from deepfake.system import distributed
 from deepfake.system.hardware import HardwareManager, describe
 from deepfake.training.build import instantiate, seed_everything
 from deepfake.training.checkpoint import Checkpointer, unwrap
+from deepfake.training.debug import describe_limits, loader_limits
 from deepfake.training.early_stopping import EarlyStopping
 from deepfake.training.engine import LoopConfig, StepContext
 from deepfake.training.memory import fit_batch_size, probe_step
@@ -83,10 +84,13 @@ class TrainerSetup:
         self.model = distributed.wrap(model, ddp, self.device, cfg.distributed.sync_batchnorm)
         # Scan the test sets now, so a wrong path fails before training rather than after it.
         self.test_sets = self.data.setup_test_sets() if cfg.data.test_sets else []
-        self.train_loader = self.data.train_dataloader()
-        self.val_loader = self.data.eval_dataloader("val")
+        train_limit, val_limit, fixed = loader_limits(cfg)  # the debug modes' batches (None: all)
+        self.train_loader = self.data.train_dataloader(train_limit, fixed)
+        self.val_loader = self.data.eval_dataloader("val", val_limit)
         self.val_videos = np.asarray(self.val_loader.dataset.videos, dtype=object)
         self.num_batches = len(self.train_loader)
+        if (note := describe_limits(cfg, self.num_batches, len(self.val_loader))) is not None:
+            log.info(note)
         if cfg.check_on_start:
             start_checks(cfg, self.data.samples, self.train_loader.batch_size)
 
