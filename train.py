@@ -1,6 +1,7 @@
 """Train a deepfake detector: `python train.py [overrides]` or `from train import train`.
 
 `python train.py check=true [overrides]` runs the pre-flight check instead and exits 1 when it finds errors.
+`python train.py find_lr=true [overrides]` runs the LR range test instead (deepfake.training.lr_finder).
 `torchrun --nproc_per_node=N train.py [overrides]` trains with DistributedDataParallel (see deepfake.system.distributed).
 """
 
@@ -16,6 +17,7 @@ from deepfake.cli import run_hydra, run_reporting_errors
 from deepfake.config import register_configs
 from deepfake.sweeps.sweep_job import run_job
 from deepfake.system.distributed import worker_hydra_overrides
+from deepfake.training.lr_finder import find_lr
 from deepfake.training.runner import train
 
 __all__ = ["train"]
@@ -30,6 +32,8 @@ def main(cfg: DictConfig) -> float | None:
         if code:  # a passing check returns normally, so a `-m` sweep of checks goes on to the next job
             raise SystemExit(code)
         return None
+    if cfg.find_lr:
+        return run_reporting_errors(find_lr, cfg)
     return run_job(train, cfg)
 
 
