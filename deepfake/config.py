@@ -498,13 +498,13 @@ def _check_recipes(cfg: DictConfig) -> None:
             "debug.profiler needs wait >= 0, warmup >= 0, active >= 1 and row_limit >= 1 "
             f"(got {profiler.wait}, {profiler.warmup}, {profiler.active}, {profiler.row_limit})"
         )
-    modes = [
-        name
-        for name, on in (("debug.fast", debug.fast), ("debug.overfit_batches", debug.overfit_batches))
-        if on
-    ]
-    if len(modes) > 1:
+    limits = debug.limit_train_batches is not None or debug.limit_val_batches is not None
+    if debug.fast and debug.overfit_batches:
         raise ConfigError("debug.fast and debug.overfit_batches each set the batches to train: pick one")
+    if debug.fast and limits:
+        raise ConfigError("debug.fast trains and validates one batch: drop debug.limit_train/val_batches")
+    if debug.overfit_batches and debug.limit_train_batches is not None:
+        raise ConfigError("debug.overfit_batches sets the train batches: drop debug.limit_train_batches")
     if cfg.find_lr and cfg.check:
         raise ConfigError("find_lr=true and check=true are two different commands: pass one of them")
 
