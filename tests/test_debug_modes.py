@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from deepfake.config import to_config
 from deepfake.data.dataset import EpochSampler, LimitedSampler
@@ -100,6 +101,9 @@ def test_fast_run_goes_through_every_writer_in_the_debug_folder(tmp_path: Path, 
     assert list((run / "backups").glob("*.tar.gz"))
     assert (run / "plots" / "loss.png").is_file()
     assert json.loads((run / "model_summary.json").read_text())["parameters"] > 0
+    events = EventAccumulator(str(run), size_guidance={"tensors": 0})
+    events.Reload()
+    assert "model/summary/text_summary" in events.Tags()["tensors"]
 
 
 @pytest.mark.slow

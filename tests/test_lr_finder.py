@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from deepfake.errors import ConfigError
 from deepfake.training.lr_finder import BETA, ExponentialSweep, Sweep, find_lr, steepest, valley
 from tests.conftest import ROOT, run_cli
 from tests.runs import make_config, restore_torch_globals, run_dir_of  # noqa: F401  (autouse fixture)
@@ -53,6 +54,15 @@ def test_rules_pick_the_descent_not_the_plateau_or_the_blow_up() -> None:
     assert index is not None and 50 <= index <= 70
     assert 40 <= steepest(curve) <= 80
     assert valley([1.0, 0.9]) is None and steepest([1.0] * 5) is None  # too short to judge
+
+
+def test_train_points_find_lr_to_its_own_command() -> None:
+    from train import train
+
+    with pytest.raises(
+        ConfigError, match=r"find_lr=true runs the LR range test, not training: use `python train.py"
+    ):
+        train({"find_lr": True})
 
 
 @pytest.mark.slow

@@ -138,12 +138,18 @@ def _round(values: list[float] | None) -> str:
 
 
 def report_summary(
-    model: nn.Module, optimizer: torch.optim.Optimizer, img_size: int, run_dir: Path, tb: TensorBoardLogger
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    img_size: int,
+    run_dir: Path,
+    tb: TensorBoardLogger,
+    step: int = 0,
 ) -> dict[str, Any]:
-    """Log the summary and write it to `<run dir>/model_summary.json` and TensorBoard (tag `model/summary`)."""
+    """Log the summary and write it to `<run dir>/model_summary.json` and TensorBoard (tag `model/summary`, at
+    `step`: a resumed run's first step, so it survives the resume's purge of later events)."""
     summary = summarize(model, optimizer, img_size)
     text = format_summary(summary)
     log.info("%s", text)
     atomic_write(run_dir / FILE, lambda f: f.write(json.dumps(summary, indent=2).encode()))
-    tb.text("model/summary", text)
+    tb.text("model/summary", text, step)
     return summary

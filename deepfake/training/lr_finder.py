@@ -152,6 +152,10 @@ class LrFinder(TrainerSetup):
             return record.stop is not None or step >= settings.num_steps
 
         hooks = EpochHooks(log=on_log, should_stop=should_stop)
+        log.info(
+            "LR range test: up to %d optimizer steps, learning rate %.1e to %.1e (one loss read per step)",
+            settings.num_steps, settings.min_lr, settings.max_lr,
+        )  # fmt: skip
         state, epoch = TrainState(), 0
         while not should_stop(state.global_step):
             state.epoch, state.batch_in_epoch = epoch, 0

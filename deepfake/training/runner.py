@@ -178,7 +178,9 @@ class Trainer(TrainerSetup):
             log_run_start(self.tb, cfg, self.config_yaml, self.train_loader)
         if self.ddp.is_main:
             model = distributed.local_module(self.model)
-            report_summary(model, self.optimizer, model.img_size, self.run_dir, self.tb)
+            report_summary(
+                model, self.optimizer, model.img_size, self.run_dir, self.tb, self.state.global_step
+            )
         self.backup: ProjectBackup = instantiate(
             cfg.backup, run_dir=self.run_dir, base_path=cfg.base_path, config_yaml=self.config_yaml,
             overrides=self.overrides, _convert_="all",
