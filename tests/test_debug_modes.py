@@ -166,15 +166,19 @@ def test_profiler_writes_a_trace_and_logs_the_top_operators(
 
 @pytest.mark.cli
 @pytest.mark.parametrize(
-    ("preset", "expected"),
+    ("preset", "expected", "written"),
     [
-        ("debug=fast", "debug.fast: one epoch done"),
-        ("debug=limit", "debug limits: 1 train and 1 val batches per epoch"),
-        ("debug=profile", "profiler: top operators of 3 steps by self_cpu_time_total"),
+        ("debug=fast", "debug.fast: one epoch done", "backups/*.tar.gz"),
+        ("debug=limit", "debug limits: 1 train and 1 val batches per epoch", "checkpoints/last.pt"),
+        (
+            "debug=profile",
+            "profiler: top operators of 3 steps by self_cpu_time_total",
+            "profiler/*.pt.trace.json",
+        ),
     ],
 )
 def test_debug_presets_from_the_command_line(
-    preset: str, expected: str, tmp_path: Path, folder_dataset: Path
+    preset: str, expected: str, written: str, tmp_path: Path, folder_dataset: Path
 ) -> None:
     args = [
         str(ROOT / "train.py"), preset, "model=tiny", "data=folder", f"data.root={folder_dataset}",
@@ -186,6 +190,7 @@ def test_debug_presets_from_the_command_line(
     assert expected in proc.stdout + proc.stderr
     run = _debug_run(tmp_path)
     assert (run / ".hydra" / "overrides.yaml").is_file() and (run / "metrics.json").is_file()
+    assert list(run.glob(written)) and (run / "model_summary.json").is_file()
 
 
 @pytest.mark.cli
