@@ -64,7 +64,7 @@ def test_bad_mode_or_empty_input_is_refused() -> None:
 
 @pytest.mark.parametrize("mode", ["topk", "confident"])
 def test_evaluate_video_scores_use_the_same_rules(mode: str) -> None:
-    probs = np.array(FRAMES + [0.2, 0.6])
+    probs = np.array([*FRAMES, 0.2, 0.6])
     labels = np.array([1] * 5 + [0, 0])
     videos = ["a"] * 5 + ["b"] * 2
     v_labels, v_probs = video_scores(labels, probs, videos, mode, k=2)
