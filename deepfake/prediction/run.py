@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from deepfake.evaluation.inference import LoadedDetector
-from deepfake.extraction.detectors import MtcnnDetector
+from deepfake.extraction.detectors import FaceDetector, MtcnnDetector
 from deepfake.extraction.pipeline import build_detector
 from deepfake.prediction.preview import preview_dir, sheet_name, write_preview
 from deepfake.prediction.rows import FRAME_COLUMNS, frame_rows, frames_path, video_row, write_csv
@@ -20,6 +22,19 @@ from deepfake.prediction.settings import crop_settings
 from deepfake.prediction.videos import Aggregation, predict_videos
 
 log = logging.getLogger("deepfake")
+
+
+@contextlib.contextmanager
+def cpu_threads(detector: FaceDetector, settings: DictConfig, workers: int) -> Iterator[None]:
+    """As extract.py: a CPU MTCNN gets the cores the decoders leave (its many small per-box ops run faster on
+    few threads); the classifying thread shares that count, so detection and classification each keep a core."""
+    threads = torch.get_num_threads()
+    if isinstance(detector, MtcnnDetector) and detector.device.type == "cpu":
+        torch.set_num_threads(settings.detector.threads or max(1, (os.cpu_count() or 1) - workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def video_rows(
@@ -40,11 +55,7 @@ def video_rows(
     agg = Aggregation(cfg.aggregation.faces, cfg.aggregation.frames, cfg.aggregation.k)
     workers = min(workers, len(paths))
     rows, per_frame, taken = [], [], set()
-    threads = torch.get_num_threads()
-    if isinstance(detector, MtcnnDetector) and detector.device.type == "cpu":
-        # as extract.py: the detector gets the cores the decoders leave
-        torch.set_num_threads(settings.detector.threads or max(1, (os.cpu_count() or 1) - workers))
-    try:
+    with cpu_threads(detector, settings, workers):
         for result in predict_videos(paths, settings, detector, score, agg, device, workers, cfg.batch_size):
             rows.append(video_row(result, cfg.threshold, cfg.no_face_prob))
             per_frame.extend(frame_rows(result))
@@ -53,8 +64,6 @@ def video_rows(
                     result, preview_dir(output), sheet_name(result.path, taken), cfg.threshold
                 )
                 log.info("preview of %s: %s", result.path, sheet)
-    finally:
-        torch.set_num_threads(threads)
     if cfg.per_frame:
         write_csv(frames_path(output), FRAME_COLUMNS, per_frame)
     return rows

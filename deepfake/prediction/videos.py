@@ -8,6 +8,7 @@ extract.py's own code, so a video's crops match the training crops pixel for pix
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,28 +83,37 @@ def score_crops(crops: np.ndarray, score: Scorer, device: torch.device, batch_si
     return torch.cat(out).double().cpu().numpy()
 
 
-def score_video(
-    decoded: Decoded,
-    settings: DictConfig,
-    detector: FaceDetector,
+def detect_video(
+    decoded: Decoded, settings: DictConfig, detector: FaceDetector
+) -> tuple[VideoResult, list[tuple[int, int]], np.ndarray]:
+    """The detection half: a result (final when the video failed or has no face), its face keys and crops."""
+    result = VideoResult(decoded.path, error=decoded.error, frames_decoded=len(decoded.frames))
+    empty = np.zeros((0, 1, 1, 3), np.uint8)
+    if not decoded.frames:
+        result.status = "error"
+        result.error = decoded.error or "no frame could be decoded"
+        return result, [], empty
+    try:
+        keys, crops = video_crops(decoded, settings, detector)
+    except (RuntimeError, ValueError) as e:  # a detector failing on this video's frames: its row says so
+        result.status, result.error = "error", f"face detection failed: {type(e).__name__}: {e}"
+        return result, [], empty
+    if not keys:
+        result.status = "no_face"
+    return result, keys, crops
+
+
+def classify_video(
+    result: VideoResult,
+    keys: list[tuple[int, int]],
+    crops: np.ndarray,
     score: Scorer,
     agg: Aggregation,
     device: torch.device,
     batch_size: int = 64,
 ) -> VideoResult:
-    """Detect, crop, score and aggregate one decoded video; a failure is the video's error, not an exception."""
-    result = VideoResult(decoded.path, error=decoded.error, frames_decoded=len(decoded.frames))
-    if not decoded.frames:
-        result.status = "error"
-        result.error = decoded.error or "no frame could be decoded"
-        return result
-    try:
-        keys, crops = video_crops(decoded, settings, detector)
-    except (RuntimeError, ValueError) as e:  # a detector failing on this video's frames: its row says so
-        result.status, result.error = "error", f"face detection failed: {type(e).__name__}: {e}"
-        return result
+    """The scoring half: face, frame and video probabilities (nothing to do without faces)."""
     if not keys:
-        result.status = "no_face"
         return result
     probs = score_crops(crops, score, device, batch_size)
     result.face_probs = [(frame, face, float(p)) for (frame, face), p in zip(keys, probs, strict=True)]
@@ -127,7 +137,16 @@ def predict_videos(
     workers: int,
     batch_size: int = 64,
 ) -> Iterator[VideoResult]:
-    """Each video's result in `paths` order, decoding up to 2 per worker ahead of the one being scored."""
+    """Each video's result in `paths` order. Three stages overlap: up to 2 videos per worker are decoded
+    ahead in processes, and one video's crops are classified in a thread while the next one is detected."""
     decoded = decoded_videos(paths, int(settings.frames_per_video), min(workers, len(paths)))
-    for video, _ in decoded:
-        yield score_video(video, settings, detector, score, agg, device, batch_size)
+    with ThreadPoolExecutor(1, thread_name_prefix="classify") as pool:
+        pending: Future[VideoResult] | None = None
+        for video, _ in decoded:
+            staged = detect_video(video, settings, detector)
+            submitted = pool.submit(classify_video, *staged, score, agg, device, batch_size)
+            if pending is not None:
+                yield pending.result()
+            pending = submitted
+        if pending is not None:
+            yield pending.result()
