@@ -13,7 +13,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -48,17 +48,24 @@ def build_detector(cfg: DictConfig) -> FaceDetector:
     return MtcnnDetector(cfg.device, list(cfg.thresholds))
 
 
-def decoded_videos(paths: list[str], frames_per_video: int, workers: int) -> Iterator[tuple[Decoded, float]]:
+def decoded_videos(
+    paths: list[str], frames_per_video: int, workers: int, threads: bool = False
+) -> Iterator[tuple[Decoded, float]]:
     """Decoded videos in `paths` order; with workers > 0 up to 2 per worker are decoded ahead, and no more than
-    MAX_FRAMES_AHEAD frames (decoded frames wait in memory at full size: 6 MB each at 1080p)."""
+    MAX_FRAMES_AHEAD frames (decoded frames wait in memory at full size: 6 MB each at 1080p). Workers are
+    processes, or with `threads` threads of this process (no start-up: FFmpeg decodes without the GIL)."""
     if workers == 0:
         for path in paths:
             yield timed_read(path, frames_per_video)
         return
-    # forkserver, not fork: the parent holds torch (and rich) threads, whose locks a fork would copy. Its server
-    # imports the main module once and forks each worker from it, where spawn would import it per worker.
-    ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, ctx, initializer=exit_with, initargs=(os.getpid(),)) as pool:
+    if threads:
+        pool: Executor = ThreadPoolExecutor(workers, thread_name_prefix="decode")
+    else:
+        # forkserver, not fork: the parent holds torch (and rich) threads, whose locks a fork would copy. Its
+        # server imports the main module once and forks each worker from it, where spawn would import it per worker.
+        ctx = multiprocessing.get_context("forkserver")
+        pool = ProcessPoolExecutor(workers, ctx, initializer=exit_with, initargs=(os.getpid(),))
+    with pool:
         pending: deque[Future] = deque()
         queue = iter(paths)
         ahead = max(1, min(2 * workers, MAX_FRAMES_AHEAD // frames_per_video))

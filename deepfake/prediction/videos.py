@@ -1,4 +1,4 @@
-"""Videos to scored faces: decode ahead in worker processes, detect, crop and score here, aggregate.
+"""Videos to scored faces: decode ahead in worker threads, detect, crop and score here, aggregate.
 
 The decode of the next videos overlaps the detection and scoring of the current one
 (`deepfake.extraction.pipeline.decoded_videos`, the pool extract.py uses); detection and crops are
@@ -138,8 +138,10 @@ def predict_videos(
     batch_size: int = 64,
 ) -> Iterator[VideoResult]:
     """Each video's result in `paths` order. Three stages overlap: up to 2 videos per worker are decoded
-    ahead in processes, and one video's crops are classified in a thread while the next one is detected."""
-    decoded = decoded_videos(paths, int(settings.frames_per_video), min(workers, len(paths)))
+    ahead in threads, and one video's crops are classified in a thread while the next one is detected."""
+    # Decode threads, not processes: a process pool's start (each worker imports the main module, torch
+    # included) costs more than decoding a few videos, and FFmpeg decodes without the GIL.
+    decoded = decoded_videos(paths, int(settings.frames_per_video), min(workers, len(paths)), threads=True)
     with ThreadPoolExecutor(1, thread_name_prefix="classify") as pool:
         pending: Future[VideoResult] | None = None
         for video, _ in decoded:
