@@ -1,6 +1,6 @@
 """predict.py on videos: decode, detect and crop as extract.py does, score, aggregate, one row per video.
 
-One tiny detector is trained per module on face crops cut (at the known boxes) from the pan video's frames
+The end-to-end tests (slow: MTCNN on the CPU) share one tiny detector trained per module on face crops cut (at the known boxes) from the pan video's frames
 (real) and the brighter copy's (fake), so its verdict on whole videos can be checked end to end.
 """
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -20,6 +21,7 @@ from deepfake.extraction.crops import crop_face
 from deepfake.extraction.detectors import Detection
 from deepfake.extraction.video import read_frames
 from deepfake.prediction.inputs import NOT_A_VIDEO, video_kind
+from deepfake.prediction.videos import Aggregation, VideoResult, classify_video
 from tests.conftest import CONF, FAST, ROOT, run_cli
 from tests.videos import VideoSet
 
@@ -62,6 +64,7 @@ def _predict(run: Path, inputs: Path | str, output: Path, **extra: object) -> li
                     "extraction": {"frames_per_video": FRAMES}, **extra})  # fmt: skip
 
 
+@pytest.mark.slow
 def test_fake_video_scores_above_and_real_below(
     detector_run: Path, test_videos: VideoSet, tmp_path: Path
 ) -> None:
@@ -75,6 +78,7 @@ def test_fake_video_scores_above_and_real_below(
     assert fake["faces_found"] == FRAMES
 
 
+@pytest.mark.slow
 def test_mixed_folder_statuses_per_frame_and_previews(
     detector_run: Path, test_videos: VideoSet, tmp_path: Path
 ) -> None:
@@ -120,6 +124,7 @@ def test_mixed_folder_statuses_per_frame_and_previews(
     assert Image.open(out.parent / "preds_preview" / "pan.png").size[0] >= 480
 
 
+@pytest.mark.slow
 def test_json_output_other_aggregations_and_empty_no_face(
     detector_run: Path, test_videos: VideoSet, tmp_path: Path
 ) -> None:
@@ -150,6 +155,7 @@ def test_content_decides_what_is_a_video(test_videos: VideoSet, tmp_path: Path) 
     assert video_kind(str(tmp_path / "missing.mp4")) == "video"  # the decoder reports the missing file
 
 
+@pytest.mark.slow
 @pytest.mark.cli
 def test_cli_one_video_prints_one_line(detector_run: Path, test_videos: VideoSet, tmp_path: Path) -> None:
     out = tmp_path / "one.csv"
@@ -165,3 +171,31 @@ def test_cli_one_video_prints_one_line(detector_run: Path, test_videos: VideoSet
     answers = [line for line in proc.stdout.splitlines() if line.startswith(str(test_videos.brighter))]
     assert answers == [f"{test_videos.brighter}: {float(row['prob']):.4f} fake (ok)"]
     assert row["status"] == "ok" and int(row["frames_used"]) == FRAMES
+
+
+def test_faces_then_frames_aggregate_as_configured() -> None:
+    """Two faces in frame 0, one in frame 5: max (or mean) over faces, then the frame rule, by hand."""
+    probs = torch.tensor([0.2, 0.6, 0.9])
+    keys = [(0, 0), (0, 1), (5, 0)]
+    crops = np.zeros((3, 8, 8, 3), np.uint8)
+    seen: list[tuple[int, ...]] = []
+
+    def score(batch: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(batch.shape))
+        assert batch.dtype == torch.uint8  # uint8 until the scorer
+        return probs[: len(batch)]
+
+    def run(agg: Aggregation) -> VideoResult:
+        return classify_video(VideoResult("v.mp4"), keys, crops, score, agg, torch.device("cpu"))
+
+    result = run(Aggregation("max", "mean"))
+    assert seen == [(3, 3, 8, 8)]  # one batch, channels first
+    assert result.frame_probs == [(0, pytest.approx(0.6)), (5, pytest.approx(0.9))]
+    assert result.prob == pytest.approx((0.6 + 0.9) / 2)
+    assert (result.frames_used, result.faces_found) == (2, 3)
+    assert [round(p, 3) for _, p, _ in result.top_faces] == [0.9, 0.6, 0.2]  # most suspicious first
+    assert run(Aggregation("mean", "mean")).prob == pytest.approx((0.4 + 0.9) / 2)
+    assert run(Aggregation("max", "max")).prob == pytest.approx(0.9)
+    assert run(Aggregation("mean", "median")).prob == pytest.approx((0.4 + 0.9) / 2)
+    assert classify_video(VideoResult("none.mp4", status="no_face"), [], crops[:0], score,
+                          Aggregation(), torch.device("cpu")).prob is None  # fmt: skip
