@@ -19,7 +19,8 @@ BALANCE = ("none", "weighted_sampler", "pos_weight")
 FAKE_SYNTHESIS = ("none", "sbi")
 CACHES = ("none", "ram", "disk")
 DECODERS = ("cpu", "gpu")
-VIDEO_AGGREGATION = ("mean", "max", "median")
+VIDEO_AGGREGATION = ("mean", "max", "median", "topk", "confident")
+FACE_AGGREGATION = ("max", "mean")
 BACKENDS = ("auto", "gloo", "nccl")
 PREDICTION_FORMATS = ("csv", "json")
 
@@ -45,4 +46,6 @@ TRAIN: dict[str, tuple[str, ...]] = {
 PREDICT: dict[str, tuple[str, ...]] = {
     "amp": AMP,
     "format": PREDICTION_FORMATS,
+    "aggregation.faces": FACE_AGGREGATION,
+    "aggregation.frames": VIDEO_AGGREGATION,
 }

@@ -317,6 +317,42 @@ class EvaluateConfig(Config):
 
 
 @dataclass
+class PredictFacesConfig:
+    """Crop overrides for videos; null = the checkpoint's extraction settings, else extract.py's defaults."""
+
+    policy: str | None = None
+    min_size: float | None = None
+    min_score: float | None = None
+    margin: float | None = None
+    size: int | None = None
+    align: bool | None = None
+
+
+@dataclass
+class PredictDetectorConfig:
+    kind: str | None = None
+    model: str | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    max_side: int | None = None
+    min_face_size: int | None = None
+
+
+@dataclass
+class PredictExtractionConfig:
+    frames_per_video: int | None = None
+    detector: PredictDetectorConfig = field(default_factory=PredictDetectorConfig)
+    faces: PredictFacesConfig = field(default_factory=PredictFacesConfig)
+
+
+@dataclass
+class PredictAggregationConfig:
+    faces: str = "max"
+    frames: str = "mean"
+    k: int = 5
+
+
+@dataclass
 class PredictConfig:
     """`predict.py`: everything else (architecture, size, normalisation) comes from the checkpoint."""
 
@@ -329,6 +365,11 @@ class PredictConfig:
     num_workers: int = -1
     amp: str = "auto"
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    no_face_prob: float | None = 0.5
+    per_frame: bool = False
+    preview: bool = False
+    aggregation: PredictAggregationConfig = field(default_factory=PredictAggregationConfig)
+    extraction: PredictExtractionConfig = field(default_factory=PredictExtractionConfig)
 
 
 def register_configs() -> None:

@@ -27,6 +27,7 @@ from deepfake.data.sbi import landmark_path
 from deepfake.extraction.config import register_extract_config
 from deepfake.extraction.crops import invert, map_box
 from deepfake.extraction.pipeline import PAUSE_ENV, extract
+from deepfake.training.checkpoint import load_checkpoint
 from tests.conftest import CONF, FAST, ROOT, run_cli
 from tests.test_extract import make_ffpp_videos
 from tests.videos import VideoSet
@@ -153,6 +154,9 @@ def test_the_manifest_trains_and_passes_the_preflight_check(
     run = run_cli([str(ROOT / "train.py"), *args, "training.num_epochs=1"], cwd=tmp_path, timeout=300)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     (best,) = tmp_path.glob("outputs/*/*/checkpoints/best.pt")
+    # The crop settings extract.py saved beside the manifest travel in the checkpoint, for predict.py.
+    saved = json.loads((extracted[1] / "extraction.json").read_text())
+    assert load_checkpoint(best)["extraction"] == saved and saved["faces"]["size"] == 64
     # The README's third command: evaluate the checkpoint on an extracted manifest (its test rows).
     evaluate = [str(ROOT / "evaluate.py"), f"checkpoint={best}", f"data.test_sets=[{manifest}]",
                 "data.num_workers=0", "eval.bootstrap_samples=50", f"eval.out_dir={tmp_path / 'eval'}"]  # fmt: skip
@@ -194,6 +198,8 @@ def test_every_face_with_its_index_and_jpeg(test_videos: VideoSet, tmp_path: Pat
     root = place({"fake/two.mp4": test_videos.two_faces}, tmp_path / "videos")
     extract(extract_cfg(root, tmp_path / "out", "faces.policy=all", "faces.format=jpg", "frames_per_video=2"))
     crops = csv_rows(tmp_path / "out/faces/fake/two/faces.csv")
+    settings = json.loads((tmp_path / "out/extraction.json").read_text())
+    assert (settings["frames_per_video"], settings["faces"]["policy"]) == (2, "all")
     assert [r["file"] for r in crops] == ["000000_0.jpg", "000000_1.jpg", "000011_0.jpg", "000011_1.jpg"]
     centres = sorted(float(r["frame_x1"]) + float(r["frame_x2"]) for r in crops[:2])
     assert centres[0] / 2 < 96 < centres[1] / 2  # one face in each half

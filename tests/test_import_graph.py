@@ -142,8 +142,16 @@ def test_only_the_rooms_above_the_runner_import_it() -> None:
         ("deepfake.checks", ("deepfake.training.runner", "deepfake.sweeps", "deepfake.evaluation")),
         (
             "deepfake.extraction",
-            ("deepfake.training", "deepfake.evaluation", "deepfake.sweeps", "deepfake.checks"),
+            (
+                "deepfake.training",
+                "deepfake.evaluation",
+                "deepfake.sweeps",
+                "deepfake.checks",
+                "deepfake.prediction",
+            ),
         ),
+        # the video path of predict.py: below training; the CLI driver (deepfake.evaluation.predict) calls it
+        ("deepfake.prediction", ("deepfake.training", "deepfake.sweeps", "deepfake.checks")),
     ],
 )
 def test_lower_rooms_do_not_import_upward(room: str, forbidden: tuple[str, ...]) -> None:

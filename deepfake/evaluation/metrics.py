@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from deepfake.evaluation.aggregate import TOPK, over_frames
+
 log = logging.getLogger("deepfake.metrics")  # the name train.log has always shown
 
 # scikit-learn is imported inside the functions: it takes ~1 s to import, which every start-up would pay.
@@ -57,18 +59,22 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
 
 
 def video_scores(
-    labels: np.ndarray, probs: np.ndarray, videos: Sequence[str], aggregation: str = "mean"
+    labels: np.ndarray,
+    probs: np.ndarray,
+    videos: Sequence[str],
+    aggregation: str = "mean",
+    k: int = TOPK,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Aggregate frame probabilities per video id; a video's label is its frames' (they must agree)."""
-    agg = {"mean": np.mean, "max": np.max, "median": np.median}[aggregation]
+    """Aggregate frame probabilities per video id with `deepfake.evaluation.aggregate.over_frames` (the rule
+    predict.py uses); a video's label is its frames' (they must agree)."""
     keys, inverse = np.unique(np.asarray(videos, dtype=object).astype(str), return_inverse=True)
     v_probs = np.empty(len(keys))
     v_labels = np.empty(len(keys), dtype=np.int64)
     order = np.argsort(inverse, kind="stable")
     bounds = np.flatnonzero(np.diff(inverse[order])) + 1
-    for k, idx in enumerate(np.split(order, bounds)):
-        v_probs[k] = agg(probs[idx])
-        v_labels[k] = int(np.round(np.mean(labels[idx])))
+    for i, idx in enumerate(np.split(order, bounds)):
+        v_probs[i] = over_frames(probs[idx], aggregation, k)
+        v_labels[i] = int(np.round(np.mean(labels[idx])))
     return v_labels, v_probs
 
 

@@ -1,14 +1,14 @@
-"""Probability of fake for new images: what `python predict.py checkpoint=... input=... output=...` runs.
+"""Probability of fake for new videos and images: what `python predict.py checkpoint=... input=...` runs.
 
-Images are decoded and resized exactly as evaluation does (same dataset class, the checkpoint's size and
-normalisation), batched through a DataLoader and scored on the best device. A file that cannot be read is a
-row with an error in the output, never the end of the run.
+Each input is a video or an image by its content (`deepfake.prediction.inputs`). Videos go through the
+prediction room (decode, detect and crop as extract.py did, score, aggregate; `deepfake.prediction`). Images are
+face crops, decoded and resized exactly as evaluation does (same dataset class, the checkpoint's size and
+normalisation), batched through a DataLoader. A file that cannot be read is a row with an error in the output,
+never the end of the run.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from collections.abc import Sequence
@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from deepfake.choices import AMP, PREDICTION_FORMATS
+from deepfake.choices import AMP, FACE_AGGREGATION, PREDICTION_FORMATS, VIDEO_AGGREGATION
 from deepfake.config import PredictConfig
 from deepfake.data.dataset import FaceDataset
 from deepfake.data.module import default_num_workers
@@ -28,6 +28,10 @@ from deepfake.data.samples import IMAGE_EXTENSIONS, Sample
 from deepfake.data.transforms import eval_transform
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.inference import load_detector, scoring_precision
+from deepfake.prediction.inputs import NOT_A_VIDEO, VIDEO_EXTENSIONS, video_kind
+from deepfake.prediction.rows import COLUMNS, image_row, write_csv
+from deepfake.prediction.run import video_rows
+from deepfake.prediction.score import crop_scorer
 from deepfake.runs.fileio import atomic_write, require_writable
 from deepfake.system.hardware import HardwareManager
 from deepfake.system.precision import Precision
@@ -35,12 +39,12 @@ from deepfake.system.precision import Precision
 log = logging.getLogger("deepfake")
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
-COLUMNS = ("path", "prob", "pred", "error")
+INPUT_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
 FORMATS = PREDICTION_FORMATS
 
 
 def list_inputs(source: str | Path) -> list[str]:
-    """Image paths from one image, a folder (recursive, sorted) or a list file (one path per line).
+    """Image and video paths from one file, a folder (recursive, sorted) or a list file (one path per line).
 
     In a list file, blank lines and `#` comments are skipped and relative paths are relative to the file's
     folder; listed files that are missing become error rows later, like unreadable ones.
@@ -51,19 +55,21 @@ def list_inputs(source: str | Path) -> list[str]:
             # A dangling or looping link is kept: it gets a row with its error, as an unreadable file does.
             str(p)
             for p in path.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or p.is_symlink())
+            if p.suffix.lower() in INPUT_EXTENSIONS and (p.is_file() or p.is_symlink())
         )
         if not found:
-            raise UserError(f"input folder {path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            raise UserError(f"input folder {path} holds no images or videos ({', '.join(INPUT_EXTENSIONS)})")
         return found
     if not path.is_file():
-        raise UserError(f"input {path} does not exist; pass an image, a folder or a text file listing images")
+        raise UserError(
+            f"input {path} does not exist; pass a video, an image, a folder or a text file listing them"
+        )
     if path.suffix.lower() not in LIST_SUFFIXES:
         return [str(path)]
     lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
     listed = [line for line in lines if line and not line.startswith("#")]
     if not listed:
-        raise UserError(f"list file {path} names no images (one path per line)")
+        raise UserError(f"list file {path} names no images or videos (one path per line)")
     return [str(p if (p := Path(line).expanduser()).is_absolute() else path.parent / p) for line in listed]
 
 
@@ -126,20 +132,16 @@ def output_format(output: str, fmt: str | None) -> str:
 
 
 def write_predictions(rows: list[dict[str, Any]], output: Path, fmt: str, meta: dict[str, Any]) -> None:
-    """CSV (one row per image) or JSON ({meta..., predictions: [...]}), written atomically."""
-    if fmt == "json":
-        text = json.dumps({**meta, "predictions": rows}, indent=2)
-    else:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-        text = buffer.getvalue()
+    """CSV (one row per input) or JSON ({meta..., predictions: [...]}), written atomically."""
+    if fmt == "csv":
+        write_csv(output, COLUMNS, rows)
+        return
+    text = json.dumps({**meta, "predictions": rows}, indent=2)
     atomic_write(output, lambda f: f.write(text.encode()))
 
 
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Score every input image and write `cfg.output`; returns the rows written."""
+    """Score every input video and image and write `cfg.output`; returns the rows written."""
     cfg = _checked(cfg)
     fmt = output_format(cfg.output, cfg.format)
     output = Path(cfg.output).expanduser()
@@ -147,36 +149,61 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     require_writable(output.parent, "the output folder", "pass output=<a path in a writable folder>")
     loaded = load_detector(cfg.checkpoint)
     paths = list_inputs(cfg.input)
+    kinds = [video_kind(p) for p in paths]
     hw = HardwareManager(**cfg.hardware)
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
     hw.configure(workers)  # intra-op threads take the cores the loader workers leave
     precision = scoring_precision(hw.precision(cfg.amp), cfg.amp)
-    log.info("predicting %d images with %s (%s, %s)", len(paths), loaded.path, hw.device, precision.name)
-    probs, errors = predict_paths(
-        loaded.model.to(hw.device), paths, loaded.img_size, precision, hw.device, cfg.batch_size, workers
-    )
-    rows = [
-        {
-            "path": path,
-            "prob": None if error else float(prob),
-            "pred": None if error else ("fake" if prob >= cfg.threshold else "real"),
-            "error": error or None,
+    log.info("predicting %d inputs (%d videos) with %s (%s, %s)", len(paths), kinds.count("video"),
+             loaded.path, hw.device, precision.name)  # fmt: skip
+    model = loaded.model.to(hw.device)
+    by_path: dict[int, dict[str, Any]] = {}
+    images = [i for i, k in enumerate(kinds) if k == "image"]
+    if images:
+        probs, errors = predict_paths(
+            model, [paths[i] for i in images], loaded.img_size, precision, hw.device, cfg.batch_size, workers
+        )
+        for i, prob, error in zip(images, probs, errors, strict=True):
+            by_path[i] = image_row(paths[i], float(prob), error, cfg.threshold)
+    for i in (i for i, k in enumerate(kinds) if k == "not_video"):
+        by_path[i] = {
+            **image_row(paths[i], None, NOT_A_VIDEO, cfg.threshold),
+            "frames_used": 0,
+            "faces_found": 0,
         }
-        for path, prob, error in zip(paths, probs, errors, strict=True)
-    ]
-    meta = {"checkpoint": str(loaded.path), "threshold": cfg.threshold, "preprocess": loaded.model.preprocess}
+    videos = [i for i, k in enumerate(kinds) if k == "video"]
+    if videos:
+        score = crop_scorer(loaded, precision, hw.device)
+        found = video_rows([paths[i] for i in videos], cfg, loaded, score, hw.device, workers, output)
+        by_path.update(zip(videos, found, strict=True))
+    rows = [by_path[i] for i in range(len(paths))]
+    meta = {"checkpoint": str(loaded.path), "threshold": cfg.threshold, "preprocess": loaded.model.preprocess,
+            "aggregation": dict(cfg.aggregation), "no_face_prob": cfg.no_face_prob}  # fmt: skip
     write_predictions(rows, output, fmt, meta)
-    bad = [row for row in rows if row["error"]]
+    _report(rows, cfg)
+    return rows
+
+
+def _report(rows: list[dict[str, Any]], cfg: DictConfig) -> None:
+    """The summary lines; a single input also gets its answer printed as one line on stdout."""
+    bad = [row for row in rows if row["status"] == "error"]
     fake = sum(row["pred"] == "fake" for row in rows)
+    scored = sum(row["pred"] is not None for row in rows)
     log.info(
         "wrote %d predictions to %s: %d fake, %d real at threshold %g",
-        len(rows) - len(bad), cfg.output, fake, len(rows) - len(bad) - fake, cfg.threshold,
+        len(rows) - len(bad), cfg.output, fake, scored - fake, cfg.threshold,
     )  # fmt: skip
+    for row in rows:
+        if row["status"] == "no_face":
+            log.warning("  %s: no face found (prob %s)", row["path"], row["prob"])
     if bad:
         log.warning("%d file(s) could not be read (listed in %s):", len(bad), cfg.output)
         for row in bad:
             log.warning("  %s: %s", row["path"], row["error"])
-    return rows
+    if len(rows) == 1:
+        row = rows[0]
+        prob = "" if row["prob"] is None else f"{row['prob']:.4f} "
+        print(f"{row['path']}: {prob}{row['pred'] or ''} ({row['status']})".replace("  ", " "), flush=True)
 
 
 def _checked(cfg: DictConfig) -> DictConfig:
@@ -187,7 +214,7 @@ def _checked(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"invalid predict config: {e}") from None
     for key, example in (
         ("checkpoint", "<run directory or .pt file>"),
-        ("input", "<image, folder or list.txt>"),
+        ("input", "<video, image, folder or list.txt>"),
     ):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key} is not set: pass {key}={example}")
@@ -197,4 +224,11 @@ def _checked(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"batch_size must be > 0 (got {cfg.batch_size})")
     if cfg.amp not in AMP:
         raise ConfigError(f"amp={cfg.amp!r} is not one of {', '.join(AMP)}")
+    for key, choices in (("aggregation.faces", FACE_AGGREGATION), ("aggregation.frames", VIDEO_AGGREGATION)):
+        if OmegaConf.select(cfg, key) not in choices:
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is not one of {', '.join(choices)}")
+    if cfg.aggregation.k <= 0:
+        raise ConfigError(f"aggregation.k must be > 0 (got {cfg.aggregation.k})")
+    if cfg.no_face_prob is not None and not 0.0 <= cfg.no_face_prob <= 1.0:
+        raise ConfigError(f"no_face_prob must be in [0, 1] or null (got {cfg.no_face_prob})")
     return cfg

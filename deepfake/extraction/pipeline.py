@@ -13,7 +13,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ from deepfake.extraction.detectors import (
 )
 from deepfake.extraction.faces import read_boxes, save_crops
 from deepfake.extraction.report import ExtractProgress, summary
+from deepfake.extraction.settings import write_settings
 from deepfake.extraction.sources import Job, list_videos, shard_slice
 from deepfake.extraction.video import Decoded, exit_with, timed_read
 from deepfake.extraction.writer import ShardWriter, assemble, done_videos, faces_dir, shard_name
@@ -47,29 +48,36 @@ def build_detector(cfg: DictConfig) -> FaceDetector:
     return MtcnnDetector(cfg.device, list(cfg.thresholds))
 
 
-def decoded_videos(jobs: list[Job], frames_per_video: int, workers: int) -> Iterator[tuple[Decoded, float]]:
-    """Decoded videos in job order; with workers > 0 up to 2 per worker are decoded ahead, and no more than
-    MAX_FRAMES_AHEAD frames (decoded frames wait in memory at full size: 6 MB each at 1080p)."""
+def decoded_videos(
+    paths: list[str], frames_per_video: int, workers: int, threads: bool = False
+) -> Iterator[tuple[Decoded, float]]:
+    """Decoded videos in `paths` order; with workers > 0 up to 2 per worker are decoded ahead, and no more than
+    MAX_FRAMES_AHEAD frames (decoded frames wait in memory at full size: 6 MB each at 1080p). Workers are
+    processes, or with `threads` threads of this process (no start-up: FFmpeg decodes without the GIL)."""
     if workers == 0:
-        for job in jobs:
-            yield timed_read(job.sample.path, frames_per_video)
+        for path in paths:
+            yield timed_read(path, frames_per_video)
         return
-    # forkserver, not fork: the parent holds torch (and rich) threads, whose locks a fork would copy. Its server
-    # imports the main module once and forks each worker from it, where spawn would import it per worker.
-    ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, ctx, initializer=exit_with, initargs=(os.getpid(),)) as pool:
+    if threads:
+        pool: Executor = ThreadPoolExecutor(workers, thread_name_prefix="decode")
+    else:
+        # forkserver, not fork: the parent holds torch (and rich) threads, whose locks a fork would copy. Its
+        # server imports the main module once and forks each worker from it, where spawn would import it per worker.
+        ctx = multiprocessing.get_context("forkserver")
+        pool = ProcessPoolExecutor(workers, ctx, initializer=exit_with, initargs=(os.getpid(),))
+    with pool:
         pending: deque[Future] = deque()
-        queue = iter(jobs)
+        queue = iter(paths)
         ahead = max(1, min(2 * workers, MAX_FRAMES_AHEAD // frames_per_video))
-        for job in queue:
-            pending.append(pool.submit(timed_read, job.sample.path, frames_per_video))
+        for path in queue:
+            pending.append(pool.submit(timed_read, path, frames_per_video))
             if len(pending) >= ahead:
                 break
         while pending:
             result = pending.popleft().result()
-            job = next(queue, None)
-            if job is not None:
-                pending.append(pool.submit(timed_read, job.sample.path, frames_per_video))
+            path = next(queue, None)
+            if path is not None:
+                pending.append(pool.submit(timed_read, path, frames_per_video))
             yield result
 
 
@@ -148,7 +156,9 @@ def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[st
     try:
         with ExtractProgress(len(todo), cfg.progress, cfg.every_n_seconds) as progress:
             for job, (decoded, seconds) in zip(
-                todo, decoded_videos(todo, cfg.frames_per_video, workers), strict=True
+                todo,
+                decoded_videos([j.sample.path for j in todo], cfg.frames_per_video, workers),
+                strict=True,
             ):
                 rows.append(extract_video(job, decoded, seconds, cfg, detector, writer))
                 progress.update(int(rows[-1]["faces"]))
@@ -168,6 +178,7 @@ def extract(cfg: DictConfig) -> Path | None:
         log.warning(note)
     mine = shard_slice(jobs, cfg.shard.index, cfg.shard.count)
     out.mkdir(parents=True, exist_ok=True)
+    write_settings(out, cfg)  # what predict.py needs to crop as this extraction did (via the checkpoint)
     done = done_videos(out)
     todo = [j for j in mine if j.rel not in done]
     log.info("%d video(s) in %s; shard %d/%d has %d, %d already done, %d to extract", len(jobs), root,

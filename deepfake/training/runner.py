@@ -18,6 +18,7 @@ from deepfake.cli import error_message, log_to_files
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.scoring import evaluate_best
+from deepfake.extraction.settings import manifest_settings
 from deepfake.reporting.model_summary import report_summary
 from deepfake.reporting.progress import ProgressTracker, fan_out
 from deepfake.reporting.tensorboard import TensorBoardLogger
@@ -133,6 +134,7 @@ class Trainer(TrainerSetup):
         )
         self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
         self.observers: list[Observer] = []
+        self.extraction = manifest_settings(cfg.data)  # saved in checkpoints: predict.py crops videos alike
 
     def run(self) -> float:
         self.setup()
@@ -330,11 +332,14 @@ class Trainer(TrainerSetup):
             "elapsed_s": self.elapsed(),
             "saved_at": saved_at,
         }
-        return build_state(
+        state = build_state(
             model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.precision.scaler,
             ema=self.ema, train_state=train_state, config_yaml=self.config_yaml, metrics=self.final,
             monitor={"best": best.state_dict(), "early_stopping": self.early.state_dict(), "top_k": self.checkpoints.top_k},
         )  # fmt: skip
+        if self.extraction is not None:
+            state["extraction"] = self.extraction
+        return state
 
     def save(self, saved_at: str, new_best: Best | None = None) -> None:
         """Checkpoint; a new best is recorded (in last.pt, then in `self.best`) only with its durable best.pt."""

@@ -1,0 +1,7 @@
+"""The prediction room: whole videos to one probability of fake each, in memory.
+
+Decode (`deepfake.extraction.video`), detect (`deepfake.extraction.detectors`) and crop
+(`deepfake.extraction.crops`) exactly as extract.py did for training, score the crops through one callable
+(`score.crop_scorer`), aggregate faces and frames (`deepfake.evaluation.aggregate`), and describe each video in
+one row (`rows`), with an optional contact sheet (`preview`). `deepfake.evaluation.predict` drives it.
+"""

@@ -1,0 +1,57 @@
+"""`preview=true`: one PNG per video, the crops a person should look at first and the probability over time.
+
+Sheets go to `<output stem>_preview/<video stem>.png`; names are reduced to safe characters and made unique,
+and every path is checked to stay inside that folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from deepfake.prediction.videos import VideoResult
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def preview_dir(output: Path) -> Path:
+    return output.with_name(f"{output.stem}_preview")
+
+
+def sheet_name(video: str, taken: set[str]) -> str:
+    """A file name from the video's stem: safe characters only, at most 100, unique among `taken`."""
+    stem = _UNSAFE.sub("_", Path(video).stem).strip("._")[:100] or "video"
+    name, n = f"{stem}.png", 2
+    while name in taken:
+        name, n = f"{stem}_{n}.png", n + 1
+    taken.add(name)
+    return name
+
+
+def write_preview(result: VideoResult, folder: Path, name: str, threshold: float) -> Path:
+    """The contact sheet: the top faces (most suspicious first) over a strip of per-frame probabilities."""
+    from matplotlib.figure import Figure  # the object API: no pyplot state, renders headless
+
+    path = (folder / name).resolve()
+    if path.parent != folder.resolve():
+        raise ValueError(f"preview name {name!r} leaves {folder}")
+    faces = result.top_faces
+    cols = max(1, len(faces))
+    fig = Figure(figsize=(max(6.0, 1.6 * cols), 4.2))
+    grid = fig.add_gridspec(2, cols, height_ratios=[1.3, 1.0])
+    for i, (crop, prob, frame) in enumerate(faces):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(crop)
+        ax.set_title(f"{prob:.2f}\nframe {frame}", fontsize=8, color="red" if prob >= threshold else "black")
+        ax.axis("off")
+    strip = fig.add_subplot(grid[1, :])
+    if result.frame_probs:
+        frames, probs = zip(*result.frame_probs, strict=True)
+        strip.plot(frames, probs, marker="o", ms=3)
+    strip.axhline(threshold, color="grey", ls="--", lw=0.8)
+    strip.set(ylim=(0, 1), xlabel="frame", ylabel="P(fake)")
+    prob = "no face" if result.prob is None else f"{result.prob:.3f}"
+    fig.suptitle(f"{Path(result.path).name}: {prob} ({result.status})", fontsize=10)
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    return path

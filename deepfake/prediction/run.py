@@ -1,0 +1,69 @@
+"""predict.py's video half: settings, detector and scorer once, then each video to its row (and its extras)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from deepfake.evaluation.inference import LoadedDetector
+from deepfake.extraction.detectors import FaceDetector, MtcnnDetector
+from deepfake.extraction.pipeline import build_detector
+from deepfake.prediction.preview import preview_dir, sheet_name, write_preview
+from deepfake.prediction.rows import FRAME_COLUMNS, frame_rows, frames_path, video_row, write_csv
+from deepfake.prediction.score import Scorer
+from deepfake.prediction.settings import crop_settings
+from deepfake.prediction.videos import Aggregation, predict_videos
+
+log = logging.getLogger("deepfake")
+
+
+@contextlib.contextmanager
+def cpu_threads(detector: FaceDetector, settings: DictConfig, workers: int) -> Iterator[None]:
+    """As extract.py: a CPU MTCNN gets the cores the decoders leave (its many small per-box ops run faster on
+    few threads); the classifying thread shares that count, so detection and classification each keep a core."""
+    threads = torch.get_num_threads()
+    if isinstance(detector, MtcnnDetector) and detector.device.type == "cpu":
+        torch.set_num_threads(settings.detector.threads or max(1, (os.cpu_count() or 1) - workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def video_rows(
+    paths: list[str],
+    cfg: DictConfig,
+    loaded: LoadedDetector,
+    score: Scorer,
+    device: torch.device,
+    workers: int,
+    output: Path,
+) -> list[dict[str, Any]]:
+    """Rows of `paths` (all videos by content) in order; writes the per-frame CSV and previews when asked."""
+    settings = crop_settings(loaded, cfg.extraction)
+    f = settings.faces
+    log.info("cropping videos as extracted: %d frames, %s detector, margin %g, %d px, align %s, %s face(s)",
+             settings.frames_per_video, settings.detector.kind, f.margin, f.size, f.align, f.policy)  # fmt: skip
+    detector = build_detector(settings.detector)
+    agg = Aggregation(cfg.aggregation.faces, cfg.aggregation.frames, cfg.aggregation.k)
+    workers = min(workers, len(paths))
+    rows, per_frame, taken = [], [], set()
+    with cpu_threads(detector, settings, workers):
+        for result in predict_videos(paths, settings, detector, score, agg, device, workers, cfg.batch_size):
+            rows.append(video_row(result, cfg.threshold, cfg.no_face_prob))
+            per_frame.extend(frame_rows(result))
+            if cfg.preview and result.status != "error":
+                sheet = write_preview(
+                    result, preview_dir(output), sheet_name(result.path, taken), cfg.threshold
+                )
+                log.info("preview of %s: %s", result.path, sheet)
+    if cfg.per_frame:
+        write_csv(frames_path(output), FRAME_COLUMNS, per_frame)
+    return rows
