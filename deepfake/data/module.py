@@ -113,6 +113,9 @@ class DataModule:
         self.decode = _choice("decode", decode, DECODERS)
         self.synthetic = dict(synthetic or {})
         self.test_sets = list(test_sets)
+        if clip_frames > 1:  # batch sizes count frames: B clips of T frames are B*T images to the backbone
+            batch_size = max(1, batch_size // clip_frames)
+            eval_batch_size = max(1, eval_batch_size // clip_frames) if eval_batch_size else None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or 2 * batch_size
         self.seed = seed
@@ -254,7 +257,9 @@ class DataModule:
         if self.clip_frames > 1:
             ds = self._clips(self.test_frames[name], eval_transform(self.img_size))
         else:
-            ds = FaceDataset(self.test_samples[name], eval_transform(self.img_size), decode_size=self.img_size)
+            ds = FaceDataset(
+                self.test_samples[name], eval_transform(self.img_size), decode_size=self.img_size
+            )
         return self._loader(ds, EpochSampler(len(ds), shuffle=False), self.eval_batch_size, drop_last=False)
 
     def _plan_sbi(self) -> None:

@@ -28,9 +28,9 @@ from rich.table import Table
 from deepfake.config import to_config, validate
 from deepfake.data.module import DataModule, resolve_num_workers
 from deepfake.data.samples import Sample
+from deepfake.detectors.temporal import clip_length
 from deepfake.errors import UserError
 from deepfake.evaluation.inference import load_detector, scoring_precision
-from deepfake.detectors.temporal import clip_length
 from deepfake.evaluation.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, video_scores
 from deepfake.runs.fileio import atomic_write, require_writable
 from deepfake.system.hardware import HardwareManager
