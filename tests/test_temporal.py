@@ -24,6 +24,7 @@ from deepfake.evaluation.export import export
 from deepfake.evaluation.inference import load_detector
 from deepfake.evaluation.scoring import evaluate
 from deepfake.models import get_model
+from deepfake.system.interrupt import TrainingInterrupted
 from deepfake.training.runner import train
 from tests.conftest import make_folder_dataset
 from tests.runs import make_config, restore_torch_globals, run_dir_of
@@ -161,7 +162,8 @@ def clip_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_folder_dataset(tmp_path_factory.mktemp("clips") / "data", videos=12, frames=3)
 
 
-CLIP = {"model.frames": 2, "model.temporal_layers": 1, "training.eval_batch_size": 8}
+#: 8 frames per micro-batch = 4 clips of 2: 6 micro-batches, 3 optimizer steps per epoch (accumulation 2)
+CLIP = {"model.frames": 2, "training.batch_size": 8, "training.eval_batch_size": 16}
 
 
 @pytest.mark.slow
@@ -172,9 +174,11 @@ def test_clip_model_resumes_bit_identical(
     reference = run_dir_of(tmp_path / "reference")
     with monkeypatch.context() as patch:
         interrupt_at(patch, 4)  # mid-epoch 2
-        with pytest.raises(Exception, match="Resume with"):
+        with pytest.raises(TrainingInterrupted, match="Resume with"):
             train(make_config(tmp_path / "cut", clip_data, **CLIP))
     run = run_dir_of(tmp_path / "cut")
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["train_state"]
+    assert (saved["global_step"], saved["batch_in_epoch"]) == (4, 2)  # mid-epoch 2, clips 4-7 consumed
     train(make_config(tmp_path / "cut", clip_data, resume=str(run), **CLIP))
     resumed = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     expected = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)
