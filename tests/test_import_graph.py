@@ -144,6 +144,17 @@ def test_only_the_rooms_above_the_runner_import_it() -> None:
             "deepfake.extraction",
             ("deepfake.training", "deepfake.evaluation", "deepfake.sweeps", "deepfake.checks"),
         ),
+        # detector families sit beside models.py: below training, evaluation and reporting
+        (
+            "deepfake.detectors",
+            (
+                "deepfake.training",
+                "deepfake.evaluation",
+                "deepfake.reporting",
+                "deepfake.sweeps",
+                "deepfake.checks",
+            ),
+        ),
     ],
 )
 def test_lower_rooms_do_not_import_upward(room: str, forbidden: tuple[str, ...]) -> None:
