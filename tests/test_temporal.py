@@ -19,7 +19,7 @@ from deepfake.data.dataset import sample_seed
 from deepfake.data.decode import resize
 from deepfake.data.samples import Sample
 from deepfake.detectors.temporal import clip_length, score_clip
-from deepfake.errors import ConfigError
+from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.export import export
 from deepfake.evaluation.inference import load_detector
 from deepfake.evaluation.scoring import evaluate
@@ -217,3 +217,17 @@ def test_clip_model_trains_evaluates_and_exports(clip_data: Path, tmp_path: Path
     clip = torch.randint(0, 256, (3, 2, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
         assert torch.equal(loaded.model(clip), original.model(clip))
+
+
+@pytest.mark.parametrize("frames", ["8", 0, 2.5])
+def test_a_checkpoint_with_a_bad_frame_count_is_refused(tmp_path: Path, frames: object) -> None:
+    model = get_model("tiny", img_size=32, frames=2)
+    preprocess = {**model.preprocess, "frames": frames}
+    path = tmp_path / "bad.pt"
+    torch.save({"model": model.state_dict(), "architecture": "test_resnet", "preprocess": preprocess}, path)
+    with pytest.raises(UserError, match=r"frames \(clip models, an int >= 1\)"):
+        load_detector(path)
+    torch.save(
+        {"model": model.state_dict(), "architecture": "test_resnet", "preprocess": model.preprocess}, path
+    )
+    assert load_detector(path).model.frames == 2  # the checkpoint alone says it is a clip model
