@@ -17,6 +17,7 @@ import time
 
 import torch
 from bare_step import bare_step
+from torch.utils.flop_counter import FlopCounterMode
 
 from deepfake.models import get_model
 from deepfake.system.hardware import HardwareManager
@@ -37,6 +38,13 @@ def images_per_second(model: torch.nn.Module, batch: torch.Tensor, steps: int, h
         torch.cuda.synchronize(hw.device)
     frames = batch.shape[0] * (batch.shape[1] if batch.ndim == 5 else 1)
     return steps * frames / (time.perf_counter() - t0)
+
+
+def forward_flops(model: torch.nn.Module, batch: torch.Tensor) -> int:
+    """Forward FLOPs of one batch (torch's counter): the load-independent side of the cost."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(batch)
+    return counter.get_total_flops()
 
 
 def main() -> None:
@@ -68,6 +76,12 @@ def main() -> None:
     print(f"plain backbone : {base:8.1f} images/s")
     print(f"temporal model : {ours:8.1f} images/s = {ours / t:.1f} clips/s ({ours / base:.0%} of plain)")
     print(f"temporal head  : {extra / 1e6:.2f}M extra parameters")
+    one_clip = clips[:1]
+    plain_flops, clip_flops = forward_flops(plain, one_clip[0]), forward_flops(clip, one_clip)
+    print(
+        f"forward FLOPs per clip of {t} frames: plain {plain_flops / 1e6:.1f}M, temporal {clip_flops / 1e6:.1f}M "
+        f"(+{clip_flops / plain_flops - 1:.1%})"
+    )
 
 
 if __name__ == "__main__":
