@@ -131,9 +131,10 @@ def test_colour_jitter_is_shared_by_the_frames_of_a_clip(tmp_path: Path) -> None
 
 
 def test_the_data_module_yields_one_clip_per_video(folder_dataset: Path) -> None:
-    dm = DataModule(kind="folder", root=str(folder_dataset), img_size=32, num_workers=0, batch_size=4,
+    dm = DataModule(kind="folder", root=str(folder_dataset), img_size=32, num_workers=0, batch_size=8,
                     clip_frames=2)  # fmt: skip
     dm.setup()
+    assert dm.train_dataloader().batch_size == 4  # batch_size counts frames: 8 frames = 4 clips of 2
     loader = dm.eval_dataloader("val")
     clips, labels, _ = next(iter(loader))
     assert labels.shape == (8,) and clips.shape == (8, 2, 3, 32, 32) and clips.dtype == torch.uint8
