@@ -100,6 +100,10 @@ class DeepfakeDetector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.frames > 1:  # a clip's frames run through the backbone as one batch, the head pools them
+            if x.ndim != 5:
+                raise ValueError(
+                    f"a clip model takes (B, {self.frames}, 3, H, W) clips; got {tuple(x.shape)}"
+                )
             features = self.backbone(self.normalize(x.flatten(0, 1))).unflatten(0, x.shape[:2])
             return self.head(features)
         return self.head(self.backbone(self.normalize(x))).squeeze(1)

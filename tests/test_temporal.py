@@ -53,8 +53,9 @@ def test_clip_model_runs_the_frames_as_one_batch_and_gives_one_logit_per_clip(
     assert not torch.allclose(logits, reversed_order)  # the positional embedding makes frame order count
     assert model.preprocess["frames"] == 4 and clip_length(model) == 4
     assert len(model.head.encoder.layers) == 2
-    with pytest.raises(ValueError, match=r"takes \(B, 4, 3, H, W\) clips"):
-        model(clips[:, :3])
+    for wrong in (clips[:, :3], clips[0]):  # three frames; one clip without its batch axis
+        with pytest.raises(ValueError, match=r"takes \(B, 4, 3, H, W\) clips"):
+            model(wrong)
 
 
 def test_a_per_image_model_is_unchanged_and_bad_temporal_settings_are_refused() -> None:
@@ -233,3 +234,12 @@ def test_a_checkpoint_with_a_bad_frame_count_is_refused(tmp_path: Path, frames: 
         {"model": model.state_dict(), "architecture": "test_resnet", "preprocess": model.preprocess}, path
     )
     assert load_detector(path).model.frames == 2  # the checkpoint alone says it is a clip model
+
+
+def test_a_clip_model_starts_from_a_trained_detectors_backbone(tmp_path: Path) -> None:
+    """`model.weights` may be a per-image detector (fine-tune it on clips) or a clip model: backbone only."""
+    for source in (get_model("tiny", img_size=32), get_model("tiny", img_size=32, frames=3)):
+        path = tmp_path / "source.pt"
+        torch.save({"model": source.state_dict(), "architecture": "test_resnet"}, path)
+        clip = get_model("tiny", img_size=32, frames=2, weights=str(path))
+        assert_same(clip.backbone.state_dict(), source.backbone.state_dict())
