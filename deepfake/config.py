@@ -32,6 +32,9 @@ class ModelConfig:
     channels_last: bool = True
     compile: bool = False
     grad_checkpointing: bool = False
+    frames: int = 1
+    temporal_layers: int = 1
+    temporal_heads: int = 4
 
 
 @dataclass

@@ -13,6 +13,7 @@ import torch
 from timm.optim import param_groups_weight_decay
 from torch import nn
 
+from deepfake.detectors.temporal import TemporalHead
 from deepfake.errors import ConfigError
 from deepfake.weights import load_backbone_weights
 
@@ -61,6 +62,8 @@ class DeepfakeDetector(nn.Module):
         architecture: str = "",
         img_size: int = 224,
         channels_last: bool = False,
+        head: nn.Module | None = None,
+        frames: int = 1,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -72,15 +75,18 @@ class DeepfakeDetector(nn.Module):
         std = cfg.get("std", (0.229, 0.224, 0.225))
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.head = nn.Sequential(nn.Dropout(dropout_rate), nn.Linear(backbone.num_features, 1))
+        self.head = head or nn.Sequential(nn.Dropout(dropout_rate), nn.Linear(backbone.num_features, 1))
+        self.frames = frames  # > 1: a clip model, input (B, frames, 3, H, W), one logit per clip
 
     @property
     def preprocess(self) -> dict[str, Any]:
         """What an input pipeline must reproduce; saved in checkpoints for predict/evaluate."""
+        clip = {"frames": self.frames} if self.frames > 1 else {}
         return {
             "img_size": self.img_size,
             "mean": self.mean.flatten().tolist(),
             "std": self.std.flatten().tolist(),
+            **clip,
         }
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,6 +99,13 @@ class DeepfakeDetector(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frames > 1:  # a clip's frames run through the backbone as one batch, the head pools them
+            if x.ndim != 5:
+                raise ValueError(
+                    f"a clip model takes (B, {self.frames}, 3, H, W) clips; got {tuple(x.shape)}"
+                )
+            features = self.backbone(self.normalize(x.flatten(0, 1))).unflatten(0, x.shape[:2])
+            return self.head(features)
         return self.head(self.backbone(self.normalize(x))).squeeze(1)
 
     def configure_optimizers(
@@ -129,12 +142,16 @@ def get_model(
     channels_last: bool = False,
     compile: bool = False,
     grad_checkpointing: bool = False,
+    frames: int = 1,
+    temporal_layers: int = 1,
+    temporal_heads: int = 4,
 ) -> DeepfakeDetector:
     """Create a detector from an alias or any timm name.
 
     `weights` is a local .safetensors/.pth file of the backbone (the offline way to get pretrained
     weights), or a detector checkpoint of this project; its classifier or head is dropped and ours is freshly
-    initialised. A file that does not fit the architecture is refused (`deepfake.weights`).
+    initialised. A file that does not fit the architecture is refused (`deepfake.weights`). `frames` > 1 makes
+    a clip model whose head is a temporal transformer over the frames' features (`deepfake.detectors.temporal`).
     """
     name = resolve_architecture(architecture)
     kwargs: dict[str, Any] = {"num_classes": 0}
@@ -161,9 +178,15 @@ def get_model(
     if grad_checkpointing:
         backbone.set_grad_checkpointing(True)
     size = img_size or int(backbone.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    head = None
+    if frames > 1:
+        head = TemporalHead(backbone.num_features, frames, temporal_layers, temporal_heads, dropout_rate)
+    elif frames < 1:
+        raise ConfigError(f"model.frames must be >= 1 (got {frames}); 1 is a per-image model")
     model = DeepfakeDetector(
-        backbone, dropout_rate=dropout_rate, architecture=name, img_size=size, channels_last=channels_last
-    )
+        backbone, dropout_rate=dropout_rate, architecture=name, img_size=size, channels_last=channels_last,
+        head=head, frames=frames,
+    )  # fmt: skip
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile:

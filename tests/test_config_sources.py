@@ -23,6 +23,7 @@ _MODEL_PRESET = {"model.architecture", "model.pretrained", "model.dropout_rate",
 PRESETS: dict[str, set[str]] = {
     **{f"model/{name}": _MODEL_PRESET for name in ("convnext_tiny", "efficientnet_b0", "efficientnet_b4")},
     **{f"model/{name}": _MODEL_PRESET for name in ("resnet50", "swin_transformer", "vit_small", "xception")},
+    "model/temporal": {"model.frames"},
     "data/folder": {"data.kind"},
     "data/manifest": {"data.kind"},
     # The CLI's demo: 64 px images, no crop (its resize blurs the blend boundary at 64 px). `Config()` in Python

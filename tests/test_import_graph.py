@@ -152,6 +152,18 @@ def test_only_the_rooms_above_the_runner_import_it() -> None:
         ),
         # the video path of predict.py: below training; the CLI driver (deepfake.evaluation.predict) calls it
         ("deepfake.prediction", ("deepfake.training", "deepfake.sweeps", "deepfake.checks")),
+        # detector families sit beside models.py: below training, evaluation and reporting
+        (
+            "deepfake.detectors",
+            (
+                "deepfake.training",
+                "deepfake.evaluation",
+                "deepfake.reporting",
+                "deepfake.sweeps",
+                "deepfake.checks",
+                "deepfake.prediction",
+            ),
+        ),
     ],
 )
 def test_lower_rooms_do_not_import_upward(room: str, forbidden: tuple[str, ...]) -> None:

@@ -24,6 +24,7 @@ from deepfake.choices import DATA_KINDS as KINDS
 from deepfake.data.augment import build_augment
 from deepfake.data.balance import cap_frames_per_video, pos_weight, sample_weights
 from deepfake.data.cache import build_cache
+from deepfake.data.clips import ClipDataset
 from deepfake.data.dataset import EpochSampler, FaceDataset, LimitedSampler, sbi_groups
 from deepfake.data.device_loader import DeviceDecodeLoader, collate_payloads
 from deepfake.data.loader import SlotLoader
@@ -91,6 +92,7 @@ class DataModule:
         pin_memory: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        clip_frames: int = 1,
     ) -> None:
         self.kind = _choice("kind", kind, KINDS)
         self.root = Path(root).expanduser() if root else None
@@ -111,6 +113,9 @@ class DataModule:
         self.decode = _choice("decode", decode, DECODERS)
         self.synthetic = dict(synthetic or {})
         self.test_sets = list(test_sets)
+        if clip_frames > 1:  # batch sizes count frames: B clips of T frames are B*T images to the backbone
+            batch_size = max(1, batch_size // clip_frames)
+            eval_batch_size = max(1, eval_batch_size // clip_frames) if eval_batch_size else None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or 2 * batch_size
         self.seed = seed
@@ -120,6 +125,15 @@ class DataModule:
         self.samples: dict[str, list[Sample]] = {}
         self.test_samples: dict[str, list[Sample]] = {}
         self.sbi_sources: list[int] = []
+        # > 1 when the model takes clips (`deepfake.detectors.temporal`): items are videos of this many frames
+        self.clip_frames = clip_frames
+        self.test_frames: dict[str, list[Sample]] = {}
+        if clip_frames > 1 and (self.fake_synthesis != "none" or self.decode == "gpu"):
+            raise ConfigError(
+                f"a clip model (model.frames={clip_frames}) reads whole videos, which data.fake_synthesis="
+                f"{self.fake_synthesis} and data.decode={self.decode} do not make: use data.fake_synthesis=none "
+                "and data.decode=cpu with it"
+            )
         if frames_per_video is not None and frames_per_video < 1:
             raise ConfigError(f"data.frames_per_video must be >= 1 or null (got {frames_per_video})")
         if self.sbi["ratio"] <= 0:
@@ -211,6 +225,9 @@ class DataModule:
                 n += 1
                 name = f"{base}_{n}"
             self.test_samples[name] = self._scan_test_set(path)
+        if self.clip_frames > 1:  # one row per video, its first frame: what the clip's prediction stands for
+            self.test_frames = dict(self.test_samples)
+            self.test_samples = {n: self._clips(f, None).samples for n, f in self.test_frames.items()}
         for name, samples in self.test_samples.items():
             fake = sum(s.label for s in samples)
             log.info(
@@ -236,7 +253,13 @@ class DataModule:
 
     def test_dataloader(self, name: str) -> SlotLoader | DeviceDecodeLoader:
         """Loader over one set from `setup_test_sets`, in sample order, with the evaluation transform."""
-        ds = FaceDataset(self.test_samples[name], eval_transform(self.img_size), decode_size=self.img_size)
+        ds: FaceDataset | ClipDataset
+        if self.clip_frames > 1:
+            ds = self._clips(self.test_frames[name], eval_transform(self.img_size))
+        else:
+            ds = FaceDataset(
+                self.test_samples[name], eval_transform(self.img_size), decode_size=self.img_size
+            )
         return self._loader(ds, EpochSampler(len(ds), shuffle=False), self.eval_batch_size, drop_last=False)
 
     def _plan_sbi(self) -> None:
@@ -259,7 +282,13 @@ class DataModule:
         labels = np.array([s.label for s in self.samples["train"]] + [1] * len(self.sbi_sources))
         return pos_weight(labels)
 
-    def dataset(self, split: str) -> FaceDataset:
+    def _clips(
+        self, frames: list[Sample], transform: Any, cache: Any = None, jitter: bool = False
+    ) -> ClipDataset:
+        return ClipDataset(frames, self.clip_frames, transform, seed=self.seed, decode_size=self.img_size,
+                           cache=cache, jitter=jitter)  # fmt: skip
+
+    def dataset(self, split: str) -> FaceDataset | ClipDataset:
         if split not in self.samples:
             raise DataError(
                 f"no '{split}' split in {self.source_name}; rows need split={self.splits.get(split, split)}"
@@ -269,6 +298,10 @@ class DataModule:
         cache = None
         if self.cache != "none":
             cache = build_cache(samples, self.img_size, self.cache, cache_dir(), self.num_workers)
+        if self.clip_frames > 1:
+            return self._clips(
+                samples, build_augment(self.img_size, self.augment) if train else None, cache, train
+            )
         return FaceDataset(
             samples,
             build_augment(self.img_size, self.augment) if train else None,
@@ -318,7 +351,11 @@ class DataModule:
         return ShardedSampler(sampler, self.rank, self.world_size, pad=pad)  # type: ignore[arg-type]
 
     def _loader(
-        self, ds: FaceDataset, sampler: EpochSampler | ShardedSampler, batch_size: int, drop_last: bool
+        self,
+        ds: FaceDataset | ClipDataset,
+        sampler: EpochSampler | LimitedSampler | ShardedSampler,
+        batch_size: int,
+        drop_last: bool,
     ) -> SlotLoader | DeviceDecodeLoader:
         workers = self.num_workers
         # drop_last on a set smaller than one batch would yield no step at all.
@@ -334,6 +371,7 @@ class DataModule:
         }
         if not ds.deferred:  # every image is uint8 (3, S, S): the workers (or this process) fill batch slots
             shape = (3, self.img_size, self.img_size)
+            shape = (self.clip_frames, *shape) if self.clip_frames > 1 else shape
             return SlotLoader(ds, sampler, batch_size, shape, drop_last=drop_last, pin_memory=self.pin_memory,
                               **options)  # fmt: skip
         # data.decode=gpu: workers ship payloads (JPEG bytes) of different lengths; the GPU decodes each batch.

@@ -88,8 +88,9 @@ def _safetensors(loaded: LoadedDetector, out: Path, opset: int) -> None:
 
 
 def _example(loaded: LoadedDetector) -> torch.Tensor:
-    size = loaded.img_size
-    return torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
+    size, frames = loaded.img_size, loaded.model.frames
+    clip = (frames,) if frames > 1 else ()  # a clip model takes (B, T, 3, S, S)
+    return torch.randint(0, 256, (2, *clip, 3, size, size), dtype=torch.uint8)
 
 
 def _torchscript(loaded: LoadedDetector, out: Path, opset: int) -> None:

@@ -23,7 +23,9 @@ from deepfake.system.precision import Precision
 from deepfake.training.checkpoint import load_checkpoint
 
 #: Model keys that shape the network or its memory layout; the rest (pretrained, compile, ...) only train.
-_BUILD_KEYS = ("dropout_rate", "drop_path_rate", "img_size", "channels_last")
+_BUILD_KEYS = (
+    "dropout_rate", "drop_path_rate", "img_size", "channels_last", "frames", "temporal_layers", "temporal_heads"
+)  # fmt: skip
 
 
 @dataclass
@@ -97,6 +99,7 @@ def build_detector(
     model_cfg = config.get("model", {}) if config is not None else {}
     kwargs = {k: model_cfg[k] for k in _BUILD_KEYS if model_cfg.get(k) is not None}
     kwargs.setdefault("img_size", int(preprocess["img_size"]))
+    kwargs.setdefault("frames", int(preprocess.get("frames", 1)))  # a clip model says so in its preprocess
     model = get_model(architecture=architecture, pretrained=False, **kwargs)
     model.img_size = int(preprocess["img_size"])
     with torch.no_grad():
@@ -109,8 +112,11 @@ def _checked_preprocess(path: Path, preprocess: Any) -> dict[str, Any]:
     """The saved `preprocess`, refused unless it is {img_size: int > 0, mean: 3 numbers, std: 3 numbers > 0}."""
     try:
         size, mean, std = int(preprocess["img_size"]), list(preprocess["mean"]), list(preprocess["std"])
+        frames = preprocess.get("frames", 1)
         ok = (
             size > 0
+            and type(frames) is int
+            and frames >= 1
             and len(mean) == len(std) == 3
             and all(math.isfinite(float(v)) for v in mean + std)
             and all(float(v) > 0 for v in std)
@@ -120,7 +126,7 @@ def _checked_preprocess(path: Path, preprocess: Any) -> dict[str, Any]:
     if not ok:
         raise UserError(
             f"{path} is not a deepfake detector checkpoint: its 'preprocess' ({str(preprocess)[:120]}) is not "
-            "{img_size, mean[3], std[3]}"
+            "{img_size, mean[3], std[3], frames (clip models, an int >= 1)}"
         )
     return preprocess
 

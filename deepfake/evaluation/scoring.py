@@ -28,6 +28,7 @@ from rich.table import Table
 from deepfake.config import to_config, validate
 from deepfake.data.module import DataModule, resolve_num_workers
 from deepfake.data.samples import Sample
+from deepfake.detectors.temporal import clip_length
 from deepfake.errors import UserError
 from deepfake.evaluation.inference import load_detector, scoring_precision
 from deepfake.evaluation.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, video_scores
@@ -208,6 +209,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
         eval_batch_size=run_cfg.training.eval_batch_size,
         seed=run_cfg.seed,
         pin_memory=hw.device.type == "cuda",
+        clip_frames=clip_length(model),
         _convert_="all",
     )
     names = data.setup_test_sets()

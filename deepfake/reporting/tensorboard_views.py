@@ -113,8 +113,10 @@ def log_val_epoch(
     tb.figure("val/confusion_matrix", confusion_figure(labels, probs, threshold, title), step)
     worst = confidently_wrong(labels, probs, threshold, cfg.logging.num_images)
     if len(worst):
-        items = [dataset[int(index[i])] for i in worst]
-        tb.image_grid("val/confidently_wrong", torch.stack([image for image, _, _ in items]), step)
+        items = [dataset[int(index[i])][0] for i in worst]
+        # a clip (T, 3, S, S) is shown as its frames side by side
+        images = [x if x.ndim == 3 else torch.cat(list(x), dim=-1) for x in items]
+        tb.image_grid("val/confidently_wrong", torch.stack(images), step)
         rows = [
             f"| {rank + 1} | {'fake' if labels[i] else 'real'} | {probs[i]:.4f} | {dataset.samples[int(index[i])].path} |"
             for rank, i in enumerate(worst)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepfake.detectors.temporal import clip_length
 from deepfake.errors import UserError
 from deepfake.system.precision import Precision
 
@@ -49,8 +50,10 @@ def probe_step(
     """One forward/backward pass at a batch size on random uint8 input: what a training step allocates."""
 
     def step(batch_size: int) -> None:
-        images = torch.randint(0, 256, (batch_size, 3, img_size, img_size), dtype=torch.uint8, device=device)
-        labels = torch.randint(0, 2, (batch_size,), device=device).float()
+        frames = clip_length(model)  # a clip model takes batch_size // T clips of T frames
+        shape = (max(1, batch_size // frames), frames) if frames > 1 else (batch_size,)
+        images = torch.randint(0, 256, (*shape, 3, img_size, img_size), dtype=torch.uint8, device=device)
+        labels = torch.randint(0, 2, shape[:1], device=device).float()
         with precision.autocast():
             logits = model(images)
         F.binary_cross_entropy_with_logits(logits.float(), labels).backward()

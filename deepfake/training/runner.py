@@ -265,7 +265,7 @@ class Trainer(TrainerSetup):
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         state = self.state
         state.epoch = epoch
-        self.train_loader.sampler.set_epoch(epoch, start=state.batch_in_epoch * self.batch_size)
+        self.train_loader.sampler.set_epoch(epoch, start=state.batch_in_epoch * self.train_loader.batch_size)
         self.progress.start_epoch(epoch, state.batch_in_epoch)
         self.hw.reset_peak_memory()
         hooks = EpochHooks(log=self.on_log, on_step=self._on_step, should_stop=self.stop)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from deepfake.checks.start import start_checks
 from deepfake.data.module import resolve_num_workers
+from deepfake.detectors.temporal import clip_length
 from deepfake.system import distributed
 from deepfake.system.hardware import HardwareManager, describe
 from deepfake.training.build import instantiate, seed_everything
@@ -76,7 +77,7 @@ class TrainerSetup:
         self.data = instantiate(
             cfg.data, img_size=img_size, batch_size=self.batch_size, eval_batch_size=tc.eval_batch_size,
             seed=cfg.seed, pin_memory=self.device.type == "cuda", rank=ddp.rank, world_size=ddp.world_size,
-            _convert_="all",
+            clip_frames=clip_length(model), _convert_="all",
         )  # fmt: skip
         with ddp.main_first():  # rank 0 generates a missing synthetic set once; the others then read it
             self.data.setup()

@@ -1,0 +1,1 @@
+"""Detector families beyond a backbone with a linear head: see each module."""
