@@ -30,7 +30,8 @@ def build_optimizer(
     """`model.configure_optimizers` with the run's groups, optimizer, SAM and (optionally) schedule."""
     tc, bare = cfg.training, unwrap(model)
     groups = None
-    if uses_parts(cfg.model.freeze_backbone, tc.backbone_lr_scale, tc.layer_decay, tc.unfreeze_at_epoch):
+    frozen = cfg.model.freeze_backbone or getattr(bare, "backbone_frozen", False)
+    if uses_parts(frozen, tc.backbone_lr_scale, tc.layer_decay, tc.unfreeze_at_epoch):
         groups = part_groups(
             bare,
             learning_rate=tc.learning_rate,
