@@ -50,6 +50,7 @@ class SchedulerConfig:
     plateau_patience: int = 2
     mode: str = "${training.monitor_mode}"
     onecycle_max_lr_factor: float = 1.0
+    decay_start_epochs: float = 0.0
 
 
 @dataclass
