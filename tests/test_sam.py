@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from deepfake.system.precision import Precision
 from deepfake.training.engine import LoopConfig, StepContext, TrainState, train_epoch
@@ -159,3 +162,32 @@ def test_step_while_perturbed_is_refused() -> None:
     opt.perturb()
     with pytest.raises(RuntimeError, match="restore"):
         opt.step()
+
+
+@pytest.mark.slow  # wrapping in DDP takes ~4 s on this CPU
+def test_under_ddp_the_first_pass_does_not_all_reduce(tmp_path: Path) -> None:
+    """One process group of one: the step equals the plain one, with one all-reduce per step, not two."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = Tiny()
+        reference = copy.deepcopy(model)
+        wrapped = DistributedDataParallel(model)
+        reductions = []
+
+        # No annotations: DDP checks them against dist.GradBucket, and `from __future__` makes them strings.
+        def count(state, bucket):
+            reductions.append(bucket.index())
+            future: torch.futures.Future[torch.Tensor] = torch.futures.Future()
+            future.set_result(bucket.buffer())
+            return future
+
+        wrapped.register_comm_hook(None, count)
+        data = batches(2)
+        loop_step(wrapped, data, False, 2)
+        loop_step(reference, data, False, 2)
+    finally:
+        dist.destroy_process_group()
+    assert reductions == [0]  # the second pass's last micro-batch only
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
