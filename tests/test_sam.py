@@ -149,6 +149,7 @@ def test_state_dict_is_the_base_optimizers_and_a_reload_keeps_schedulers_driving
     other = SAM(Tiny().parameters(), torch.optim.AdamW, rho=RHO, lr=1e-3)
     schedule = create_scheduler(other, steps_per_epoch=10, num_epochs=1, name="cosine", warmup_epochs=0)
     other.load_state_dict(saved)
+    other.step()  # no gradients: nothing moves, but the schedule sees a step before it
     schedule.step_update()
     assert other.base_optimizer.param_groups is other.param_groups
     assert other.base_optimizer.param_groups[0]["lr"] < 1e-3
