@@ -6,6 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from deepfake.checks.start import config_findings
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError
 from deepfake.models import get_model
@@ -130,3 +131,15 @@ def test_bad_recipe_settings_are_refused_by_name(overrides: list[str], message: 
     with pytest.raises(ConfigError) as refused:
         to_config(cfg)
     assert message in str(refused.value)
+
+
+def test_a_frozen_random_backbone_is_flagged_before_training(compose_cfg) -> None:
+    """A probe on random features is a wasted run: the start checks (and check=true) say so, a pretrained one is fine."""
+    findings = config_findings(
+        compose_cfg(["model.freeze_backbone=true", "training.unfreeze_at_epoch=3"]), 80
+    )
+    (warning,) = [f for f in findings if "freeze_backbone" in f.text]
+    assert warning.level == "warning" and "first 3 epoch(s), on random features" in warning.text
+    assert "model.weights=<file>" in warning.text
+    pretrained = config_findings(compose_cfg(["model.freeze_backbone=true", "model.pretrained=true"]), 80)
+    assert not [f for f in pretrained if "freeze_backbone" in f.text]
