@@ -35,6 +35,7 @@ class ModelConfig:
     frames: int = 1
     temporal_layers: int = 1
     temporal_heads: int = 4
+    freeze_backbone: bool = False
 
 
 @dataclass
@@ -52,6 +53,7 @@ class SchedulerConfig:
     plateau_patience: int = 2
     mode: str = "${training.monitor_mode}"
     onecycle_max_lr_factor: float = 1.0
+    decay_start_epochs: float = 0.0
 
 
 @dataclass
@@ -74,6 +76,13 @@ class EmaConfig:
     enabled: bool = False
     decay: float = 0.999
     warmup: bool = True
+
+
+@dataclass
+class SamConfig:
+    enabled: bool = False
+    rho: float = 0.05
+    adaptive: bool = False
 
 
 @dataclass
@@ -105,6 +114,11 @@ class TrainingConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     auto_batch_size: bool = False
     auto_resume: bool = False
+    sam: SamConfig = field(default_factory=SamConfig)
+    backbone_lr_scale: float = 1.0
+    layer_decay: float | None = None
+    unfreeze_at_epoch: int | None = None
+    unfreeze_warmup_epochs: float = 0.0
 
 
 @dataclass
@@ -483,6 +497,30 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be > 0, or null for the default (got {value})")
     _check_single_keys(cfg)
     _check_recipes(cfg)
+    _check_optimisation(cfg.training, cfg.model.freeze_backbone)
+
+
+def _check_optimisation(tc: DictConfig, freeze_backbone: bool) -> None:
+    """SAM, per-part learning rates and unfreezing (`deepfake.training.optimizer`, `.freezing`)."""
+    if tc.sam.enabled and not (_finite(tc.sam.rho) and tc.sam.rho > 0):
+        raise ConfigError(f"training.sam.rho must be > 0 (got {tc.sam.rho}); SAM's paper uses 0.05")
+    if not (_finite(tc.backbone_lr_scale) and tc.backbone_lr_scale > 0):
+        raise ConfigError(
+            f"training.backbone_lr_scale must be > 0 (got {tc.backbone_lr_scale}); "
+            "to keep the backbone fixed, set model.freeze_backbone=true"
+        )
+    if tc.layer_decay is not None and not 0 < tc.layer_decay <= 1:
+        raise ConfigError(
+            f"training.layer_decay must be in (0, 1], e.g. 0.75, or null (got {tc.layer_decay})"
+        )
+    if tc.unfreeze_at_epoch is not None and not freeze_backbone:
+        raise ConfigError(
+            f"training.unfreeze_at_epoch={tc.unfreeze_at_epoch} needs a frozen start: add model.freeze_backbone=true"
+        )
+    if tc.unfreeze_at_epoch is not None and tc.unfreeze_at_epoch < 1:
+        raise ConfigError(f"training.unfreeze_at_epoch must be >= 1 (got {tc.unfreeze_at_epoch})")
+    if not (_finite(tc.unfreeze_warmup_epochs) and tc.unfreeze_warmup_epochs >= 0):
+        raise ConfigError(f"training.unfreeze_warmup_epochs must be >= 0 (got {tc.unfreeze_warmup_epochs})")
 
 
 def _check_single_keys(cfg: DictConfig) -> None:

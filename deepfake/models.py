@@ -77,6 +77,20 @@ class DeepfakeDetector(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.head = head or nn.Sequential(nn.Dropout(dropout_rate), nn.Linear(backbone.num_features, 1))
         self.frames = frames  # > 1: a clip model, input (B, frames, 3, H, W), one logit per clip
+        self.backbone_frozen = False
+
+    def freeze_backbone(self, frozen: bool = True) -> None:
+        """Train the head only (`frozen`) or everything; a frozen backbone also stays in eval mode, so its
+        BatchNorm statistics and dropout are those of the features it was trained to give."""
+        self.backbone_frozen = frozen
+        self.backbone.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> DeepfakeDetector:
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
 
     @property
     def preprocess(self) -> dict[str, Any]:
@@ -116,12 +130,14 @@ class DeepfakeDetector(nn.Module):
         scheduler: Callable[..., Any] | None = None,
         steps_per_epoch: int | None = None,
         num_epochs: int | None = None,
+        param_groups: list[dict[str, Any]] | None = None,
     ) -> tuple[torch.optim.Optimizer, Any]:
         """Build the optimizer (norm and bias parameters get no weight decay) and, if given, the scheduler.
 
         `optimizer` and `scheduler` are partials (Hydra `_partial_: true`); the defaults are AdamW and none.
+        `param_groups` replaces the default grouping (per-part rates: `deepfake.training.param_groups`).
         """
-        groups = param_groups_weight_decay(self, weight_decay=weight_decay)
+        groups = param_groups or param_groups_weight_decay(self, weight_decay=weight_decay)
         factory = optimizer or torch.optim.AdamW
         opt = factory(groups, lr=learning_rate)
         sched = None
@@ -145,6 +161,7 @@ def get_model(
     frames: int = 1,
     temporal_layers: int = 1,
     temporal_heads: int = 4,
+    freeze_backbone: bool = False,
 ) -> DeepfakeDetector:
     """Create a detector from an alias or any timm name.
 
@@ -152,6 +169,7 @@ def get_model(
     weights), or a detector checkpoint of this project; its classifier or head is dropped and ours is freshly
     initialised. A file that does not fit the architecture is refused (`deepfake.weights`). `frames` > 1 makes
     a clip model whose head is a temporal transformer over the frames' features (`deepfake.detectors.temporal`).
+    `freeze_backbone` trains the head only (a linear probe); `training.unfreeze_at_epoch` can lift it.
     """
     name = resolve_architecture(architecture)
     kwargs: dict[str, Any] = {"num_classes": 0}
@@ -187,6 +205,8 @@ def get_model(
         backbone, dropout_rate=dropout_rate, architecture=name, img_size=size, channels_last=channels_last,
         head=head, frames=frames,
     )  # fmt: skip
+    if freeze_backbone:
+        model.freeze_backbone()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile:

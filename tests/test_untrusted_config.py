@@ -8,6 +8,7 @@ marker file: nested inside a value (`training.optimizer.foreach`) and at the top
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -215,8 +216,12 @@ def conf_targets() -> set[tuple[str, str]]:
         group = path.parent.relative_to(CONF).as_posix()
         if group.startswith("hydra"):
             continue
-        node = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        node = yaml.safe_load(text) or {}
         package = "" if group == "." else group.replace("/", ".")
+        header = re.match(r"# @package (\S+)", text)  # experiment presets are `_global_`
+        if header:
+            package = "" if header.group(1) == "_global_" else header.group(1)
         stack: list[tuple[str, Any]] = [(package, node)]
         while stack:
             key, value = stack.pop()

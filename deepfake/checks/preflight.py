@@ -28,8 +28,8 @@ from deepfake.system.hardware import HardwareManager, describe, hardware_warning
 from deepfake.system.precision import Precision
 from deepfake.system.sampler import GB
 from deepfake.training.build import instantiate, seed_everything
-from deepfake.training.checkpoint import unwrap
 from deepfake.training.engine import EpochHooks, LoopConfig, StepContext, TrainState, train_epoch
+from deepfake.training.optimizer import build_optimizer
 
 log = logging.getLogger("deepfake.check")
 
@@ -256,11 +256,7 @@ def _step(
 ) -> None:
     """One forward/backward/optimizer step through the real loop, with its time and peak memory."""
     tc = cfg.training
-    optimizer, _ = unwrap(model).configure_optimizers(
-        learning_rate=tc.learning_rate,
-        weight_decay=tc.weight_decay,
-        optimizer=instantiate(tc.optimizer, _convert_="all"),
-    )
+    optimizer, _ = build_optimizer(model, cfg, with_scheduler=False)
     loop = LoopConfig.from_config(cfg, accum_steps=1, on_nan="stop", log_every=1)
     logged: dict[str, float] = {}
     hw.reset_peak_memory()

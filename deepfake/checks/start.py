@@ -93,6 +93,7 @@ def config_findings(cfg: DictConfig, num_train: int, batch_size: int | None = No
             )
         )
     out += _monitor_findings(cfg)
+    out += _frozen_backbone_findings(cfg)
     cpus = os.cpu_count() or 1
     if cfg.data.num_workers > cpus:
         out.append(
@@ -103,6 +104,22 @@ def config_findings(cfg: DictConfig, num_train: int, batch_size: int | None = No
             )
         )
     return out
+
+
+def _frozen_backbone_findings(cfg: DictConfig) -> list[Finding]:
+    """A frozen backbone that starts from random weights gives the head random features to learn from."""
+    model = cfg.model
+    if not model.freeze_backbone or model.pretrained or model.weights:
+        return []
+    until = cfg.training.unfreeze_at_epoch
+    span = "for the whole run" if until is None else f"for its first {until} epoch(s)"
+    return [
+        Finding(
+            "warning",
+            f"model.freeze_backbone=true with random backbone weights (model.pretrained=false, no model.weights): "
+            f"only the head trains {span}, on random features; pass model.weights=<file> or model.pretrained=true",
+        )
+    ]
 
 
 def _monitor_findings(cfg: DictConfig) -> list[Finding]:

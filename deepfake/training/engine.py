@@ -22,6 +22,7 @@ from torch import nn
 
 from deepfake.errors import UserError
 from deepfake.system.precision import Precision
+from deepfake.training.sam import SAM, frozen_bn_stats
 
 
 class NonFiniteLossError(UserError):
@@ -88,6 +89,7 @@ class StepContext:
     device: torch.device
     scheduler: Any = None  # deepfake.training.schedulers.Schedule: `step_update` per step
     ema: Any = None  # timm's ModelEmaV3, updated after each step
+    backbone: Any = None  # deepfake.training.freezing.BackboneSchedule: the backbone's LR warm restart
 
 
 def _no_log(step: int, values: dict[str, float]) -> None:
@@ -174,42 +176,70 @@ def _grad_norm(params: list[nn.Parameter], mode: str, max_value: float) -> torch
 
 def _backward(
     ctx: StepContext,
-    batch: Any,
+    images: torch.Tensor,
+    labels: torch.Tensor,
     window_len: int,
-    steps_now: bool,
+    sync: bool,
     pos_weight: torch.Tensor | None,
-    meter: _Meter,
-) -> None:
-    """Forward and backward one micro-batch; DDP syncs gradients only on the window's last one."""
+) -> torch.Tensor:
+    """Forward and backward one micro-batch; returns its (unscaled) loss. DDP all-reduces only when `sync`."""
     model, scaler = ctx.model, ctx.precision.scaler
-    images, labels, _ = move_batch(batch, ctx.device)
-    no_sync = not steps_now and hasattr(model, "no_sync")
+    no_sync = not sync and hasattr(model, "no_sync")
     with model.no_sync() if no_sync else contextlib.nullcontext():
         with ctx.precision.autocast():
             logits = model(images)
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=pos_weight)
         scaled = loss / window_len
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
-    meter.add(loss.detach(), images.shape[0])
+    return loss.detach()
+
+
+def _sam_second_pass(
+    ctx: StepContext, window: list[tuple[torch.Tensor, torch.Tensor]], pos_weight: torch.Tensor | None
+) -> None:
+    """SAM: perturb with the window's (local) gradients, recompute the window's gradients there, restore.
+
+    Under DDP the first pass never all-reduces (each rank perturbs with its own gradient, as in the paper's
+    m-sharpness); this pass all-reduces once, on its last micro-batch. BatchNorm statistics are not updated
+    here: the first pass already counted these batches.
+    """
+    optimizer: SAM = ctx.optimizer  # type: ignore[assignment]
+    optimizer.perturb()
+    with frozen_bn_stats(ctx.model):
+        for i, (images, labels) in enumerate(window):
+            _backward(ctx, images, labels, len(window), i == len(window) - 1, pos_weight)
+    optimizer.restore()
 
 
 def _optimizer_step(
-    ctx: StepContext, loop: LoopConfig, params: list[nn.Parameter], meter: _Meter, is_log_step: bool
+    ctx: StepContext,
+    loop: LoopConfig,
+    params: list[nn.Parameter],
+    meter: _Meter,
+    is_log_step: bool,
+    global_step: int = 0,
+    sam_window: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    pos_weight: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
-    """Unscale, clip, step (fp16: the scaler skips inf/NaN updates), schedule; returns the grad norm."""
+    """(SAM: the second pass,) unscale, clip, step (fp16: the scaler skips inf/NaN updates), schedule;
+    returns the norm of the applied gradient."""
     scaler = ctx.precision.scaler
+    if sam_window is not None:
+        _sam_second_pass(ctx, sam_window, pos_weight)
     if scaler is not None:
         scaler.unscale_(ctx.optimizer)
     grad_norm = _grad_norm(params, loop.grad_clip_mode, loop.grad_clip_max)
     if grad_norm is None and is_log_step:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, math.inf)
-    if scaler is not None:
-        scale_before = scaler._get_scale_async().clone()
-        scaler.step(ctx.optimizer)  # skips the update when the unscaled gradients hold inf/NaN
-        scaler.update()
-        meter.skipped += scaler._get_scale_async() < scale_before
-    else:
-        ctx.optimizer.step()
+    warm = ctx.backbone.warm_lr(ctx.optimizer, global_step) if ctx.backbone else contextlib.nullcontext()
+    with warm:
+        if scaler is not None:
+            scale_before = scaler._get_scale_async().clone()
+            scaler.step(ctx.optimizer)  # skips the update when the unscaled gradients hold inf/NaN
+            scaler.update()
+            meter.skipped += scaler._get_scale_async() < scale_before
+        else:
+            ctx.optimizer.step()
     ctx.optimizer.zero_grad(set_to_none=True)
     if ctx.scheduler is not None:
         ctx.scheduler.step_update()
@@ -234,14 +264,21 @@ def train_epoch(
     params = [p for p in ctx.model.parameters() if p.requires_grad]
     meter = _Meter(ctx.device)
     pos_weight = None if loop.pos_weight is None else torch.tensor(loop.pos_weight, device=ctx.device)
+    sam = isinstance(ctx.optimizer, SAM)
+    window: list[tuple[torch.Tensor, torch.Tensor]] = []  # SAM: the window's micro-batches, for its 2nd pass
     for batch in loader:
         window_start = (state.batch_in_epoch // loop.accum_steps) * loop.accum_steps
         window_len = min(loop.accum_steps, num_batches - window_start)
         steps_now = (state.batch_in_epoch + 1 - window_start) == window_len
-        _backward(ctx, batch, window_len, steps_now, pos_weight, meter)
+        images, labels, _ = move_batch(batch, ctx.device)
+        loss = _backward(ctx, images, labels, window_len, steps_now and not sam, pos_weight)
+        meter.add(loss, images.shape[0])
+        if sam:
+            window.append((images, labels))
         state.batch_in_epoch += 1
         if not steps_now:
             continue
+        sam_window, window = (window if sam else None), []
         if loop.on_nan == "skip" and not _all_finite(meter.window_loss):  # sync: only in skip mode
             ctx.optimizer.zero_grad(set_to_none=True)
             state.skipped_steps += 1
@@ -250,7 +287,9 @@ def train_epoch(
         # The epoch's last step is logged too (a run shorter than `log_every` still has curves): the epoch's
         # end syncs anyway, so this adds no host read the loop would not make.
         is_log_step = (state.global_step + 1) % loop.log_every == 0 or state.batch_in_epoch == num_batches
-        grad_norm = _optimizer_step(ctx, loop, params, meter, is_log_step)
+        grad_norm = _optimizer_step(
+            ctx, loop, params, meter, is_log_step, state.global_step, sam_window, pos_weight
+        )
         state.global_step += 1
         if ctx.ema is not None:
             ctx.ema.update(ctx.model, step=state.global_step)

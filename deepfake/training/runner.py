@@ -265,6 +265,11 @@ class Trainer(TrainerSetup):
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         state = self.state
         state.epoch = epoch
+        if self.backbone.set_epoch(distributed.local_module(self.model), epoch) and self.ddp.enabled:
+            # DDP registers the parameters that need gradients when it wraps: rewrap with the backbone's.
+            self.model = self.step_context.model = distributed.wrap(
+                distributed.local_module(self.model), self.ddp, self.device
+            )
         self.train_loader.sampler.set_epoch(epoch, start=state.batch_in_epoch * self.train_loader.batch_size)
         self.progress.start_epoch(epoch, state.batch_in_epoch)
         self.hw.reset_peak_memory()

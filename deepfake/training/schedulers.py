@@ -71,6 +71,7 @@ def create_scheduler(
     plateau_patience: int = 2,
     mode: str = "max",
     onecycle_max_lr_factor: float = 1.0,
+    decay_start_epochs: float = 0.0,
 ) -> LRSchedule:
     """Build the named schedule; step-based positions (`step_epochs`, `milestones`) are given in epochs."""
     total = max(1, steps_per_epoch * num_epochs)
@@ -110,6 +111,10 @@ def create_scheduler(
     elif name == "multistep":
         points = sorted(max(1, round(m * steps_per_epoch) - warm) for m in milestones)
         main = lr_scheduler.MultiStepLR(optimizer, milestones=points, gamma=gamma)
+    elif name == "linear":
+        main = lr_scheduler.LambdaLR(
+            optimizer, _LinearDecay(round(decay_start_epochs * steps_per_epoch) - warm, after)
+        )
     elif name == "constant":
         main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     else:
@@ -117,3 +122,16 @@ def create_scheduler(
     if warmup is None:
         return LRSchedule(main, None)
     return LRSchedule(lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[warm]), None)
+
+
+class _LinearDecay:
+    """`linear`: the factor holds at 1 for `hold` updates, then falls in a straight line to 0 at `total`
+    (SBI's LinearDecayLR, per update instead of per epoch). A class, so LambdaLR's state_dict stores it."""
+
+    def __init__(self, hold: int, total: int) -> None:
+        self.hold, self.total = max(0, hold), max(1, total)
+
+    def __call__(self, step: int) -> float:
+        if step <= self.hold:
+            return 1.0
+        return max(0.0, 1.0 - (step - self.hold) / max(1, self.total - self.hold))

@@ -23,7 +23,9 @@ from deepfake.training.checkpoint import Checkpointer, unwrap
 from deepfake.training.debug import describe_limits, loader_limits
 from deepfake.training.early_stopping import EarlyStopping
 from deepfake.training.engine import LoopConfig, StepContext
+from deepfake.training.freezing import BackboneSchedule
 from deepfake.training.memory import fit_batch_size, probe_step
+from deepfake.training.optimizer import build_optimizer
 from deepfake.training.run_files import write_hardware
 
 log = logging.getLogger("deepfake")
@@ -103,13 +105,14 @@ class TrainerSetup:
             self.batch_size, tc.grad_accum_steps, world, self.batch_size * tc.grad_accum_steps * world,
             self.steps_per_epoch,
         )  # fmt: skip
-        self.optimizer, self.scheduler = unwrap(self.model).configure_optimizers(
-            learning_rate=tc.learning_rate,
-            weight_decay=tc.weight_decay,
-            optimizer=instantiate(tc.optimizer, _convert_="all"),
-            scheduler=instantiate(tc.scheduler, _convert_="all"),
-            steps_per_epoch=self.steps_per_epoch,
-            num_epochs=tc.num_epochs,
+        self.optimizer, self.scheduler = build_optimizer(
+            self.model, self.cfg, self.steps_per_epoch, tc.num_epochs
+        )
+        self.backbone = BackboneSchedule(
+            self.cfg.model.freeze_backbone,
+            tc.unfreeze_at_epoch,
+            tc.unfreeze_warmup_epochs,
+            self.steps_per_epoch,
         )
         self.ema = None
         if tc.ema.enabled:
@@ -119,8 +122,9 @@ class TrainerSetup:
                 distributed.local_module(self.model), decay=tc.ema.decay, use_warmup=tc.ema.warmup
             )
         self.step_context = StepContext(
-            self.model, self.optimizer, self.precision, self.device, scheduler=self.scheduler, ema=self.ema
-        )
+            self.model, self.optimizer, self.precision, self.device, scheduler=self.scheduler, ema=self.ema,
+            backbone=self.backbone,
+        )  # fmt: skip
         self.loop = LoopConfig.from_config(self.cfg, pos_weight=self.data.pos_weight)
         self.early = EarlyStopping(**{k: v for k, v in tc.early_stopping.items() if k != "enabled"})
         self.checkpoints = Checkpointer(
