@@ -86,3 +86,19 @@ def test_channels_last_batches_give_the_same_logits() -> None:
         model = get_model("tiny", channels_last=channels_last).eval()
         with torch.no_grad():
             assert torch.equal(model(x.contiguous(memory_format=torch.channels_last)), model(x))
+
+
+def test_a_transformer_is_built_for_the_loaders_size_when_the_model_names_none() -> None:
+    """`model=vit_small` on the 64 px synthetic default: a ViT built at 224 px would refuse 64 px batches."""
+    from omegaconf import OmegaConf
+
+    from deepfake.config import Config
+    from deepfake.training.build import build_model
+
+    cfg = OmegaConf.structured(Config)
+    cfg.model.architecture, cfg.data.img_size = "vit_tiny_patch16_224", 32
+    model = build_model(cfg)
+    assert model.img_size == 32
+    assert model(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2,)
+    cfg.model.img_size = 48  # the model's own size wins
+    assert build_model(cfg).img_size == 48

@@ -27,7 +27,7 @@ from deepfake.errors import UserError
 from deepfake.system.hardware import HardwareManager, describe, hardware_warnings
 from deepfake.system.precision import Precision
 from deepfake.system.sampler import GB
-from deepfake.training.build import instantiate, seed_everything
+from deepfake.training.build import build_model, instantiate, seed_everything
 from deepfake.training.engine import EpochHooks, LoopConfig, StepContext, TrainState, train_epoch
 from deepfake.training.optimizer import build_optimizer
 
@@ -126,7 +126,7 @@ def _existing(path: Path) -> Path:
 
 def _model(cfg: DictConfig, report: Report, hw: HardwareManager | None) -> Any:
     try:
-        model = instantiate(cfg.model)
+        model = build_model(cfg)
     except UserError as e:
         report.add("model", "error", str(e))
         return None

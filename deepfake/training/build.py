@@ -25,6 +25,16 @@ def instantiate(config: Any, **kwargs: Any) -> Any:
         raise
 
 
+def build_model(cfg: Any) -> Any:
+    """The run's detector, built for the size the loaders feed when the model names none.
+
+    A transformer fixes its patch grid when built, so a ViT made at its 224 px default would refuse the 64 px
+    images of `data.img_size=64` (the synthetic default); CNNs take any size and only record it.
+    """
+    size = cfg.model.img_size or cfg.data.img_size
+    return instantiate(cfg.model, **({"img_size": size} if size else {}))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -18,7 +18,7 @@ from deepfake.data.module import resolve_num_workers
 from deepfake.detectors.temporal import clip_length
 from deepfake.system import distributed
 from deepfake.system.hardware import HardwareManager, describe
-from deepfake.training.build import instantiate, seed_everything
+from deepfake.training.build import build_model, instantiate, seed_everything
 from deepfake.training.checkpoint import Checkpointer, unwrap
 from deepfake.training.debug import describe_limits, loader_limits
 from deepfake.training.early_stopping import EarlyStopping
@@ -73,7 +73,7 @@ class TrainerSetup:
 
     def _setup_model_and_data(self) -> None:
         cfg, tc, ddp = self.cfg, self.tc, self.ddp
-        model = instantiate(cfg.model).to(self.device)
+        model = build_model(cfg).to(self.device)
         img_size = cfg.data.img_size or model.img_size
         self.batch_size = self._batch_size(model, img_size)
         self.data = instantiate(
