@@ -22,6 +22,9 @@ DECODERS = ("cpu", "gpu")
 VIDEO_AGGREGATION = ("mean", "max", "median")
 BACKENDS = ("auto", "gloo", "nccl")
 PREDICTION_FORMATS = ("csv", "json")
+TTA = ("none", "flip")
+ENSEMBLE_MEANS = ("prob", "logit")
+CALIBRATION = ("temperature", "none")
 
 #: Choice keys of the training config (`conf/train.yaml`), by dotted key.
 TRAIN: dict[str, tuple[str, ...]] = {
@@ -39,10 +42,14 @@ TRAIN: dict[str, tuple[str, ...]] = {
     "data.decode": DECODERS,
     "eval.video_aggregation": VIDEO_AGGREGATION,
     "distributed.backend": BACKENDS,
+    "eval.tta": TTA,
+    "calibration": CALIBRATION,
 }
 
 #: Choice keys of `conf/predict.yaml` (`format` may also be null: taken from the output file's extension).
 PREDICT: dict[str, tuple[str, ...]] = {
     "amp": AMP,
     "format": PREDICTION_FORMATS,
+    "tta": TTA,
+    "ensemble.mean": ENSEMBLE_MEANS,
 }

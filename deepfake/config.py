@@ -257,6 +257,13 @@ class EvalConfig:
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     out_dir: str | None = None
+    tta: str = "none"
+    calibrated: bool = True
+
+
+@dataclass
+class EnsembleConfig:
+    mean: str = "prob"
 
 
 @dataclass
@@ -277,20 +284,22 @@ class Config:
     backup: BackupConfig = field(default_factory=BackupConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    calibration: str = "temperature"
 
 
 @dataclass
 class EvaluateConfig(Config):
-    """`evaluate.py`: the training config (taken from the checkpoint) plus the checkpoint to score."""
+    """`evaluate.py`: the training config (taken from the checkpoint) plus the checkpoint(s) to score."""
 
-    checkpoint: str = MISSING
+    checkpoint: Any = MISSING  # one path, or a list of them (an ensemble)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
 
 @dataclass
 class PredictConfig:
     """`predict.py`: everything else (architecture, size, normalisation) comes from the checkpoint."""
 
-    checkpoint: str = MISSING
+    checkpoint: Any = MISSING  # one path, or a list of them (an ensemble)
     input: str = MISSING
     output: str = "preds.csv"
     format: str | None = None
@@ -299,6 +308,9 @@ class PredictConfig:
     num_workers: int = -1
     amp: str = "auto"
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    tta: str = "none"
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    calibrated: bool = True
 
 
 def register_configs() -> None:

@@ -20,14 +20,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from deepfake.choices import AMP, PREDICTION_FORMATS
+from deepfake.choices import AMP, ENSEMBLE_MEANS, PREDICTION_FORMATS, TTA
 from deepfake.config import PredictConfig
 from deepfake.data.dataset import FaceDataset
 from deepfake.data.module import default_num_workers
 from deepfake.data.samples import IMAGE_EXTENSIONS, Sample
 from deepfake.data.transforms import eval_transform
 from deepfake.errors import ConfigError, UserError
-from deepfake.evaluation.inference import load_detector, scoring_precision
+from deepfake.evaluation.ensemble import Ensemble, Member, checkpoint_list, load_ensemble
+from deepfake.evaluation.inference import scoring_precision
 from deepfake.runs.fileio import atomic_write, require_writable
 from deepfake.system.hardware import HardwareManager
 from deepfake.system.precision import Precision
@@ -88,7 +89,6 @@ class ImageFiles(Dataset):
             return blank, index, f"{type(cause).__name__}: {cause}"
 
 
-@torch.no_grad()
 def predict_paths(
     model: torch.nn.Module,
     paths: Sequence[str],
@@ -98,20 +98,38 @@ def predict_paths(
     batch_size: int = 64,
     num_workers: int = 0,
 ) -> tuple[np.ndarray, list[str]]:
-    """Fake probabilities (NaN where unreadable) and error messages ("" where fine), in `paths` order."""
-    dataset = ImageFiles(paths, img_size)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"
-    )
-    model.eval()
-    probs, errors = [], [""] * len(paths)
-    for images, index, messages in loader:
-        with precision.autocast():
-            logits = model(images.to(device, non_blocking=True))
-        probs.append(torch.sigmoid(logits.float()))  # stays on the device: one transfer at the end
-        for i, message in zip(index.tolist(), messages, strict=True):
-            errors[i] = message
-    out = torch.cat(probs).double().cpu().numpy()
+    """One model's fake probabilities (NaN where unreadable) and error messages ("" where fine), in order."""
+    ensemble = Ensemble([Member(model=model, img_size=img_size)], precision=precision)
+    return predict_images(ensemble, paths, device, batch_size, num_workers)
+
+
+@torch.no_grad()
+def predict_images(
+    ensemble: Ensemble, paths: Sequence[str], device: torch.device, batch_size: int = 64, num_workers: int = 0
+) -> tuple[np.ndarray, list[str]]:
+    """The ensemble's probabilities (NaN where unreadable) and error messages, in `paths` order.
+
+    Images are decoded once per distinct member input size, so each member scores exactly the pixels its
+    single prediction would.
+    """
+    logits = torch.empty(len(ensemble.members), len(paths), device=device)
+    errors = [""] * len(paths)
+    for size, which in ensemble.groups().items():
+        loader = DataLoader(
+            ImageFiles(paths, size),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        for member in which:
+            ensemble.members[member].model.eval()
+        for images, index, messages in loader:
+            rows = torch.tensor(which, device=device).unsqueeze(1)
+            logits[rows, index.to(device).unsqueeze(0)] = ensemble.raw_logits(images.to(device), which)
+            for i, message in zip(index.tolist(), messages, strict=True):
+                errors[i] = errors[i] or message
+    probs = ensemble.combine(ensemble.calibrated(logits))  # stays on the device: one transfer at the end
+    out = probs.double().cpu().numpy()
     out[[bool(e) for e in errors]] = np.nan
     return out, errors
 
@@ -145,16 +163,18 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     output = Path(cfg.output).expanduser()
     # Checked now, not after inference: a long run must not end in a write that was bound to fail.
     require_writable(output.parent, "the output folder", "pass output=<a path in a writable folder>")
-    loaded = load_detector(cfg.checkpoint)
-    paths = list_inputs(cfg.input)
+    checkpoints = checkpoint_list(cfg.checkpoint)
     hw = HardwareManager(**cfg.hardware)
+    precision = scoring_precision(hw.precision(cfg.amp), cfg.amp)
+    ensemble, loaded = load_ensemble(
+        checkpoints, hw.device, precision, cfg.tta, cfg.ensemble.mean, cfg.calibrated
+    )
+    paths = list_inputs(cfg.input)
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
     hw.configure(workers)  # intra-op threads take the cores the loader workers leave
-    precision = scoring_precision(hw.precision(cfg.amp), cfg.amp)
-    log.info("predicting %d images with %s (%s, %s)", len(paths), loaded.path, hw.device, precision.name)
-    probs, errors = predict_paths(
-        loaded.model.to(hw.device), paths, loaded.img_size, precision, hw.device, cfg.batch_size, workers
-    )
+    names = ", ".join(str(d.path) for d in loaded)
+    log.info("predicting %d images with %s (%s, %s)", len(paths), names, hw.device, precision.name)
+    probs, errors = predict_images(ensemble, paths, hw.device, cfg.batch_size, workers)
     rows = [
         {
             "path": path,
@@ -164,7 +184,17 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         }
         for path, prob, error in zip(paths, probs, errors, strict=True)
     ]
-    meta = {"checkpoint": str(loaded.path), "threshold": cfg.threshold, "preprocess": loaded.model.preprocess}
+    meta = {
+        "checkpoint": str(loaded[0].path) if len(loaded) == 1 else [str(d.path) for d in loaded],
+        "threshold": cfg.threshold,
+        "preprocess": loaded[0].model.preprocess
+        if len(loaded) == 1
+        else [d.model.preprocess for d in loaded],
+        "tta": cfg.tta,
+        "temperature": [d.temperature if cfg.calibrated else None for d in loaded],
+    }
+    if len(loaded) > 1:
+        meta["ensemble_mean"] = cfg.ensemble.mean
     write_predictions(rows, output, fmt, meta)
     bad = [row for row in rows if row["error"]]
     fake = sum(row["pred"] == "fake" for row in rows)
@@ -195,6 +225,7 @@ def _checked(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"threshold must be in [0, 1] (got {cfg.threshold})")
     if cfg.batch_size <= 0:
         raise ConfigError(f"batch_size must be > 0 (got {cfg.batch_size})")
-    if cfg.amp not in AMP:
-        raise ConfigError(f"amp={cfg.amp!r} is not one of {', '.join(AMP)}")
+    for key, choices in (("amp", AMP), ("tta", TTA), ("ensemble.mean", ENSEMBLE_MEANS)):
+        if OmegaConf.select(cfg, key) not in choices:
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is not one of {', '.join(choices)}")
     return cfg
