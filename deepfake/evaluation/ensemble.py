@@ -116,8 +116,20 @@ def load_ensemble(
     mean: str = "prob",
     calibrated: bool = True,
 ) -> tuple[Ensemble, list[LoadedDetector]]:
-    """Load every checkpoint (each through `load_detector`'s checks) and put its model on `device`."""
+    """Load every checkpoint (each through `load_detector`'s checks) and make them one ensemble on `device`."""
     loaded = [load_detector(path) for path in checkpoints]
+    return ensemble_of(loaded, device, precision, tta, mean, calibrated), loaded
+
+
+def ensemble_of(
+    loaded: Sequence[LoadedDetector],
+    device: torch.device,
+    precision: Precision,
+    tta: str = "none",
+    mean: str = "prob",
+    calibrated: bool = True,
+) -> Ensemble:
+    """Loaded detectors as ensemble members on `device`, with their temperatures unless `calibrated=False`."""
     members = [
         Member(
             model=d.model.to(device),
@@ -127,10 +139,10 @@ def load_ensemble(
         )
         for d in loaded
     ]
-    uncalibrated = [d.path for d in loaded if d.temperature is None]
+    uncalibrated = [str(d.path) for d in loaded if d.temperature is None]
     if calibrated and uncalibrated:
-        log.info("no fitted temperature in %s: raw probabilities", ", ".join(map(str, uncalibrated)))
-    return Ensemble(members, tta=tta, mean=mean, precision=precision), loaded
+        log.info("no fitted temperature in %s: its probabilities are raw", ", ".join(uncalibrated))
+    return Ensemble(members, tta=tta, mean=mean, precision=precision)
 
 
 @torch.no_grad()

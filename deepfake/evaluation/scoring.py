@@ -30,7 +30,7 @@ from deepfake.data.module import DataModule, resolve_num_workers
 from deepfake.data.samples import Sample
 from deepfake.errors import UserError
 from deepfake.evaluation.calibration import checked_temperature, expected_calibration_error
-from deepfake.evaluation.ensemble import Ensemble, Member, checkpoint_list, load_ensemble, score_loader
+from deepfake.evaluation.ensemble import Ensemble, Member, checkpoint_list, ensemble_of, score_loader
 from deepfake.evaluation.inference import load_detector, scoring_precision
 from deepfake.evaluation.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, video_scores
 from deepfake.runs.fileio import atomic_write, require_writable
@@ -299,15 +299,16 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise UserError("no checkpoint given: pass checkpoint=<run directory or .pt file>")
     paths = checkpoint_list(cfg.checkpoint)
-    first = load_detector(paths[0])
+    loaded = [load_detector(path) for path in paths]  # every member's file checked before any work
+    first = loaded[0]
     run_cfg = evaluation_config(first.config, cfg, overrides)
     out_dir = Path(run_cfg.eval.out_dir).expanduser() if run_cfg.eval.out_dir else first.run_dir / "eval"
     require_writable(out_dir, "the results folder", "pass eval.out_dir=<a writable folder>")
     hw = HardwareManager(**run_cfg.hardware)
     hw.configure(resolve_num_workers(run_cfg.data.num_workers))
     precision = scoring_precision(hw.precision(run_cfg.training.amp), run_cfg.training.amp)
-    ensemble, loaded = load_ensemble(
-        paths, hw.device, precision, run_cfg.eval.tta, cfg.ensemble.mean, run_cfg.eval.calibrated
+    ensemble = ensemble_of(
+        loaded, hw.device, precision, run_cfg.eval.tta, cfg.ensemble.mean, run_cfg.eval.calibrated
     )
     data = {
         size: instantiate(

@@ -1,0 +1,117 @@
+"""Temperature scaling and ECE: the fit on synthetic logits, ECE by hand, checks on the stored temperature, and a
+tiny run whose best.pt and metrics.json carry the temperature and the before/after numbers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from deepfake.errors import UserError
+from deepfake.evaluation.calibration import (
+    calibrate,
+    checked_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    log_loss,
+)
+from tests.conftest import make_folder_dataset
+from tests.runs import make_config, run_dir_of
+
+
+def overconfident(n: int = 2000, scale: float = 4.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Labels drawn from sigmoid(z), and the logits of a model that reports scale * z: over-confident."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 1.5, n)
+    labels = (rng.random(n) < 1.0 / (1.0 + np.exp(-z))).astype(np.int64)
+    return scale * z, labels
+
+
+def test_temperature_lowers_the_log_loss_of_an_overconfident_model_and_keeps_its_auc() -> None:
+    logits, labels = overconfident()
+    temperature = fit_temperature(logits, labels)
+    assert temperature == pytest.approx(4.0, rel=0.15)  # it undoes the over-confidence
+    assert log_loss(labels, logits / temperature) < 0.8 * log_loss(labels, logits)
+    # the minimum: nearby temperatures do worse
+    for nearby in (0.9 * temperature, 1.1 * temperature):
+        assert log_loss(labels, logits / temperature) < log_loss(labels, logits / nearby)
+    assert roc_auc_score(labels, logits / temperature) == roc_auc_score(labels, logits)
+    result = calibrate(logits, labels, "none")
+    assert result is not None and result["temperature"] == pytest.approx(temperature)
+    assert result["after"]["ece"] < result["before"]["ece"]
+    assert result["images"] == len(labels) and result["fitted_on"] == "validation"
+
+
+def test_an_underconfident_model_gets_a_temperature_below_one() -> None:
+    logits, labels = overconfident(scale=0.25, seed=1)
+    assert fit_temperature(logits, labels) == pytest.approx(0.25, rel=0.15)
+
+
+def test_log_loss_from_saturated_logits_is_exact() -> None:
+    """A probability would round to 1 at logit 40; the loss from the logit stays finite and right."""
+    assert log_loss(np.array([0]), np.array([40.0])) == pytest.approx(40.0)
+
+
+def test_ece_against_a_hand_computation() -> None:
+    """15 bins of width 1/15: 0.05 -> bin 0, 0.1 -> 1, 0.5 -> 7, 0.55 -> 8, 0.95 and 1.0 -> 14.
+    ECE = (|0 - .05| + |1 - .1| + |1 - .5| + |0 - .55| + |2 - 1.95|) / 6."""
+    probs = np.array([0.05, 0.1, 0.5, 0.55, 0.95, 1.0])
+    labels = np.array([0, 1, 1, 0, 1, 1])
+    assert expected_calibration_error(labels, probs) == pytest.approx(2.05 / 6)
+    assert math.isnan(expected_calibration_error(np.array([]), np.array([])))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 0.0, -2.0, "warm", True, None, [1.0]])
+def test_a_stored_temperature_must_be_a_finite_positive_number(bad: object) -> None:
+    with pytest.raises(
+        UserError, match=r"^/x/best\.pt: its calibration temperature .* is not a finite number > 0"
+    ):
+        checked_temperature("/x/best.pt", {"temperature": bad})
+
+
+def test_a_checkpoint_without_calibration_has_no_temperature() -> None:
+    assert checked_temperature("/x/best.pt", None) is None
+    assert checked_temperature("/x/best.pt", {"temperature": 2.5}) == 2.5
+
+
+def test_one_class_gets_no_temperature(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="deepfake"):
+        assert calibrate(np.array([1.0, 2.0]), np.array([1, 1]), "none") is None
+    assert "no temperature fitted" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_run_stores_its_temperature_in_best_pt_and_the_numbers_in_metrics_json(tmp_path: Path) -> None:
+    from train import train
+
+    data = make_folder_dataset(tmp_path / "data")
+    train(make_config(tmp_path, data, **{"training.num_epochs": 1, "training.ema.enabled": False}))
+    run = run_dir_of(tmp_path)
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    calibration = best["calibration"]
+    assert calibration["temperature"] > 0 and calibration["fitted_on"] == "validation"
+    assert calibration["images"] == 24  # the val split: 4 + 4 videos of 3 frames
+    assert calibration["after"]["log_loss"] <= calibration["before"]["log_loss"]
+    assert "calibration" not in torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["calibration"]["temperature"] == pytest.approx(calibration["temperature"])
+    assert set(metrics["calibration"]["before"]) == {"log_loss", "ece"}
+    assert metrics["calibration"]["after"] == pytest.approx(calibration["after"])
+    assert (run / "plots" / "reliability.png").is_file()
+
+    # calibration=none: no temperature anywhere
+    other = tmp_path / "none"
+    train(
+        make_config(
+            other, data, **{"training.num_epochs": 1, "training.ema.enabled": False}, calibration="none"
+        )
+    )
+    run = run_dir_of(other)
+    assert "calibration" not in torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert "calibration" not in json.loads((run / "metrics.json").read_text())
