@@ -3,24 +3,30 @@ the mean of their single predictions (prob and logit means), and the checks on `
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from deepfake.errors import ConfigError, UserError
+from deepfake.evaluation.calibration import expected_calibration_error
 from deepfake.evaluation.ensemble import Ensemble, Member, checkpoint_list
 from deepfake.evaluation.predict import predict
+from deepfake.evaluation.scoring import evaluate
 from deepfake.evaluation.tta import tta_logits
 from deepfake.models import get_model
 from deepfake.system.precision import Precision
 from deepfake.training.checkpoint import build_state, save_checkpoint
 from deepfake.training.engine import validate
+from tests.conftest import make_flat_test_set
 from tests.runs import restore_torch_globals
 
 __all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
@@ -162,3 +168,60 @@ def test_a_bad_temperature_in_any_member_is_refused_naming_its_file(tmp_path: Pa
     with pytest.raises(UserError, match=rf"^{tmp_path / 'b.pt'}: its calibration temperature \('nan'\)"):
         predicted(tmp_path, "x", checkpoint=[a, b])
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_reports_each_member_and_the_ensemble_side_by_side(
+    tmp_path: Path, compose_cfg: Callable[..., DictConfig], caplog: pytest.LogCaptureFixture
+) -> None:
+    """evaluate.py with checkpoint=[a,b] (32 px with temperature 1.5, 48 px uncalibrated) on one test set."""
+    test_set = make_flat_test_set(tmp_path / "dfdc")
+    a = str(save_detector(tmp_path / "a.pt", 32, 1, 1.5))
+    b = str(save_detector(tmp_path / "b.pt", 48, 2, None))
+
+    def run(checkpoint: str, out: str, *extra: str) -> dict:
+        overrides = [
+            f"checkpoint={checkpoint}", f"data.test_sets=[{test_set}]", "data.num_workers=0",
+            "eval.bootstrap_samples=0", "hardware.num_threads=1", f"eval.out_dir={tmp_path / out}", *extra,
+        ]  # fmt: skip
+        return evaluate(compose_cfg(overrides, config_name="evaluate"), overrides)["dfdc"]
+
+    single = [run(a, "a"), run(b, "b")]
+    with caplog.at_level(logging.INFO, logger="deepfake"):
+        both = run(f"[{a},{b}]", "both", "ensemble.mean=logit")
+    probs = {name: read_probs(tmp_path / name / "dfdc" / "predictions.csv") for name in ("a", "b", "both")}
+    za, zb = (np.log(probs[k] / (1 - probs[k])) for k in ("a", "b"))
+    assert np.allclose(probs["both"], 1 / (1 + np.exp(-(za + zb) / 2)), atol=1e-6)
+    assert both["ensemble"] == {"members": 2, "mean": "logit", "tta": "none"}
+    assert both["calibration"]["temperature"] == [1.5, 1.0]
+    for member, alone, path in zip(both["members"], single, (a, b), strict=True):
+        assert member["checkpoint"] == path
+        assert member["frame"]["auc"] == pytest.approx(alone["frame"]["auc"], abs=1e-9)
+        for when in ("raw", "calibrated"):
+            assert member["calibration"][when] == pytest.approx(alone["calibration"][when])
+    # the single 32 px model: its report says how the temperature moved log loss and ECE
+    labels = read_labels(tmp_path / "a" / "dfdc" / "predictions.csv")
+    assert single[0]["calibration"]["temperature"] == 1.5
+    assert single[0]["calibration"]["calibrated"]["ece"] == pytest.approx(
+        expected_calibration_error(labels, probs["a"])
+    )
+    assert single[0]["frame"]["loss"] == pytest.approx(single[0]["calibration"]["calibrated"]["log_loss"])
+    raw = 1 / (1 + np.exp(-za * 1.5))
+    assert single[0]["calibration"]["raw"]["ece"] == pytest.approx(expected_calibration_error(labels, raw))
+    assert (tmp_path / "both" / "dfdc" / "reliability.png").is_file()
+    table = caplog.text
+    for row in ("| dfdc #1 ", "| dfdc #2 ", "| dfdc ensemble "):
+        assert row in table
+    assert f"#1: {a}" in table and f"#2: {b}" in table
+    ensemble_row = next(line for line in table.splitlines() if line.startswith("| dfdc ensemble "))
+    assert f"{both['frame']['auc']:.4f}" in ensemble_row
+
+
+def read_probs(path: Path) -> np.ndarray:
+    with open(path, newline="") as f:
+        return np.array([float(r["prob"]) for r in csv.DictReader(f)])
+
+
+def read_labels(path: Path) -> np.ndarray:
+    with open(path, newline="") as f:
+        return np.array([int(r["label"]) for r in csv.DictReader(f)])
