@@ -184,6 +184,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         }
         for path, prob, error in zip(paths, probs, errors, strict=True)
     ]
+    temps = [d.temperature if cfg.calibrated else None for d in loaded]  # None: raw probabilities
     meta = {
         "checkpoint": str(loaded[0].path) if len(loaded) == 1 else [str(d.path) for d in loaded],
         "threshold": cfg.threshold,
@@ -191,7 +192,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         if len(loaded) == 1
         else [d.model.preprocess for d in loaded],
         "tta": cfg.tta,
-        "temperature": [d.temperature if cfg.calibrated else None for d in loaded],
+        "temperature": temps[0] if len(temps) == 1 else temps,
     }
     if len(loaded) > 1:
         meta["ensemble_mean"] = cfg.ensemble.mean
