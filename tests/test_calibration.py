@@ -13,6 +13,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from deepfake.data.dataset import FaceDataset
+from deepfake.data.samples import Sample
+from deepfake.data.transforms import eval_transform
 from deepfake.errors import UserError
 from deepfake.evaluation.calibration import (
     calibrate,
@@ -21,6 +24,8 @@ from deepfake.evaluation.calibration import (
     fit_temperature,
     log_loss,
 )
+from deepfake.evaluation.inference import load_detector
+from deepfake.evaluation.predictions import VAL_PREDICTIONS, read_predictions
 from tests.conftest import make_folder_dataset
 from tests.runs import make_config, run_dir_of
 
@@ -91,12 +96,28 @@ def test_a_run_stores_its_temperature_in_best_pt_and_the_numbers_in_metrics_json
     from train import train
 
     data = make_folder_dataset(tmp_path / "data")
-    train(make_config(tmp_path, data, **{"training.num_epochs": 1, "training.ema.enabled": False}))
+    once = {"training.num_epochs": 1, "training.ema.enabled": False, "training.amp": "off"}
+    train(make_config(tmp_path, data, **once, **{"eval.tta": "flip"}))
     run = run_dir_of(tmp_path)
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     calibration = best["calibration"]
     assert calibration["temperature"] > 0 and calibration["fitted_on"] == "validation"
-    assert calibration["images"] == 24  # the val split: 4 + 4 videos of 3 frames
+    assert calibration["tta"] == "flip" and calibration["images"] == 24  # the val split: 8 videos of 3 frames
+    # validation scored with flip TTA: the mean of each image's and its mirror's probabilities
+    val = read_predictions(run / VAL_PREDICTIONS)
+    model = load_detector(run).model
+    dataset = FaceDataset(
+        [Sample(str(p), 0, str(p), "") for p in val["path"]], eval_transform(32), decode_size=32
+    )
+    x = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    with torch.no_grad():
+        manual = (torch.sigmoid(model(x)) + torch.sigmoid(model(x.flip(-1)))) / 2
+    np.testing.assert_allclose(val["prob"], manual.numpy(), rtol=0, atol=1e-6)
+    # the before/after numbers are those of these validation probabilities, raw and divided by T in logit space
+    logits = np.log(val["prob"] / (1 - val["prob"]))
+    assert calibration["before"]["log_loss"] == pytest.approx(log_loss(val["label"], logits), abs=1e-5)
+    after = log_loss(val["label"], logits / calibration["temperature"])
+    assert calibration["after"]["log_loss"] == pytest.approx(after, abs=1e-5)
     assert calibration["after"]["log_loss"] <= calibration["before"]["log_loss"]
     assert "calibration" not in torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     metrics = json.loads((run / "metrics.json").read_text())
@@ -107,11 +128,7 @@ def test_a_run_stores_its_temperature_in_best_pt_and_the_numbers_in_metrics_json
 
     # calibration=none: no temperature anywhere
     other = tmp_path / "none"
-    train(
-        make_config(
-            other, data, **{"training.num_epochs": 1, "training.ema.enabled": False}, calibration="none"
-        )
-    )
+    train(make_config(other, data, **once, calibration="none"))
     run = run_dir_of(other)
     assert "calibration" not in torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     assert "calibration" not in json.loads((run / "metrics.json").read_text())
