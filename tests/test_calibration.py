@@ -132,3 +132,24 @@ def test_a_run_stores_its_temperature_in_best_pt_and_the_numbers_in_metrics_json
     run = run_dir_of(other)
     assert "calibration" not in torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     assert "calibration" not in json.loads((run / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_failed_temperature_write_keeps_best_pt_and_the_metrics_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk while storing the temperature: best.pt stays as trained, metrics.json is still written."""
+    from train import train
+
+    def disk_full(path: Path, state: dict) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("deepfake.training.calibration.save_checkpoint", disk_full)
+    data = make_folder_dataset(tmp_path / "data", videos=2, frames=2)
+    with caplog.at_level(logging.WARNING, logger="deepfake"):
+        train(make_config(tmp_path, data, **{"training.num_epochs": 1, "training.ema.enabled": False}))
+    run = run_dir_of(tmp_path)
+    assert "could not store the temperature in" in caplog.text and "No space left on device" in caplog.text
+    assert "calibration" not in torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stop_reason"] == "completed" and "calibration" not in metrics

@@ -61,7 +61,11 @@ class CalibrationObserver(Observer):
         if result is None:
             return
         state["calibration"] = result
-        save_checkpoint(self.best, state)
+        try:
+            save_checkpoint(self.best, state)  # atomic: on failure best.pt stays as it was, uncalibrated
+        except OSError as e:  # the metrics file and the exit backup still follow
+            log.warning("could not store the temperature in %s (%s); predictions stay raw", self.best, e)
+            return
         run.calibration = result
         before, after = result["before"], result["after"]
         log.info(
