@@ -26,11 +26,11 @@ from PIL import Image
 from skimage import data
 
 from deepfake.config import PredictExtractionConfig
+from deepfake.evaluation.ensemble import ensemble_of
 from deepfake.extraction.pipeline import build_detector
 from deepfake.extraction.video import read_frames
 from deepfake.models import get_model
 from deepfake.prediction.run import cpu_threads
-from deepfake.prediction.score import crop_scorer
 from deepfake.prediction.settings import crop_settings
 from deepfake.prediction.videos import Aggregation, predict_videos, score_crops, video_crops
 from deepfake.system.precision import Precision
@@ -80,7 +80,7 @@ def main() -> None:
     overrides.frames_per_video = args.keep
     settings = crop_settings(loaded, overrides)
     detector = build_detector(settings.detector)
-    score = crop_scorer(loaded, Precision(device.type, None), device)
+    score = ensemble_of([loaded], device, Precision(device.type, None))
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_clips(Path(tmp), args.clips, args.frames, 320, 240)
         # Every stage runs with the threads predict.py gives it (on the CPU: the cores the decoder leaves).

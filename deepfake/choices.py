@@ -23,6 +23,9 @@ VIDEO_AGGREGATION = ("mean", "max", "median", "topk", "confident")
 FACE_AGGREGATION = ("max", "mean")
 BACKENDS = ("auto", "gloo", "nccl")
 PREDICTION_FORMATS = ("csv", "json")
+TTA = ("none", "flip")
+ENSEMBLE_MEANS = ("prob", "logit")
+CALIBRATION = ("temperature", "none")
 
 #: Choice keys of the training config (`conf/train.yaml`), by dotted key.
 TRAIN: dict[str, tuple[str, ...]] = {
@@ -40,6 +43,8 @@ TRAIN: dict[str, tuple[str, ...]] = {
     "data.decode": DECODERS,
     "eval.video_aggregation": VIDEO_AGGREGATION,
     "distributed.backend": BACKENDS,
+    "eval.tta": TTA,
+    "calibration": CALIBRATION,
 }
 
 #: Choice keys of `conf/predict.yaml` (`format` may also be null: taken from the output file's extension).
@@ -48,4 +53,6 @@ PREDICT: dict[str, tuple[str, ...]] = {
     "format": PREDICTION_FORMATS,
     "aggregation.faces": FACE_AGGREGATION,
     "aggregation.frames": VIDEO_AGGREGATION,
+    "tta": TTA,
+    "ensemble.mean": ENSEMBLE_MEANS,
 }

@@ -274,6 +274,13 @@ class EvalConfig:
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     out_dir: str | None = None
+    tta: str = "none"
+    calibrated: bool = True
+
+
+@dataclass
+class EnsembleConfig:
+    mean: str = "prob"
 
 
 @dataclass
@@ -324,13 +331,15 @@ class Config:
     find_lr: bool = False
     lr_finder: LrFinderConfig = field(default_factory=LrFinderConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    calibration: str = "temperature"
 
 
 @dataclass
 class EvaluateConfig(Config):
-    """`evaluate.py`: the training config (taken from the checkpoint) plus the checkpoint to score."""
+    """`evaluate.py`: the training config (taken from the checkpoint) plus the checkpoint(s) to score."""
 
-    checkpoint: str = MISSING
+    checkpoint: Any = MISSING  # one path, or a list of them (an ensemble)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
 
 @dataclass
@@ -373,7 +382,7 @@ class PredictAggregationConfig:
 class PredictConfig:
     """`predict.py`: everything else (architecture, size, normalisation) comes from the checkpoint."""
 
-    checkpoint: str = MISSING
+    checkpoint: Any = MISSING  # one path, or a list of them (an ensemble)
     input: str = MISSING
     output: str = "preds.csv"
     format: str | None = None
@@ -387,6 +396,9 @@ class PredictConfig:
     preview: bool = False
     aggregation: PredictAggregationConfig = field(default_factory=PredictAggregationConfig)
     extraction: PredictExtractionConfig = field(default_factory=PredictExtractionConfig)
+    tta: str = "none"
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    calibrated: bool = True
 
 
 def register_configs() -> None:

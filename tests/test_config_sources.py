@@ -129,7 +129,8 @@ def _commented_choices(path: Path) -> dict[str, tuple[str, ...]]:
 
 
 def _yaml_choices() -> dict[str, tuple[str, ...]]:
-    found: dict[str, tuple[str, ...]] = {}
+    # the root keys of train.yaml (calibration, ...), then every group's
+    found = {k: v for k, v in _commented_choices(CONF / "train.yaml").items() if "." not in k}
     for group in GROUPS:
         for path in sorted((CONF / group).glob("*.yaml")):
             found.update({f"{group}.{k}": v for k, v in _commented_choices(path).items()})
@@ -142,6 +143,7 @@ def test_yaml_comments_list_exactly_the_validated_choices() -> None:
     documented = {k: v for k, v in _yaml_choices().items() if k not in FREE_FORM}
     assert documented == choices.TRAIN
     assert _commented_choices(CONF / "predict.yaml") == choices.PREDICT
+    assert _commented_choices(CONF / "evaluate.yaml") == {"ensemble.mean": choices.ENSEMBLE_MEANS}
 
 
 def test_comment_parser_reads_notes_and_colons(tmp_path: Path) -> None:

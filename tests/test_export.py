@@ -28,10 +28,12 @@ def sample_images(trained_run: dict) -> torch.Tensor:
     return torch.stack([dataset[i][0] for i in range(len(dataset))])
 
 
-def reference_probs(trained_run: dict, images: torch.Tensor) -> np.ndarray:
-    model = load_detector(trained_run["run"]).model
+def reference_probs(trained_run: dict, images: torch.Tensor, calibrated: bool = True) -> np.ndarray:
+    """The checkpoint's probabilities: calibrated by its fitted temperature (predict's default), or raw."""
+    loaded = load_detector(trained_run["run"])
+    assert loaded.temperature is not None  # the run fitted one at its end
     with torch.no_grad():
-        return torch.sigmoid(model(images)).numpy()
+        return torch.sigmoid(loaded.model(images) / (loaded.temperature if calibrated else 1.0)).numpy()
 
 
 @pytest.mark.slow
@@ -57,7 +59,8 @@ def test_safetensors_via_the_command_line_reloads_to_the_same_probabilities(
     images = sample_images(trained_run)
     with torch.no_grad():
         probs = torch.sigmoid(loaded.model(images)).numpy()
-    np.testing.assert_allclose(probs, reference_probs(trained_run, images), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(probs, reference_probs(trained_run, images, False), rtol=0, atol=1e-7)
+    assert loaded.temperature == load_detector(trained_run["run"]).temperature
 
 
 @pytest.mark.slow

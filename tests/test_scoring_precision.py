@@ -66,6 +66,7 @@ def test_evaluate_scores_in_fp32_on_the_cpu(
         "data.num_workers=0",
         f"eval.out_dir={tmp_path}",
         "hardware.device=cpu",
+        "eval.calibrated=false",  # the raw probabilities, as `forward` computes them
     ]
     evaluate(compose_cfg(overrides, config_name="evaluate"), overrides)
     with open(tmp_path / "test" / "predictions.csv", newline="") as f:
@@ -79,5 +80,7 @@ def test_predict_scores_in_fp32_on_the_cpu(run: dict, tmp_path: Path, cpu_with_b
         "input": str(run["data"] / "test"),
         "output": str(tmp_path / "p.csv"),
     }
-    rows = predict(OmegaConf.create({**cfg, "num_workers": 0, "hardware": {"device": "cpu"}}))
+    rows = predict(
+        OmegaConf.create({**cfg, "num_workers": 0, "hardware": {"device": "cpu"}, "calibrated": False})
+    )
     assert_fp32(run, [r["path"] for r in rows], np.array([r["prob"] for r in rows]))

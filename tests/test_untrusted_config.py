@@ -7,6 +7,7 @@ marker file: nested inside a value (`training.optimizer.foreach`) and at the top
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -179,6 +180,51 @@ def test_a_hostile_safetensors_export_is_refused_too(tiny_run: dict, tmp_path: P
     bad = tmp_path / "bad.safetensors"
     save_file(load_file(good), bad, metadata=meta)
     assert_predict_refused(bad, tiny_run["data"] / "test", tmp_path / "preds.csv", why, marker)
+
+
+def test_every_ensemble_member_passes_the_allow_list(
+    tiny_run: dict, tmp_path: Path, marker: Path, compose_cfg: Any
+) -> None:
+    """checkpoint=[good, hostile]: the second member's config is refused in predict and evaluate alike."""
+    run, why = hostile_copy(tiny_run["run"], tmp_path / "run", nested)
+    output = tmp_path / "preds.csv"
+    cfg = {"checkpoint": [str(tiny_run["run"]), str(run)], "input": str(tiny_run["data"] / "test")}
+    with pytest.raises(UserError) as excinfo:
+        predict(OmegaConf.create({**cfg, "output": str(output), "num_workers": 0}))
+    assert_refused(excinfo, why, marker)
+    assert not output.exists()
+    overrides = [
+        f"checkpoint=[{tiny_run['run']},{run}]",
+        "data.num_workers=0",
+        f"eval.out_dir={tmp_path / 'eval'}",
+    ]
+    with pytest.raises(UserError) as excinfo:
+        evaluate(compose_cfg(overrides, config_name="evaluate"), overrides)
+    assert_refused(excinfo, why, marker)
+    assert not (tmp_path / "eval").exists()
+
+
+def test_a_safetensors_export_with_a_bad_temperature_is_refused(tiny_run: dict, tmp_path: Path) -> None:
+    """The temperature rides in the export's metadata: a crafted one is refused like the checkpoint's."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    good = export(tiny_run["run"], "safetensors", tmp_path / "good.safetensors")
+    with safe_open(str(good), framework="pt") as f:
+        meta = dict(f.metadata())
+    assert json.loads(meta["calibration"])["temperature"] > 0  # the run fitted one; the export keeps it
+    for value, why in (('{"temperature": -1}', "-1"), ('{"temperature": "1e999"}', "1e999"), ("{nope", None)):
+        bad = tmp_path / "bad.safetensors"
+        save_file(load_file(good), bad, metadata={**meta, "calibration": value})
+        with pytest.raises(UserError) as excinfo:
+            export(bad, "torchscript", tmp_path / "m.pt")
+        message = str(excinfo.value)
+        if why is None:
+            assert message == f"{bad}: its 'calibration' metadata is not JSON; export the checkpoint again"
+        else:
+            assert message.startswith(
+                f"{bad}: its calibration temperature ({why!r}) is not a finite number > 0"
+            )
 
 
 @pytest.mark.cli

@@ -1,9 +1,10 @@
 """Export a trained detector: `python -m deepfake.export checkpoint=<run dir | .pt> format=safetensors|torchscript|onnx`.
 
-- safetensors: weights plus metadata (architecture, preprocess, config); `predict.py` and `evaluate.py`
-  load it like a checkpoint, and nothing in it executes code when loaded.
+- safetensors: weights plus metadata (architecture, preprocess, config, calibration); `predict.py` and
+  `evaluate.py` load it like a checkpoint, and nothing in it executes code when loaded.
 - torchscript / onnx: a standalone graph from uint8 images (N, 3, S, S) at the saved size S to the
-  probability of fake (N,); normalisation is inside, the preprocess JSON rides along as metadata.
+  probability of fake (N,); normalisation and the fitted temperature (if any) are inside, the preprocess
+  JSON (and the calibration, in ONNX metadata) ride along.
 onnx needs the optional `onnx` and `onnxscript` packages (`pip install 'deepfake[export]'`).
 """
 
@@ -41,14 +42,16 @@ class ExportConfig:
 
 
 class ProbabilityModel(nn.Module):
-    """The detector with its sigmoid: uint8 images in, probability of fake out, as predict.py reports."""
+    """The detector with its temperature and sigmoid: uint8 images in, the calibrated probability of fake out,
+    as predict.py reports by default."""
 
-    def __init__(self, detector: nn.Module) -> None:
+    def __init__(self, detector: nn.Module, temperature: float = 1.0) -> None:
         super().__init__()
         self.detector = detector
+        self.temperature = float(temperature)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.detector(images))
+        return torch.sigmoid(self.detector(images) / self.temperature)
 
 
 def export(
@@ -71,12 +74,15 @@ def export(
 
 def _metadata(loaded: LoadedDetector) -> dict[str, str]:
     config = OmegaConf.to_yaml(loaded.config) if loaded.config is not None else ""
-    return {
+    meta = {
         "format": "deepfake-detector",
         "architecture": loaded.model.architecture,
         "preprocess": json.dumps(loaded.model.preprocess),
         "config": config,
     }
+    if loaded.temperature is not None:  # checked on load: finite, > 0
+        meta["calibration"] = json.dumps(loaded.checkpoint["calibration"])
+    return meta
 
 
 def _safetensors(loaded: LoadedDetector, out: Path, opset: int) -> None:
@@ -94,7 +100,7 @@ def _example(loaded: LoadedDetector) -> torch.Tensor:
 
 
 def _torchscript(loaded: LoadedDetector, out: Path, opset: int) -> None:
-    model = ProbabilityModel(loaded.model).eval()
+    model = ProbabilityModel(loaded.model, loaded.temperature or 1.0).eval()
     with warnings.catch_warnings():
         # Deprecated upstream in favour of torch.export, but still what libtorch (C++) and Triton load.
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=Warning)
@@ -107,7 +113,7 @@ def _onnx(loaded: LoadedDetector, out: Path, opset: int) -> None:
     import onnx
 
     loaded.model.channels_last = False  # a memory layout means nothing to an ONNX graph
-    model = ProbabilityModel(loaded.model).eval()
+    model = ProbabilityModel(loaded.model, loaded.temperature or 1.0).eval()
     tmp = out.with_name(f".{out.name}.export")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:

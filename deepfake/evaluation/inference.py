@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from deepfake.errors import UserError
+from deepfake.evaluation.calibration import checked_temperature
 from deepfake.models import DeepfakeDetector, get_model
 from deepfake.runs.safe_config import trusted_config
 from deepfake.system.precision import Precision
@@ -34,6 +35,9 @@ class LoadedDetector:
     path: Path  # the checkpoint file
     config: DictConfig | None  # the training run's resolved config, when the checkpoint has one
     checkpoint: dict[str, Any]  # everything else the file holds (metrics, train_state, ...)
+    temperature: float | None = (
+        None  # fitted at the end of training (checked: finite, > 0); None = uncalibrated
+    )
 
     @property
     def img_size(self) -> int:
@@ -71,6 +75,7 @@ def load_detector(path: str | Path) -> LoadedDetector:
             raise UserError(f"{path} is not a deepfake detector checkpoint: it has no '{key}'")
     # evaluate instantiates its data section: checked, and legacy targets moved to today's paths
     config = trusted_config(state["config"], str(path)) if state.get("config") else None
+    temperature = checked_temperature(str(path), state.get("calibration"))
     model = build_detector(str(state["architecture"]), _checked_preprocess(path, state["preprocess"]), config)
     try:
         model.load_state_dict(state["model"])
@@ -78,7 +83,9 @@ def load_detector(path: str | Path) -> LoadedDetector:
         raise UserError(
             f"the weights in {path} do not fit architecture {state['architecture']}: {str(e)[:300]}"
         ) from None
-    return LoadedDetector(model=model.eval(), path=path.resolve(), config=config, checkpoint=state)
+    return LoadedDetector(
+        model=model.eval(), path=path.resolve(), config=config, checkpoint=state, temperature=temperature
+    )
 
 
 def scoring_precision(precision: Precision, amp: str) -> Precision:
@@ -140,15 +147,17 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
             weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a Mapping)
     except Exception as e:
         raise UserError(f"{path} cannot be read as safetensors ({type(e).__name__}: {e})") from None
-    try:
-        preprocess = json.loads(meta.get("preprocess", "{}"))
-    except ValueError:
-        raise UserError(
-            f"{path}: its 'preprocess' metadata is not JSON; export the checkpoint again"
-        ) from None
     return {
         "model": weights,
         "architecture": meta.get("architecture", ""),
-        "preprocess": preprocess,
+        "preprocess": _json_metadata(path, meta, "preprocess", "{}"),
         "config": meta.get("config", ""),
+        "calibration": _json_metadata(path, meta, "calibration", "null"),
     }
+
+
+def _json_metadata(path: Path, meta: dict[str, str], key: str, default: str) -> Any:
+    try:
+        return json.loads(meta.get(key, default))
+    except ValueError:
+        raise UserError(f"{path}: its '{key}' metadata is not JSON; export the checkpoint again") from None

@@ -20,24 +20,26 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from deepfake.choices import AMP, FACE_AGGREGATION, PREDICTION_FORMATS, VIDEO_AGGREGATION
+from deepfake.choices import AMP, ENSEMBLE_MEANS, FACE_AGGREGATION, PREDICTION_FORMATS, TTA, VIDEO_AGGREGATION
 from deepfake.config import PredictConfig
 from deepfake.data.dataset import FaceDataset
 from deepfake.data.module import default_num_workers
 from deepfake.data.samples import IMAGE_EXTENSIONS, Sample
 from deepfake.data.transforms import eval_transform
 from deepfake.errors import ConfigError, UserError
-from deepfake.evaluation.inference import load_detector, scoring_precision
+from deepfake.evaluation.ensemble import Ensemble, Member, checkpoint_list, clip_length_of, load_ensemble
+from deepfake.evaluation.inference import scoring_precision
 from deepfake.prediction.inputs import NOT_A_VIDEO, VIDEO_EXTENSIONS, video_kind
 from deepfake.prediction.rows import COLUMNS, image_row, write_csv
 from deepfake.prediction.run import video_rows
-from deepfake.prediction.score import crop_scorer
 from deepfake.runs.fileio import atomic_write, require_writable
 from deepfake.system.hardware import HardwareManager
 from deepfake.system.precision import Precision
 
 log = logging.getLogger("deepfake")
 
+#: An image row's error when the checkpoint is a video-level clip model.
+CLIP_MODEL_IMAGE = "the checkpoint is a video-level clip model ({frames} frames per clip): it scores videos, not single images"
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 INPUT_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
 FORMATS = PREDICTION_FORMATS
@@ -94,7 +96,6 @@ class ImageFiles(Dataset):
             return blank, index, f"{type(cause).__name__}: {cause}"
 
 
-@torch.no_grad()
 def predict_paths(
     model: torch.nn.Module,
     paths: Sequence[str],
@@ -104,20 +105,38 @@ def predict_paths(
     batch_size: int = 64,
     num_workers: int = 0,
 ) -> tuple[np.ndarray, list[str]]:
-    """Fake probabilities (NaN where unreadable) and error messages ("" where fine), in `paths` order."""
-    dataset = ImageFiles(paths, img_size)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"
-    )
-    model.eval()
-    probs, errors = [], [""] * len(paths)
-    for images, index, messages in loader:
-        with precision.autocast():
-            logits = model(images.to(device, non_blocking=True))
-        probs.append(torch.sigmoid(logits.float()))  # stays on the device: one transfer at the end
-        for i, message in zip(index.tolist(), messages, strict=True):
-            errors[i] = message
-    out = torch.cat(probs).double().cpu().numpy()
+    """One model's fake probabilities (NaN where unreadable) and error messages ("" where fine), in order."""
+    ensemble = Ensemble([Member(model=model, img_size=img_size)], precision=precision)
+    return predict_images(ensemble, paths, device, batch_size, num_workers)
+
+
+@torch.no_grad()
+def predict_images(
+    ensemble: Ensemble, paths: Sequence[str], device: torch.device, batch_size: int = 64, num_workers: int = 0
+) -> tuple[np.ndarray, list[str]]:
+    """The ensemble's probabilities (NaN where unreadable) and error messages, in `paths` order.
+
+    Images are decoded once per distinct member input size, so each member scores exactly the pixels its
+    single prediction would.
+    """
+    logits = torch.empty(len(ensemble.members), len(paths), device=device)
+    errors = [""] * len(paths)
+    for size, which in ensemble.groups().items():
+        loader = DataLoader(
+            ImageFiles(paths, size),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        for member in which:
+            ensemble.members[member].model.eval()
+        for images, index, messages in loader:
+            rows = torch.tensor(which, device=device).unsqueeze(1)
+            logits[rows, index.to(device).unsqueeze(0)] = ensemble.raw_logits(images.to(device), which)
+            for i, message in zip(index.tolist(), messages, strict=True):
+                errors[i] = errors[i] or message
+    probs = ensemble.combine(ensemble.calibrated(logits))  # stays on the device: one transfer at the end
+    out = probs.double().cpu().numpy()
     out[[bool(e) for e in errors]] = np.nan
     return out, errors
 
@@ -147,21 +166,28 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     output = Path(cfg.output).expanduser()
     # Checked now, not after inference: a long run must not end in a write that was bound to fail.
     require_writable(output.parent, "the output folder", "pass output=<a path in a writable folder>")
-    loaded = load_detector(cfg.checkpoint)
-    paths = list_inputs(cfg.input)
-    kinds = [video_kind(p) for p in paths]
+    checkpoints = checkpoint_list(cfg.checkpoint)
     hw = HardwareManager(**cfg.hardware)
+    precision = scoring_precision(hw.precision(cfg.amp), cfg.amp)
+    ensemble, loaded = load_ensemble(
+        checkpoints, hw.device, precision, cfg.tta, cfg.ensemble.mean, cfg.calibrated
+    )
+    paths = list_inputs(cfg.input)
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
     hw.configure(workers)  # intra-op threads take the cores the loader workers leave
-    precision = scoring_precision(hw.precision(cfg.amp), cfg.amp)
-    log.info("predicting %d inputs (%d videos) with %s (%s, %s)", len(paths), kinds.count("video"),
-             loaded.path, hw.device, precision.name)  # fmt: skip
-    model = loaded.model.to(hw.device)
+    kinds = [video_kind(p) for p in paths]
+    clip = clip_length_of(loaded)
+    names = ", ".join(str(d.path) for d in loaded)
+    log.info("predicting %d inputs (%d videos) with %s (%s, %s)", len(paths), kinds.count("video"), names,
+             hw.device, precision.name)  # fmt: skip
     by_path: dict[int, dict[str, Any]] = {}
     images = [i for i, k in enumerate(kinds) if k == "image"]
-    if images:
-        probs, errors = predict_paths(
-            model, [paths[i] for i in images], loaded.img_size, precision, hw.device, cfg.batch_size, workers
+    if images and clip > 1:
+        for i in images:
+            by_path[i] = image_row(paths[i], None, CLIP_MODEL_IMAGE.format(frames=clip), cfg.threshold)
+    elif images:
+        probs, errors = predict_images(
+            ensemble, [paths[i] for i in images], hw.device, cfg.batch_size, workers
         )
         for i, prob, error in zip(images, probs, errors, strict=True):
             by_path[i] = image_row(paths[i], float(prob), error, cfg.threshold)
@@ -173,12 +199,25 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         }
     videos = [i for i, k in enumerate(kinds) if k == "video"]
     if videos:
-        score = crop_scorer(loaded, precision, hw.device)
-        found = video_rows([paths[i] for i in videos], cfg, loaded, score, hw.device, workers, output)
+        found = video_rows(
+            [paths[i] for i in videos], cfg, loaded[0], ensemble, clip, hw.device, workers, output
+        )
         by_path.update(zip(videos, found, strict=True))
     rows = [by_path[i] for i in range(len(paths))]
-    meta = {"checkpoint": str(loaded.path), "threshold": cfg.threshold, "preprocess": loaded.model.preprocess,
-            "aggregation": dict(cfg.aggregation), "no_face_prob": cfg.no_face_prob}  # fmt: skip
+    temps = [d.temperature if cfg.calibrated else None for d in loaded]  # None: raw probabilities
+    meta = {
+        "checkpoint": str(loaded[0].path) if len(loaded) == 1 else [str(d.path) for d in loaded],
+        "threshold": cfg.threshold,
+        "preprocess": loaded[0].model.preprocess
+        if len(loaded) == 1
+        else [d.model.preprocess for d in loaded],
+        "tta": cfg.tta,
+        "temperature": temps[0] if len(temps) == 1 else temps,
+        "aggregation": dict(cfg.aggregation),
+        "no_face_prob": cfg.no_face_prob,
+    }
+    if len(loaded) > 1:
+        meta["ensemble_mean"] = cfg.ensemble.mean
     write_predictions(rows, output, fmt, meta)
     _report(rows, cfg)
     return rows
@@ -222,9 +261,13 @@ def _checked(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"threshold must be in [0, 1] (got {cfg.threshold})")
     if cfg.batch_size <= 0:
         raise ConfigError(f"batch_size must be > 0 (got {cfg.batch_size})")
-    if cfg.amp not in AMP:
-        raise ConfigError(f"amp={cfg.amp!r} is not one of {', '.join(AMP)}")
-    for key, choices in (("aggregation.faces", FACE_AGGREGATION), ("aggregation.frames", VIDEO_AGGREGATION)):
+    for key, choices in (
+        ("amp", AMP),
+        ("tta", TTA),
+        ("ensemble.mean", ENSEMBLE_MEANS),
+        ("aggregation.faces", FACE_AGGREGATION),
+        ("aggregation.frames", VIDEO_AGGREGATION),
+    ):
         if OmegaConf.select(cfg, key) not in choices:
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is not one of {', '.join(choices)}")
     if cfg.aggregation.k <= 0:

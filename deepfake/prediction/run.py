@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from deepfake.extraction.detectors import FaceDetector, MtcnnDetector
 from deepfake.extraction.pipeline import build_detector
 from deepfake.prediction.preview import preview_dir, sheet_name, write_preview
 from deepfake.prediction.rows import FRAME_COLUMNS, frame_rows, frames_path, video_row, write_csv
-from deepfake.prediction.score import Scorer
+from deepfake.prediction.score import Scorer, clip_scorer
 from deepfake.prediction.settings import crop_settings
 from deepfake.prediction.videos import Aggregation, predict_videos
 
@@ -42,11 +43,15 @@ def video_rows(
     cfg: DictConfig,
     loaded: LoadedDetector,
     score: Scorer,
+    clip: int,
     device: torch.device,
     workers: int,
     output: Path,
 ) -> list[dict[str, Any]]:
-    """Rows of `paths` (all videos by content) in order; writes the per-frame CSV and previews when asked."""
+    """Rows of `paths` (all videos by content) in order; writes the per-frame CSV and previews when asked.
+
+    `clip` > 1: `score` is a clip model's, and each video's crops are scored together as one clip.
+    """
     settings = crop_settings(loaded, cfg.extraction)
     f = settings.faces
     log.info("cropping videos as extracted: %d frames, %s detector, margin %g, %d px, align %s, %s face(s)",
@@ -54,9 +59,12 @@ def video_rows(
     detector = build_detector(settings.detector)
     agg = Aggregation(cfg.aggregation.faces, cfg.aggregation.frames, cfg.aggregation.k)
     workers = min(workers, len(paths))
+    batch_size = cfg.batch_size
+    if clip > 1:
+        score, batch_size = clip_scorer(score, clip), sys.maxsize  # all of a video's crops in one call
     rows, per_frame, taken = [], [], set()
     with cpu_threads(detector, settings, workers):
-        for result in predict_videos(paths, settings, detector, score, agg, device, workers, cfg.batch_size):
+        for result in predict_videos(paths, settings, detector, score, agg, device, workers, batch_size):
             rows.append(video_row(result, cfg.threshold, cfg.no_face_prob))
             per_frame.extend(frame_rows(result))
             if cfg.preview and result.status != "error":

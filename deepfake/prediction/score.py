@@ -1,7 +1,8 @@
 """The one callable a video's crops are scored through: uint8 crops in, fake probabilities out, on the device.
 
-Prediction code calls only this, so an ensemble or test-time augmentation can replace it without touching the
-video path.
+Prediction code calls only this, so flip TTA, temperatures and ensembles (`deepfake.evaluation.ensemble.Ensemble`,
+which is such a callable) apply to videos exactly as to images. A clip model scores a whole video at once:
+`clip_scorer` adapts it to the same contract.
 """
 
 from __future__ import annotations
@@ -9,27 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torchvision.transforms.v2 import functional as F
 
-from deepfake.evaluation.inference import LoadedDetector
-from deepfake.system.precision import Precision
+from deepfake.data.clips import clip_positions
 
 #: uint8 (N, 3, S, S) crops on the device -> float32 (N,) probabilities of fake on the device.
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 
 
-def crop_scorer(loaded: LoadedDetector, precision: Precision, device: torch.device) -> Scorer:
-    """Score crops of any size S with `loaded`: resized on the device to its input size (antialiased, as a
-    downscale in the training loaders is), under `precision`'s autocast, sigmoid of the logit."""
-    model = loaded.model.to(device).eval()
-    size = loaded.img_size
+def clip_scorer(score: Scorer, frames: int) -> Scorer:
+    """Score one video's crops (all of them, in temporal order) as a clip of `frames` evenly spaced ones, as
+    training sampled them (fewer are repeated in order); every crop gets the clip's probability, so any
+    aggregation over faces and frames returns it unchanged."""
 
-    @torch.no_grad()
-    def score(batch: torch.Tensor) -> torch.Tensor:
-        if batch.shape[-2:] != (size, size):
-            batch = F.resize(batch, [size, size], antialias=True)
-        with precision.autocast():
-            logits = model(batch)
-        return torch.sigmoid(logits.float()).reshape(-1)
+    def run(crops: torch.Tensor) -> torch.Tensor:
+        clip = crops[clip_positions(len(crops), frames)].unsqueeze(0)  # (1, T, 3, S, S)
+        return score(clip).reshape(1).expand(len(crops))
 
-    return score
+    return run

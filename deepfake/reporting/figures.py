@@ -1,4 +1,4 @@
-"""ROC, precision-recall and confusion-matrix figures (label 1 = fake = positive), for PNGs and TensorBoard.
+"""ROC, precision-recall, reliability and confusion-matrix figures (label 1 = fake = positive), for PNGs and TensorBoard.
 
 Figures are built with matplotlib's object API (`Figure`, no pyplot state), so they render headless, on a
 cluster node or in a DataLoader-heavy process, and never open a window; the curves are scikit-learn's displays.
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
 from deepfake.runs.fileio import atomic_write
@@ -38,6 +39,25 @@ def pr_figure(
     PrecisionRecallDisplay.from_predictions(*frames, ax=ax, name="frames", plot_chance_level=True)
     if videos is not None:
         PrecisionRecallDisplay.from_predictions(*videos, ax=ax, name="videos")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_figure(
+    labels: np.ndarray, curves: dict[str, np.ndarray], title: str = "Reliability"
+) -> Figure:
+    """Fraction of fakes against mean predicted probability in 15 equal-width bins, one curve per named set of
+    probabilities (e.g. raw and calibrated), with each curve's ECE in the legend and the diagonal."""
+    from deepfake.evaluation.calibration import ECE_BINS, expected_calibration_error
+
+    fig = Figure(figsize=(5, 5), dpi=100)
+    ax = fig.add_subplot()
+    for k, (name, probs) in enumerate(curves.items()):
+        ece = expected_calibration_error(labels, probs)
+        CalibrationDisplay.from_predictions(
+            labels, probs, n_bins=ECE_BINS, ax=ax, name=f"{name} (ECE {ece:.3f})", ref_line=k == 0
+        )
     ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepfake.errors import UserError
+from deepfake.evaluation.tta import tta_logits
 from deepfake.system.precision import Precision
 from deepfake.training.sam import SAM, frozen_bn_stats
 
@@ -324,16 +325,17 @@ def _check_finite(nonfinite: torch.Tensor, on_nan: str, state: TrainState) -> No
 
 @torch.no_grad()
 def validate(
-    model: nn.Module, loader: Iterable, precision: Precision, device: torch.device
+    model: nn.Module, loader: Iterable, precision: Precision, device: torch.device, tta: str = "none"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Predict a whole split; returns (labels, fake probabilities, dataset indices) in loader order."""
+    """Predict a whole split (`tta`: see `deepfake.evaluation.tta`); returns (labels, fake probabilities,
+    dataset indices) in loader order."""
     model.eval()
     probs, labels, indices = [], [], []
     for batch in loader:
         images, y, index = move_batch(batch, device)
         with precision.autocast():
-            logits = model(images)
-        probs.append(torch.sigmoid(logits.float()))
+            logits = tta_logits(model, images, tta)
+        probs.append(torch.sigmoid(logits))
         labels.append(y)
         indices.append(index)
     if not probs:

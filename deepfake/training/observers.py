@@ -39,6 +39,7 @@ class Run(Protocol):
     ddp: DistContext
     state: TrainState
     stop_reason: str
+    calibration: dict[str, Any] | None
 
     def save(self, saved_at: str, new_best: Best | None = None) -> None: ...
 

@@ -110,6 +110,7 @@ def write_metrics(
     stop_reason: str,
     state: TrainState,
     duration: float,
+    calibration: dict[str, Any] | None = None,
 ) -> None:
     payload = {
         "monitor": cfg.training.monitor,
@@ -121,6 +122,8 @@ def write_metrics(
         "global_step": state.global_step,
         "duration_s": round(duration, 2),
     }
+    if calibration is not None:  # best.pt's temperature and the validation log loss and ECE before/after it
+        payload["calibration"] = calibration
     text = json.dumps(json_safe(payload), indent=2, allow_nan=False)
     atomic_write(run_dir / "metrics.json", lambda f: f.write(text.encode()))
 

@@ -27,6 +27,7 @@ from deepfake.runs.backup import ProjectBackup
 from deepfake.system import distributed
 from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
 from deepfake.training.build import instantiate
+from deepfake.training.calibration import CalibrationObserver
 from deepfake.training.checkpoint import build_state
 from deepfake.training.debug import check_verdict, debug_observers
 from deepfake.training.early_stopping import Best, improved
@@ -135,6 +136,7 @@ class Trainer(TrainerSetup):
         self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
         self.observers: list[Observer] = []
         self.extraction = manifest_settings(cfg.data)  # saved in checkpoints: predict.py crops videos alike
+        self.calibration: dict[str, Any] | None = None  # best.pt's fitted temperature, for metrics.json
 
     def run(self) -> float:
         self.setup()
@@ -199,6 +201,9 @@ class Trainer(TrainerSetup):
             EarlyStoppingObserver(self.early, tc.early_stopping.enabled),
             CheckpointObserver(self.checkpoints, tc.checkpoint.every_n_steps, self.num_batches),
             ProgressObserver(self.progress),
+            CalibrationObserver(
+                self.model, self.val_loader, self.precision, self.device, self.checkpoints.best
+            ),
             MetricsFileObserver(),
             BackupObserver(self.backup),
             *debug_observers(cfg, self.run_dir, self.device, self.num_batches),
@@ -283,7 +288,7 @@ class Trainer(TrainerSetup):
     def _validate(self, model: torch.nn.Module, prefix: str) -> tuple[dict[str, float], tuple]:
         """Each rank predicts its shard; all ranks get the whole split, so the metrics are a single run's."""
         predictions = distributed.gather_predictions(
-            self.ddp, *validate(model, self.val_loader, self.precision, self.device)
+            self.ddp, *validate(model, self.val_loader, self.precision, self.device, self.cfg.eval.tta)
         )
         return val_metrics(*predictions, self.val_videos, prefix, self.cfg), predictions
 
@@ -359,7 +364,16 @@ class Trainer(TrainerSetup):
             self.best = new_best
 
     def write_metrics(self, stop_reason: str) -> None:
-        write_metrics(self.run_dir, self.cfg, self.final, self.best, stop_reason, self.state, self.elapsed())
+        write_metrics(
+            self.run_dir,
+            self.cfg,
+            self.final,
+            self.best,
+            stop_reason,
+            self.state,
+            self.elapsed(),
+            self.calibration,
+        )
 
     # ----- the end -----
 

@@ -1,0 +1,90 @@
+"""`calibration=temperature`: at the end of a run, fit a temperature on best.pt's validation predictions.
+
+The observer runs when the loop ends normally, before the metrics file and the exit backup (which then hold
+the result). Every rank loads best.pt's weights and predicts its validation shard (with `eval.tta`, as
+validation did); rank 0 fits the temperature on the gathered logits (`deepfake.evaluation.calibration`),
+writes it into best.pt as `calibration`, draws plots/reliability.png and hands the before/after log loss
+and ECE to metrics.json. Only best.pt carries it: last.pt is the resume state, whose weights may differ.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from deepfake.evaluation.calibration import calibrate
+from deepfake.evaluation.ensemble import Ensemble, Member, score_loader
+from deepfake.system.distributed import gather_predictions
+from deepfake.system.precision import Precision
+from deepfake.training.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from deepfake.training.observers import Observer, Run
+
+log = logging.getLogger("deepfake")
+
+
+class CalibrationObserver(Observer):
+    """Fits and stores best.pt's temperature when the run ends (outcome `end`) with a best.pt."""
+
+    def __init__(
+        self, model: nn.Module, loader: DataLoader, precision: Precision, device: torch.device, best: Path
+    ) -> None:
+        self.model, self.loader, self.precision, self.device, self.best = (
+            model,
+            loader,
+            precision,
+            device,
+            best,
+        )
+
+    def on_close(self, run: Run, outcome: str) -> None:
+        if outcome != "end" or run.cfg.calibration == "none":
+            return
+        run.ddp.barrier()  # rank 0's last best.pt is on disk before any rank reads it
+        if not self.best.is_file():
+            return
+        state = load_checkpoint(self.best, map_location=self.device)
+        bare = unwrap(self.model)
+        bare.load_state_dict(state["model"])
+        member = Member(model=bare, img_size=int(bare.img_size))
+        labels, logits, index = score_loader(
+            Ensemble([member], run.cfg.eval.tta, precision=self.precision), self.loader, self.device
+        )
+        labels, logits, _ = gather_predictions(run.ddp, labels, logits[0], index)
+        if not run.ddp.is_main:
+            return
+        result = calibrate(logits, labels, run.cfg.eval.tta)
+        if result is None:
+            return
+        state["calibration"] = result
+        try:
+            save_checkpoint(self.best, state)  # atomic: on failure best.pt stays as it was, uncalibrated
+        except OSError as e:  # the metrics file and the exit backup still follow
+            log.warning("could not store the temperature in %s (%s); predictions stay raw", self.best, e)
+            return
+        run.calibration = result
+        before, after = result["before"], result["after"]
+        log.info(
+            "calibration: temperature %.4g fitted on %d validation images (best.pt); log loss %.4f -> %.4f, "
+            "ECE %.4f -> %.4f", result["temperature"], len(labels), before["log_loss"], after["log_loss"],
+            before["ece"], after["ece"],
+        )  # fmt: skip
+        write_reliability(run.run_dir / "plots" / "reliability.png", labels, logits, result["temperature"])
+
+
+def write_reliability(path: Path, labels: np.ndarray, logits: np.ndarray, temperature: float) -> None:
+    """The validation reliability diagram, raw against calibrated; a plot failure is only a warning."""
+    from deepfake.reporting.figures import reliability_figure, save_png  # matplotlib: only here
+
+    def sigmoid(z: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-z))
+
+    try:
+        curves = {"raw": sigmoid(logits), "calibrated": sigmoid(logits / temperature)}
+        save_png(reliability_figure(labels, curves, "Reliability: validation (best.pt)"), path)
+    except Exception as e:
+        log.warning("could not write %s (%s: %s)", path, type(e).__name__, e)
