@@ -289,7 +289,7 @@ def test_predict_into_a_read_only_folder_fails_before_inference(
     def no_inference(*args: Any) -> None:
         raise AssertionError("inference started although the output cannot be written")
 
-    monkeypatch.setattr("deepfake.evaluation.predict.load_detector", no_inference)
+    monkeypatch.setattr("deepfake.evaluation.predict.load_ensemble", no_inference)
     folder = read_only(Path(tempfile.mkdtemp(dir=shared["base"])))
     cfg = {"checkpoint": str(shared["run"]), "input": str(shared["data"]), "output": str(folder / "p.csv")}
     code, err = run_unprivileged(tmp_path, predict, cfg)
