@@ -22,6 +22,9 @@ DECODERS = ("cpu", "gpu")
 VIDEO_AGGREGATION = ("mean", "max", "median")
 BACKENDS = ("auto", "gloo", "nccl")
 PREDICTION_FORMATS = ("csv", "json")
+STREAMS = ("rgb", "srm", "dct")
+FUSIONS = ("early", "late")
+MASK_LOSSES = ("bce", "dice")
 
 #: Choice keys of the training config (`conf/train.yaml`), by dotted key.
 TRAIN: dict[str, tuple[str, ...]] = {
@@ -39,6 +42,8 @@ TRAIN: dict[str, tuple[str, ...]] = {
     "data.decode": DECODERS,
     "eval.video_aggregation": VIDEO_AGGREGATION,
     "distributed.backend": BACKENDS,
+    "model.fusion": FUSIONS,
+    "training.mask_loss": MASK_LOSSES,
 }
 
 #: Choice keys of `conf/predict.yaml` (`format` may also be null: taken from the output file's extension).

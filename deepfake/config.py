@@ -32,6 +32,9 @@ class ModelConfig:
     channels_last: bool = True
     compile: bool = False
     grad_checkpointing: bool = False
+    streams: list[str] = field(default_factory=lambda: ["rgb"])
+    fusion: str = "early"
+    mask_head: bool = False
 
 
 @dataclass
@@ -102,6 +105,8 @@ class TrainingConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     auto_batch_size: bool = False
     auto_resume: bool = False
+    mask_loss: str = "bce"
+    mask_loss_weight: float = 1.0
 
 
 @dataclass
@@ -350,6 +355,7 @@ _NON_NEGATIVE: tuple[str, ...] = (
     "backup.min_free_gb",
     "training.checkpoint.keep_top_k",
     "hardware.sample_every_n_seconds",
+    "training.mask_loss_weight",
 )
 
 
@@ -426,6 +432,11 @@ def _check_single_keys(cfg: DictConfig) -> None:
     if every is not None and every <= 0:
         raise ConfigError(
             f"training.checkpoint.every_n_steps must be > 0 or null (got {every}); null saves once per epoch"
+        )
+    if cfg.model.mask_head and cfg.data.fake_synthesis != "sbi":
+        raise ConfigError(
+            f"model.mask_head=true learns the blend masks SBI makes, but data.fake_synthesis="
+            f"{cfg.data.fake_synthesis}; add data.fake_synthesis=sbi or set model.mask_head=false"
         )
     if cfg.data.kind == "manifest" and not cfg.data.manifest:
         raise ConfigError(

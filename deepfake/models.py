@@ -1,10 +1,11 @@
-"""Detectors: a timm backbone, dropout and a one-logit head (label 1 = fake)."""
+"""Detectors: a timm backbone, dropout and a one-logit head (label 1 = fake), optionally with extra input
+streams (`deepfake.detectors.fusion`) and a blend-mask head (`deepfake.detectors.mask_head`)."""
 
 from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,10 @@ import timm
 import torch
 from timm.optim import param_groups_weight_decay
 from torch import nn
+from torch.nn import functional as F
 
+from deepfake.detectors.fusion import EarlyFusion, LateFusion, check_streams
+from deepfake.detectors.mask_head import MaskDecoder, check_spatial, spatial_map
 from deepfake.errors import ConfigError
 from deepfake.weights import load_backbone_weights
 
@@ -61,6 +65,7 @@ class DeepfakeDetector(nn.Module):
         architecture: str = "",
         img_size: int = 224,
         channels_last: bool = False,
+        mask_decoder: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -73,6 +78,7 @@ class DeepfakeDetector(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.head = nn.Sequential(nn.Dropout(dropout_rate), nn.Linear(backbone.num_features, 1))
+        self.mask_decoder = mask_decoder
 
     @property
     def preprocess(self) -> dict[str, Any]:
@@ -92,8 +98,25 @@ class DeepfakeDetector(nn.Module):
             memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(self.normalize(x))).squeeze(1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Fake logits (N,); a training batch that carries masks (a fourth channel, see
+        `deepfake.detectors.mask_head`) also gets the mask logits (N, 1, h, w) back."""
+        if self.mask_decoder is None:
+            return self.head(self.backbone(self.normalize(x))).squeeze(1)
+        features = self.backbone.forward_features(self.normalize(x[:, :3]))
+        logits = self.head(self.backbone.forward_head(features, pre_logits=True)).squeeze(1)
+        if x.shape[1] == 3:
+            return logits
+        return logits, self.mask_decoder(spatial_map(self.backbone, features))
+
+    @torch.no_grad()
+    def predict_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """Blend-mask probabilities (N, 1, H, W) at the input's size, for previews and TensorBoard."""
+        if self.mask_decoder is None:
+            raise ConfigError("this detector has no mask head; train it with model.mask_head=true")
+        features = self.backbone.forward_features(self.normalize(x[:, :3]))
+        logits = self.mask_decoder(spatial_map(self.backbone, features)).float()
+        return torch.sigmoid(F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False))
 
     def configure_optimizers(
         self,
@@ -129,23 +152,69 @@ def get_model(
     channels_last: bool = False,
     compile: bool = False,
     grad_checkpointing: bool = False,
+    streams: Sequence[str] = ("rgb",),
+    fusion: str = "early",
+    mask_head: bool = False,
 ) -> DeepfakeDetector:
     """Create a detector from an alias or any timm name.
 
     `weights` is a local .safetensors/.pth file of the backbone (the offline way to get pretrained
     weights), or a detector checkpoint of this project; its classifier or head is dropped and ours is freshly
-    initialised. A file that does not fit the architecture is refused (`deepfake.weights`).
+    initialised. A file that does not fit the architecture is refused (`deepfake.weights`). `streams` beyond
+    rgb add SRM/DCT inputs fused `early` or `late`; `mask_head` adds the blend-mask decoder.
     """
     name = resolve_architecture(architecture)
+    streams = check_streams(streams, fusion)
+    if mask_head and len(streams) > 1 and fusion == "late":
+        raise ConfigError(
+            "model.mask_head=true cannot follow model.fusion=late (several backbones, no single feature "
+            "map); use model.fusion=early or model.mask_head=false"
+        )
+    path = Path(weights).expanduser() if weights else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"model.weights={weights} does not exist; pass a .safetensors or .pth file")
+
+    def make_backbone() -> nn.Module:
+        return _backbone(
+            name, pretrained and path is None, path, drop_path_rate, img_size, grad_checkpointing
+        )
+
+    backbone = make_backbone()
+    size = img_size or int(backbone.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    if len(streams) > 1 and fusion == "early":
+        backbone = EarlyFusion(backbone, streams)
+    elif len(streams) > 1:
+        backbone = LateFusion(backbone, make_backbone, streams)
+    decoder = MaskDecoder(check_spatial(backbone, name, size)) if mask_head else None
+    model = DeepfakeDetector(
+        backbone, dropout_rate=dropout_rate, architecture=name, img_size=size, channels_last=channels_last,
+        mask_decoder=decoder,
+    )  # fmt: skip
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        # In-place compile keeps state_dict keys free of the `_orig_mod.` prefix.
+        model.compile()
+    log.info(
+        "model %s: %.2fM parameters, input %dpx", name, sum(p.numel() for p in model.parameters()) / 1e6, size
+    )
+    return model
+
+
+def _backbone(
+    name: str,
+    pretrained: bool,
+    path: Path | None,
+    drop_path_rate: float,
+    img_size: int | None,
+    grad_checkpointing: bool,
+) -> nn.Module:
+    """One timm backbone without classifier, with hub or local weights (a local file replaces the hub)."""
     kwargs: dict[str, Any] = {"num_classes": 0}
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
     if img_size is not None and _takes_img_size(name):
         kwargs["img_size"] = img_size
-    path = Path(weights).expanduser() if weights else None
-    if path is not None and not path.is_file():
-        raise ConfigError(f"model.weights={weights} does not exist; pass a .safetensors or .pth file")
-    pretrained = pretrained and path is None  # a local file replaces the hub download
     try:
         backbone = timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as e:
@@ -160,19 +229,7 @@ def get_model(
         load_backbone_weights(backbone, path, name)
     if grad_checkpointing:
         backbone.set_grad_checkpointing(True)
-    size = img_size or int(backbone.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
-    model = DeepfakeDetector(
-        backbone, dropout_rate=dropout_rate, architecture=name, img_size=size, channels_last=channels_last
-    )
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if compile:
-        # In-place compile keeps state_dict keys free of the `_orig_mod.` prefix.
-        model.compile()
-    log.info(
-        "model %s: %.2fM parameters, input %dpx", name, sum(p.numel() for p in model.parameters()) / 1e6, size
-    )
-    return model
+    return backbone
 
 
 def _takes_img_size(name: str) -> bool:

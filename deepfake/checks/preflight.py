@@ -147,6 +147,7 @@ def _dataset(cfg: DictConfig, report: Report, img_size: int, hw: HardwareManager
         eval_batch_size=tc.eval_batch_size,
         seed=cfg.seed,
         pin_memory=hw is not None and hw.device.type == "cuda",
+        masks=cfg.model.mask_head,
         _convert_="all",
     )
     try:

@@ -91,6 +91,7 @@ class DataModule:
         pin_memory: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        masks: bool = False,
     ) -> None:
         self.kind = _choice("kind", kind, KINDS)
         self.root = Path(root).expanduser() if root else None
@@ -117,6 +118,7 @@ class DataModule:
         self.pin_memory = pin_memory
         self.rank = rank  # under DDP the train and val loaders yield this rank's shard
         self.world_size = world_size
+        self.masks = masks  # model.mask_head: train batches carry the blend mask as a fourth channel
         self.samples: dict[str, list[Sample]] = {}
         self.test_samples: dict[str, list[Sample]] = {}
         self.sbi_sources: list[int] = []
@@ -277,6 +279,7 @@ class DataModule:
             cache=cache,
             sbi_sources=self.sbi_sources if train else (),
             deferred=self.decode == "gpu",
+            masks=self.masks and train,
         )
 
     def train_dataloader(self) -> SlotLoader | DeviceDecodeLoader:
@@ -312,7 +315,7 @@ class DataModule:
             "worker_init_fn": init_worker,
         }
         if not ds.deferred:  # every image is uint8 (3, S, S): the workers (or this process) fill batch slots
-            shape = (3, self.img_size, self.img_size)
+            shape = (4 if ds.masks else 3, self.img_size, self.img_size)
             return SlotLoader(ds, sampler, batch_size, shape, drop_last=drop_last, pin_memory=self.pin_memory,
                               **options)  # fmt: skip
         # data.decode=gpu: workers ship payloads (JPEG bytes) of different lengths; the GPU decodes each batch.

@@ -23,7 +23,9 @@ from deepfake.system.precision import Precision
 from deepfake.training.checkpoint import load_checkpoint
 
 #: Model keys that shape the network or its memory layout; the rest (pretrained, compile, ...) only train.
-_BUILD_KEYS = ("dropout_rate", "drop_path_rate", "img_size", "channels_last")
+_BUILD_KEYS = (
+    "dropout_rate", "drop_path_rate", "img_size", "channels_last", "streams", "fusion", "mask_head"
+)  # fmt: skip
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from deepfake.detectors.mask_head import mask_loss
 from deepfake.errors import UserError
 from deepfake.system.precision import Precision
 
@@ -38,6 +39,8 @@ class LoopConfig:
     on_nan: str = "stop"
     log_every: int = 20
     pos_weight: float | None = None  # BCE weight of the fake class (data.balance=pos_weight)
+    mask_loss: str = "bce"  # model.mask_head's loss: bce | dice
+    mask_loss_weight: float = 1.0
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides: Any) -> LoopConfig:
@@ -50,6 +53,8 @@ class LoopConfig:
             accum_steps=tc.grad_accum_steps,
             on_nan=tc.on_nan,
             log_every=tc.log_every_n_steps,
+            mask_loss=tc.mask_loss,
+            mask_loss_weight=tc.mask_loss_weight,
         )
         return replace(loop, **overrides)
 
@@ -179,6 +184,7 @@ def _backward(
     steps_now: bool,
     pos_weight: torch.Tensor | None,
     meter: _Meter,
+    loop: LoopConfig,
 ) -> None:
     """Forward and backward one micro-batch; DDP syncs gradients only on the window's last one."""
     model, scaler = ctx.model, ctx.precision.scaler
@@ -187,7 +193,12 @@ def _backward(
     with model.no_sync() if no_sync else contextlib.nullcontext():
         with ctx.precision.autocast():
             logits = model(images)
+        masks = None
+        if isinstance(logits, tuple):  # model.mask_head: the batch's fourth channel holds the blend masks
+            logits, masks = logits
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=pos_weight)
+        if masks is not None:
+            loss = loss + loop.mask_loss_weight * mask_loss(masks, images[:, 3:], loop.mask_loss)
         scaled = loss / window_len
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
     meter.add(loss.detach(), images.shape[0])
@@ -238,7 +249,7 @@ def train_epoch(
         window_start = (state.batch_in_epoch // loop.accum_steps) * loop.accum_steps
         window_len = min(loop.accum_steps, num_batches - window_start)
         steps_now = (state.batch_in_epoch + 1 - window_start) == window_len
-        _backward(ctx, batch, window_len, steps_now, pos_weight, meter)
+        _backward(ctx, batch, window_len, steps_now, pos_weight, meter, loop)
         state.batch_in_epoch += 1
         if not steps_now:
             continue
