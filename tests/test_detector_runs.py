@@ -1,8 +1,12 @@
-"""Each detector family through whole runs: exact mid-epoch resume on the CPU, and export to safetensors
-rebuilt by predict/evaluate (`deepfake.evaluation.inference` reads `model.streams/fusion/mask_head`)."""
+"""Each detector family through whole runs: exact mid-epoch resume on the CPU, export to safetensors rebuilt
+by predict/evaluate (`deepfake.evaluation.inference` reads `model.streams/fusion/mask_head`), and DDP."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,7 @@ from deepfake.evaluation.export import export
 from deepfake.evaluation.inference import load_detector
 from deepfake.system.interrupt import TrainingInterrupted
 from deepfake.training.runner import train
-from tests.conftest import make_folder_dataset
+from tests.conftest import ROOT, make_folder_dataset
 from tests.runs import STEPS_PER_EPOCH, make_config, restore_torch_globals, run_dir_of
 from tests.test_resume import assert_same, interrupt_at
 
@@ -70,3 +74,35 @@ def test_each_family_resumes_bit_identical_and_exports(
     grids = [e.step for e in events.Images("val/blend_masks")] if mask_head else []
     steps = expected["train_state"]["global_step"]  # 2 epochs (SBI fakes add steps)
     assert grids == ([steps // 2, steps] if mask_head else [])
+
+
+@pytest.mark.slow
+@pytest.mark.cli
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["model.streams=[rgb,srm,dct]", "model.mask_head=true", "data.fake_synthesis=sbi"],
+        ["model.streams=[rgb,dct]", "model.fusion=late"],
+    ],
+)
+def test_families_train_under_torchrun_on_two_cpu_processes(
+    data: Path, tmp_path: Path, options: list[str]
+) -> None:
+    """DDP: every parameter (stems, widened conv, mask decoder) gets a gradient each step, so DDP's reducer
+    needs no unused-parameter search, and rank 0 alone writes the run, masks grid included."""
+    args = [
+        "model=tiny", "data=folder", f"data.root={data}", "data.num_workers=0", "data.img_size=32",
+        "training.num_epochs=1", "training.batch_size=4", f"base_path={tmp_path}", *options,
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(ROOT / "train.py"), *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=400, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = run_dir_of(tmp_path)
+    assert "distributed: 2 processes, backend gloo" in (run / "train.log").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stop_reason"] == "completed" and 0.0 <= metrics["final"]["val/auc"] <= 1.0
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert ("val/blend_masks" in events.Tags()["images"]) == ("model.mask_head=true" in options)
