@@ -12,6 +12,7 @@ from scipy import fft, ndimage
 from torch import nn
 
 from deepfake.config import Config, to_config
+from deepfake.detectors.fusion import widen_stem
 from deepfake.detectors.mask_head import check_spatial, mask_loss, mask_overlay
 from deepfake.detectors.streams import SRM_KERNELS, SRM_SCALES, FADFilter, SRMFilter
 from deepfake.errors import ConfigError
@@ -130,6 +131,17 @@ def test_refused_combinations_name_both_options() -> None:
     cfg.model.mask_head = True
     with pytest.raises(ConfigError, match=r"model.mask_head=true .*data.fake_synthesis=none"):
         to_config(cfg)
+
+
+def test_a_backbone_without_a_first_convolution_is_refused_for_streams() -> None:
+    class Linear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pretrained_cfg = {"first_conv": "proj", "architecture": "linear_net"}
+            self.proj = nn.Linear(3, 3)
+
+    with pytest.raises(ConfigError, match=r"model.streams needs .*linear_net has none"):
+        widen_stem(Linear(), 6, rgb_first=True)
 
 
 def test_a_backbone_without_a_feature_map_is_refused_for_the_mask_head() -> None:

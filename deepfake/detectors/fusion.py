@@ -35,10 +35,14 @@ def check_streams(streams: Sequence[str], fusion: str) -> list[str]:
 
 def first_conv(backbone: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
     """The parent module, attribute name and layer of a timm backbone's first convolution."""
-    path = (getattr(backbone, "pretrained_cfg", None) or {}).get("first_conv")
-    conv = backbone.get_submodule(path) if path else None
+    cfg = getattr(backbone, "pretrained_cfg", None) or {}
+    path = cfg.get("first_conv")
+    try:
+        conv = backbone.get_submodule(path) if path else None
+    except AttributeError:
+        conv = None
     if not isinstance(conv, nn.Conv2d):
-        name = getattr(backbone, "default_cfg", {}).get("architecture", type(backbone).__name__)
+        name = cfg.get("architecture", type(backbone).__name__)
         raise ConfigError(
             f"model.streams needs a backbone whose first layer is a convolution timm names, and {name} has "
             "none; use model.streams=[rgb] or another model.architecture"
