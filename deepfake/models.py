@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from deepfake.detectors.fusion import EarlyFusion, LateFusion, check_streams
-from deepfake.detectors.mask_head import MaskDecoder, check_spatial, spatial_map
+from deepfake.detectors.mask_head import MaskDecoder, mask_level
 from deepfake.errors import ConfigError
 from deepfake.weights import load_backbone_weights
 
@@ -66,6 +66,7 @@ class DeepfakeDetector(nn.Module):
         img_size: int = 224,
         channels_last: bool = False,
         mask_decoder: nn.Module | None = None,
+        mask_index: int = -1,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -79,6 +80,7 @@ class DeepfakeDetector(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.head = nn.Sequential(nn.Dropout(dropout_rate), nn.Linear(backbone.num_features, 1))
         self.mask_decoder = mask_decoder
+        self.mask_index = mask_index  # the `forward_intermediates` level the mask decoder reads
 
     @property
     def preprocess(self) -> dict[str, Any]:
@@ -103,19 +105,23 @@ class DeepfakeDetector(nn.Module):
         `deepfake.detectors.mask_head`) also gets the mask logits (N, 1, h, w) back."""
         if self.mask_decoder is None:
             return self.head(self.backbone(self.normalize(x))).squeeze(1)
-        features = self.backbone.forward_features(self.normalize(x[:, :3]))
-        logits = self.head(self.backbone.forward_head(features, pre_logits=True)).squeeze(1)
-        if x.shape[1] == 3:
-            return logits
-        return logits, self.mask_decoder(spatial_map(self.backbone, features))
+        logits, masks = self._with_masks(x)
+        return logits if x.shape[1] == 3 else (logits, masks)
+
+    def _with_masks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One backbone pass for both heads: the fake logits and the mask logits (N, 1, h, w)."""
+        final, (features,) = self.backbone.forward_intermediates(
+            self.normalize(x[:, :3]), indices=[self.mask_index]
+        )
+        logits = self.head(self.backbone.forward_head(final, pre_logits=True)).squeeze(1)
+        return logits, self.mask_decoder(features)
 
     @torch.no_grad()
     def predict_mask(self, x: torch.Tensor) -> torch.Tensor:
         """Blend-mask probabilities (N, 1, H, W) at the input's size, for previews and TensorBoard."""
         if self.mask_decoder is None:
             raise ConfigError("this detector has no mask head; train it with model.mask_head=true")
-        features = self.backbone.forward_features(self.normalize(x[:, :3]))
-        logits = self.mask_decoder(spatial_map(self.backbone, features)).float()
+        logits = self._with_masks(x)[1].float()
         return torch.sigmoid(F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False))
 
     def configure_optimizers(
@@ -185,10 +191,10 @@ def get_model(
         backbone = EarlyFusion(backbone, streams)
     elif len(streams) > 1:
         backbone = LateFusion(backbone, make_backbone, streams)
-    decoder = MaskDecoder(check_spatial(backbone, name, size)) if mask_head else None
+    index, channels = mask_level(backbone, name, size) if mask_head else (-1, 0)
     model = DeepfakeDetector(
         backbone, dropout_rate=dropout_rate, architecture=name, img_size=size, channels_last=channels_last,
-        mask_decoder=decoder,
+        mask_decoder=MaskDecoder(channels) if mask_head else None, mask_index=index,
     )  # fmt: skip
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

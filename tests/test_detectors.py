@@ -13,7 +13,7 @@ from torch import nn
 
 from deepfake.config import Config, to_config
 from deepfake.detectors.fusion import widen_stem
-from deepfake.detectors.mask_head import check_spatial, mask_loss, mask_overlay
+from deepfake.detectors.mask_head import mask_level, mask_loss, mask_overlay
 from deepfake.detectors.streams import SRM_KERNELS, SRM_SCALES, FADFilter, SRMFilter
 from deepfake.errors import ConfigError
 from deepfake.models import get_model
@@ -88,8 +88,7 @@ def test_each_family_builds_and_runs_forward_and_backward(
     assert logits.shape == (2,)
     loss = logits.sum()
     if mask:
-        grid = 1 if kind == "cnn" else 2  # test_resnet: stride 32; ViT: 16 px patches
-        assert masks.shape == (2, 1, grid, grid)
+        assert masks.shape == (2, 1, 2, 2)  # stride 16: test_resnet's layer3, the ViT's 16 px patches
         assert model.predict_mask(x).shape == (2, 1, 32, 32)
         loss = loss + masks.sum()
     loss.backward()
@@ -149,8 +148,8 @@ def test_a_backbone_without_a_feature_map_is_refused_for_the_mask_head() -> None
         def forward_features(self, x: torch.Tensor) -> torch.Tensor:
             return x.mean((2, 3))
 
-    with pytest.raises(ConfigError, match=r"model.mask_head=true .*model.architecture=pooled_net"):
-        check_spatial(Pooled(), "pooled_net", 32)
+    with pytest.raises(ConfigError, match=r"model.mask_head=true .*model.architecture=pooled_net has none"):
+        mask_level(Pooled(), "pooled_net", 32)
 
 
 def test_mask_loss_skips_unknown_masks_and_matches_bce() -> None:

@@ -89,6 +89,9 @@ class EarlyFusion(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.forward_features(self.stack(x))
 
+    def forward_intermediates(self, x: torch.Tensor, **kwargs: Any) -> Any:
+        return self.backbone.forward_intermediates(self.stack(x), **kwargs)
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.backbone.forward_head(x, pre_logits=pre_logits)
 
@@ -99,7 +102,7 @@ class EarlyFusion(nn.Module):
         self.backbone.set_grad_checkpointing(enable)
 
     def __getattr__(self, name: str) -> Any:
-        """Backbone attributes the detector reads (`num_prefix_tokens`, `output_fmt`) pass through."""
+        """Backbone attributes the detector reads (`feature_info`) pass through."""
         try:
             return super().__getattr__(name)
         except AttributeError:

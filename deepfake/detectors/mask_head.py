@@ -1,4 +1,4 @@
-"""The blend-mask head: a light decoder on the backbone's last feature map that predicts where a face was
+"""The blend-mask head: a light decoder on a backbone feature map (stride <= 16) that predicts where a face was
 blended (SBI, Shiohara & Yamasaki 2022; Face X-ray, Li et al. 2020), its loss and its overlay.
 
 Masks travel with training batches as a fourth uint8 channel (`deepfake.data.sbi.MASK_SCALE` x the soft
@@ -17,41 +17,35 @@ from deepfake.choices import MASK_LOSSES
 from deepfake.data.sbi import MASK_SCALE, UNKNOWN_MASK
 from deepfake.errors import ConfigError
 
-
-def spatial_map(backbone: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    """A backbone's `forward_features` output as (N, C, h, w): CNN maps as they are, NHWC maps (Swin)
-    permuted, ViT tokens without their prefix tokens reshaped to their square grid."""
-    if features.ndim == 4:
-        return features.permute(0, 3, 1, 2) if getattr(backbone, "output_fmt", "NCHW") == "NHWC" else features
-    prefix = getattr(backbone, "num_prefix_tokens", None)
-    if features.ndim == 3 and prefix is not None:
-        tokens = features[:, prefix:]
-        side = round(tokens.shape[1] ** 0.5)
-        if side * side == tokens.shape[1]:
-            return tokens.transpose(1, 2).reshape(features.shape[0], -1, side, side)
-    raise ValueError(f"no spatial feature map in a {tuple(features.shape)} output")
+#: The mask head reads the deepest feature map at most this many pixels per cell: the last stage of a CNN
+#: (stride 32) is too coarse to draw a blend boundary (2 x 2 cells at 64 px); a ViT's patch grid is 16.
+MAX_STRIDE = 16
 
 
-def check_spatial(backbone: nn.Module, architecture: str, img_size: int) -> int:
-    """The channels of the backbone's feature map, probed once on a blank image; a backbone without one
-    is refused naming the option and the backbone."""
+def mask_level(backbone: nn.Module, architecture: str, img_size: int) -> tuple[int, int]:
+    """The index (for timm's `forward_intermediates`) and channels of the feature map the mask head reads,
+    probed once on a blank image; a backbone without such maps is refused naming the option and the backbone."""
+    info = getattr(backbone, "feature_info", None)
+    levels = [i for i, f in enumerate(info or []) if f.get("reduction", MAX_STRIDE + 1) <= MAX_STRIDE]
+    if not hasattr(backbone, "forward_intermediates") or not levels:
+        raise ConfigError(
+            f"model.mask_head=true needs a backbone with spatial feature maps (timm forward_intermediates), "
+            f"and model.architecture={architecture} has none; use a CNN or ViT backbone or model.mask_head=false"
+        )
     was_training = backbone.training
     backbone.eval()
     try:
         with torch.no_grad():
-            features = backbone.forward_features(torch.zeros(1, 3, img_size, img_size))
-            return spatial_map(backbone, features).shape[1]
-    except (AttributeError, ValueError) as e:
-        raise ConfigError(
-            f"model.mask_head=true needs a backbone with a spatial feature map, and model.architecture="
-            f"{architecture} has none ({e}); use a CNN or ViT backbone or model.mask_head=false"
-        ) from None
+            _, (features,) = backbone.forward_intermediates(
+                torch.zeros(1, 3, img_size, img_size), indices=[levels[-1]]
+            )
     finally:
         backbone.train(was_training)
+    return levels[-1], features.shape[1]
 
 
 class MaskDecoder(nn.Module):
-    """conv3x3-BN-ReLU-conv1x1 on the last feature map: one blend logit per feature cell."""
+    """conv3x3-BN-ReLU-conv1x1 on one feature map: one blend logit per feature cell."""
 
     def __init__(self, in_channels: int, hidden: int = 64) -> None:
         super().__init__()
