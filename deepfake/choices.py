@@ -22,6 +22,7 @@ DECODERS = ("cpu", "gpu")
 VIDEO_AGGREGATION = ("mean", "max", "median")
 BACKENDS = ("auto", "gloo", "nccl")
 PREDICTION_FORMATS = ("csv", "json")
+STREAMS = ("rgb", "srm", "dct")
 FUSIONS = ("early", "late")
 MASK_LOSSES = ("bce", "dice")
 

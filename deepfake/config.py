@@ -15,7 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from deepfake.choices import MONITOR_MODES
+from deepfake.choices import MONITOR_MODES, STREAMS
 from deepfake.choices import TRAIN as CHOICES
 from deepfake.errors import ConfigError
 
@@ -433,6 +433,7 @@ def _check_single_keys(cfg: DictConfig) -> None:
         raise ConfigError(
             f"training.checkpoint.every_n_steps must be > 0 or null (got {every}); null saves once per epoch"
         )
+    _check_families(cfg)
     if cfg.model.mask_head and cfg.data.fake_synthesis != "sbi":
         raise ConfigError(
             f"model.mask_head=true learns the blend masks SBI makes, but data.fake_synthesis="
@@ -445,6 +446,21 @@ def _check_single_keys(cfg: DictConfig) -> None:
     if cfg.data.kind == "folder" and not cfg.data.root:
         raise ConfigError(
             f"data.root is not set for data.kind={cfg.data.kind}: pass data.root=/path/to/dataset"
+        )
+
+
+def _check_families(cfg: DictConfig) -> None:
+    """The detector families' combinations, refused before a run directory exists (`get_model` checks too)."""
+    streams = list(cfg.model.streams)
+    if not streams or streams[0] != "rgb" or len(set(streams)) != len(streams) or set(streams) - set(STREAMS):
+        raise ConfigError(
+            f"model.streams={streams} is not valid: give rgb first, then any of srm, dct once each "
+            "(e.g. model.streams=[rgb,srm,dct])"
+        )
+    if cfg.model.mask_head and cfg.model.fusion == "late" and len(streams) > 1:
+        raise ConfigError(
+            "model.mask_head=true cannot follow model.fusion=late (several backbones, no single feature "
+            "map); use model.fusion=early or model.mask_head=false"
         )
 
 

@@ -130,6 +130,12 @@ def test_refused_combinations_name_both_options() -> None:
     cfg.model.mask_head = True
     with pytest.raises(ConfigError, match=r"model.mask_head=true .*data.fake_synthesis=none"):
         to_config(cfg)
+    cfg.data.fake_synthesis, cfg.model.streams, cfg.model.fusion = "sbi", ["rgb", "dct"], "late"
+    with pytest.raises(ConfigError, match=r"model.mask_head=true .*model.fusion=late"):
+        to_config(cfg)  # refused by the config, before a run directory exists
+    cfg.model.mask_head, cfg.model.streams = False, ["rgb", "dct", "dct"]
+    with pytest.raises(ConfigError, match=r"model.streams=\['rgb', 'dct', 'dct'\]"):
+        to_config(cfg)
 
 
 def test_a_backbone_without_a_first_convolution_is_refused_for_streams() -> None:

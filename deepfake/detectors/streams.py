@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-#: Stream name -> channels its stem emits.
+#: Stream name (`deepfake.choices.STREAMS`) -> channels its stem emits.
 CHANNELS: dict[str, int] = {"rgb": 3, "srm": 3, "dct": 12}
 
 SRM_KERNELS = (
