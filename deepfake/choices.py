@@ -26,6 +26,9 @@ PREDICTION_FORMATS = ("csv", "json")
 TTA = ("none", "flip")
 ENSEMBLE_MEANS = ("prob", "logit")
 CALIBRATION = ("temperature", "none")
+STREAMS = ("rgb", "srm", "dct")
+FUSIONS = ("early", "late")
+MASK_LOSSES = ("bce", "dice")
 
 #: Choice keys of the training config (`conf/train.yaml`), by dotted key.
 TRAIN: dict[str, tuple[str, ...]] = {
@@ -45,6 +48,8 @@ TRAIN: dict[str, tuple[str, ...]] = {
     "distributed.backend": BACKENDS,
     "eval.tta": TTA,
     "calibration": CALIBRATION,
+    "model.fusion": FUSIONS,
+    "training.mask_loss": MASK_LOSSES,
 }
 
 #: Choice keys of `conf/predict.yaml` (`format` may also be null: taken from the output file's extension).

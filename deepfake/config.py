@@ -15,7 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from deepfake.choices import MONITOR_MODES
+from deepfake.choices import MONITOR_MODES, STREAMS
 from deepfake.choices import TRAIN as CHOICES
 from deepfake.errors import ConfigError
 
@@ -36,6 +36,9 @@ class ModelConfig:
     temporal_layers: int = 1
     temporal_heads: int = 4
     freeze_backbone: bool = False
+    streams: list[str] = field(default_factory=lambda: ["rgb"])
+    fusion: str = "early"
+    mask_head: bool = False
 
 
 @dataclass
@@ -119,6 +122,8 @@ class TrainingConfig:
     layer_decay: float | None = None
     unfreeze_at_epoch: int | None = None
     unfreeze_warmup_epochs: float = 0.0
+    mask_loss: str = "bce"
+    mask_loss_weight: float = 1.0
 
 
 @dataclass
@@ -450,6 +455,7 @@ _NON_NEGATIVE: tuple[str, ...] = (
     "backup.min_free_gb",
     "training.checkpoint.keep_top_k",
     "hardware.sample_every_n_seconds",
+    "training.mask_loss_weight",
 )
 
 
@@ -552,6 +558,12 @@ def _check_single_keys(cfg: DictConfig) -> None:
         raise ConfigError(
             f"training.checkpoint.every_n_steps must be > 0 or null (got {every}); null saves once per epoch"
         )
+    _check_families(cfg)
+    if cfg.model.mask_head and cfg.data.fake_synthesis != "sbi":
+        raise ConfigError(
+            f"model.mask_head=true learns the blend masks SBI makes, but data.fake_synthesis="
+            f"{cfg.data.fake_synthesis}; add data.fake_synthesis=sbi or set model.mask_head=false"
+        )
     if cfg.data.kind == "manifest" and not cfg.data.manifest:
         raise ConfigError(
             "data.manifest is not set for data.kind=manifest: pass data.manifest=/path/to/manifest.csv"
@@ -601,6 +613,21 @@ def _check_recipes(cfg: DictConfig) -> None:
         raise ConfigError("debug.overfit_batches sets the train batches: drop debug.limit_train_batches")
     if cfg.find_lr and cfg.check:
         raise ConfigError("find_lr=true and check=true are two different commands: pass one of them")
+
+
+def _check_families(cfg: DictConfig) -> None:
+    """The detector families' combinations, refused before a run directory exists (`get_model` checks too)."""
+    streams = list(cfg.model.streams)
+    if not streams or streams[0] != "rgb" or len(set(streams)) != len(streams) or set(streams) - set(STREAMS):
+        raise ConfigError(
+            f"model.streams={streams} is not valid: give rgb first, then any of srm, dct once each "
+            "(e.g. model.streams=[rgb,srm,dct])"
+        )
+    if cfg.model.mask_head and cfg.model.fusion == "late" and len(streams) > 1:
+        raise ConfigError(
+            "model.mask_head=true cannot follow model.fusion=late (several backbones, no single feature "
+            "map); use model.fusion=early or model.mask_head=false"
+        )
 
 
 def _finite(value: float) -> bool:

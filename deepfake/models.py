@@ -1,10 +1,11 @@
-"""Detectors: a timm backbone, dropout and a one-logit head (label 1 = fake)."""
+"""Detectors: a timm backbone, dropout and a one-logit head (label 1 = fake), optionally with extra input
+streams (`deepfake.detectors.fusion`) and a blend-mask head (`deepfake.detectors.mask_head`)."""
 
 from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,10 @@ import timm
 import torch
 from timm.optim import param_groups_weight_decay
 from torch import nn
+from torch.nn import functional as F
 
+from deepfake.detectors.fusion import EarlyFusion, LateFusion, check_streams
+from deepfake.detectors.mask_head import MaskDecoder, mask_level
 from deepfake.detectors.temporal import TemporalHead
 from deepfake.errors import ConfigError
 from deepfake.weights import load_backbone_weights
@@ -64,6 +68,8 @@ class DeepfakeDetector(nn.Module):
         channels_last: bool = False,
         head: nn.Module | None = None,
         frames: int = 1,
+        mask_decoder: nn.Module | None = None,
+        mask_index: int = -1,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -77,6 +83,8 @@ class DeepfakeDetector(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.head = head or nn.Sequential(nn.Dropout(dropout_rate), nn.Linear(backbone.num_features, 1))
         self.frames = frames  # > 1: a clip model, input (B, frames, 3, H, W), one logit per clip
+        self.mask_decoder = mask_decoder
+        self.mask_index = mask_index  # the `forward_intermediates` level the mask decoder reads
         self.backbone_frozen = False
 
     def freeze_backbone(self, frozen: bool = True) -> None:
@@ -112,7 +120,9 @@ class DeepfakeDetector(nn.Module):
             memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Fake logits (N,); a training batch that carries masks (a fourth channel, see
+        `deepfake.detectors.mask_head`) also gets the mask logits (N, 1, h, w) back."""
         if self.frames > 1:  # a clip's frames run through the backbone as one batch, the head pools them
             if x.ndim != 5:
                 raise ValueError(
@@ -120,7 +130,26 @@ class DeepfakeDetector(nn.Module):
                 )
             features = self.backbone(self.normalize(x.flatten(0, 1))).unflatten(0, x.shape[:2])
             return self.head(features)
-        return self.head(self.backbone(self.normalize(x))).squeeze(1)
+        if self.mask_decoder is None:
+            return self.head(self.backbone(self.normalize(x))).squeeze(1)
+        logits, masks = self._with_masks(x)
+        return logits if x.shape[1] == 3 else (logits, masks)
+
+    def _with_masks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One backbone pass for both heads: the fake logits and the mask logits (N, 1, h, w)."""
+        final, (features,) = self.backbone.forward_intermediates(
+            self.normalize(x[:, :3]), indices=[self.mask_index]
+        )
+        logits = self.head(self.backbone.forward_head(final, pre_logits=True)).squeeze(1)
+        return logits, self.mask_decoder(features)
+
+    @torch.no_grad()
+    def predict_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """Blend-mask probabilities (N, 1, H, W) at the input's size, for previews and TensorBoard."""
+        if self.mask_decoder is None:
+            raise ConfigError("this detector has no mask head; train it with model.mask_head=true")
+        logits = self._with_masks(x)[1].float()
+        return torch.sigmoid(F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False))
 
     def configure_optimizers(
         self,
@@ -162,6 +191,9 @@ def get_model(
     temporal_layers: int = 1,
     temporal_heads: int = 4,
     freeze_backbone: bool = False,
+    streams: Sequence[str] = ("rgb",),
+    fusion: str = "early",
+    mask_head: bool = False,
 ) -> DeepfakeDetector:
     """Create a detector from an alias or any timm name.
 
@@ -170,17 +202,72 @@ def get_model(
     initialised. A file that does not fit the architecture is refused (`deepfake.weights`). `frames` > 1 makes
     a clip model whose head is a temporal transformer over the frames' features (`deepfake.detectors.temporal`).
     `freeze_backbone` trains the head only (a linear probe); `training.unfreeze_at_epoch` can lift it.
+    rgb add SRM/DCT inputs fused `early` or `late`; `mask_head` adds the blend-mask decoder.
     """
     name = resolve_architecture(architecture)
+    streams = check_streams(streams, fusion)
+    if frames < 1:
+        raise ConfigError(f"model.frames must be >= 1 (got {frames}); 1 is a per-image model")
+    if mask_head and frames > 1:
+        raise ConfigError(
+            f"model.mask_head=true cannot go with a clip model (model.frames={frames}): the blend masks come from "
+            "SBI synthesis of single images; use one of them"
+        )
+    if mask_head and len(streams) > 1 and fusion == "late":
+        raise ConfigError(
+            "model.mask_head=true cannot follow model.fusion=late (several backbones, no single feature "
+            "map); use model.fusion=early or model.mask_head=false"
+        )
+    path = Path(weights).expanduser() if weights else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"model.weights={weights} does not exist; pass a .safetensors or .pth file")
+
+    def make_backbone() -> nn.Module:
+        return _backbone(
+            name, pretrained and path is None, path, drop_path_rate, img_size, grad_checkpointing
+        )
+
+    backbone = make_backbone()
+    size = img_size or int(backbone.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    if len(streams) > 1 and fusion == "early":
+        backbone = EarlyFusion(backbone, streams)
+    elif len(streams) > 1:
+        backbone = LateFusion(backbone, make_backbone, streams)
+    index, channels = mask_level(backbone, name, size) if mask_head else (-1, 0)
+    head = None
+    if frames > 1:
+        head = TemporalHead(backbone.num_features, frames, temporal_layers, temporal_heads, dropout_rate)
+    model = DeepfakeDetector(
+        backbone, dropout_rate=dropout_rate, architecture=name, img_size=size, channels_last=channels_last,
+        head=head, frames=frames, mask_decoder=MaskDecoder(channels) if mask_head else None, mask_index=index,
+    )  # fmt: skip
+    if freeze_backbone:
+        model.freeze_backbone()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        # In-place compile keeps state_dict keys free of the `_orig_mod.` prefix.
+        model.compile()
+    log.info(
+        "model %s: %.2fM parameters, input %dpx", name, sum(p.numel() for p in model.parameters()) / 1e6, size
+    )
+    return model
+
+
+def _backbone(
+    name: str,
+    pretrained: bool,
+    path: Path | None,
+    drop_path_rate: float,
+    img_size: int | None,
+    grad_checkpointing: bool,
+) -> nn.Module:
+    """One timm backbone without classifier, with hub or local weights (a local file replaces the hub)."""
     kwargs: dict[str, Any] = {"num_classes": 0}
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
     if img_size is not None and _takes_img_size(name):
         kwargs["img_size"] = img_size
-    path = Path(weights).expanduser() if weights else None
-    if path is not None and not path.is_file():
-        raise ConfigError(f"model.weights={weights} does not exist; pass a .safetensors or .pth file")
-    pretrained = pretrained and path is None  # a local file replaces the hub download
     try:
         backbone = timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as e:
@@ -195,27 +282,7 @@ def get_model(
         load_backbone_weights(backbone, path, name)
     if grad_checkpointing:
         backbone.set_grad_checkpointing(True)
-    size = img_size or int(backbone.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
-    head = None
-    if frames > 1:
-        head = TemporalHead(backbone.num_features, frames, temporal_layers, temporal_heads, dropout_rate)
-    elif frames < 1:
-        raise ConfigError(f"model.frames must be >= 1 (got {frames}); 1 is a per-image model")
-    model = DeepfakeDetector(
-        backbone, dropout_rate=dropout_rate, architecture=name, img_size=size, channels_last=channels_last,
-        head=head, frames=frames,
-    )  # fmt: skip
-    if freeze_backbone:
-        model.freeze_backbone()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if compile:
-        # In-place compile keeps state_dict keys free of the `_orig_mod.` prefix.
-        model.compile()
-    log.info(
-        "model %s: %.2fM parameters, input %dpx", name, sum(p.numel() for p in model.parameters()) / 1e6, size
-    )
-    return model
+    return backbone
 
 
 def _takes_img_size(name: str) -> bool:

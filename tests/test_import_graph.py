@@ -22,6 +22,14 @@ DATA_MAY_IMPORT = (
     "deepfake.system",
     "deepfake.runs.fileio",
 )
+#: What the detector families (streams, fusion, mask head) may use: they sit beside models, below training.
+DETECTORS_MAY_IMPORT = (
+    "deepfake.errors",
+    "deepfake.choices",
+    "deepfake.data.sbi",
+    "deepfake.data.clips",
+    "deepfake.data.decode",
+)
 #: The only modules that may import the runner: the rooms above it.
 RUNNER = "deepfake.training.runner"
 ABOVE_RUNNER = ("deepfake.sweeps",)
@@ -122,6 +130,17 @@ def test_data_imports_only_the_rooms_below_it() -> None:
         if not within(target, ("deepfake.data", *DATA_MAY_IMPORT))
     }
     assert wrong == set(), "deepfake.data may import only " + ", ".join(DATA_MAY_IMPORT)
+
+
+def test_detectors_import_only_the_modules_below_them() -> None:
+    wrong = {
+        (module, target)
+        for module, targets in graph().items()
+        if within(module, ("deepfake.detectors",))
+        for target in targets
+        if not within(target, ("deepfake.detectors", *DETECTORS_MAY_IMPORT))
+    }
+    assert wrong == set(), "deepfake.detectors may import only " + ", ".join(DETECTORS_MAY_IMPORT)
 
 
 def test_only_the_rooms_above_the_runner_import_it() -> None:

@@ -81,7 +81,7 @@ def test_a_clip_model_scores_a_video_once_and_every_frame_row_carries_it(test_vi
             "num_workers": 0,
             "per_frame": True,
             "extraction": {"frames_per_video": 3},
-        }  # fmt: skip
+        }
     )
     assert row["status"] == "ok" and row["frames_used"] == 3 and 0.0 < row["prob"] < 1.0
     with open(out.with_name("p.frames.csv"), newline="") as f:

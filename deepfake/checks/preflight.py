@@ -148,6 +148,7 @@ def _dataset(cfg: DictConfig, report: Report, img_size: int, hw: HardwareManager
         seed=cfg.seed,
         pin_memory=hw is not None and hw.device.type == "cuda",
         clip_frames=cfg.model.frames,  # a clip model's loaders yield clips (what get_model built from the key)
+        masks=cfg.model.mask_head,
         _convert_="all",
     )
     try:

@@ -10,6 +10,7 @@ dataset seeds per sample from (seed, epoch, index).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -25,6 +26,8 @@ from deepfake.data.decode import resize
 from deepfake.errors import ConfigError
 
 _DEFAULTS: dict[str, Any] = asdict(AugmentConfig())
+# Cutout hides pixels but not the blend behind them: its blend mask (model.mask_head) rightly passes through.
+warnings.filterwarnings("ignore", message=r"RandomErasing\(\) is currently passing through inputs of type")
 
 
 def _uniform(lo: float, hi: float) -> float:
@@ -100,6 +103,8 @@ class RandomJpeg(v2.Transform):
         return {"quality": int(torch.randint(self.quality[0], self.quality[1] + 1, ()))}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):  # a blend mask (model.mask_head) follows geometry only
+            return inpt
         if inpt.device.type == "cuda":  # decode_jpeg takes CPU bytes only, even when it decodes on the GPU
             data = encode_jpeg(inpt.contiguous(), quality=params["quality"]).cpu()
             return decode_jpeg(data, device=inpt.device)
@@ -117,6 +122,8 @@ class Downscale(v2.Transform):
         return {"factor": _uniform(*self.scale)}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            return inpt
         h, w = inpt.shape[-2:]
         small = [max(1, round(h * params["factor"])), max(1, round(w * params["factor"]))]
         down = TF.resize(inpt, small, antialias=True)
@@ -134,6 +141,8 @@ class RandomGaussianNoise(v2.Transform):
         return {"sigma": _uniform(*self.sigma) / 255.0}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            return inpt
         # Drawn in a fixed (planar) order, not `randn_like`'s memory order: the same seed must give the same
         # noise whether an image arrives planar or channels-last (decoded vs cached).
         noise = torch.randn(inpt.shape, device=inpt.device) * (params["sigma"] * 255)

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
+from torchvision import tv_tensors
 
 from deepfake.data.cache import DecodedCache
 from deepfake.data.decode import decode_file, decode_payloads, read_payload
 from deepfake.data.samples import Sample
-from deepfake.data.sbi import landmark_path, load_landmarks, self_blend
+from deepfake.data.sbi import MASK_SCALE, UNKNOWN_MASK, landmark_path, load_landmarks, self_blend
 
 SBI_METHOD = "sbi"
 _SBI_STREAM = 0x5B1  # keeps the SBI generator's stream apart from the augmentations'
@@ -46,7 +47,9 @@ class FaceDataset(Dataset):
 
     Images come from `cache` when given, else are decoded (`decode_size` = S). Indices past the samples are
     SBI fakes of `sbi_sources[index - len(samples)]`. With `deferred`, items are undecoded payloads plus
-    their seed, and `finish` runs later on the device (`data.decode=gpu`).
+    their seed, and `finish` runs later on the device (`data.decode=gpu`). With `masks`, each image gets its
+    blend mask as a fourth channel (`deepfake.detectors.mask_head`): SBI fakes their own, real faces an empty
+    one, other fakes the "unknown" value; the mask follows the image's geometric augmentations.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class FaceDataset(Dataset):
         cache: DecodedCache | None = None,
         sbi_sources: Sequence[int] = (),
         deferred: bool = False,
+        masks: bool = False,
     ) -> None:
         self.samples = list(samples)
         self.transform = transform
@@ -67,6 +71,7 @@ class FaceDataset(Dataset):
         self.cache = cache
         self.sbi_sources = list(sbi_sources)
         self.deferred = deferred
+        self.masks = masks
         # Looked up once: a stat per SBI source here instead of one per sample per epoch in the workers.
         self.landmarks = {i: landmark_path(self.samples[i].path) for i in set(self.sbi_sources)}
 
@@ -104,13 +109,29 @@ class FaceDataset(Dataset):
 
     def finish(self, image: torch.Tensor, index: int, seed: int, augment_seed: int) -> torch.Tensor:
         """Blend (SBI indices) and augment one image with the sample's seeds, on whatever device holds it."""
+        blend = None
         if index >= len(self.samples):
             g = torch.Generator().manual_seed(seed ^ _SBI_STREAM)
-            image = self_blend(image, g, self._landmarks(index, image.shape[-1]))[0]
+            image, blend = self_blend(image, g, self._landmarks(index, image.shape[-1]))
+        if not self.masks:
+            if self.transform is not None:
+                seed_generators(augment_seed, image.device)
+                image = self.transform(image)
+            return image
+        mask = self._mask_channel(blend, index, image)
         if self.transform is not None:
             seed_generators(augment_seed, image.device)
-            image = self.transform(image)
-        return image
+            image, mask = self.transform(image, mask)  # the same crop and flip draws as the image alone
+        return torch.cat([image, mask])
+
+    def _mask_channel(self, blend: torch.Tensor | None, index: int, image: torch.Tensor) -> tv_tensors.Mask:
+        """uint8 (1, H, W): the SBI blend mask, empty for a real face, UNKNOWN_MASK for a fake of unknown mask."""
+        if blend is not None:
+            return tv_tensors.Mask(blend.mul(MASK_SCALE).round_().to(torch.uint8)[None])
+        fill = UNKNOWN_MASK if self.label(index) else 0
+        return tv_tensors.Mask(
+            torch.full((1, *image.shape[-2:]), fill, dtype=torch.uint8, device=image.device)
+        )
 
     def _landmarks(self, index: int, size: int) -> torch.Tensor | None:
         i = self.source(index)
@@ -128,11 +149,11 @@ class FaceDataset(Dataset):
         """
         with torch.random.fork_rng(devices=[]):
             if not self.deferred:
-                return self[(index, epoch)][0]
+                return self[(index, epoch)][0][:3]
             payload, _, _, (seed, augment_seed) = self[(index, epoch)]
             assert self.decode_size is not None  # the DataModule gives deferred datasets their size
             image = decode_payloads([payload], self.decode_size, torch.device("cpu"))[0]
-            return self.finish(image, index, seed, augment_seed)
+            return self.finish(image, index, seed, augment_seed)[:3]
 
     def label(self, index: int) -> int:
         return self.samples[index].label if index < len(self.samples) else 1

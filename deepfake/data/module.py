@@ -93,6 +93,7 @@ class DataModule:
         rank: int = 0,
         world_size: int = 1,
         clip_frames: int = 1,
+        masks: bool = False,
     ) -> None:
         self.kind = _choice("kind", kind, KINDS)
         self.root = Path(root).expanduser() if root else None
@@ -122,6 +123,7 @@ class DataModule:
         self.pin_memory = pin_memory
         self.rank = rank  # under DDP the train and val loaders yield this rank's shard
         self.world_size = world_size
+        self.masks = masks  # model.mask_head: train batches carry the blend mask as a fourth channel
         self.samples: dict[str, list[Sample]] = {}
         self.test_samples: dict[str, list[Sample]] = {}
         self.sbi_sources: list[int] = []
@@ -310,6 +312,7 @@ class DataModule:
             cache=cache,
             sbi_sources=self.sbi_sources if train else (),
             deferred=self.decode == "gpu",
+            masks=self.masks and train,
         )
 
     def train_dataloader(
@@ -370,7 +373,7 @@ class DataModule:
             "worker_init_fn": init_worker,
         }
         if not ds.deferred:  # every image is uint8 (3, S, S): the workers (or this process) fill batch slots
-            shape = (3, self.img_size, self.img_size)
+            shape = (4 if getattr(ds, "masks", False) else 3, self.img_size, self.img_size)
             shape = (self.clip_frames, *shape) if self.clip_frames > 1 else shape
             return SlotLoader(ds, sampler, batch_size, shape, drop_last=drop_last, pin_memory=self.pin_memory,
                               **options)  # fmt: skip

@@ -20,6 +20,10 @@ import torch
 import torch.nn.functional as F
 
 BLEND_RATIOS = (0.5, 0.75, 1.0, 1.0, 1.0)  # partial blends too, as in the SBI paper
+#: A batch's mask channel (model.mask_head): uint8 round(MASK_SCALE x mask); UNKNOWN_MASK everywhere marks a fake
+#: whose mask nobody knows (a real forgery dataset's), which gets no mask loss.
+MASK_SCALE = 254
+UNKNOWN_MASK = 255
 
 
 def _u(g: torch.Generator, lo: float, hi: float) -> float:

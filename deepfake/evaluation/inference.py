@@ -25,7 +25,8 @@ from deepfake.training.checkpoint import load_checkpoint
 
 #: Model keys that shape the network or its memory layout; the rest (pretrained, compile, ...) only train.
 _BUILD_KEYS = (
-    "dropout_rate", "drop_path_rate", "img_size", "channels_last", "frames", "temporal_layers", "temporal_heads"
+    "dropout_rate", "drop_path_rate", "img_size", "channels_last", "frames", "temporal_layers", "temporal_heads",
+    "streams", "fusion", "mask_head",
 )  # fmt: skip
 
 

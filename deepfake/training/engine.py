@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from deepfake.detectors.mask_head import mask_loss
 from deepfake.errors import UserError
 from deepfake.evaluation.tta import tta_logits
 from deepfake.system.precision import Precision
@@ -40,6 +41,8 @@ class LoopConfig:
     on_nan: str = "stop"
     log_every: int = 20
     pos_weight: float | None = None  # BCE weight of the fake class (data.balance=pos_weight)
+    mask_loss: str = "bce"  # model.mask_head's loss: bce | dice
+    mask_loss_weight: float = 1.0
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides: Any) -> LoopConfig:
@@ -52,6 +55,8 @@ class LoopConfig:
             accum_steps=tc.grad_accum_steps,
             on_nan=tc.on_nan,
             log_every=tc.log_every_n_steps,
+            mask_loss=tc.mask_loss,
+            mask_loss_weight=tc.mask_loss_weight,
         )
         return replace(loop, **overrides)
 
@@ -182,6 +187,7 @@ def _backward(
     window_len: int,
     sync: bool,
     pos_weight: torch.Tensor | None,
+    loop: LoopConfig,
 ) -> torch.Tensor:
     """Forward and backward one micro-batch; returns its (unscaled) loss. DDP all-reduces only when `sync`."""
     model, scaler = ctx.model, ctx.precision.scaler
@@ -189,14 +195,22 @@ def _backward(
     with model.no_sync() if no_sync else contextlib.nullcontext():
         with ctx.precision.autocast():
             logits = model(images)
+        masks = None
+        if isinstance(logits, tuple):  # model.mask_head: the batch's fourth channel holds the blend masks
+            logits, masks = logits
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=pos_weight)
+        if masks is not None:
+            loss = loss + loop.mask_loss_weight * mask_loss(masks, images[:, 3:], loop.mask_loss)
         scaled = loss / window_len
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
     return loss.detach()
 
 
 def _sam_second_pass(
-    ctx: StepContext, window: list[tuple[torch.Tensor, torch.Tensor]], pos_weight: torch.Tensor | None
+    ctx: StepContext,
+    window: list[tuple[torch.Tensor, torch.Tensor]],
+    pos_weight: torch.Tensor | None,
+    loop: LoopConfig,
 ) -> None:
     """SAM: perturb with the window's (local) gradients, recompute the window's gradients there, restore.
 
@@ -208,7 +222,7 @@ def _sam_second_pass(
     optimizer.perturb()
     with frozen_bn_stats(ctx.model):
         for i, (images, labels) in enumerate(window):
-            _backward(ctx, images, labels, len(window), i == len(window) - 1, pos_weight)
+            _backward(ctx, images, labels, len(window), i == len(window) - 1, pos_weight, loop)
     optimizer.restore()
 
 
@@ -226,7 +240,7 @@ def _optimizer_step(
     returns the norm of the applied gradient."""
     scaler = ctx.precision.scaler
     if sam_window is not None:
-        _sam_second_pass(ctx, sam_window, pos_weight)
+        _sam_second_pass(ctx, sam_window, pos_weight, loop)
     if scaler is not None:
         scaler.unscale_(ctx.optimizer)
     grad_norm = _grad_norm(params, loop.grad_clip_mode, loop.grad_clip_max)
@@ -272,7 +286,7 @@ def train_epoch(
         window_len = min(loop.accum_steps, num_batches - window_start)
         steps_now = (state.batch_in_epoch + 1 - window_start) == window_len
         images, labels, _ = move_batch(batch, ctx.device)
-        loss = _backward(ctx, images, labels, window_len, steps_now and not sam, pos_weight)
+        loss = _backward(ctx, images, labels, window_len, steps_now and not sam, pos_weight, loop)
         meter.add(loss, images.shape[0])
         if sam:
             window.append((images, labels))

@@ -49,14 +49,21 @@ def probe_step(
 ) -> Callable[[int], None]:
     """One forward/backward pass at a batch size on random uint8 input: what a training step allocates."""
 
+    # model.mask_head: training batches carry the mask channel, and the decoder's activations count too.
+    channels = 4 if getattr(model, "mask_decoder", None) is not None else 3
+
     def step(batch_size: int) -> None:
         frames = clip_length(model)  # a clip model takes batch_size // T clips of T frames
         shape = (max(1, batch_size // frames), frames) if frames > 1 else (batch_size,)
-        images = torch.randint(0, 256, (*shape, 3, img_size, img_size), dtype=torch.uint8, device=device)
+        images = torch.randint(
+            0, 256, (*shape, channels, img_size, img_size), dtype=torch.uint8, device=device
+        )
         labels = torch.randint(0, 2, shape[:1], device=device).float()
         with precision.autocast():
-            logits = model(images)
-        F.binary_cross_entropy_with_logits(logits.float(), labels).backward()
+            out = model(images)
+        logits, masks = out if isinstance(out, tuple) else (out, None)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+        (loss if masks is None else loss + masks.float().mean()).backward()
         model.zero_grad(set_to_none=True)
 
     return step

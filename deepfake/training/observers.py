@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 from omegaconf import DictConfig
 
+from deepfake.reporting.masks import log_mask_grid
 from deepfake.reporting.progress import ProgressTracker
 from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.reporting.tensorboard_views import best_scalars, log_val_epoch
@@ -99,6 +100,19 @@ class TensorBoardObserver(Observer):
 
     def on_close(self, run: Run, outcome: str) -> None:
         self.tb.close()
+
+
+class MaskObserver(Observer):
+    """`model.mask_head`: predicted against true blend masks every `logging.images_every_n_epochs`."""
+
+    def __init__(self, tb: TensorBoardLogger, model: Any) -> None:
+        self.tb = tb
+        self.model = model  # the local module (not the DDP wrapper): only the main process logs
+
+    def on_epoch_end(self, run: Run, end: EpochEnd) -> None:
+        every = run.cfg.logging.images_every_n_epochs
+        if every and end.epoch % every == 0:
+            log_mask_grid(self.tb, self.model, end.val_dataset, end.global_step, run.cfg.logging.num_images)
 
 
 class EarlyStoppingObserver(Observer):

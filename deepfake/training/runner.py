@@ -38,6 +38,7 @@ from deepfake.training.observers import (
     CheckpointObserver,
     EarlyStoppingObserver,
     EpochEnd,
+    MaskObserver,
     MetricsFileObserver,
     Observer,
     ProgressObserver,
@@ -196,8 +197,10 @@ class Trainer(TrainerSetup):
         )  # fmt: skip
         self.on_log, on_reading = fan_out(self.tb, self.progress, lambda: self.state.global_step)
         self.sampler = self.hw.sampler(on_reading, disk_path=self.run_dir)
+        masks = [MaskObserver(self.tb, distributed.local_module(self.model))] if cfg.model.mask_head else []
         return [
             TensorBoardObserver(self.tb),
+            *masks,
             EarlyStoppingObserver(self.early, tc.early_stopping.enabled),
             CheckpointObserver(self.checkpoints, tc.checkpoint.every_n_steps, self.num_batches),
             ProgressObserver(self.progress),

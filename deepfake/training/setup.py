@@ -79,7 +79,7 @@ class TrainerSetup:
         self.data = instantiate(
             cfg.data, img_size=img_size, batch_size=self.batch_size, eval_batch_size=tc.eval_batch_size,
             seed=cfg.seed, pin_memory=self.device.type == "cuda", rank=ddp.rank, world_size=ddp.world_size,
-            clip_frames=clip_length(model), _convert_="all",
+            clip_frames=clip_length(model), masks=cfg.model.mask_head, _convert_="all",
         )  # fmt: skip
         with ddp.main_first():  # rank 0 generates a missing synthetic set once; the others then read it
             self.data.setup()
