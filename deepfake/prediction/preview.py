@@ -9,6 +9,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+import torch
+from torch import nn
+from torchvision.transforms.v2 import functional as F
+
+from deepfake.detectors.mask_head import mask_overlay
 from deepfake.prediction.videos import VideoResult
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -26,6 +32,22 @@ def sheet_name(video: str, taken: set[str]) -> str:
         name, n = f"{stem}_{n}.png", n + 1
     taken.add(name)
     return name
+
+
+@torch.no_grad()
+def overlay_masks(result: VideoResult, model: nn.Module, device: torch.device) -> None:
+    """Paint the blend mask a `model.mask_head` detector predicts over each face of the sheet (in red), so the
+    sheet shows where the model thinks the face was blended; a model without a mask head leaves them as they are."""
+    if getattr(model, "mask_decoder", None) is None or not result.top_faces:
+        return
+    crops = np.stack([crop for crop, _, _ in result.top_faces])
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).to(device)
+    x = F.resize(x, [model.img_size, model.img_size], antialias=True)
+    masks = model.predict_mask(x)[:, 0].float().cpu().numpy()
+    result.top_faces = [
+        (mask_overlay(crop, mask), prob, frame)
+        for (crop, prob, frame), mask in zip(result.top_faces, masks, strict=True)
+    ]
 
 
 def write_preview(result: VideoResult, folder: Path, name: str, threshold: float) -> Path:

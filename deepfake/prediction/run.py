@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from deepfake.evaluation.inference import LoadedDetector
 from deepfake.extraction.detectors import FaceDetector, MtcnnDetector
 from deepfake.extraction.pipeline import build_detector
-from deepfake.prediction.preview import preview_dir, sheet_name, write_preview
+from deepfake.prediction.preview import overlay_masks, preview_dir, sheet_name, write_preview
 from deepfake.prediction.rows import FRAME_COLUMNS, frame_rows, frames_path, video_row, write_csv
 from deepfake.prediction.score import Scorer, clip_scorer
 from deepfake.prediction.settings import crop_settings
@@ -68,6 +68,7 @@ def video_rows(
             rows.append(video_row(result, cfg.threshold, cfg.no_face_prob))
             per_frame.extend(frame_rows(result))
             if cfg.preview and result.status != "error":
+                overlay_masks(result, loaded.model, device)
                 sheet = write_preview(
                     result, preview_dir(output), sheet_name(result.path, taken), cfg.threshold
                 )
