@@ -275,6 +275,7 @@ class LoggingConfig:
 @dataclass
 class EvalConfig:
     video_aggregation: str = "mean"
+    video_topk: int = 5
     threshold: float = 0.5
     bootstrap_samples: int = 1000
     confidence: float = 0.95
@@ -430,6 +431,7 @@ def _optuna_direction(mode: str) -> str:
 _POSITIVE: tuple[str, ...] = (
     "data.sbi.ratio",
     "training.batch_size",
+    "eval.video_topk",
     "training.num_epochs",
     "training.learning_rate",
     "training.grad_accum_steps",

@@ -171,8 +171,9 @@ def test_video_aggregation_on_a_hand_built_set() -> None:
             probs.append(p)
     probs = np.array(probs)
 
-    def video_metrics(aggregation: str) -> dict:
-        cfg = {"video_aggregation": aggregation, "threshold": 0.5, "bootstrap_samples": 0, "confidence": 0.95}
+    def video_metrics(aggregation: str, k: int = 5) -> dict:
+        cfg = {"video_aggregation": aggregation, "video_topk": k, "threshold": 0.5, "bootstrap_samples": 0,
+               "confidence": 0.95}  # fmt: skip
         return set_report(samples, probs, cfg)["video"]
 
     # mean: A .467, B .15, C .417, D .465 -> fakes beat B only (AUC 2/4); C and D called real (ACC 2/4).
@@ -183,6 +184,12 @@ def test_video_aggregation_on_a_hand_built_set() -> None:
     assert (median["auc"], median["eer"], median["acc"]) == pytest.approx((1.0, 0.0, 0.75))
     # max: A .9, B .2, C .6, D .48 -> fakes beat B only; A called fake and D called real.
     assert (video_metrics("max")["auc"], video_metrics("max")["acc"]) == pytest.approx((0.5, 0.5))
+    # topk, k=2 (eval.video_topk): A .6, B .15, C .575, D .465 -> only C and D's order against A differs from max:
+    # fakes beat B only (AUC 2/4); A and C called fake (ACC 2/4). k=1 is max, k=3 is mean for these videos.
+    top2 = video_metrics("topk", k=2)
+    assert (top2["auc"], top2["acc"]) == pytest.approx((0.5, 0.5))
+    assert video_metrics("topk", k=1) == video_metrics("max")
+    assert video_metrics("topk", k=3) == video_metrics("mean")
 
 
 def test_test_sets_accept_both_layouts_and_name_results_after_their_folder(tmp_path: Path) -> None:

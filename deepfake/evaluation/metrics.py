@@ -85,12 +85,13 @@ def detection_metrics(
     prefix: str = "val",
     threshold: float = 0.5,
     aggregation: str = "mean",
+    k: int = TOPK,
 ) -> dict[str, float]:
     """Frame metrics as `<prefix>/auc` ...; video metrics as `<prefix>/video_auc`, `<prefix>/video_acc`."""
     frame = binary_metrics(labels, probs, threshold)
     out = {f"{prefix}/{k}": v for k, v in frame.items()}
     if videos is not None and len(videos):
-        v_labels, v_probs = video_scores(np.asarray(labels), np.asarray(probs), videos, aggregation)
+        v_labels, v_probs = video_scores(np.asarray(labels), np.asarray(probs), videos, aggregation, k)
         if len(v_labels) == len(labels):
             note_one_frame_videos()
         video = binary_metrics(v_labels, v_probs, threshold)

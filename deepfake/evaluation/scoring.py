@@ -29,6 +29,7 @@ from deepfake.config import to_config, validate
 from deepfake.data.module import DataModule, resolve_num_workers
 from deepfake.data.samples import Sample
 from deepfake.errors import UserError
+from deepfake.evaluation.aggregate import TOPK
 from deepfake.evaluation.calibration import checked_temperature, expected_calibration_error
 from deepfake.evaluation.ensemble import (
     Ensemble,
@@ -60,7 +61,9 @@ def set_report(
     videos = [s.video for s in samples]
     threshold = float(eval_cfg["threshold"])
     frame = binary_metrics(labels, probs, threshold)
-    v_labels, v_probs = video_scores(labels, probs, videos, eval_cfg["video_aggregation"])
+    v_labels, v_probs = video_scores(
+        labels, probs, videos, eval_cfg["video_aggregation"], int(eval_cfg.get("video_topk", TOPK))
+    )
     video = binary_metrics(v_labels, v_probs, threshold)
     ci = {
         "samples": int(eval_cfg["bootstrap_samples"]),
@@ -76,6 +79,7 @@ def set_report(
         },
         "threshold": threshold,
         "video_aggregation": eval_cfg["video_aggregation"],
+        "video_topk": int(eval_cfg.get("video_topk", TOPK)),
         "frame": {
             **{k: frame[k] for k in FRAME_KEYS},
             "auc_ci": bootstrap_auc_ci(labels, probs, videos, ci["samples"], ci["confidence"], seed),
@@ -113,7 +117,9 @@ def write_set(
     if len(np.unique(labels)) < 2:
         log.warning("set %s holds one class only: no ROC or PR curve", report["set"])
         return
-    v_labels, v_probs = video_scores(labels, probs, [s.video for s in samples], report["video_aggregation"])
+    v_labels, v_probs = video_scores(
+        labels, probs, [s.video for s in samples], report["video_aggregation"], report.get("video_topk", TOPK)
+    )
     videos = (v_labels, v_probs) if len(v_labels) < len(labels) and len(np.unique(v_labels)) == 2 else None
     save_png(roc_figure((labels, probs), videos, title=f"ROC: {report['set']}"), out / "roc.png")
     save_png(pr_figure((labels, probs), videos, title=f"Precision-recall: {report['set']}"), out / "pr.png")

@@ -28,7 +28,13 @@ def val_metrics(
     labels: np.ndarray, probs: np.ndarray, index: np.ndarray, videos: np.ndarray, prefix: str, cfg: DictConfig
 ) -> dict[str, float]:
     return detection_metrics(
-        labels, probs, videos[index], prefix, cfg.eval.threshold, cfg.eval.video_aggregation
+        labels,
+        probs,
+        videos[index],
+        prefix,
+        cfg.eval.threshold,
+        cfg.eval.video_aggregation,
+        cfg.eval.video_topk,
     )
 
 
