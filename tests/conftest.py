@@ -118,6 +118,18 @@ def make_folder_dataset(root: Path, videos: int = 4, frames: int = 3, size: int 
 
 
 @pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny tensors on a shared box: one intra-op thread is faster and steadier than contending for all of them
+    (`pytestmark = pytest.mark.usefixtures("one_thread")`); the count is restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def folder_dataset(tmp_path: Path) -> Path:
     return make_folder_dataset(tmp_path / "dataset")
 

@@ -3,8 +3,6 @@ CNN and a ViT, the mask loss and overlay, and the combinations that are refused.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -29,13 +27,7 @@ FAMILIES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors on a shared box: one intra-op thread is far faster than contending for all of them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_srm_filter_matches_a_numpy_correlation() -> None:

@@ -32,10 +32,7 @@ from tests.runs import restore_torch_globals
 __all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    """Tiny tensors: one intra-op thread is faster and steadier than two on a shared machine."""
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(size: int, seed: int) -> torch.nn.Module:
