@@ -1,6 +1,6 @@
 """The one list of allowed values for every choice key of the configs.
 
-Validation (`deepfake.config.validate`), the modules that take these values (data, progress, distributed,
+Validation (`deepfake.config.checks.validate`), the modules that take these values (data, progress, distributed,
 predict) and their error messages all read these tuples; the `a | b | c` comments in `conf/` document them and
 tests/test_config_sources.py fails when a comment and a tuple disagree. This module imports nothing from the
 package, so any module may import it without a cycle.

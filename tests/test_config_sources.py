@@ -1,4 +1,4 @@
-"""The copies of defaults and choices agree: the dataclasses (`deepfake/config.py`) and `conf/**/*.yaml` both hold
+"""The copies of defaults and choices agree: the dataclasses (`deepfake/config/schema.py`) and `conf/**/*.yaml` both hold
 every default, `deepfake/choices.py` holds every choice list, and `conf/`'s `a | b | c` comments document them.
 """
 

@@ -20,20 +20,22 @@ import logging
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from deepfake.config import Config, to_config
-from deepfake.reporting.figures import save_png
 from deepfake.runs.fileio import atomic_write
 from deepfake.system import distributed
 from deepfake.training.engine import EpochHooks, NonFiniteLossError, TrainState, train_epoch
 from deepfake.training.run_dir import open_run
 from deepfake.training.setup import TrainerSetup
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger("deepfake")
 
@@ -188,6 +190,8 @@ def write_csv(path: Path, record: Sweep) -> None:
 
 def lr_figure(record: Sweep, index: int | None, other: int | None, configured: float) -> Figure:
     """Loss against learning rate (log scale): raw and smoothed, the suggestion and the configured rate."""
+    from matplotlib.figure import Figure  # here, not at the top: `import train` must not load matplotlib
+
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot()
     ax.plot(record.lrs, record.losses, color="0.75", linewidth=1, label="loss")
@@ -217,6 +221,8 @@ def report(run_dir: Path, record: Sweep, configured: float) -> float:
     """Write lr_find.csv and lr_find.png, log the suggestion with its rule; returns it (NaN when none)."""
     index, other = valley(record.smoothed), steepest(record.smoothed)
     write_csv(run_dir / "lr_find.csv", record)
+    from deepfake.reporting.figures import save_png  # scikit-learn and matplotlib: only when a sweep ran
+
     save_png(lr_figure(record, index, other, configured), run_dir / "lr_find.png")
     ended = f"stopped early: {record.stop}" if record.stop else "ran every step"
     log.info(

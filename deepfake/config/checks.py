@@ -1,0 +1,188 @@
+"""The value checks a type cannot express: ranges, choices, and which keys combine, each refused with the key's
+full name and an example of a value that works."""
+
+from __future__ import annotations
+
+import math
+
+from omegaconf import DictConfig, OmegaConf
+
+from deepfake.choices import STREAMS
+from deepfake.choices import TRAIN as CHOICES
+from deepfake.errors import ConfigError
+
+_POSITIVE: tuple[str, ...] = (
+    "data.sbi.ratio",
+    "training.batch_size",
+    "eval.video_topk",
+    "training.num_epochs",
+    "training.learning_rate",
+    "training.grad_accum_steps",
+    "training.log_every_n_steps",
+    "logging.every_n_seconds",
+    "distributed.timeout_min",
+)
+#: Optional sizes: null means the model's or the loader's own choice.
+_POSITIVE_OR_NULL: tuple[str, ...] = ("data.img_size", "model.img_size")
+_NON_NEGATIVE: tuple[str, ...] = (
+    "training.weight_decay",
+    "training.scheduler.warmup_epochs",
+    "training.scheduler.min_lr",
+    "model.dropout_rate",
+    "model.drop_path_rate",
+    "training.early_stopping.patience",
+    "training.early_stopping.min_delta",
+    "backup.every_n_epochs",
+    "backup.keep_last",
+    "logging.images_every_n_epochs",
+    "logging.num_images",
+    "eval.bootstrap_samples",
+    "backup.min_free_gb",
+    "training.checkpoint.keep_top_k",
+    "hardware.sample_every_n_seconds",
+    "training.mask_loss_weight",
+)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value is out of range."""
+    for key, choices in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
+    for key in _POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is None or not _finite(value) or value <= 0:
+            raise ConfigError(f"{key} must be > 0 (got {value}); set e.g. {key}={_example(key)}")
+    for key in _NON_NEGATIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (not _finite(value) or value < 0):
+            raise ConfigError(f"{key} must be >= 0 (got {value})")
+    for key in _POSITIVE_OR_NULL:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (not _finite(value) or value <= 0):
+            raise ConfigError(f"{key} must be > 0, or null for the default (got {value})")
+    _check_single_keys(cfg)
+    _check_recipes(cfg)
+    _check_optimisation(cfg.training, cfg.model.freeze_backbone)
+
+
+def _check_optimisation(tc: DictConfig, freeze_backbone: bool) -> None:
+    """SAM, per-part learning rates and unfreezing (`deepfake.training.optimizer`, `.freezing`)."""
+    if tc.sam.enabled and not (_finite(tc.sam.rho) and tc.sam.rho > 0):
+        raise ConfigError(f"training.sam.rho must be > 0 (got {tc.sam.rho}); SAM's paper uses 0.05")
+    if not (_finite(tc.backbone_lr_scale) and tc.backbone_lr_scale > 0):
+        raise ConfigError(
+            f"training.backbone_lr_scale must be > 0 (got {tc.backbone_lr_scale}); "
+            "to keep the backbone fixed, set model.freeze_backbone=true"
+        )
+    if tc.layer_decay is not None and not 0 < tc.layer_decay <= 1:
+        raise ConfigError(
+            f"training.layer_decay must be in (0, 1], e.g. 0.75, or null (got {tc.layer_decay})"
+        )
+    if tc.unfreeze_at_epoch is not None and not freeze_backbone:
+        raise ConfigError(
+            f"training.unfreeze_at_epoch={tc.unfreeze_at_epoch} needs a frozen start: add model.freeze_backbone=true"
+        )
+    if tc.unfreeze_at_epoch is not None and tc.unfreeze_at_epoch < 1:
+        raise ConfigError(f"training.unfreeze_at_epoch must be >= 1 (got {tc.unfreeze_at_epoch})")
+    if not (_finite(tc.unfreeze_warmup_epochs) and tc.unfreeze_warmup_epochs >= 0):
+        raise ConfigError(f"training.unfreeze_warmup_epochs must be >= 0 (got {tc.unfreeze_warmup_epochs})")
+
+
+def _check_single_keys(cfg: DictConfig) -> None:
+    """The ranges and requirements particular to one key (or one key given another)."""
+    if not 0.0 <= cfg.model.dropout_rate < 1.0:
+        raise ConfigError(f"model.dropout_rate must be in [0, 1) (got {cfg.model.dropout_rate})")
+    if cfg.training.eval_batch_size is not None and cfg.training.eval_batch_size <= 0:
+        raise ConfigError(f"training.eval_batch_size must be > 0 (got {cfg.training.eval_batch_size})")
+    if cfg.training.grad_clip.mode != "off" and cfg.training.grad_clip.max <= 0:
+        raise ConfigError(f"training.grad_clip.max must be > 0 (got {cfg.training.grad_clip.max})")
+    if not 0.0 < cfg.eval.threshold < 1.0:
+        raise ConfigError(f"eval.threshold must be in (0, 1) (got {cfg.eval.threshold})")
+    if not 0.0 < cfg.eval.confidence < 1.0:
+        raise ConfigError(f"eval.confidence must be in (0, 1), e.g. 0.95 (got {cfg.eval.confidence})")
+    every = cfg.training.checkpoint.every_n_steps
+    if every is not None and every <= 0:
+        raise ConfigError(
+            f"training.checkpoint.every_n_steps must be > 0 or null (got {every}); null saves once per epoch"
+        )
+    _check_families(cfg)
+    if cfg.model.mask_head and cfg.data.fake_synthesis != "sbi":
+        raise ConfigError(
+            f"model.mask_head=true learns the blend masks SBI makes, but data.fake_synthesis="
+            f"{cfg.data.fake_synthesis}; add data.fake_synthesis=sbi or set model.mask_head=false"
+        )
+    if cfg.data.kind == "manifest" and not cfg.data.manifest:
+        raise ConfigError(
+            "data.manifest is not set for data.kind=manifest: pass data.manifest=/path/to/manifest.csv"
+        )
+    if cfg.data.kind == "folder" and not cfg.data.root:
+        raise ConfigError(
+            f"data.root is not set for data.kind={cfg.data.kind}: pass data.root=/path/to/dataset"
+        )
+
+
+def _check_recipes(cfg: DictConfig) -> None:
+    """`find_lr` and `debug` (conf/debug/): ranges, and which of them combine."""
+    lf, debug = cfg.lr_finder, cfg.debug
+    if not 0 < lf.min_lr < lf.max_lr or not _finite(lf.max_lr):
+        raise ConfigError(
+            f"lr_finder needs 0 < min_lr < max_lr (got {lf.min_lr} and {lf.max_lr}), e.g. 1e-8 and 1"
+        )
+    if lf.num_steps < 2:
+        raise ConfigError(f"lr_finder.num_steps must be >= 2 (got {lf.num_steps}); the default is 100")
+    if lf.early_stop_threshold is not None and not lf.early_stop_threshold > 1:
+        raise ConfigError(
+            f"lr_finder.early_stop_threshold must be > 1, or null to never stop early (got {lf.early_stop_threshold})"
+        )
+    for key in ("limit_train_batches", "limit_val_batches"):
+        value = debug[key]
+        if value is not None and (not _finite(value) or value <= 0 or (value > 1 and value != int(value))):
+            raise ConfigError(
+                f"debug.{key} must be a fraction in (0, 1] or a whole count of batches > 1 (got {value}); "
+                f"e.g. debug.{key}=0.1 or debug.{key}=20"
+            )
+    if debug.overfit_batches < 0:
+        raise ConfigError(f"debug.overfit_batches must be >= 0 (got {debug.overfit_batches}); 0 = off")
+    if debug.overfit_batches and not 0 < debug.overfit_loss < 1:
+        raise ConfigError(f"debug.overfit_loss must be in (0, 1) (got {debug.overfit_loss}), e.g. 0.05")
+    profiler = debug.profiler
+    if profiler.wait < 0 or profiler.warmup < 0 or profiler.active < 1 or profiler.row_limit < 1:
+        raise ConfigError(
+            "debug.profiler needs wait >= 0, warmup >= 0, active >= 1 and row_limit >= 1 "
+            f"(got {profiler.wait}, {profiler.warmup}, {profiler.active}, {profiler.row_limit})"
+        )
+    limits = debug.limit_train_batches is not None or debug.limit_val_batches is not None
+    if debug.fast and debug.overfit_batches:
+        raise ConfigError("debug.fast and debug.overfit_batches each set the batches to train: pick one")
+    if debug.fast and limits:
+        raise ConfigError("debug.fast trains and validates one batch: drop debug.limit_train/val_batches")
+    if debug.overfit_batches and debug.limit_train_batches is not None:
+        raise ConfigError("debug.overfit_batches sets the train batches: drop debug.limit_train_batches")
+    if cfg.find_lr and cfg.check:
+        raise ConfigError("find_lr=true and check=true are two different commands: pass one of them")
+
+
+def _check_families(cfg: DictConfig) -> None:
+    """The detector families' combinations, refused before a run directory exists (`get_model` checks too)."""
+    streams = list(cfg.model.streams)
+    if not streams or streams[0] != "rgb" or len(set(streams)) != len(streams) or set(streams) - set(STREAMS):
+        raise ConfigError(
+            f"model.streams={streams} is not valid: give rgb first, then any of srm, dct once each "
+            "(e.g. model.streams=[rgb,srm,dct])"
+        )
+    if cfg.model.mask_head and cfg.model.fusion == "late" and len(streams) > 1:
+        raise ConfigError(
+            "model.mask_head=true cannot follow model.fusion=late (several backbones, no single feature "
+            "map); use model.fusion=early or model.mask_head=false"
+        )
+
+
+def _finite(value: float) -> bool:
+    """NaN and infinity pass every `<`/`<=` test, so ranges check them first."""
+    return math.isfinite(value)
+
+
+def _example(key: str) -> str:
+    return {"training.learning_rate": "1e-4", "logging.every_n_seconds": "30"}.get(key, "1")
