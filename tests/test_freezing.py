@@ -143,3 +143,21 @@ def test_a_frozen_random_backbone_is_flagged_before_training(compose_cfg) -> Non
     assert "model.weights=<file>" in warning.text
     pretrained = config_findings(compose_cfg(["model.freeze_backbone=true", "model.pretrained=true"]), 80)
     assert not [f for f in pretrained if "freeze_backbone" in f.text]
+
+
+def test_a_mask_decoder_trains_at_the_heads_rate_under_per_part_settings() -> None:
+    """Per-part groups cover every parameter: the mask head's decoder is not the backbone, so it goes with the head."""
+    model = get_model("tiny", img_size=32, mask_head=True)
+    cfg = OmegaConf.structured(config(learning_rate=1e-2, backbone_lr_scale=0.1))
+    optimizer, _ = build_optimizer(model, cfg, with_scheduler=False)
+    grouped = {id(p): g["part"] for g in optimizer.param_groups for p in g["params"]}
+    assert set(grouped) == {id(p) for p in model.parameters()}
+    assert {grouped[id(p)] for p in model.mask_decoder.parameters()} == {"head"}
+
+
+def test_layer_decay_is_refused_for_a_fused_multi_stream_backbone() -> None:
+    model = get_model("tiny", img_size=32, streams=["rgb", "srm"])
+    cfg = OmegaConf.structured(config(layer_decay=0.75))
+    with pytest.raises(ConfigError, match=r"^training.layer_decay=0.75 splits a timm backbone into layers, but "
+                       r"model.streams wraps it in EarlyFusion"):  # fmt: skip
+        build_optimizer(model, cfg, with_scheduler=False)

@@ -16,6 +16,9 @@ from typing import Any
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 
+from deepfake.detectors.fusion import EarlyFusion, LateFusion
+from deepfake.errors import ConfigError
+
 
 @contextlib.contextmanager
 def all_trainable(module: nn.Module) -> Iterator[None]:
@@ -44,7 +47,14 @@ def part_groups(
     Norm and bias parameters get no weight decay, as in the default grouping.
     """
     backbone: nn.Module = model.backbone  # type: ignore[assignment]
-    head: nn.Module = model.head  # type: ignore[assignment]
+    if layer_decay is not None and isinstance(backbone, EarlyFusion | LateFusion):
+        raise ConfigError(
+            f"training.layer_decay={layer_decay} splits a timm backbone into layers, but "
+            f"model.streams wraps it in {type(backbone).__name__} (stems and fused inputs have no layer depth); "
+            "set training.layer_decay=null or model.streams=[rgb]"
+        )
+    # Everything that is not the backbone trains at the head's rate: the head, and a mask decoder if any.
+    head = nn.ModuleDict({name: child for name, child in model.named_children() if name != "backbone"})
     groups = [
         {**g, "lr": learning_rate, "part": "head"} for g in param_groups_weight_decay(head, weight_decay)
     ]
