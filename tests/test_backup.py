@@ -246,3 +246,20 @@ def test_clean_is_a_dry_run_until_yes(tmp_path: Path, capsys: Any) -> None:
     with pytest.raises(SystemExit) as exit_info:
         clean_main([str(tmp_path / "nowhere")])
     assert exit_info.value.code == 2
+
+
+def test_a_checkpoint_rewritten_after_a_backup_makes_it_stale(tmp_path: Path) -> None:
+    """The exit backup is skipped only when the newest one holds the final step and today's checkpoints."""
+    run = fake_run(tmp_path / "run")
+    backup = ProjectBackup(run)
+    assert backup.stale(5)  # nothing archived yet
+    backup.create_backup("epoch", epoch=1, global_step=5)
+    assert not backup.stale(5) and backup.stale(6)
+    (run / "train.log").write_text("epoch 1/3\nmore\n")  # logs grow after every backup: not a reason
+    assert not backup.stale(5)
+    best = run / "checkpoints" / "best.pt"
+    torch.save({"calibration": {"temperature": 2.0}}, best.with_name(".best.tmp"))
+    best.with_name(".best.tmp").replace(best)  # as save_checkpoint writes it: atomically replaced
+    assert backup.stale(5)
+    backup.create_backup("end", epoch=1, global_step=5)
+    assert not backup.stale(5)

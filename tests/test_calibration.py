@@ -26,6 +26,7 @@ from deepfake.evaluation.calibration import (
 )
 from deepfake.evaluation.inference import load_detector
 from deepfake.evaluation.predictions import VAL_PREDICTIONS, read_predictions
+from deepfake.runs.restore import read_archive
 from tests.conftest import make_folder_dataset
 from tests.runs import make_config, run_dir_of
 
@@ -153,3 +154,23 @@ def test_a_failed_temperature_write_keeps_best_pt_and_the_metrics_file(
     assert "calibration" not in torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["stop_reason"] == "completed" and "calibration" not in metrics
+
+
+@pytest.mark.slow
+def test_the_newest_backup_holds_best_pt_with_its_temperature(tmp_path: Path) -> None:
+    """`backup.every_n_epochs` backs up the last epoch before the temperature is fitted: the exit backup must
+    still follow, so the archive (and the mirror) hold the calibrated best.pt."""
+    from train import train
+
+    data = make_folder_dataset(tmp_path / "data", videos=2, frames=2)
+    settings = {"training.ema.enabled": False, "backup.every_n_epochs": 1, "backup.keep_last": 5}
+    train(make_config(tmp_path, data, **settings))
+    run = run_dir_of(tmp_path)
+    archives = sorted((run / "backups").glob("*.tar.gz"))
+    assert [a.name.rsplit("-", 1)[1] for a in archives] == ["epoch.tar.gz", "epoch.tar.gz", "end.tar.gz"]
+    restored = tmp_path / "restored"
+    read_archive(archives[-1], restored)
+    kept = torch.load(restored / "checkpoints" / "best.pt", weights_only=True)["calibration"]
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["calibration"]
+    assert kept["temperature"] == best["temperature"] > 0
+    assert json.loads((restored / "metrics.json").read_text())["stop_reason"] == "completed"

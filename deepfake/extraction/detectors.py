@@ -96,6 +96,11 @@ class MtcnnDetector:
             thresholds=list(thresholds),
             post_process=False,
         )
+        if self.device.type == "cpu":
+            # Channels-last weights make every conv output channels-last, and the CPU max-pool of P-, R- and
+            # O-net then takes the fast path (4-16x faster than NCHW: a third of MTCNN's time went to pooling);
+            # the boxes differ from NCHW's by float rounding only (< 1e-4 px).
+            self.model.to(memory_format=torch.channels_last)
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
         # facenet permutes its NHWC input to NCHW; handing it an NHWC view of NCHW memory makes that permute

@@ -77,6 +77,7 @@ class ProjectBackup:
             else None
         )
         self.last_step: int | None = None
+        self._archived: dict[str, tuple[int, int, int]] = {}  # checkpoint -> fingerprint, as last archived
         self._position: dict[str, Any] = {}
         for p in remove_stale_temps(self.folder):
             log.info("removed %s, left by an interrupted backup", p)
@@ -125,6 +126,7 @@ class ProjectBackup:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         dest = self.folder / f"{stamp}-{reason}.tar.gz"
         position = {"epoch": epoch, "global_step": global_step}
+        archived = {name: fingerprint(path) for name, path in members if name.startswith("checkpoints/")}
         t0 = time.perf_counter()
         try:
             digest = self._write(dest, members, reason, position)
@@ -133,7 +135,7 @@ class ProjectBackup:
         except OSError as e:
             log.warning("backup failed (%s); the older backup is kept", e)
             return None
-        self.last_step = global_step
+        self.last_step, self._archived = global_step, archived
         log.info(
             "backup (%s) written: %s (%.1f MB, %.1fs)",
             reason, dest, dest.stat().st_size / 2**20, time.perf_counter() - t0,
@@ -142,6 +144,14 @@ class ProjectBackup:
             log.info("pruned old backup %s", old.name)
         self._sync_mirror()
         return dest
+
+    def stale(self, global_step: int | None) -> bool:
+        """Whether the newest backup misses this position or a checkpoint rewritten since (best.pt gets
+        its temperature after the last epoch's backup)."""
+        if self.last_step != global_step:
+            return True
+        current = {n: fingerprint(p) for n, p in self._collect() if n.startswith("checkpoints/")}
+        return current != self._archived
 
     def exit_backup(self, reason: str, epoch: int | None, global_step: int | None) -> None:
         """The original design's `finally: backup_manager.create_backup()`: after a crash it must not
@@ -222,6 +232,12 @@ class ProjectBackup:
 
             atomic_write(dest, write)
             return holder["sha256"]
+
+
+def fingerprint(path: Path) -> tuple[int, int, int]:
+    """Inode, size and mtime: checkpoints are replaced atomically, so a rewrite changes the inode."""
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class GzipMembers:

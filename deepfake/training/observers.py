@@ -177,7 +177,8 @@ class MetricsFileObserver(Observer):
 
 
 class BackupObserver(Observer):
-    """`backup.every_n_epochs` archives (with a current metrics.json), and one when the run ends."""
+    """`backup.every_n_epochs` archives (with a current metrics.json), and one when the run ends unless the
+    newest backup already holds its final step and checkpoints."""
 
     def __init__(self, backup: ProjectBackup) -> None:
         self.backup = backup
@@ -191,6 +192,6 @@ class BackupObserver(Observer):
         state = run.state
         if run.ddp.is_main and (
             outcome in ("interrupt", "crash")
-            or (outcome == "end" and run.progressed() and self.backup.last_step != state.global_step)
+            or (outcome == "end" and run.progressed() and self.backup.stale(state.global_step))
         ):
             self.backup.exit_backup(outcome, state.epoch, state.global_step)
