@@ -162,6 +162,7 @@ def test_a_bad_temperature_in_any_member_is_refused_naming_its_file(tmp_path: Pa
     a = str(save_detector(tmp_path / "a.pt", 32, 1, 1.5))
     b = str(save_detector(tmp_path / "b.pt", 48, 2, float("nan")))
     (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "images" / "face.png")
     with pytest.raises(UserError, match=rf"^{tmp_path / 'b.pt'}: its calibration temperature \('nan'\)"):
         predicted(tmp_path, "x", checkpoint=[a, b])
     assert not (tmp_path / "x.json").exists()

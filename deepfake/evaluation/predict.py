@@ -167,12 +167,12 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     # Checked now, not after inference: a long run must not end in a write that was bound to fail.
     require_writable(output.parent, "the output folder", "pass output=<a path in a writable folder>")
     checkpoints = checkpoint_list(cfg.checkpoint)
+    paths = list_inputs(cfg.input)  # a wrong path fails before any checkpoint is read
     hw = HardwareManager(**cfg.hardware)
     precision = scoring_precision(hw.precision(cfg.amp), cfg.amp)
     ensemble, loaded = load_ensemble(
         checkpoints, hw.device, precision, cfg.tta, cfg.ensemble.mean, cfg.calibrated
     )
-    paths = list_inputs(cfg.input)
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
     hw.configure(workers)  # intra-op threads take the cores the loader workers leave
     kinds = [video_kind(p) for p in paths]

@@ -101,8 +101,12 @@ class DebugObserver(Observer):
         )
 
     def verdict(self) -> None:
-        """After the run: raise OverfitCheckFailed unless the check passed (nothing to judge otherwise)."""
-        if not self.overfit or self.passed:
+        """After the run: raise OverfitCheckFailed unless the check passed (nothing to judge otherwise); a pass is
+        said again last, so the run's final line is the check's answer."""
+        if not self.overfit:
+            return
+        if self.passed:
+            log.info(self.message())
             return
         if self.loss is None:
             raise OverfitCheckFailed("overfit check failed: no epoch finished, so no loss to judge")
