@@ -243,3 +243,20 @@ def test_a_clip_model_starts_from_a_trained_detectors_backbone(tmp_path: Path) -
         torch.save({"model": source.state_dict(), "architecture": "test_resnet"}, path)
         clip = get_model("tiny", img_size=32, frames=2, weights=str(path))
         assert_same(clip.backbone.state_dict(), source.backbone.state_dict())
+
+
+@torch.no_grad()
+def test_a_clip_model_composes_with_input_streams_and_refuses_a_mask_head() -> None:
+    """Streams fuse per frame inside the backbone, so a clip model takes them; blend masks are per image."""
+    clips = torch.randint(
+        0, 256, (3, 2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    for fusion in ("early", "late"):
+        torch.manual_seed(0)
+        model = get_model("tiny", img_size=32, frames=2, streams=["rgb", "srm", "dct"], fusion=fusion).eval()
+        assert model(clips).shape == (3,)
+        assert not torch.equal(model(clips), model(clips.flip(1)))  # the head still sees frame order
+    with pytest.raises(
+        ConfigError, match=r"^model.mask_head=true cannot go with a clip model \(model.frames=2\)"
+    ):
+        get_model("tiny", img_size=32, frames=2, mask_head=True)
