@@ -7,6 +7,7 @@ is still a dependency: it only moves the failure to the first call.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,7 @@ def imported(path: Path, known: set[str]) -> set[str]:
     return {m for m in found if m is not None}
 
 
+@functools.cache  # the source does not change during a test session; parsing it is the slow part
 def graph() -> dict[str, set[str]]:
     known = modules()
     return {name: imported(path, set(known)) - {name} for name, path in known.items()}
