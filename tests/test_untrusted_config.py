@@ -411,3 +411,21 @@ def test_legacy_targets_are_accepted_and_replaced_by_importable_current_paths() 
     assert config.training.scheduler._target_ == "deepfake.training.schedulers.create_scheduler"
     assert config.backup._target_ == "deepfake.runs.backup.ProjectBackup"
     assert config.backup.every_n_epochs == 1 and config.training.scheduler._partial_ is True
+
+
+@pytest.mark.parametrize(("key", "value"), [("frames", "x"), ("dropout_rate", 5.0), ("temporal_heads", 3)])
+def test_saved_model_settings_the_builder_cannot_take_are_one_user_error(
+    tmp_path: Path, key: str, value: Any
+) -> None:
+    """A tampered `model` section of a checkpoint's config ends in one message naming the file, not a traceback."""
+    from deepfake.evaluation.inference import load_detector
+    from deepfake.models import get_model
+    from deepfake.training.checkpoint import build_state, save_checkpoint
+
+    state = build_state(model=get_model("tiny", img_size=32, frames=2))
+    state["config"] = {"model": {key: value}}
+    path = save_checkpoint(tmp_path / "bad.pt", state)
+    with pytest.raises(
+        UserError, match=rf"^{path}: its saved model settings cannot build a detector|model\.temporal"
+    ):
+        load_detector(path)

@@ -77,7 +77,18 @@ def load_detector(path: str | Path) -> LoadedDetector:
     # evaluate instantiates its data section: checked, and legacy targets moved to today's paths
     config = trusted_config(state["config"], str(path)) if state.get("config") else None
     temperature = checked_temperature(str(path), state.get("calibration"))
-    model = build_detector(str(state["architecture"]), _checked_preprocess(path, state["preprocess"]), config)
+    preprocess = _checked_preprocess(path, state["preprocess"])
+    try:
+        model = build_detector(str(state["architecture"]), preprocess, config)
+    except (
+        TypeError,
+        ValueError,
+        AssertionError,
+    ) as e:  # a saved value the builder cannot take (e.g. frames='x')
+        raise UserError(
+            f"{path}: its saved model settings cannot build a detector ({type(e).__name__}: {str(e)[:200]}); "
+            "export the checkpoint again from its run, or retrain"
+        ) from None
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
