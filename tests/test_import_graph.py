@@ -28,8 +28,6 @@ DETECTORS_MAY_IMPORT = (
     "deepfake.errors",
     "deepfake.choices",
     "deepfake.data.sbi",
-    "deepfake.data.clips",
-    "deepfake.data.decode",
 )
 #: The only modules that may import the runner: the rooms above it.
 RUNNER = "deepfake.training.runner"

@@ -16,9 +16,8 @@ from deepfake.data import DataModule
 from deepfake.data.augment import FaceCrop, build_augment
 from deepfake.data.clips import ClipDataset, clip_positions
 from deepfake.data.dataset import sample_seed
-from deepfake.data.decode import resize
 from deepfake.data.samples import Sample
-from deepfake.detectors.temporal import clip_length, score_clip
+from deepfake.detectors.temporal import clip_length
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.export import export
 from deepfake.evaluation.inference import load_detector
@@ -144,19 +143,6 @@ def test_the_data_module_yields_one_clip_per_video(folder_dataset: Path) -> None
     assert dm.setup_test_sets() == ["test"] and len(dm.test_samples["test"]) == 8
     with pytest.raises(ConfigError, match=r"data\.fake_synthesis=sbi"):
         DataModule(kind="folder", root=str(folder_dataset), fake_synthesis="sbi", clip_frames=2)
-
-
-def test_score_clip_picks_t_frames_and_resizes(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = get_model("tiny", img_size=32, frames=4).eval()
-    crops = torch.randint(0, 256, (10, 3, 48, 48), dtype=torch.uint8)
-    prob = score_clip(model, crops)
-    assert 0.0 < prob < 1.0
-    with torch.no_grad():  # the middles of 4 segments of 10 frames: 1, 3, 6, 9
-        expected = torch.sigmoid(model(torch.stack([resize(crops[i], 32) for i in (1, 3, 6, 9)])[None]))
-    assert prob == pytest.approx(float(expected[0]), abs=1e-6)
-    with pytest.raises(ValueError, match="uint8"):
-        score_clip(model, crops.float())
 
 
 @pytest.fixture(scope="module")

@@ -71,27 +71,3 @@ def clip_length(model: Any) -> int:
     """Frames per clip a model takes: `frames` of a clip model, 1 for a per-image model (or a DDP wrapper's)."""
     model = getattr(model, "module", model)
     return int(getattr(model, "frames", 1))
-
-
-@torch.no_grad()
-def score_clip(model: nn.Module, frames: torch.Tensor) -> float:
-    """The fake probability of one video from its face crops: uint8 (N, 3, H, W) in temporal order.
-
-    What predict's video path calls for a clip model: T evenly spaced crops are kept (fewer than T are
-    repeated in order, as in training), resized to the model's input size if needed, and scored as one clip
-    on the model's device in fp32.
-    """
-    from deepfake.data.clips import clip_positions
-    from deepfake.data.decode import resize
-
-    if frames.ndim != 4 or frames.shape[1] != 3 or frames.dtype != torch.uint8 or not len(frames):
-        raise ValueError(
-            f"score_clip takes uint8 (N, 3, H, W) face crops; got {tuple(frames.shape)} {frames.dtype}"
-        )
-    size, count = int(model.img_size), clip_length(model)
-    clip = frames[clip_positions(len(frames), count)]
-    if clip.shape[-2:] != (size, size):
-        clip = torch.stack([resize(f, size) for f in clip])
-    device = next(model.parameters()).device
-    model.eval()
-    return float(torch.sigmoid(model(clip.unsqueeze(0).to(device)).float())[0])
