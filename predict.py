@@ -5,9 +5,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from deepfake.cli import run_hydra, run_reporting_errors
+from deepfake.cli import run_hydra
 from deepfake.config import register_configs
 from deepfake.evaluation.predict import predict
+from deepfake.exits import run_reporting_errors
 
 __all__ = ["predict"]
 

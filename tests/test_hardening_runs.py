@@ -132,7 +132,7 @@ def test_a_stale_best_is_reset_with_a_warning_when_it_cannot_be_rebuilt(
 def test_disk_full_while_writing_best_pt_is_one_error_line_and_records_no_best(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from deepfake.cli import run_reporting_errors
+    from deepfake.exits import run_reporting_errors
 
     fail_fsync_of(monkeypatch, ".best.pt.", OSError(28, "No space left on device"))
     with pytest.raises(SystemExit) as exit_info:

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "deepfake"
 #: What the data room may use besides itself: it sits below training, evaluation and reporting.
 DATA_MAY_IMPORT = (
     "deepfake.errors",
-    "deepfake.cli",
+    "deepfake.exits",
     "deepfake.config",
     "deepfake.choices",
     "deepfake.system",

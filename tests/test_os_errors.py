@@ -18,11 +18,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from deepfake.cli import run_reporting_errors
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError
 from deepfake.evaluation.predict import predict
 from deepfake.evaluation.scoring import evaluate
+from deepfake.exits import run_reporting_errors
 from deepfake.runs.backup import ProjectBackup
 from deepfake.training.runner import train
 from tests.conftest import ROOT, make_folder_dataset, run_cli

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from deepfake.cli import error_message, log_to_files
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.scoring import evaluate_best
+from deepfake.exits import error_message, log_to_files
 from deepfake.extraction.settings import manifest_settings
 from deepfake.reporting.model_summary import report_summary
 from deepfake.reporting.progress import ProgressTracker, fan_out
@@ -96,7 +96,7 @@ def train(cfg: Config | DictConfig | dict) -> float:
             return Trainer(cfg, run_dir, resume, overrides, ddp).run()
     except Exception as e:
         message = error_message(e)
-        if message is not None and handlers:  # this call's own train.log; Hydra's gets it from deepfake.cli
+        if message is not None and handlers:  # this call's own train.log; Hydra's gets it from deepfake.exits
             log_to_files(message, handlers)
         raise
     finally:
