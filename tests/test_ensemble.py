@@ -23,8 +23,8 @@ from deepfake.evaluation.predict import predict
 from deepfake.evaluation.scoring import evaluate
 from deepfake.evaluation.tta import tta_logits
 from deepfake.models import get_model
+from deepfake.runs.checkpoint import build_state, save_checkpoint
 from deepfake.system.precision import Precision
-from deepfake.training.checkpoint import build_state, save_checkpoint
 from deepfake.training.engine import validate
 from tests.conftest import make_flat_test_set
 from tests.runs import restore_torch_globals

@@ -16,7 +16,7 @@ from deepfake.errors import UserError
 from deepfake.evaluation.predict import predict
 from deepfake.reporting.plot import plot_run
 from deepfake.reporting.tensorboard import TensorBoardLogger
-from deepfake.training.checkpoint import load_checkpoint, save_checkpoint, saved_epoch
+from deepfake.runs.checkpoint import load_checkpoint, save_checkpoint, saved_epoch
 from deepfake.training.run_dir import earlier_run_files, refuse_earlier_run
 from deepfake.training.runner import train
 from tests.conftest import make_flat_test_set, make_folder_dataset

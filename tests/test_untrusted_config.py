@@ -420,7 +420,7 @@ def test_saved_model_settings_the_builder_cannot_take_are_one_user_error(
     """A tampered `model` section of a checkpoint's config ends in one message naming the file, not a traceback."""
     from deepfake.evaluation.inference import load_detector
     from deepfake.models import get_model
-    from deepfake.training.checkpoint import build_state, save_checkpoint
+    from deepfake.runs.checkpoint import build_state, save_checkpoint
 
     state = build_state(model=get_model("tiny", img_size=32, frames=2))
     state["config"] = {"model": {key: value}}

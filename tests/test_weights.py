@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from deepfake.errors import ConfigError
 from deepfake.models import get_model
-from deepfake.training.checkpoint import build_state, save_checkpoint
+from deepfake.runs.checkpoint import build_state, save_checkpoint
 from deepfake.weights import MIN_MATCHED
 
 

@@ -41,10 +41,10 @@ from deepfake.evaluation.ensemble import (
 )
 from deepfake.evaluation.inference import load_detector, scoring_precision
 from deepfake.evaluation.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, video_scores
+from deepfake.runs.checkpoint import load_checkpoint, unwrap
 from deepfake.runs.fileio import atomic_write, require_writable
 from deepfake.system.hardware import HardwareManager
 from deepfake.system.precision import Precision
-from deepfake.training.checkpoint import load_checkpoint, unwrap
 
 log = logging.getLogger("deepfake")
 

@@ -24,7 +24,7 @@ from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.reporting.tensorboard_views import best_scalars, log_val_epoch
 from deepfake.runs.backup import ProjectBackup
 from deepfake.system.distributed import DistContext
-from deepfake.training.checkpoint import Checkpointer
+from deepfake.training.checkpointer import Checkpointer
 from deepfake.training.early_stopping import Best, EarlyStopping
 from deepfake.training.engine import TrainState
 from deepfake.training.run_files import save_val_predictions
