@@ -39,7 +39,7 @@ from deepfake.evaluation.ensemble import Ensemble, ensemble_of
 from deepfake.extraction.detectors import FaceDetector
 from deepfake.extraction.pipeline import build_detector
 from deepfake.extraction.video import read_frames
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.prediction.run import cpu_threads
 from deepfake.prediction.settings import crop_settings
 from deepfake.prediction.videos import Aggregation, predict_videos, score_crops, video_crops

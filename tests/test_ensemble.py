@@ -22,7 +22,7 @@ from deepfake.evaluation.ensemble import Ensemble, Member, checkpoint_list
 from deepfake.evaluation.predict import predict
 from deepfake.evaluation.scoring import evaluate
 from deepfake.evaluation.tta import tta_logits
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.runs.checkpoint import build_state, save_checkpoint
 from deepfake.system.precision import Precision
 from deepfake.training.engine import validate

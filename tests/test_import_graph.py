@@ -136,11 +136,11 @@ def test_detectors_import_only_the_modules_below_them() -> None:
     wrong = {
         (module, target)
         for module, targets in graph().items()
-        if within(module, ("deepfake.detectors",))
+        if within(module, ("deepfake.model",))
         for target in targets
-        if not within(target, ("deepfake.detectors", *DETECTORS_MAY_IMPORT))
+        if not within(target, ("deepfake.model", *DETECTORS_MAY_IMPORT))
     }
-    assert wrong == set(), "deepfake.detectors may import only " + ", ".join(DETECTORS_MAY_IMPORT)
+    assert wrong == set(), "deepfake.model may import only " + ", ".join(DETECTORS_MAY_IMPORT)
 
 
 def test_only_the_rooms_above_the_runner_import_it() -> None:
@@ -173,7 +173,7 @@ def test_only_the_rooms_above_the_runner_import_it() -> None:
         ("deepfake.prediction", ("deepfake.training", "deepfake.sweeps", "deepfake.checks")),
         # detector families sit beside models.py: below training, evaluation and reporting
         (
-            "deepfake.detectors",
+            "deepfake.model",
             (
                 "deepfake.training",
                 "deepfake.evaluation",

@@ -48,7 +48,7 @@ class FaceDataset(Dataset):
     Images come from `cache` when given, else are decoded (`decode_size` = S). Indices past the samples are
     SBI fakes of `sbi_sources[index - len(samples)]`. With `deferred`, items are undecoded payloads plus
     their seed, and `finish` runs later on the device (`data.decode=gpu`). With `masks`, each image gets its
-    blend mask as a fourth channel (`deepfake.detectors.mask_head`): SBI fakes their own, real faces an empty
+    blend mask as a fourth channel (`deepfake.model.mask_head`): SBI fakes their own, real faces an empty
     one, other fakes the "unknown" value; the mask follows the image's geometric augmentations.
     """
 

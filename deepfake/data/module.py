@@ -126,7 +126,7 @@ class DataModule:
         self.samples: dict[str, list[Sample]] = {}
         self.test_samples: dict[str, list[Sample]] = {}
         self.sbi_sources: list[int] = []
-        # > 1 when the model takes clips (`deepfake.detectors.temporal`): items are videos of this many frames
+        # > 1 when the model takes clips (`deepfake.model.temporal`): items are videos of this many frames
         self.clip_frames = clip_frames
         self.test_frames: dict[str, list[Sample]] = {}
         if clip_frames > 1 and (self.fake_synthesis != "none" or self.decode == "gpu"):

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from deepfake.checks.start import start_checks
 from deepfake.data.module import resolve_num_workers
-from deepfake.detectors.temporal import clip_length
+from deepfake.model.temporal import clip_length
 from deepfake.runs.checkpoint import unwrap
 from deepfake.system import distributed
 from deepfake.system.hardware import HardwareManager, describe

@@ -19,7 +19,7 @@ from torch import nn
 
 from deepfake.errors import ConfigError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("deepfake.weights")  # the name train.log has always shown
 
 #: The share of the backbone's tensors that must load from `model.weights`.
 MIN_MATCHED = 0.9
