@@ -18,7 +18,7 @@ from PIL import Image
 
 from deepfake.evaluation.predict import predict
 from deepfake.extraction.crops import crop_face
-from deepfake.extraction.detectors import Detection
+from deepfake.extraction.face_finder import Detection
 from deepfake.extraction.video import read_frames
 from deepfake.prediction.inputs import NOT_A_VIDEO, video_kind
 from deepfake.prediction.videos import Aggregation, VideoResult, classify_video
