@@ -7,8 +7,8 @@ from omegaconf import DictConfig
 
 from deepfake.cli import run_hydra
 from deepfake.config import register_configs
-from deepfake.evaluation.predict import predict
 from deepfake.exits import run_reporting_errors
+from deepfake.prediction.driver import predict
 
 __all__ = ["predict"]
 

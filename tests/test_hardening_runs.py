@@ -13,7 +13,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from deepfake.errors import UserError
-from deepfake.evaluation.predict import predict
+from deepfake.prediction.driver import predict
 from deepfake.reporting.plot import plot_run
 from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.runs.checkpoint import load_checkpoint, save_checkpoint, saved_epoch

@@ -169,7 +169,7 @@ def test_only_the_rooms_above_the_runner_import_it() -> None:
                 "deepfake.prediction",
             ),
         ),
-        # the video path of predict.py: below training; the CLI driver (deepfake.evaluation.predict) calls it
+        # the video path of predict.py: below training; the CLI driver (deepfake.prediction.driver) calls it
         ("deepfake.prediction", ("deepfake.training", "deepfake.sweeps", "deepfake.checks")),
         # detector families sit beside models.py: below training, evaluation and reporting
         (

@@ -17,8 +17,8 @@ from PIL import Image
 
 from deepfake.data.clips import clip_positions
 from deepfake.evaluation.ensemble import Ensemble, Member
-from deepfake.evaluation.predict import predict
 from deepfake.model.detector import get_model
+from deepfake.prediction.driver import predict
 from deepfake.prediction.score import clip_scorer
 from deepfake.runs.checkpoint import build_state, save_checkpoint
 
