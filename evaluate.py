@@ -8,8 +8,8 @@ from omegaconf import DictConfig
 
 from deepfake.cli import run_hydra
 from deepfake.config import register_configs
-from deepfake.evaluation.scoring import evaluate
 from deepfake.exits import run_reporting_errors
+from deepfake.reporting.eval_sets import evaluate
 
 __all__ = ["evaluate"]
 

@@ -19,10 +19,10 @@ from torchvision.transforms.v2 import functional as TF
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.calibration import expected_calibration_error
 from deepfake.evaluation.ensemble import Ensemble, Member, checkpoint_list
-from deepfake.evaluation.scoring import evaluate
 from deepfake.evaluation.tta import tta_logits
 from deepfake.model.detector import get_model
 from deepfake.prediction.driver import predict
+from deepfake.reporting.eval_sets import evaluate
 from deepfake.runs.checkpoint import build_state, save_checkpoint
 from deepfake.system.precision import Precision
 from deepfake.training.engine import validate

@@ -20,9 +20,9 @@ from omegaconf import OmegaConf
 
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError
-from deepfake.evaluation.scoring import evaluate
 from deepfake.exits import run_reporting_errors
 from deepfake.prediction.driver import predict
+from deepfake.reporting.eval_sets import evaluate
 from deepfake.runs.backup import ProjectBackup
 from deepfake.training.runner import train
 from tests.conftest import ROOT, make_folder_dataset, run_cli

@@ -20,9 +20,9 @@ from deepfake.data.samples import Sample
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.export import export
 from deepfake.evaluation.inference import load_detector
-from deepfake.evaluation.scoring import evaluate
 from deepfake.model.detector import get_model
 from deepfake.model.temporal import clip_length
+from deepfake.reporting.eval_sets import evaluate
 from deepfake.system.interrupt import TrainingInterrupted
 from deepfake.training.runner import train
 from tests.conftest import make_folder_dataset

@@ -23,8 +23,8 @@ from omegaconf import OmegaConf
 from deepfake.config import Config
 from deepfake.errors import UserError
 from deepfake.evaluation.export import export
-from deepfake.evaluation.scoring import evaluate
 from deepfake.prediction.driver import predict
+from deepfake.reporting.eval_sets import evaluate
 from deepfake.runs.backup import ProjectBackup
 from deepfake.runs.restore import restore
 from deepfake.runs.safe_config import allowed_targets, check_untrusted

@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError, UserError
-from deepfake.evaluation.scoring import evaluate_best
 from deepfake.exits import error_message, log_to_files
 from deepfake.extraction.settings import manifest_settings
+from deepfake.reporting.eval_sets import evaluate_best
 from deepfake.reporting.model_summary import report_summary
 from deepfake.reporting.progress import ProgressTracker, fan_out
 from deepfake.reporting.tensorboard import TensorBoardLogger
