@@ -1,4 +1,9 @@
-"""Probability of fake per image: `python predict.py checkpoint=<run dir | .pt> input=<image | folder | list> output=preds.csv`."""
+"""Probability of fake per video or image:
+`python predict.py checkpoint=<run dir | .pt> input=<video | image | folder | list> output=preds.csv`.
+
+Videos are decoded, their faces found and cropped as extract.py did, scored and aggregated to one row each;
+images are face crops, one row each (deepfake.prediction.driver).
+"""
 
 from __future__ import annotations
 
