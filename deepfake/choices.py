@@ -22,7 +22,7 @@ DECODERS = ("cpu", "gpu")
 VIDEO_AGGREGATION = ("mean", "max", "median", "topk", "confident")
 FACE_AGGREGATION = ("max", "mean")
 BACKENDS = ("auto", "gloo", "nccl")
-PREDICTION_FORMATS = ("csv", "json")
+PREDICTION_FORMATS = ("csv", "jsonl", "parquet", "json")
 TTA = ("none", "flip")
 ENSEMBLE_MEANS = ("prob", "logit")
 CALIBRATION = ("temperature", "none")
@@ -60,4 +60,5 @@ PREDICT: dict[str, tuple[str, ...]] = {
     "aggregation.frames": VIDEO_AGGREGATION,
     "tta": TTA,
     "ensemble.mean": ENSEMBLE_MEANS,
+    "progress": PROGRESS,
 }

@@ -59,9 +59,11 @@ def restore_torch_globals() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def fail_fsync_of(monkeypatch: pytest.MonkeyPatch, name: str, error: BaseException) -> None:
-    """Make the fsync of any file whose name contains `name` raise `error`: the moment a full disk (or a
-    kill) strikes a write, after part of the file is already on disk."""
+def fail_fsync_of(
+    monkeypatch: pytest.MonkeyPatch, name: str, error: BaseException, exact: bool = False
+) -> None:
+    """Make the fsync of any file whose name contains `name` (is `name`, with `exact`) raise `error`: the moment
+    a full disk (or a kill) strikes a write, after part of the file is already on disk."""
     real = os.fsync
 
     def fsync(fd: int) -> None:
@@ -69,7 +71,8 @@ def fail_fsync_of(monkeypatch: pytest.MonkeyPatch, name: str, error: BaseExcepti
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             target = ""
-        if name in Path(target).name:
+        found = Path(target).name
+        if found == name if exact else name in found:
             raise error
         real(fd)
 

@@ -52,6 +52,7 @@ from deepfake.config.schema import (
     SamConfig,
     SbiConfig,
     SchedulerConfig,
+    ShardConfig,
     SyntheticConfig,
     TrainingConfig,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "SamConfig",
     "SbiConfig",
     "SchedulerConfig",
+    "ShardConfig",
     "SyntheticConfig",
     "TrainingConfig",
     "register_configs",

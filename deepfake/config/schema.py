@@ -377,6 +377,15 @@ class PredictAggregationConfig:
 
 
 @dataclass
+class ShardConfig:
+    """One deterministic slice of a job's inputs (extract.py's videos, predict.py's inputs): every `count`-th
+    one, starting at `index`."""
+
+    index: int = 0
+    count: int = 1
+
+
+@dataclass
 class PredictConfig:
     """`predict.py`: everything else (architecture, size, normalisation) comes from the checkpoint."""
 
@@ -397,3 +406,7 @@ class PredictConfig:
     tta: str = "none"
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     calibrated: bool = True
+    overwrite: bool = False
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    progress: str = "auto"
+    every_n_seconds: float = 30.0

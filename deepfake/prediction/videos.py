@@ -7,7 +7,8 @@ extract.py's own code, so a video's crops match the training crops pixel for pix
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ class VideoResult:
     error: str = ""
     prob: float | None = None
     frames_decoded: int = 0
+    seconds: float = 0.0  # decode, detection and scoring of this video (each stage's own time)
     frame_probs: list[tuple[int, float]] = field(
         default_factory=list
     )  # (frame index, prob), frames with faces
@@ -115,6 +117,7 @@ def classify_video(
     """The scoring half: face, frame and video probabilities (nothing to do without faces)."""
     if not keys:
         return result
+    t0 = time.perf_counter()
     probs = score_crops(crops, score, device, batch_size)
     result.face_probs = [(frame, face, float(p)) for (frame, face), p in zip(keys, probs, strict=True)]
     by_frame: dict[int, list[float]] = {}
@@ -124,11 +127,12 @@ def classify_video(
     result.prob = over_frames([p for _, p in result.frame_probs], agg.frames, agg.k)
     order = np.argsort(-probs, kind="stable")[:PREVIEW_FACES]
     result.top_faces = [(crops[i].copy(), float(probs[i]), keys[i][0]) for i in order]
+    result.seconds += time.perf_counter() - t0
     return result
 
 
 def predict_videos(
-    paths: list[str],
+    paths: Sequence[str],
     settings: DictConfig,
     detector: FaceFinder,
     score: Scorer,
@@ -144,8 +148,10 @@ def predict_videos(
     decoded = decoded_videos(paths, int(settings.frames_per_video), min(workers, len(paths)), threads=True)
     with ThreadPoolExecutor(1, thread_name_prefix="classify") as pool:
         pending: Future[VideoResult] | None = None
-        for video, _ in decoded:
+        for video, decode_seconds in decoded:
+            t0 = time.perf_counter()
             staged = detect_video(video, settings, detector)
+            staged[0].seconds = decode_seconds + time.perf_counter() - t0
             submitted = pool.submit(classify_video, *staged, score, agg, device, batch_size)
             if pending is not None:
                 yield pending.result()
