@@ -29,6 +29,8 @@ DETECTORS_MAY_IMPORT = (
     "deepfake.choices",
     "deepfake.data.sbi",
 )
+#: The perturbations sit below data (augmentations, evaluation and extraction's numpy-only workers use them).
+PERTURBATIONS_MAY_IMPORT = ("deepfake.errors",)
 #: The only modules that may import the runner: the rooms above it.
 RUNNER = "deepfake.training.runner"
 ABOVE_RUNNER = ("deepfake.sweeps",)
@@ -130,6 +132,17 @@ def test_data_imports_only_the_rooms_below_it() -> None:
         if not within(target, ("deepfake.data", *DATA_MAY_IMPORT))
     }
     assert wrong == set(), "deepfake.data may import only " + ", ".join(DATA_MAY_IMPORT)
+
+
+def test_perturbations_import_only_errors() -> None:
+    wrong = {
+        (module, target)
+        for module, targets in graph().items()
+        if within(module, ("deepfake.perturbations",))
+        for target in targets
+        if not within(target, ("deepfake.perturbations", *PERTURBATIONS_MAY_IMPORT))
+    }
+    assert wrong == set(), "deepfake.perturbations may import only " + ", ".join(PERTURBATIONS_MAY_IMPORT)
 
 
 def test_detectors_import_only_the_modules_below_them() -> None:
