@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepfake.choices import STREAMS
 from deepfake.choices import TRAIN as CHOICES
 from deepfake.errors import ConfigError
+from deepfake.perturbations.protocol import settings
 
 _POSITIVE: tuple[str, ...] = (
     "data.sbi.ratio",
@@ -65,6 +66,7 @@ def validate(cfg: DictConfig) -> None:
     _check_single_keys(cfg)
     _check_recipes(cfg)
     _check_optimisation(cfg.training, cfg.model.freeze_backbone)
+    _check_perturb_augment(cfg.data)
 
 
 def _check_optimisation(tc: DictConfig, freeze_backbone: bool) -> None:
@@ -176,6 +178,19 @@ def _check_families(cfg: DictConfig) -> None:
         raise ConfigError(
             "model.mask_head=true cannot follow model.fusion=late (several backbones, no single feature "
             "map); use model.fusion=early or model.mask_head=false"
+        )
+
+
+def _check_perturb_augment(data: DictConfig) -> None:
+    """`data.augment.perturb`: known types and levels, and CPU decoding (the perturbations are numpy code)."""
+    section = data.augment.perturb
+    if not section.enabled:
+        return
+    settings(list(section.types), list(section.levels), key="data.augment.perturb")
+    if data.decode == "gpu":
+        raise ConfigError(
+            "data.augment.perturb runs on the CPU in the loader workers, but data.decode=gpu augments on the "
+            "GPU: use data.decode=cpu with it"
         )
 
 

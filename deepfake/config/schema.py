@@ -171,6 +171,14 @@ class GrayscaleConfig:
 
 
 @dataclass
+class PerturbAugmentConfig:
+    enabled: bool = False
+    p: float = 0.3
+    types: list[str] = field(default_factory=lambda: ["CS", "CC", "BW", "GNC", "GB", "JPEG", "VC"])
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+
+
+@dataclass
 class CutoutConfig:
     enabled: bool = False
     p: float = 0.3
@@ -189,6 +197,7 @@ class AugmentConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     jpeg: JpegConfig = field(default_factory=JpegConfig)
     cutout: CutoutConfig = field(default_factory=CutoutConfig)
+    perturb: PerturbAugmentConfig = field(default_factory=PerturbAugmentConfig)
 
 
 @dataclass

@@ -20,7 +20,6 @@ import numpy as np
 
 from deepfake.errors import ConfigError
 from deepfake.perturbations import image
-from deepfake.perturbations.video import compress_clip
 
 ImageFn = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
 LEVELS = (1, 2, 3, 4, 5)
@@ -135,5 +134,12 @@ def perturb_clip(
 ) -> list[np.ndarray]:
     """A video's frames under any setting: VC encodes them as one clip, the others act on each frame."""
     if s.video:
+        from deepfake.perturbations.video import compress_clip  # PyAV: only where a clip is encoded
+
         return compress_clip(frames, int(TYPES[s.type].params[s.level - 1])).frames
     return [perturb_image(s, f, r) for f, r in zip(frames, rngs, strict=True)]
+
+
+def perturb_single(s: Setting, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An image on its own under any setting: VC encodes it as a one-frame clip (an intra frame)."""
+    return perturb_clip(s, [img], [rng])[0] if s.video else perturb_image(s, img, rng)
