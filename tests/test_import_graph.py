@@ -22,6 +22,7 @@ DATA_MAY_IMPORT = (
     "deepfake.choices",
     "deepfake.system",
     "deepfake.runs.fileio",
+    "deepfake.perturbations",
 )
 #: What the detector families (streams, fusion, mask head) may use: they sit beside models, below training.
 DETECTORS_MAY_IMPORT = (
