@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from deepfake.choices import PERTURBATION_LEVELS, PERTURBATIONS
 from deepfake.errors import ConfigError
 from deepfake.extraction.video import read_frames
 from deepfake.perturbations import image
@@ -219,6 +220,11 @@ def test_vc_reencodes_a_file_keeping_frames_rate_and_rotation(test_videos: Video
     with av.open(str(out)) as c:
         types = [av.video.frame.PictureType(f.pict_type).name for f in c.decode(video=0)]
     assert types.count("I") == 1  # x264 chose its own frame types; the source's keyframes were not forced
+
+
+def test_the_types_are_the_config_choices() -> None:
+    assert tuple(TYPES) == PERTURBATIONS and set(DEEPERFORENSICS) <= set(TYPES)
+    assert all(len(t.params) == len(PERTURBATION_LEVELS) for t in TYPES.values())
 
 
 def test_settings_are_checked() -> None:

@@ -4,13 +4,13 @@ full name and an example of a value that works."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from deepfake.choices import STREAMS
+from deepfake.choices import PERTURBATION_LEVELS, PERTURBATIONS, STREAMS
 from deepfake.choices import TRAIN as CHOICES
 from deepfake.errors import ConfigError
-from deepfake.perturbations.protocol import settings
 
 _POSITIVE: tuple[str, ...] = (
     "data.sbi.ratio",
@@ -181,12 +181,29 @@ def _check_families(cfg: DictConfig) -> None:
         )
 
 
+def check_perturbations(types: Sequence[object], levels: Sequence[object], key: str) -> None:
+    """`<key>.types` and `<key>.levels`: known perturbation types and levels, each once, neither empty."""
+    unknown = [str(t) for t in types if t not in PERTURBATIONS]
+    if unknown:
+        raise ConfigError(
+            f"{key}.types holds unknown type(s) {', '.join(unknown)}; known: {', '.join(PERTURBATIONS)}"
+        )
+    if not levels or any(isinstance(lv, bool) or lv not in PERTURBATION_LEVELS for lv in levels):
+        raise ConfigError(
+            f"{key}.levels must be a non-empty list of {', '.join(map(str, PERTURBATION_LEVELS))} (got {list(levels)})"
+        )
+    if len(set(types)) != len(types) or len(set(levels)) != len(levels):
+        raise ConfigError(
+            f"{key}.types and {key}.levels must not repeat an entry (got {list(types)}, {list(levels)})"
+        )
+
+
 def _check_perturb_augment(data: DictConfig) -> None:
     """`data.augment.perturb`: known types and levels, and CPU decoding (the perturbations are numpy code)."""
     section = data.augment.perturb
     if not section.enabled:
         return
-    settings(list(section.types), list(section.levels), key="data.augment.perturb")
+    check_perturbations(list(section.types), list(section.levels), "data.augment.perturb")
     if data.decode == "gpu":
         raise ConfigError(
             "data.augment.perturb runs on the CPU in the loader workers, but data.decode=gpu augments on the "

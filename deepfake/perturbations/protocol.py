@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deepfake.choices import PERTURBATION_LEVELS as LEVELS
+from deepfake.config.checks import check_perturbations
 from deepfake.errors import ConfigError
 from deepfake.perturbations import image
 
 ImageFn = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
-LEVELS = (1, 2, 3, 4, 5)
 
 
 @dataclass(frozen=True)
@@ -91,20 +92,8 @@ def setting(type_: str, level: int, key: str = "perturb") -> Setting:
 
 
 def settings(types: Sequence[str], levels: Sequence[int], key: str = "perturb") -> list[Setting]:
-    """Every type at every level, type-major, after checking both lists (no repeats, nothing unknown)."""
-    types, levels = list(types), list(levels)
-    unknown = [t for t in types if t not in TYPES]
-    if unknown:
-        raise ConfigError(
-            f"{key}.types holds unknown type(s) {', '.join(map(str, unknown))}; known: {', '.join(TYPES)}"
-        )
-    wrong = [lv for lv in levels if isinstance(lv, bool) or lv not in LEVELS]
-    if wrong or not levels:
-        raise ConfigError(
-            f"{key}.levels must be a non-empty list of {', '.join(map(str, LEVELS))} (got {levels})"
-        )
-    if len(set(types)) != len(types) or len(set(levels)) != len(levels):
-        raise ConfigError(f"{key}.types and {key}.levels must not repeat an entry (got {types}, {levels})")
+    """Every type at every level, type-major, after `config.checks.check_perturbations`."""
+    check_perturbations(types, levels, key)
     return [Setting(t, int(lv)) for t in types for lv in levels]
 
 
