@@ -198,6 +198,18 @@ def check_perturbations(types: Sequence[object], levels: Sequence[object], key: 
         )
 
 
+def check_evaluate_perturb(perturb: DictConfig) -> None:
+    """evaluate.py's `perturb` group: the settings to score, the examples to save."""
+    if perturb.types:
+        check_perturbations(list(perturb.types), list(perturb.levels), "perturb")
+    if perturb.examples < 0:
+        raise ConfigError(f"perturb.examples must be >= 0 (got {perturb.examples}); 0 = save no examples")
+    if perturb.examples and not perturb.types:
+        raise ConfigError(
+            "perturb.examples shows faces under perturb.types, which is empty: pick perturb=deeperforensics or set perturb.types"
+        )
+
+
 def _check_perturb_augment(data: DictConfig) -> None:
     """`data.augment.perturb`: known types and levels, and CPU decoding (the perturbations are numpy code)."""
     section = data.augment.perturb

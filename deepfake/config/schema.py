@@ -291,6 +291,17 @@ class EnsembleConfig:
 
 
 @dataclass
+class PerturbConfig:
+    """evaluate.py's robustness settings (`conf/perturb/`): empty `types` = no robustness evaluation."""
+
+    types: list[str] = field(default_factory=list)
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    seed: int = 0
+    examples: int = 0
+    extracted: str | None = None
+
+
+@dataclass
 class LrFinderConfig:
     min_lr: float = 1e-8
     max_lr: float = 1.0
@@ -347,6 +358,7 @@ class EvaluateConfig(Config):
 
     checkpoint: Any = MISSING  # one path, or a list of them (an ensemble)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deepfake.config import to_config, validate
+from deepfake.config.checks import check_evaluate_perturb
 from deepfake.data.module import DataModule, resolve_num_workers
 from deepfake.data.samples import Sample
 from deepfake.errors import UserError
@@ -41,6 +42,7 @@ from deepfake.evaluation.ensemble import (
 )
 from deepfake.evaluation.inference import load_detector, scoring_precision
 from deepfake.evaluation.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, video_scores
+from deepfake.perturbations.protocol import Setting
 from deepfake.runs.fileio import atomic_write, require_writable
 from deepfake.system.hardware import HardwareManager
 from deepfake.system.precision import Precision
@@ -208,10 +210,12 @@ def evaluate_sets(
     out_dir: Path,
     seed: int = 0,
     context: Mapping[str, Any] | None = None,
+    perturb: Mapping[str, Any] | None = None,
 ) -> dict[str, dict]:
     """Predict and report every named set (see `DataModule.setup_test_sets`) into `out_dir/<set>/`.
 
-    `data` holds one DataModule per member input size (`Ensemble.groups`), all over the same test sets.
+    `data` holds one DataModule per member input size (`Ensemble.groups`), all over the same test sets. With
+    `perturb.types` (evaluate.py's `perturb` group) each set is scored again under every robustness setting.
     """
     reports = {}
     first = next(iter(data.values()))
@@ -224,11 +228,49 @@ def evaluate_sets(
         raw = set_logits(ensemble, loaders, samples, device)
         probs, raw_probs, report = scored_report(ensemble, raw, samples, eval_cfg, seed)
         report = {"set": name, **(context or {}), **report}
+        if perturb is not None and perturb["types"]:
+            report["robustness"] = set_robustness(
+                ensemble, data, name, probs, device, eval_cfg, perturb, out_dir
+            )
         write_set(out_dir / name, samples, probs, report, raw_probs if eval_cfg["calibrated"] else None)
         reports[name] = report
         log.info("evaluated %s: %d images -> %s", name, len(samples), out_dir / name)
     log.info("\n%s", results_table(reports))
     return reports
+
+
+def reported_probs(ensemble: Ensemble, raw: np.ndarray, calibrated: bool) -> np.ndarray:
+    """The ensemble's probabilities from its members' raw logits, after their temperatures if `calibrated`."""
+    use = ensemble.calibrated(torch.from_numpy(raw)) if calibrated else torch.from_numpy(raw)
+    return ensemble.combine(use).numpy()
+
+
+def set_robustness(
+    ensemble: Ensemble,
+    data: Mapping[int, DataModule],
+    name: str,
+    clean_probs: np.ndarray,
+    device: torch.device,
+    eval_cfg: Mapping[str, Any],
+    perturb: Mapping[str, Any],
+    out_dir: Path,
+) -> dict[str, Any]:
+    """One set under every setting of `perturb` (the crop route of `deepfake.reporting.robustness`): each
+    setting's crops decoded and perturbed once per input size, in the loader workers."""
+    from deepfake.reporting.robustness import robustness_of_set
+
+    first = next(iter(data.values()))
+    samples = first.test_samples[name]
+    frames = first.test_frames[name] if first.clip_frames > 1 else samples
+
+    def score(setting: Setting) -> np.ndarray:
+        seed = int(perturb["seed"])
+        loaders = {size: module.test_dataloader(name, setting, seed) for size, module in data.items()}
+        return reported_probs(
+            ensemble, set_logits(ensemble, loaders, samples, device), eval_cfg["calibrated"]
+        )
+
+    return robustness_of_set(name, samples, frames, clean_probs, score, perturb, eval_cfg, out_dir / name)
 
 
 def results_table(reports: Mapping[str, dict]) -> str:
@@ -311,6 +353,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     """
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise UserError("no checkpoint given: pass checkpoint=<run directory or .pt file>")
+    check_evaluate_perturb(cfg.perturb)
     paths = checkpoint_list(cfg.checkpoint)
     loaded = [load_detector(path) for path in paths]  # every member's file checked before any work
     first = loaded[0]
@@ -344,17 +387,20 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
         if len(loaded) == 1
         else {"checkpoints": [str(d.path) for d in loaded]}
     )
-    return evaluate_sets(ensemble, data, names, hw.device, run_cfg.eval, out_dir, run_cfg.seed, context)
+    perturb = OmegaConf.to_container(cfg.perturb, resolve=True)
+    return evaluate_sets(
+        ensemble, data, names, hw.device, run_cfg.eval, out_dir, run_cfg.seed, context, perturb
+    )
 
 
 def evaluation_config(saved: DictConfig | None, cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     """The checkpoint's run config, with the overridden keys, `hardware` and `data.test_sets` taken from `cfg`."""
-    own = ("checkpoint", "ensemble")  # evaluate.py's keys, not a training run's
+    own = ("checkpoint", "ensemble", "perturb")  # evaluate.py's keys, not a training run's
     current = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k not in own}
     base = to_config(saved) if saved is not None else to_config(current)
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
-        if override.is_delete() or key.split(".")[0] in ("checkpoint", "ensemble", "hydra"):
+        if override.is_delete() or key.split(".")[0] in (*own, "hydra"):
             continue
         OmegaConf.update(base, key, OmegaConf.select(cfg, key), merge=False)
     base.hardware = cfg.hardware
