@@ -20,9 +20,12 @@ from deepfake.data.samples import Sample, scan_split
 from deepfake.errors import ConfigError, DataError
 from deepfake.evaluation.robustness import summarize
 from deepfake.evaluation.scoring import evaluate
+from deepfake.extraction.perturbed_frames import FramePerturbation
+from deepfake.extraction.video import read_frames, timed_read
 from deepfake.perturbations import image, video
 from deepfake.perturbations.protocol import Setting, frame_rng, setting
 from deepfake.reporting.robustness import write_robustness
+from tests.videos import VideoSet
 
 EVAL = {"threshold": 0.5, "video_aggregation": "mean", "video_topk": 5}
 
@@ -171,3 +174,27 @@ def test_evaluate_perturb_scores_every_setting_and_saves_examples(
     assert files == sorted(["clean.png", *(f"{k}.png" for k in list(rows)[1:])])
     assert (np.asarray(Image.open(faces[0] / "clean.png")) == source).all()  # lossless, at its own size
     assert (np.asarray(Image.open(faces[0] / "GB-5.png")) == image.gaussian_blur(source, 21)).all()
+
+
+def test_frame_perturbation_perturbs_the_kept_frames_in_the_worker(
+    test_videos: VideoSet, tmp_path: Path
+) -> None:
+    root = tmp_path / "videos"
+    (root / "test" / "real").mkdir(parents=True)
+    path = root / "test" / "real" / "pan.mp4"
+    path.write_bytes(test_videos.pan.read_bytes())
+    clean = read_frames(path, 4)
+    blurred, _ = timed_read(str(path), 4, FramePerturbation(setting("GB", 3), 7, str(root)))
+    assert [i for i, _ in blurred.frames] == [i for i, _ in clean.frames]
+    for (_, frame), (_, original) in zip(blurred.frames, clean.frames, strict=True):
+        assert (frame == image.gaussian_blur(original, 13)).all()
+    noisy = FramePerturbation(setting("GNC", 2), 7, str(root)).read(str(path), 4)
+    i, original = clean.frames[1]
+    assert (
+        noisy.frames[1][1]
+        == image.gaussian_noise_color(original, 0.002, frame_rng(7, "test/real/pan.mp4", i))
+    ).all()
+    squeezed = FramePerturbation(setting("VC", 5), 7, str(root)).read(str(path), 4)
+    assert squeezed.path == str(path) and squeezed.info == clean.info
+    assert [f.shape for _, f in squeezed.frames] == [f.shape for _, f in clean.frames]
+    assert 1 < np.abs(squeezed.frames[2][1].astype(int) - clean.frames[2][1]).mean() < 30

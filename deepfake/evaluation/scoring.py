@@ -8,11 +8,12 @@ them from that file. The cross-dataset protocol reports test sets only: nothing 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ from deepfake.evaluation.ensemble import (
 )
 from deepfake.evaluation.inference import load_detector, scoring_precision
 from deepfake.evaluation.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, video_scores
-from deepfake.perturbations.protocol import Setting
+from deepfake.extraction.settings import extracted_sets
+from deepfake.perturbations.protocol import CLEAN, Setting
 from deepfake.runs.fileio import atomic_write, require_writable
 from deepfake.system.hardware import HardwareManager
 from deepfake.system.precision import Precision
@@ -210,12 +212,13 @@ def evaluate_sets(
     out_dir: Path,
     seed: int = 0,
     context: Mapping[str, Any] | None = None,
-    perturb: Mapping[str, Any] | None = None,
+    robustness: RobustnessHook | None = None,
 ) -> dict[str, dict]:
     """Predict and report every named set (see `DataModule.setup_test_sets`) into `out_dir/<set>/`.
 
-    `data` holds one DataModule per member input size (`Ensemble.groups`), all over the same test sets. With
-    `perturb.types` (evaluate.py's `perturb` group) each set is scored again under every robustness setting.
+    `data` holds one DataModule per member input size (`Ensemble.groups`), all over the same test sets.
+    `robustness` (evaluate.py's `perturb` group, see `robustness_hook`) scores each set again under the
+    robustness settings, given its name and clean probabilities; what it returns goes into metrics.json.
     """
     reports = {}
     first = next(iter(data.values()))
@@ -228,10 +231,8 @@ def evaluate_sets(
         raw = set_logits(ensemble, loaders, samples, device)
         probs, raw_probs, report = scored_report(ensemble, raw, samples, eval_cfg, seed)
         report = {"set": name, **(context or {}), **report}
-        if perturb is not None and perturb["types"]:
-            report["robustness"] = set_robustness(
-                ensemble, data, name, probs, device, eval_cfg, perturb, out_dir
-            )
+        if robustness is not None:
+            report["robustness"] = robustness(name, probs)
         write_set(out_dir / name, samples, probs, report, raw_probs if eval_cfg["calibrated"] else None)
         reports[name] = report
         log.info("evaluated %s: %d images -> %s", name, len(samples), out_dir / name)
@@ -245,32 +246,61 @@ def reported_probs(ensemble: Ensemble, raw: np.ndarray, calibrated: bool) -> np.
     return ensemble.combine(use).numpy()
 
 
-def set_robustness(
+RobustnessHook = Callable[
+    [str, np.ndarray], dict[str, Any]
+]  # (set name, clean probabilities) -> metrics.json part
+
+
+def robustness_hook(
+    perturb: Mapping[str, Any],
     ensemble: Ensemble,
     data: Mapping[int, DataModule],
-    name: str,
-    clean_probs: np.ndarray,
     device: torch.device,
     eval_cfg: Mapping[str, Any],
-    perturb: Mapping[str, Any],
     out_dir: Path,
-) -> dict[str, Any]:
-    """One set under every setting of `perturb` (the crop route of `deepfake.reporting.robustness`): each
-    setting's crops decoded and perturbed once per input size, in the loader workers."""
-    from deepfake.reporting.robustness import robustness_of_set
+    modules_for: Callable[[list[str]], dict[int, DataModule]],
+) -> RobustnessHook | None:
+    """What scores a set under perturbations: its crops perturbed in the loaders (`perturb.types`), or the
+    sets extract.py made from perturbed frames (`perturb.extracted`, loaded through `modules_for`); None
+    when `perturb` asks for neither."""
+    from deepfake.reporting.robustness import report_robustness, robustness_of_set
 
-    first = next(iter(data.values()))
-    samples = first.test_samples[name]
-    frames = first.test_frames[name] if first.clip_frames > 1 else samples
-
-    def score(setting: Setting) -> np.ndarray:
+    def probs_of(modules: Mapping[int, DataModule], name: str, setting: Setting | None = None) -> np.ndarray:
         seed = int(perturb["seed"])
-        loaders = {size: module.test_dataloader(name, setting, seed) for size, module in data.items()}
+        loaders = {size: m.test_dataloader(name, setting, seed) for size, m in modules.items()}
+        samples = next(iter(modules.values())).test_samples[name]
         return reported_probs(
             ensemble, set_logits(ensemble, loaders, samples, device), eval_cfg["calibrated"]
         )
 
-    return robustness_of_set(name, samples, frames, clean_probs, score, perturb, eval_cfg, out_dir / name)
+    def crops(name: str, clean: np.ndarray) -> dict[str, Any]:
+        first = next(iter(data.values()))
+        frames = first.test_frames[name] if first.clip_frames > 1 else first.test_samples[name]
+        score = functools.partial(probs_of, data, name)
+        return robustness_of_set(
+            name, first.test_samples[name], frames, clean, score, perturb, eval_cfg, out_dir / name
+        )
+
+    def extracted(name: str, clean: np.ndarray) -> dict[str, Any]:
+        scored: list[tuple[Setting, Sequence[Sample], np.ndarray]] = [
+            (Setting(CLEAN, 0), next(iter(data.values())).test_samples[name], clean)
+        ]
+        sets = {}
+        for (kind, level), manifest in extracted_sets(Path(perturb["extracted"]).expanduser()):
+            if perturb["types"] and (kind not in perturb["types"] or level not in perturb["levels"]):
+                continue
+            modules = modules_for([str(manifest)])
+            (set_name,) = {tuple(m.setup_test_sets()) for m in modules.values()}.pop()
+            samples = next(iter(modules.values())).test_samples[set_name]
+            scored.append((Setting(kind, level), samples, probs_of(modules, set_name)))
+            sets[f"{kind}-{level}"] = str(manifest)
+            log.info("robustness %s: %s-%d from %s", name, kind, level, manifest)
+        info = {"route": "frames", "seed": None, "sets": sets}
+        return report_robustness(name, scored, eval_cfg, out_dir / name, info)
+
+    if perturb["extracted"]:
+        return extracted
+    return crops if perturb["types"] else None
 
 
 def results_table(reports: Mapping[str, dict]) -> str:
@@ -367,20 +397,24 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     ensemble = ensemble_of(
         loaded, hw.device, precision, run_cfg.eval.tta, cfg.ensemble.mean, run_cfg.eval.calibrated
     )
-    data = {
-        size: instantiate(
-            run_cfg.data,
-            img_size=size,
-            batch_size=run_cfg.training.batch_size,
-            eval_batch_size=run_cfg.training.eval_batch_size,
-            seed=run_cfg.seed,
-            pin_memory=hw.device.type == "cuda",
-            clip_frames=clip,
-            _convert_="all",
-        )
-        for size in ensemble.groups()
-    }
+
+    def modules_for(test_sets: list[str] | None = None) -> dict[int, DataModule]:
+        """One DataModule per member input size over `test_sets` (default: the configured ones)."""
+        sets = {} if test_sets is None else {"test_sets": test_sets}
+        return {
+            size: instantiate(run_cfg.data, img_size=size, batch_size=run_cfg.training.batch_size,
+                              eval_batch_size=run_cfg.training.eval_batch_size, seed=run_cfg.seed,
+                              pin_memory=hw.device.type == "cuda", clip_frames=clip, _convert_="all", **sets)
+            for size in ensemble.groups()
+        }  # fmt: skip
+
+    data = modules_for()
     names = {size: module.setup_test_sets() for size, module in data.items()}[ensemble.members[0].img_size]
+    if cfg.perturb.extracted and len(names) != 1:
+        raise UserError(
+            f"perturb.extracted compares the extracted sets with one clean set, but {len(names)} test sets are "
+            "named: pass only the clean one, data.test_sets=[<clean set's manifest.csv>]"
+        )
     log.info("evaluating %s on %s (%s, %s)", ", ".join(paths), ", ".join(names), hw.device, precision.name)
     context = (
         {"checkpoint": str(loaded[0].path)}

@@ -251,9 +251,21 @@ def robustness_of_set(
         log.info(
             "robustness %s: %s (%d/%d) in %.1f s", name, s.name, k + 1, len(grid), time.perf_counter() - t0
         )
-    rows, summary = write_robustness(out, name, scored, eval_cfg)
     if perturb["examples"]:
         save_examples(out / "robustness_examples", frames, grid, int(perturb["seed"]), int(perturb["examples"]),
                       f"{name}: the first faces under each perturbation")  # fmt: skip
+    return report_robustness(name, scored, eval_cfg, out, {"route": "crops", "seed": int(perturb["seed"])})
+
+
+def report_robustness(
+    name: str,
+    scored: Sequence[tuple[Setting, Sequence[Sample], np.ndarray]],
+    eval_cfg: Mapping[str, Any],
+    out: Path,
+    info: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Either route's end: the files (`write_robustness`), the printed table, and what metrics.json keeps
+    under "robustness" (`info`: the route and its seed or sets, then the summary)."""
+    rows, summary = write_robustness(out, name, scored, eval_cfg)
     log.info("\n%s", robustness_table(name, summary, rows))
-    return {"route": "crops", "seed": int(perturb["seed"]), "csv": "robustness.csv", **summary}
+    return {**info, "csv": "robustness.csv", **summary}
