@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from deepfake.data.decode import decode_file, fit
 from deepfake.data.perturbed import PerturbedCrops, require_videos
 from deepfake.data.samples import Sample, scan_split
-from deepfake.errors import ConfigError, DataError
+from deepfake.errors import ConfigError, DataError, UserError
 from deepfake.evaluation.robustness import summarize
 from deepfake.evaluation.scoring import evaluate
 from deepfake.extraction.perturbed_frames import FramePerturbation
@@ -198,3 +198,62 @@ def test_frame_perturbation_perturbs_the_kept_frames_in_the_worker(
     assert squeezed.path == str(path) and squeezed.info == clean.info
     assert [f.shape for _, f in squeezed.frames] == [f.shape for _, f in clean.frames]
     assert 1 < np.abs(squeezed.frames[2][1].astype(int) - clean.frames[2][1]).mean() < 30
+
+
+@pytest.mark.slow
+def test_extract_perturbed_sets_then_one_summary(
+    test_videos: VideoSet, trained_run: dict, compose_cfg, tmp_path: Path
+) -> None:
+    """The paper route: extract.py perturbs whole frames before detection (only the test split here), records
+    the setting, refuses to resume into another; evaluate.py perturb.extracted= summarises the sets."""
+    from deepfake.extraction.pipeline import extract
+    from tests.test_extract_run import extract_cfg, place
+
+    root = place({"test/real/pan.mp4": test_videos.pan, "test/fake/M/mirrored.mp4": test_videos.mirrored,
+                  "train/real/brighter.mp4": test_videos.brighter}, tmp_path / "videos")  # fmt: skip
+    fast = ["frames_per_video=4", "splits=[test]"]
+    assert extract(extract_cfg(root, tmp_path / "clean", *fast)) is not None
+    for kind, level in (("GB", 3), ("VC", 5)):
+        out = tmp_path / "robust" / f"{kind}-{level}"
+        assert (
+            extract(extract_cfg(root, out, *fast, f"perturb.type={kind}", f"perturb.level={level}"))
+            is not None
+        )
+    gb = tmp_path / "robust" / "GB-3"
+    with open(gb / "videos.csv", newline="") as f:
+        videos = list(csv.DictReader(f))
+    assert sorted(v["source"] for v in videos) == ["test/fake/M/mirrored.mp4", "test/real/pan.mp4"]
+    assert {v["perturb"] for v in videos} == {"GB-3"} and all(v["status"] == "ok" for v in videos)
+    assert json.loads((gb / "extraction.json").read_text())["perturb"] == {
+        "type": "GB",
+        "level": 3,
+        "seed": 0,
+    }
+    assert json.loads((tmp_path / "clean" / "extraction.json").read_text())["perturb"] is None
+    with pytest.raises(
+        UserError,
+        match=r"holds videos extracted with perturbation GB-3 \(seed 0\), but this run asks for CC-3",
+    ):
+        extract(extract_cfg(root, gb, *fast, "perturb.type=CC", "perturb.level=3"))
+    overrides = [
+        f"checkpoint={trained_run['run']}",
+        f"data.test_sets=[{tmp_path / 'clean' / 'manifest.csv'}]",
+        f"perturb.extracted={tmp_path / 'robust'}",
+        "data.num_workers=0",
+        "eval.bootstrap_samples=0",
+        f"eval.out_dir={tmp_path / 'eval'}",
+    ]
+    report = evaluate(compose_cfg(overrides, config_name="evaluate"), overrides)["manifest.csv"]
+    with open(tmp_path / "eval" / "manifest.csv" / "robustness.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["type"], r["level"], r["param"]) for r in rows] == [
+        ("clean", "0", ""),
+        ("GB", "3", "13"),
+        ("VC", "5", "40"),
+    ]
+    assert all(int(r["n"]) == 8 for r in rows)  # 2 videos x 4 frames, one face each
+    robust = report["robustness"]
+    assert robust["route"] == "frames" and robust["sets"] == {
+        "GB-3": str(gb / "manifest.csv"), "VC-5": str(tmp_path / "robust" / "VC-5" / "manifest.csv")
+    }  # fmt: skip
+    assert (tmp_path / "eval" / "manifest.csv" / "robustness.png").is_file()

@@ -422,9 +422,8 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
         else {"checkpoints": [str(d.path) for d in loaded]}
     )
     perturb = OmegaConf.to_container(cfg.perturb, resolve=True)
-    return evaluate_sets(
-        ensemble, data, names, hw.device, run_cfg.eval, out_dir, run_cfg.seed, context, perturb
-    )
+    hook = robustness_hook(perturb, ensemble, data, hw.device, run_cfg.eval, out_dir, modules_for)  # type: ignore[arg-type]
+    return evaluate_sets(ensemble, data, names, hw.device, run_cfg.eval, out_dir, run_cfg.seed, context, hook)
 
 
 def evaluation_config(saved: DictConfig | None, cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
