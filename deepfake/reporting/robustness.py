@@ -188,7 +188,7 @@ def write_robustness(
     write_predictions(out / "robustness_predictions.csv", scored)
     metric = "video_auc" if _has_videos(scored[0][1]) else "frame_auc"
     save_png(
-        robustness_figure(rows, f"Robustness: {name} ({metric.replace('_', ' ')})", metric),
+        robustness_figure(rows, f"Robustness: {name} ({metric.replace('_auc', ' AUC')})", metric),
         out / "robustness.png",
     )
     return rows, summary
@@ -201,9 +201,7 @@ def _has_videos(samples: Sequence[Sample]) -> bool:
 def robustness_table(name: str, summary: Mapping[str, Any], rows: Sequence[Row]) -> str:
     """Plain text: the video AUC of each type (rows) at each level (columns) and its mean, then the means."""
     levels = summary["levels"]
-    table = Table(
-        title=f"Robustness of {name} (video AUC; frame AUC mean in the last column)", box=box.MARKDOWN
-    )
+    table = Table(title=f"Robustness of {name}: video AUC per level", box=box.MARKDOWN)
     for column in ("type", *(f"L{lv}" for lv in levels), "mean", "frame mean"):
         table.add_column(column, justify="left" if column == "type" else "right")
     by_key = {(r["type"], int(r["level"])): r for r in rows}  # type: ignore[call-overload]
