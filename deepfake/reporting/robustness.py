@@ -67,7 +67,9 @@ def robustness_figure(rows: Sequence[Row], title: str, metric: str = "video_auc"
     heat.set_yticks(range(len(types)), types)
     heat.set_xlabel("level")
     for (i, j), value in np.ndenumerate(grid):
-        heat.text(j, i, "n/a" if math.isnan(value) else f"{value:.3f}", ha="center", va="center", fontsize=8)
+        dark = not math.isnan(value) and (value < 0.6 or value > 0.93)  # the colour map's dark ends
+        text = "n/a" if math.isnan(value) else f"{value:.3f}"
+        heat.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
     fig.colorbar(image, ax=heat, fraction=0.05)
     fig.suptitle(title)
     fig.tight_layout()
