@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+from deepfake.data import DataModule
 from deepfake.data.decode import decode_file, fit
 from deepfake.data.perturbed import PerturbedCrops, require_videos
 from deepfake.data.samples import Sample, scan_split
@@ -257,3 +258,14 @@ def test_extract_perturbed_sets_then_one_summary(
         "GB-3": str(gb / "manifest.csv"), "VC-5": str(tmp_path / "robust" / "VC-5" / "manifest.csv")
     }  # fmt: skip
     assert (tmp_path / "eval" / "manifest.csv" / "robustness.png").is_file()
+
+
+def test_clip_models_get_perturbed_clips(tmp_path: Path) -> None:
+    crops(tmp_path)
+    dm = DataModule(kind="folder", root=str(tmp_path), img_size=24, num_workers=0, clip_frames=2,
+                    test_sets=[str(tmp_path)])  # fmt: skip
+    (name,) = dm.setup_test_sets()
+    clean, _, _ = next(iter(dm.test_dataloader(name)))
+    blurred, _, _ = next(iter(dm.test_dataloader(name, setting("GB", 5), 0)))
+    assert clean.shape == blurred.shape == (4, 2, 3, 24, 24)  # four videos, two frames each
+    assert not torch.equal(clean, blurred) and clean.float().std() > blurred.float().std()

@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 from PIL import Image
+from scipy.ndimage import correlate1d
 
 BLOCK = 8  # BW's block side
 BLOCK_GREY = 128
@@ -125,14 +126,15 @@ def fixed_point_kernel(size: int, sigma: float, bits: int = KERNEL_BITS) -> np.n
 
 
 def gaussian_blur(img: np.ndarray, param: int, rng: np.random.Generator | None = None) -> np.ndarray:
-    """GB: `cv2.GaussianBlur(img, (k, k), k / 6)` on uint8, bit for bit (see the module notes); k = p."""
+    """GB: `cv2.GaussianBlur(img, (k, k), k / 6)` on uint8, bit for bit (see the module notes); k = p.
+
+    Two integer passes with scipy's `correlate1d` (its `mirror` border is OpenCV's reflect-101): exact, since
+    the sums stay below 2**24, and about 0.3 s for a 1080p frame where numpy's shifted sums took seconds.
+    """
     k = int(param)
-    kernel = fixed_point_kernel(k, k / 6)
-    pad = k // 2
-    src = np.pad(img.astype(np.int64), ((pad, pad), (pad, pad), (0, 0)), mode="reflect")  # reflect-101
-    h, w = img.shape[:2]
-    rows = sum(kernel[i] * src[:, i : i + w] for i in range(k))  # exact: 1/256 units
-    both = sum(kernel[i] * rows[i : i + h] for i in range(k))  # 1/65536 units
+    kernel = fixed_point_kernel(k, k / 6).astype(np.int32)
+    rows = correlate1d(img.astype(np.int32), kernel, axis=1, mode="mirror", output=np.int32)  # 1/256 units
+    both = correlate1d(rows, kernel, axis=0, mode="mirror", output=np.int32)  # 1/65536 units
     shift = 2 * KERNEL_BITS
     return ((both + (1 << (shift - 1))) >> shift).clip(0, 255).astype(np.uint8)
 
@@ -148,8 +150,8 @@ def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     frac[low | high] = 0
     first = np.where(low, 0, np.where(high, src - 1, first))
     one = 1 << RESIZE_BITS
-    w0 = np.rint((np.float32(1) - frac) * one).astype(np.int64)
-    w1 = np.rint(frac * one).astype(np.int64)
+    w0 = np.rint((np.float32(1) - frac) * one).astype(np.int32)
+    w1 = np.rint(frac * one).astype(np.int32)
     return first, np.minimum(first + 1, src - 1), w0, w1
 
 
@@ -159,7 +161,7 @@ def linear_resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
     h, w = img.shape[:2]
     x0, x1, a0, a1 = _linear_taps(w, width)
     y0, y1, b0, b1 = _linear_taps(h, height)
-    src = img.astype(np.int64)
+    src = img.astype(np.int32)  # every sum below fits: 255 * 2048 before the shift, 2**15 * 2**11 after
     rows = src[:, x0] * a0[None, :, None] + src[:, x1] * a1[None, :, None]
     top = ((rows[y0] >> 4) * b0[:, None, None]) >> 16
     bottom = ((rows[y1] >> 4) * b1[:, None, None]) >> 16
