@@ -269,3 +269,18 @@ def test_clip_models_get_perturbed_clips(tmp_path: Path) -> None:
     blurred, _, _ = next(iter(dm.test_dataloader(name, setting("GB", 5), 0)))
     assert clean.shape == blurred.shape == (4, 2, 3, 24, 24)  # four videos, two frames each
     assert not torch.equal(clean, blurred) and clean.float().std() > blurred.float().std()
+
+
+def test_extract_perturb_keys_are_checked(tmp_path: Path) -> None:
+    from deepfake.extraction.config import validate
+
+    base = {"root": str(tmp_path), "out": str(tmp_path / "out")}
+    with pytest.raises(ConfigError, match=r"perturb\.type=GB needs perturb\.level: 1 \(mildest\) to 5"):
+        validate({**base, "perturb": {"type": "GB"}})
+    with pytest.raises(ConfigError, match=r"perturb\.level is set but perturb\.type is not"):
+        validate({**base, "perturb": {"level": 3}})
+    with pytest.raises(ConfigError, match=r"perturb\.type='gauss' is not a perturbation type"):
+        validate({**base, "perturb": {"type": "gauss", "level": 3}})
+    with pytest.raises(ConfigError, match=r"splits=\[\] keeps no video"):
+        validate({**base, "splits": []})
+    assert validate({**base, "perturb": {"type": "VC", "level": 5}}).perturb.level == 5

@@ -384,6 +384,10 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise UserError("no checkpoint given: pass checkpoint=<run directory or .pt file>")
     check_evaluate_perturb(cfg.perturb)
+    if cfg.perturb.extracted:
+        extracted_sets(
+            Path(cfg.perturb.extracted).expanduser()
+        )  # the folder and its sets, before any loading
     paths = checkpoint_list(cfg.checkpoint)
     loaded = [load_detector(path) for path in paths]  # every member's file checked before any work
     first = loaded[0]

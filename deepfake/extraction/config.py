@@ -142,6 +142,8 @@ def validate(cfg: DictConfig | ExtractConfig) -> DictConfig:
 def _check_robustness(cfg: DictConfig) -> None:
     """`perturb` (a known type at a level in 1..5, or neither) and `splits` (null, or a non-empty list)."""
     if cfg.perturb.type is not None:
+        if cfg.perturb.level is None:
+            raise ConfigError(f"perturb.type={cfg.perturb.type} needs perturb.level: 1 (mildest) to 5")
         setting(cfg.perturb.type, cfg.perturb.level)  # a known type at a level in 1..5, or one clear error
     elif cfg.perturb.level is not None:
         raise ConfigError(
