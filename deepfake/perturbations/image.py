@@ -32,7 +32,6 @@ import math
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import correlate1d
 
 BLOCK = 8  # BW's block side
 BLOCK_GREY = 128
@@ -131,6 +130,8 @@ def gaussian_blur(img: np.ndarray, param: int, rng: np.random.Generator | None =
     Two integer passes with scipy's `correlate1d` (its `mirror` border is OpenCV's reflect-101): exact, since
     the sums stay below 2**24, and about 0.3 s for a 1080p frame where numpy's shifted sums took seconds.
     """
+    from scipy.ndimage import correlate1d  # here: scipy.ndimage costs `import train` most of a second
+
     k = int(param)
     kernel = fixed_point_kernel(k, k / 6).astype(np.int32)
     rows = correlate1d(img.astype(np.int32), kernel, axis=1, mode="mirror", output=np.int32)  # 1/256 units
