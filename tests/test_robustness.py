@@ -284,3 +284,20 @@ def test_extract_perturb_keys_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"splits=\[\] keeps no video"):
         validate({**base, "splits": []})
     assert validate({**base, "perturb": {"type": "VC", "level": 5}}).perturb.level == 5
+
+
+@pytest.mark.parametrize(
+    "perturb",
+    [{"type": "__import__('os')", "level": 1, "seed": 0}, {"type": "GB", "level": 9, "seed": 0}, "GB-3"],
+)
+def test_a_tampered_perturbation_record_is_refused(tmp_path: Path, perturb: object) -> None:
+    from deepfake.extraction.config import validate
+    from deepfake.extraction.settings import read_settings, write_settings
+
+    cfg = validate({"root": str(tmp_path), "out": str(tmp_path), "perturb": {"type": "GB", "level": 3}})
+    path = write_settings(tmp_path, cfg)
+    saved = json.loads(path.read_text())
+    assert read_settings(tmp_path)["perturb"] == saved["perturb"] == {"type": "GB", "level": 3, "seed": 0}
+    path.write_text(json.dumps({**saved, "perturb": perturb}))
+    with pytest.raises(UserError, match="extraction setting perturb is missing or invalid"):
+        read_settings(tmp_path)
