@@ -246,9 +246,8 @@ def reported_probs(ensemble: Ensemble, raw: np.ndarray, calibrated: bool) -> np.
     return ensemble.combine(use).numpy()
 
 
-RobustnessHook = Callable[
-    [str, np.ndarray], dict[str, Any]
-]  # (set name, clean probabilities) -> metrics.json part
+#: (set name, its clean probabilities) -> what its metrics.json keeps under "robustness"
+RobustnessHook = Callable[[str, np.ndarray], dict[str, Any]]
 
 
 def robustness_hook(
@@ -384,10 +383,8 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise UserError("no checkpoint given: pass checkpoint=<run directory or .pt file>")
     check_evaluate_perturb(cfg.perturb)
-    if cfg.perturb.extracted:
-        extracted_sets(
-            Path(cfg.perturb.extracted).expanduser()
-        )  # the folder and its sets, before any loading
+    if cfg.perturb.extracted:  # the folder and its sets are checked before any loading
+        extracted_sets(Path(cfg.perturb.extracted).expanduser())
     paths = checkpoint_list(cfg.checkpoint)
     loaded = [load_detector(path) for path in paths]  # every member's file checked before any work
     first = loaded[0]
