@@ -32,24 +32,24 @@ class PerturbationType:
     name: str
     params: tuple[float, ...]  # the parameter at levels 1..5, milder to harsher
     apply: ImageFn | None  # per image; None for VC, which re-encodes a whole clip
-    unit: str = ""  # what the parameter is, for tables and plots
+    unit: str = ""  # what the parameter is, for logs
 
 
 TYPES: dict[str, PerturbationType] = {
     t.code: t
     for t in (
-        PerturbationType("CS", "colour saturation", (0.4, 0.3, 0.2, 0.1, 0.0), image.color_saturation, "chroma x"),
+        PerturbationType("CS", "colour saturation", (0.4, 0.3, 0.2, 0.1, 0.0), image.color_saturation, "chroma scale"),
         PerturbationType("CC", "contrast (a brightness scale)", (0.85, 0.725, 0.6, 0.475, 0.35),
-                         image.color_contrast, "pixel x"),
+                         image.color_contrast, "scale"),
         PerturbationType("BW", "block-wise", (16, 32, 48, 64, 80), image.block_wise, "blocks per 256 px"),
         PerturbationType("GNC", "colour Gaussian noise", (0.001, 0.002, 0.005, 0.01, 0.05),
                          image.gaussian_noise_color, "variance"),
-        PerturbationType("GB", "Gaussian blur", (7, 9, 13, 17, 21), image.gaussian_blur, "kernel size"),
+        PerturbationType("GB", "Gaussian blur", (7, 9, 13, 17, 21), image.gaussian_blur, "kernel"),
         PerturbationType("JPEG", "pixelation (DeeperForensics' JPEG)", (2, 3, 4, 5, 6), image.pixelate,
-                         "down factor"),
+                         "factor"),
         PerturbationType("VC", "H.264 video compression", (30, 32, 35, 38, 40), None, "CRF"),
         PerturbationType("JPEGQ", "JPEG", (90, 70, 50, 30, 10), image.jpeg, "quality"),
-        PerturbationType("RESIZE", "antialiased down-up resize", (2, 3, 4, 5, 6), image.resize, "down factor"),
+        PerturbationType("RESIZE", "antialiased down-up resize", (2, 3, 4, 5, 6), image.resize, "factor"),
     )
 }  # fmt: skip
 DEEPERFORENSICS = ("CS", "CC", "BW", "GNC", "GB", "JPEG", "VC")
@@ -80,6 +80,13 @@ class Setting:
     def name(self) -> str:
         """`clean` or `<TYPE>-<level>`: the name of its CSV row and example files."""
         return CLEAN if self.clean else f"{self.type}-{self.level}"
+
+    def describe(self) -> str:
+        """For logs: `GB-5 (Gaussian blur, kernel 21)`."""
+        if self.clean:
+            return CLEAN
+        kind = TYPES[self.type]
+        return f"{self.name} ({kind.name}, {kind.unit} {self.param:g})"
 
 
 def setting(type_: str, level: int, key: str = "perturb") -> Setting:

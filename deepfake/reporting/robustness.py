@@ -249,7 +249,12 @@ def robustness_of_set(
         t0 = time.perf_counter()
         scored.append((s, samples, score(s)))
         log.info(
-            "robustness %s: %s (%d/%d) in %.1f s", name, s.name, k + 1, len(grid), time.perf_counter() - t0
+            "robustness %s: %s (%d/%d) in %.1f s",
+            name,
+            s.describe(),
+            k + 1,
+            len(grid),
+            time.perf_counter() - t0,
         )
     if perturb["examples"]:
         save_examples(out / "robustness_examples", frames, grid, int(perturb["seed"]), int(perturb["examples"]),
