@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 from pathlib import Path
@@ -101,7 +102,7 @@ def test_rows_summary_and_files(tmp_path: Path) -> None:
     assert summary["per_type"]["GB"]["frame_auc"] == pytest.approx((0.0 + roc_auc_score(labels, noisy)) / 2)
     assert summary["mean"]["frame_auc"] == pytest.approx((0.0 + roc_auc_score(labels, noisy) + 1.0) / 3)
     assert summary["clean"] == {"frame_auc": 1.0, "video_auc": 1.0} and summary["levels"] == [1, 5]
-    with open(tmp_path / "robustness_predictions.csv", newline="") as f:
+    with gzip.open(tmp_path / "robustness_predictions.csv.gz", "rt", newline="") as f:
         predictions = list(csv.DictReader(f))
     assert (
         len(predictions) == 32
@@ -150,7 +151,7 @@ def test_evaluate_perturb_scores_every_setting_and_saves_examples(
     assert float(rows["clean-0"]["frame_auc"]) == metrics["frame"]["auc"] == report["frame"]["auc"]
     assert float(rows["clean-0"]["video_auc"]) == metrics["video"]["auc"]
     assert all(r["n"] == "18" for r in rows.values())
-    with open(out / "robustness_predictions.csv", newline="") as f:
+    with gzip.open(out / "robustness_predictions.csv.gz", "rt", newline="") as f:
         predictions = list(csv.DictReader(f))
     for name, row in rows.items():  # every row recomputes from the probabilities file
         mine = [p for p in predictions if p["setting"] == ("clean" if name == "clean-0" else name)]
