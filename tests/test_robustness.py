@@ -21,11 +21,11 @@ from deepfake.data.perturbed import PerturbedCrops, require_videos
 from deepfake.data.samples import Sample, scan_split
 from deepfake.errors import ConfigError, DataError, UserError
 from deepfake.evaluation.robustness import summarize
-from deepfake.evaluation.scoring import evaluate
 from deepfake.extraction.perturbed_frames import FramePerturbation
 from deepfake.extraction.video import read_frames, timed_read
 from deepfake.perturbations import image, video
 from deepfake.perturbations.protocol import Setting, frame_rng, setting
+from deepfake.reporting.eval_sets import evaluate
 from deepfake.reporting.robustness import write_robustness
 from tests.videos import VideoSet
 

@@ -4,5 +4,5 @@ The ground floor of the data side: `image` holds the per-image functions (pure: 
 image out, randomness only from the generator passed in), `video` the H.264 re-encode (PyAV's libx264, no
 system ffmpeg), `protocol` the table of types and levels, the per-video seeding and the parsing of
 `perturb.*`. Numpy, Pillow and PyAV only: extraction's decode workers, which import no torch, use it too.
-It imports only the ground floor (`errors`, `choices`, `config.checks`).
+May import: the ground floor only (`errors`, `choices`, `config.checks`).
 """

@@ -2,12 +2,13 @@
 (AUC per perturbation type against level beside a type x level heatmap), the printed table, and with
 `perturb.examples=N` the example faces under every setting (`robustness_examples/`, with `grid.png`).
 
-matplotlib's object API only (`Figure`), like `reporting.figures`: headless, no pyplot state.
+The figures are drawn by `reporting.robustness_figures`, imported where they are due (matplotlib).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import logging
@@ -19,62 +20,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
+import torch
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from deepfake.config.checks import check_evaluate_perturb
+from deepfake.data.module import DataModule
 from deepfake.data.perturbed import PerturbedCrops, require_videos
 from deepfake.data.samples import Sample
+from deepfake.errors import UserError
+from deepfake.evaluation.ensemble import Ensemble
 from deepfake.evaluation.robustness import COLUMNS, setting_row, summarize
+from deepfake.evaluation.scoring import reported_probs, set_logits
+from deepfake.extraction.settings import extracted_sets
 from deepfake.perturbations.protocol import CLEAN, Setting, settings
-from deepfake.reporting.figures import save_png
 from deepfake.runs.fileio import atomic_write
 
 log = logging.getLogger("deepfake")
 Row = Mapping[str, object]  # a robustness.csv row: type, level, param, frame_auc, video_auc, ap, eer, n
-TILE = 96  # pixels per face in the examples grid (the PNG files beside it keep each face's own size)
-
-
-def _auc(row: Row, metric: str) -> float:
-    value = row[metric]
-    return float(value) if value is not None else math.nan
-
-
-def robustness_figure(rows: Sequence[Row], title: str, metric: str = "video_auc") -> Figure:
-    """Left: AUC against level, one line per type, the clean AUC dashed. Right: the type x level heatmap."""
-    clean = next((_auc(r, metric) for r in rows if r["type"] == "clean"), math.nan)
-    types = list(dict.fromkeys(str(r["type"]) for r in rows if r["type"] != "clean"))
-    levels = sorted({int(r["level"]) for r in rows if r["type"] != "clean"})  # type: ignore[call-overload]
-    grid = np.full((len(types), len(levels)), math.nan)
-    for r in rows:
-        if r["type"] != "clean":
-            grid[types.index(str(r["type"])), levels.index(int(r["level"]))] = _auc(r, metric)  # type: ignore[call-overload]
-    fig = Figure(figsize=(11, 0.45 * max(len(types), 6) + 1.8), dpi=100)
-    lines, heat = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
-    for k, name in enumerate(types):
-        lines.plot(levels, grid[k], marker="o", label=name)
-    if not math.isnan(clean):
-        lines.axhline(clean, color="black", linestyle="--", linewidth=1, label=f"clean {clean:.3f}")
-    lines.set_xticks(levels)
-    lines.set_xlabel("level (1 = mildest)")
-    lines.set_ylabel(metric.replace("_auc", " AUC"))
-    lines.set_ylim(min(0.45, np.nanmin(grid, initial=1.0) - 0.02), 1.005)
-    lines.grid(alpha=0.3)
-    lines.legend(fontsize=8, loc="lower left", ncol=2)
-    image = heat.imshow(grid, cmap="RdYlGn", vmin=0.5, vmax=1.0, aspect="auto")
-    heat.set_xticks(range(len(levels)), [str(lv) for lv in levels])
-    heat.set_yticks(range(len(types)), types)
-    heat.set_xlabel("level")
-    for (i, j), value in np.ndenumerate(grid):
-        dark = not math.isnan(value) and (value < 0.6 or value > 0.93)  # the colour map's dark ends
-        text = "n/a" if math.isnan(value) else f"{value:.3f}"
-        heat.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
-    fig.colorbar(image, ax=heat, fraction=0.05)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 
 def safe_name(text: str) -> str:
@@ -89,35 +55,6 @@ def save_image(image: np.ndarray, path: Path) -> Path:
     Image.fromarray(image).save(buffer, format="PNG")
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
     return path
-
-
-def examples_figure(faces: Sequence[Mapping[str, np.ndarray]], names: Sequence[str], title: str) -> Figure:
-    """A row per type; per face a block of columns, its clean crop then each level (tiles of TILE pixels)."""
-    settings = list(faces[0])
-    types = list(dict.fromkeys(s.split("-")[0] for s in settings if s != CLEAN))
-    levels = sorted({int(s.split("-")[1]) for s in settings if s != CLEAN})
-    width = len(levels) + 1
-    inch = 0.9
-    fig = Figure(figsize=(inch * width * len(faces) + 0.5, inch * len(types) + 0.9), dpi=TILE / inch)
-    axes = fig.subplots(len(types), width * len(faces), squeeze=False)
-    for f, (face, name) in enumerate(zip(faces, names, strict=True)):
-        for t, kind in enumerate(types):
-            for c, key in enumerate([CLEAN, *(f"{kind}-{lv}" for lv in levels)]):
-                ax = axes[t, f * width + c]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if key in face:
-                    ax.imshow(face[key])
-                if t == 0:
-                    head = "clean" if c == 0 else f"level {levels[c - 1]}"
-                    ax.set_title(
-                        f"{name}\n{head}" if c == 0 else head, fontsize=7, loc="left" if c == 0 else "center"
-                    )
-                if c == 0 and f == 0:
-                    ax.set_ylabel(kind, fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
-    return fig
 
 
 def write_rows(path: Path, rows: Sequence[Row]) -> Path:
@@ -150,6 +87,9 @@ def save_examples(
 ) -> Path:
     """The first `count` faces under every setting of `grid`, each a lossless PNG at its own size, as
     `<folder>/<face>/clean.png` and `<TYPE>-<level>.png`, plus `<folder>/grid.png`; returns the grid's path."""
+    from deepfake.reporting.figures import save_png  # matplotlib: only when figures are due
+    from deepfake.reporting.robustness_figures import examples_figure
+
     count = min(count, len(frames))
     crops = {s: PerturbedCrops(frames, s, seed, size=0) for s in [Setting(CLEAN, 0), *grid]}
     faces, names = [], []
@@ -169,6 +109,8 @@ def save_examples(
 def _tile(image: np.ndarray) -> np.ndarray:
     """A face shrunk (antialiased) to at most TILE pixels on its longer side, for the grid only."""
     h, w = image.shape[:2]
+    from deepfake.reporting.robustness_figures import TILE
+
     scale = TILE / max(h, w)
     if scale >= 1:
         return image
@@ -186,6 +128,9 @@ def write_robustness(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The rows, robustness.csv, robustness_predictions.csv.gz and robustness.png of one set; returns the rows
     and their summary (`evaluation.robustness.summarize`)."""
+    from deepfake.reporting.figures import save_png  # matplotlib: only when figures are due
+    from deepfake.reporting.robustness_figures import robustness_figure
+
     rows = [setting_row(s, samples, probs, eval_cfg) for s, samples, probs in scored]
     summary = summarize(rows)
     write_rows(out / "robustness.csv", rows)
@@ -276,3 +221,71 @@ def report_robustness(
     rows, summary = write_robustness(out, name, scored, eval_cfg)
     log.info("\n%s", robustness_table(name, summary, rows))
     return {**info, "csv": "robustness.csv", **summary}
+
+
+#: (set name, its clean probabilities) -> what its metrics.json keeps under "robustness"
+RobustnessHook = Callable[[str, np.ndarray], dict[str, Any]]
+
+
+def robustness_request(perturb: DictConfig) -> dict[str, Any]:
+    """evaluate.py's `perturb` group, checked (and `perturb.extracted`'s sets found) before any loading."""
+    check_evaluate_perturb(perturb)
+    if perturb.extracted:
+        extracted_sets(Path(perturb.extracted).expanduser())
+    return OmegaConf.to_container(perturb, resolve=True)  # type: ignore[return-value]
+
+
+def robustness_hook(
+    perturb: Mapping[str, Any],
+    names: Sequence[str],
+    ensemble: Ensemble,
+    data: Mapping[int, DataModule],
+    device: torch.device,
+    eval_cfg: Mapping[str, Any],
+    out_dir: Path,
+    modules_for: Callable[..., dict[int, DataModule]],
+) -> RobustnessHook | None:
+    """What scores a set under perturbations: its crops perturbed in the loaders (`perturb.types`), or the
+    sets extract.py made from perturbed frames (`perturb.extracted`, each loaded by `modules_for([manifest])`);
+    None when `perturb` asks for neither."""
+    if perturb["extracted"] and len(names) != 1:
+        raise UserError(
+            f"perturb.extracted compares the extracted sets with one clean set, but {len(names)} test sets are "
+            "named: pass only the clean one, data.test_sets=[<clean set's manifest.csv>]"
+        )
+
+    def probs_of(modules: Mapping[int, DataModule], name: str, setting: Setting | None = None) -> np.ndarray:
+        loaders = {
+            size: m.test_dataloader(name, setting, int(perturb["seed"])) for size, m in modules.items()
+        }
+        samples = next(iter(modules.values())).test_samples[name]
+        raw = set_logits(ensemble, loaders, samples, device)
+        return reported_probs(ensemble, raw, eval_cfg["calibrated"])
+
+    def crops(name: str, clean: np.ndarray) -> dict[str, Any]:
+        first = next(iter(data.values()))
+        frames = first.test_frames[name] if first.clip_frames > 1 else first.test_samples[name]
+        score = functools.partial(probs_of, data, name)
+        return robustness_of_set(
+            name, first.test_samples[name], frames, clean, score, perturb, eval_cfg, out_dir / name
+        )
+
+    def extracted(name: str, clean: np.ndarray) -> dict[str, Any]:
+        scored: list[tuple[Setting, Sequence[Sample], np.ndarray]] = [
+            (Setting(CLEAN, 0), next(iter(data.values())).test_samples[name], clean)
+        ]
+        sets = {}
+        for (kind, level), manifest in extracted_sets(Path(perturb["extracted"]).expanduser()):
+            if perturb["types"] and (kind not in perturb["types"] or level not in perturb["levels"]):
+                continue
+            modules = modules_for([str(manifest)])
+            (set_name,) = {tuple(m.setup_test_sets()) for m in modules.values()}.pop()
+            samples = next(iter(modules.values())).test_samples[set_name]
+            scored.append((Setting(kind, level), samples, probs_of(modules, set_name)))
+            sets[f"{kind}-{level}"] = str(manifest)
+            log.info("robustness %s: %s-%d from %s", name, kind, level, manifest)
+        return report_robustness(name, scored, eval_cfg, out_dir / name, {"route": "frames", "sets": sets})
+
+    if perturb["extracted"]:
+        return extracted
+    return crops if perturb["types"] else None
