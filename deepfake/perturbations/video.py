@@ -2,9 +2,11 @@
 
 The original runs `ffmpeg -i in -crf p -y out.mp4`: libx264 with ffmpeg's defaults (preset medium, yuv420p,
 the input's frame rate). Here the same encoder and settings run in-process, so no ffmpeg binary is needed,
-with two fixed choices the command line leaves to the machine: one encoder thread (x264's output depends on
-its thread count, and a protocol must not depend on the core count), and the video's pixel size rounded up to
-even with copies of the last row and column (yuv420p needs it; ffmpeg would refuse an odd size).
+with three fixed choices the command line leaves to the machine, so that a result does not depend on it or on
+the run: one encoder thread (x264's output depends on its thread count); x264's vector code capped at AVX2 on
+CPUs with AVX-512 (its AVX-512 path reads uninitialised memory: in a long-running process, frames whose width
+is not a multiple of 128 px encoded differently from run to run); and the pixel size rounded up to even with
+copies of the last row and column (yuv420p needs it; ffmpeg would refuse an odd size).
 
 `reencode_file` is the paper's route (the whole video, before face detection); `compress_clip` re-encodes
 frames already in memory, such as one video's face crops, as one clip at `rate` frames per second. The crops
@@ -14,6 +16,8 @@ the video's real frames: the crop route approximates the paper's VC, it does not
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -34,12 +38,36 @@ class Compressed:
     bytes: int  # size of the H.264 stream
 
 
+@functools.cache
+def _has_avx512() -> bool:
+    """Whether x264 would use its AVX-512 code here: numpy's own CPU probe (F, CD, BW, DQ and VL, as x264
+    requires), else Linux's CPU flags; False where neither can tell."""
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):
+        try:
+            features = importlib.import_module(module).__cpu_features__
+        except (ImportError, AttributeError):
+            continue
+        return bool(features.get("AVX512_SKX"))
+    try:
+        return " avx512f " in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def x264_options(crf: int) -> dict[str, str]:
+    """libx264 at CRF `crf` with ffmpeg's command-line defaults, one thread, no AVX-512 (see the module notes)."""
+    options = {"crf": str(int(crf)), "preset": PRESET, "threads": "1"}
+    if _has_avx512():
+        options["x264-params"] = "asm=AVX2"  # x264's cumulative level: everything up to AVX2
+    return options
+
+
 def encoder(width: int, height: int, rate: Fraction, crf: int) -> av.video.codeccontext.VideoCodecContext:
-    """libx264 at CRF `crf` with ffmpeg's command-line defaults and one thread (see the module notes)."""
+    """A libx264 encoder with `x264_options(crf)`."""
     context = av.CodecContext.create(ENCODER, "w")
     context.width, context.height, context.pix_fmt = width, height, PIX_FMT
     context.time_base, context.framerate = 1 / rate, rate
-    context.options = {"crf": str(int(crf)), "preset": PRESET, "threads": "1"}
+    context.options = x264_options(crf)
     return context
 
 
@@ -95,7 +123,7 @@ def reencode_file(src: str | Path, dst: str | Path, crf: int) -> int:
         out = target.add_stream(ENCODER, rate=rate)
         out.width, out.height, out.pix_fmt = width + width % 2, height + height % 2, PIX_FMT
         out.codec_context.time_base = 1 / rate
-        out.options = {"crf": str(int(crf)), "preset": PRESET, "threads": "1"}
+        out.options = x264_options(crf)
         count, rotation = 0, None
         for frame in source.decode(stream):
             if rotation is None:
