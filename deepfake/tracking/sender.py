@@ -73,6 +73,7 @@ class Sender:
         self._dead = False  # a refused essential task: nothing more goes to this tracker
         self._wake = False
         self._down_since: float | None = None
+        self._sending: str | None = None  # what the thread is sending now, for the give-up message
         self._warned: set[str] = set()
         self._thread = threading.Thread(target=self._loop, name=f"tracker-{tracker.name}", daemon=True)
 
@@ -116,10 +117,15 @@ class Sender:
         with self._cond:
             self._abandoned = True
             rows, tasks = self._rows, [e.what for e in self._queue if isinstance(e, Task)]
+            sending = self._sending
             self._cond.notify_all()
+        if sending is not None and sending.isdigit():
+            rows += int(sending)
+        elif sending is not None:
+            tasks.insert(0, sending)
         t = self.tracker
         log.warning(
-            "%s: gave up after %.0f s; not sent to %s: %d log rows%s. Everything is in the run directory. "
+            "%s: gave up after %g s; not sent to %s: %d log rows%s. Everything is in the run directory. "
             "Fix: %s (a live but slow server: raise logger.flush_timeout_s)",
             t.name, timeout, t.where(), rows, "".join(f", {what}" for what in tasks), t.fix(),
         )  # fmt: skip
@@ -164,7 +170,14 @@ class Sender:
             return rows
 
     def _send(self, batch: list[Row] | Task) -> None:
-        delay = 1.0
+        self._sending = batch.what if isinstance(batch, Task) else str(len(batch))
+        try:
+            self._send_until_done(batch)
+        finally:
+            self._sending = None
+
+    def _send_until_done(self, batch: list[Row] | Task) -> None:
+        delay = min(1.0, self.retry_max_s)
         while True:
             try:
                 if isinstance(batch, Task):
