@@ -32,6 +32,7 @@ MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100  # per log_batch request (MLf
 MAX_PARAM_LENGTH = 6000
 #: Tracking URI schemes: a server, Databricks, the local stores (a database needs the full `mlflow` package).
 SCHEMES = ("http", "https", "databricks", "databricks-uc", "file", "sqlite", "postgresql", "mysql", "mssql")
+DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
 #: Characters MLflow accepts in a param, metric or tag key.
 _KEY = re.compile(r"[^\w\-. /]")
 
@@ -57,12 +58,22 @@ class MlflowTracker(Tracker):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         self.cfg, self.info = cfg, info
         self.uri = cfg.tracking_uri or mlflow.get_tracking_uri()
+        check_uri(self.uri)
         try:
             self.client = MlflowClient(tracking_uri=self.uri)
-        except Exception as e:  # an unknown scheme, a store this install cannot open
-            raise UserError(
-                f"logger.mlflow.tracking_uri={self.uri}: {_first_line(e)}. {self.fix()}"
-            ) from None
+        except Exception as e:  # a store this install cannot open
+            which = (
+                ""
+                if cfg.tracking_uri
+                else " (MLflow's default: logger.mlflow.tracking_uri and MLFLOW_TRACKING_URI are unset)"
+            )
+            if urlparse(self.uri).scheme.split("+")[0] in DATABASES:
+                raise UserError(
+                    f"logger.mlflow.tracking_uri={self.uri}{which} is a local database store, which needs the full "
+                    "`mlflow` package (pip install mlflow; the extra installs only the mlflow-skinny client). Or "
+                    "point it at a tracking server: logger.mlflow.tracking_uri=http://host:5000"
+                ) from None
+            raise UserError(f"logger.mlflow.tracking_uri={self.uri}{which}: {_first_line(e)}") from None
         self.run_id: str | None = None  # set once open() has fully succeeded
         self.experiment_id: str | None = None
         self._run: Any = None

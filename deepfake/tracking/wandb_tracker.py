@@ -73,11 +73,9 @@ class WandbTracker(Tracker):
         self.run.define_metric(STEP)
         self.run.define_metric("*", step_metric=STEP, step_sync=True)
         if cfg.mode == "offline":
+            folder = Path(self.run.dir).parent
             log.info(
-                "wandb: offline run %s in %s; upload it with: wandb sync %s",
-                self.run.id,
-                self.run.dir,
-                Path(self.run.dir).parent,
+                "wandb: offline run %s in %s; upload it with: wandb sync %s", self.run.id, folder, folder
             )
 
     def log_rows(self, rows: list[Row]) -> None:
