@@ -268,7 +268,7 @@ def test_killing_the_server_mid_run_does_not_stop_training(
     monkeypatch.setattr(observers.TrackerObserver, "on_epoch_end", on_epoch_end)
     caplog.set_level(logging.INFO, logger="deepfake")
     started = time.monotonic()
-    train(mlflow_config(tmp_path, data, server.uri, **{"logger.flush_timeout_s": 5.0}))
+    train(mlflow_config(tmp_path, data, server.uri, **{"logger.flush_timeout_s": 2.0}))
     elapsed = time.monotonic() - started
     run_dir = run_dir_of(tmp_path)
     final = json.loads((run_dir / "metrics.json").read_text())
