@@ -26,7 +26,7 @@ from bare_step import bare_step
 from omegaconf import OmegaConf
 
 from deepfake.config import LoggerConfig, MlflowLoggerConfig
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.reporting.progress import ProgressTracker, fan_out
 from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.system.hardware import HardwareManager

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from deepfake.config import CsvLoggerConfig, MlflowLoggerConfig, WandbLoggerConfig
-from deepfake.system.interrupt import TrainingInterrupted
+from deepfake.errors import TrainingInterrupted
 from deepfake.tracking import trackers as tracking_trackers
 from deepfake.tracking.csv_tracker import read_rows
 from deepfake.training import observers

@@ -1,10 +1,11 @@
-"""The things that react to the training loop: TensorBoard, the experiment trackers, early stopping,
-checkpoints, progress, the metrics file and backups.
+"""The things that react to the training loop: TensorBoard, the experiment trackers, mask previews, early
+stopping, checkpoints, progress, the metrics file and backups (best.pt's temperature is `training.calibration`,
+the debug modes' observers `training.debug`).
 
 Each observer gets three events, in list order: `on_step` after an optimizer update, `on_epoch_end` after
 validation (with an `EpochEnd`), and `on_close` when the loop ends for any reason. An observer sees the run
-through `Run`, the few attributes and methods of the Trainer it may use, so adding one is a class here and
-a line in `Trainer.observers`.
+through `Run`, the few attributes and methods of the Trainer it may use, so adding one (a tracker such as
+MLflow or W&B, say) is a class here and a line in `Trainer.make_observers` (training/runner.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from deepfake.runs.backup import ProjectBackup
 from deepfake.system.distributed import DistContext
 from deepfake.tracking.run_info import run_info
 from deepfake.tracking.trackers import Trackers, open_trackers, saved_ids
-from deepfake.training.checkpoint import Checkpointer
+from deepfake.training.checkpointer import Checkpointer
 from deepfake.training.early_stopping import Best, EarlyStopping
 from deepfake.training.engine import TrainState
 from deepfake.training.resume import Resume
