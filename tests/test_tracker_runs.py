@@ -28,7 +28,10 @@ from tests.mlflow_server import HOW, MlflowServer, server_command
 from tests.runs import STEPS_PER_EPOCH, make_config, restore_torch_globals, run_dir_of  # noqa: F401
 from train import train
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.cli,
+]  # an MLflow server, and W&B's wandb-core service, are processes
 EPOCHS = 3
 
 
