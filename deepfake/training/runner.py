@@ -183,11 +183,11 @@ class Trainer(TrainerSetup):
     def make_observers(self) -> list[Observer]:
         """The loop's observers, in the order they see each event (see `deepfake.training.observers`)."""
         cfg, tc = self.cfg, self.tc
-        # A resumed run hides whatever the killed process logged after its checkpoint (TensorBoard purge).
         self.trackers = build_trackers(
             cfg, self.run_dir, self.ddp, self.resume, self.state.global_step, self.hw.describe_device(),
             self.overrides,
         )  # fmt: skip
+        # A resumed run hides whatever the killed process logged after its checkpoint (TensorBoard purge).
         self.tb = TensorBoardLogger(
             self.run_dir,
             enabled=cfg.logger.tensorboard is not None and cfg.logging.tensorboard and self.ddp.is_main,
