@@ -29,6 +29,11 @@ CALIBRATION = ("temperature", "none")
 STREAMS = ("rgb", "srm", "dct")
 FUSIONS = ("early", "late")
 MASK_LOSSES = ("bce", "dice")
+WANDB_MODES = ("online", "offline")
+#: Robustness perturbations (`deepfake.perturbations.protocol.TYPES` describes each): DeeperForensics-1.0's
+#: seven, then real JPEG and an antialiased resize; each at levels 1 (mildest) to 5.
+PERTURBATIONS = ("CS", "CC", "BW", "GNC", "GB", "JPEG", "VC", "JPEGQ", "RESIZE")
+PERTURBATION_LEVELS = (1, 2, 3, 4, 5)
 
 #: Choice keys of the training config (`conf/train.yaml`), by dotted key.
 TRAIN: dict[str, tuple[str, ...]] = {
@@ -50,6 +55,7 @@ TRAIN: dict[str, tuple[str, ...]] = {
     "calibration": CALIBRATION,
     "model.fusion": FUSIONS,
     "training.mask_loss": MASK_LOSSES,
+    "logger.wandb.mode": WANDB_MODES,
 }
 
 #: Choice keys of `conf/predict.yaml` (`format` may also be null: taken from the output file's extension).

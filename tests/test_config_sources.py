@@ -13,11 +13,31 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from deepfake import choices
-from deepfake.config import Config, EvaluateConfig, PredictConfig
+from deepfake.config import (
+    Config,
+    CsvLoggerConfig,
+    EvaluateConfig,
+    LoggerConfig,
+    MlflowLoggerConfig,
+    PredictConfig,
+    TensorBoardLoggerConfig,
+    WandbLoggerConfig,
+)
 from deepfake.errors import ConfigError
 from tests.conftest import CONF
 
-GROUPS = ("model", "training", "data", "hardware", "distributed", "backup", "logging", "eval", "debug")
+GROUPS = (
+    "model",
+    "training",
+    "data",
+    "hardware",
+    "distributed",
+    "backup",
+    "logging",
+    "logger",
+    "eval",
+    "debug",
+)
 _MODEL_PRESET = {"model.architecture", "model.pretrained", "model.dropout_rate", "model.img_size"}
 #: Options that set a value other than the dataclass default on purpose, and the keys they set.
 PRESETS: dict[str, set[str]] = {
@@ -55,6 +75,23 @@ def _composed(cfg: DictConfig) -> dict[str, Any]:
     return _leaves(OmegaConf.to_container(cfg, resolve=False))
 
 
+def _every_tracker() -> LoggerConfig:
+    return LoggerConfig(
+        tensorboard=TensorBoardLoggerConfig(), csv=CsvLoggerConfig(), mlflow=MlflowLoggerConfig(),
+        wandb=WandbLoggerConfig(),
+    )  # fmt: skip
+
+
+def _logger_defaults(on: set[str]) -> dict[str, Any]:
+    """The `logger` node with the trackers in `on` at their dataclass defaults and the others off (null)."""
+    node = OmegaConf.to_container(OmegaConf.structured(_every_tracker()), resolve=False)
+    assert isinstance(node, dict)
+    for name in ("tensorboard", "csv", "mlflow", "wandb"):
+        if name not in on:
+            node[name] = None
+    return _leaves({"logger": node})
+
+
 def _options() -> list[str]:
     return [f"{group}/{path.stem}" for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
@@ -68,6 +105,7 @@ def test_every_group_option_is_checked() -> None:
         "hparams_search",
         "extract",
         "experiment",
+        "perturb",  # evaluate.py's own group: test_perturb_options_match_the_dataclass
     }
     assert groups == set(GROUPS)
     assert set(PRESETS) <= set(_options()), "an allow-listed preset no longer exists"
@@ -80,6 +118,8 @@ def test_yaml_defaults_match_the_dataclasses(option: str, compose_cfg: Callable[
     group, name = option.split("/")
     got = {k: v for k, v in _composed(compose_cfg([f"{group}={name}"])).items() if k.startswith(f"{group}.")}
     want = {k: v for k, v in _defaults(Config).items() if k.startswith(f"{group}.")}
+    if group == "logger":  # an option turns its trackers on: those at their dataclass defaults, the rest off
+        want = _logger_defaults({k.split(".")[1] for k, v in got.items() if k.count(".") > 1 or v == {}})
     assert got.keys() == want.keys()
     differ = {k for k in want if got[k] != want[k]}
     allowed = PRESETS.get(option, set())
@@ -102,6 +142,20 @@ def test_root_yaml_defaults_match_the_dataclasses(
     }
     want = {k: v for k, v in _defaults(schema).items() if "." not in k or k.startswith(root)}
     assert got == want
+
+
+@pytest.mark.parametrize("name", [p.stem for p in sorted((CONF / "perturb").glob("*.yaml"))])
+def test_perturb_options_match_the_dataclass(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
+    """evaluate.py's perturb=<name>: the dataclass defaults, but for the preset's types (known choices)."""
+    got = {
+        k: v
+        for k, v in _composed(compose_cfg([f"perturb={name}"], "evaluate")).items()
+        if k.startswith("perturb.")
+    }
+    want = {k: v for k, v in _defaults(EvaluateConfig).items() if k.startswith("perturb.")}
+    assert got.keys() == want.keys()
+    assert {k for k in want if got[k] != want[k]} == (set() if name == "none" else {"perturb.types"})
+    assert set(got["perturb.types"]) <= set(choices.PERTURBATIONS)
 
 
 def test_predict_yaml_defaults_match_the_dataclass(compose_cfg: Callable[..., DictConfig]) -> None:
@@ -161,7 +215,7 @@ def test_validation_refuses_a_value_outside_the_choices(key: str, bad: str) -> N
     allowed value in one message."""
     from deepfake.config import to_config
 
-    cfg = OmegaConf.structured(Config)
+    cfg = OmegaConf.structured(Config(logger=_every_tracker()))  # logger.wandb's choices need it on
     OmegaConf.update(cfg, key, bad)
     with pytest.raises(ConfigError) as err:
         to_config(cfg)

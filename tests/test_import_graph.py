@@ -29,6 +29,7 @@ TOP = (
 )
 ROOMS = (
     "ground",
+    "perturbations",
     "system",
     "runs",
     "data",
@@ -36,6 +37,7 @@ ROOMS = (
     "extraction",
     "explain",
     "evaluation",
+    "tracking",
     "reporting",
     "checks",
     "training",

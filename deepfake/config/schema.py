@@ -171,6 +171,14 @@ class GrayscaleConfig:
 
 
 @dataclass
+class PerturbAugmentConfig:
+    enabled: bool = False
+    p: float = 0.3
+    types: list[str] = field(default_factory=lambda: ["CS", "CC", "BW", "GNC", "GB", "JPEG", "VC"])
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+
+
+@dataclass
 class CutoutConfig:
     enabled: bool = False
     p: float = 0.3
@@ -189,6 +197,7 @@ class AugmentConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     jpeg: JpegConfig = field(default_factory=JpegConfig)
     cutout: CutoutConfig = field(default_factory=CutoutConfig)
+    perturb: PerturbAugmentConfig = field(default_factory=PerturbAugmentConfig)
 
 
 @dataclass
@@ -265,6 +274,47 @@ class LoggingConfig:
 
 
 @dataclass
+class TensorBoardLoggerConfig:
+    """`logger=tensorboard`: event files in the run directory (what it draws is set under `logging`)."""
+
+
+@dataclass
+class CsvLoggerConfig:
+    """`logger=csv`: `<run dir>/metrics.csv`, one row per logged step and per epoch."""
+
+
+@dataclass
+class MlflowLoggerConfig:
+    tracking_uri: str | None = None
+    experiment_name: str = "deepfake"
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class WandbLoggerConfig:
+    project: str = "deepfake"
+    entity: str | None = None
+    mode: str = "online"
+    group: str | None = None
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggerConfig:
+    """The `logger` group: which trackers observe the run. A tracker is on when its node is set; from Python the
+    default is TensorBoard alone (`register_configs` gives Hydra an empty node, so `logger=csv` means CSV alone)."""
+
+    tensorboard: TensorBoardLoggerConfig | None = field(default_factory=TensorBoardLoggerConfig)
+    csv: CsvLoggerConfig | None = None
+    mlflow: MlflowLoggerConfig | None = None
+    wandb: WandbLoggerConfig | None = None
+    log_model: bool = False
+    flush_timeout_s: float = 60.0
+
+
+@dataclass
 class EvalConfig:
     video_aggregation: str = "mean"
     video_topk: int = 5
@@ -279,6 +329,17 @@ class EvalConfig:
 @dataclass
 class EnsembleConfig:
     mean: str = "prob"
+
+
+@dataclass
+class PerturbConfig:
+    """evaluate.py's robustness settings (`conf/perturb/`): empty `types` = no robustness evaluation."""
+
+    types: list[str] = field(default_factory=list)
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    seed: int = 0
+    examples: int = 0
+    extracted: str | None = None
 
 
 @dataclass
@@ -325,6 +386,7 @@ class Config:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     find_lr: bool = False
     lr_finder: LrFinderConfig = field(default_factory=LrFinderConfig)
@@ -338,6 +400,7 @@ class EvaluateConfig(Config):
 
     checkpoint: Any = MISSING  # one path, or a list of them (an ensemble)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
 
 
 @dataclass
