@@ -161,7 +161,7 @@ def predict(cfg: DictConfig | Mapping[str, Any]) -> Predictions:
         scoring = Scoring(
             ensemble, hw.device, cfg.batch_size, workers, cfg.threshold, clip,
             videos=lambda: stack.enter_context(
-                VideoRows(cfg, loaded[0], crop, ensemble, clip, hw.device, workers, output)
+                VideoRows(cfg, loaded[0], crop, ensemble, clip, hw.device, workers, output, bool(done))
             ),
         )  # fmt: skip
         for entry, result in scored(selection.todo(done), scoring):

@@ -53,6 +53,7 @@ class VideoRows:
         device: torch.device,
         workers: int,
         output: Path,
+        resumed: bool = False,
     ) -> None:
         self.cfg, self.loaded, self.settings, self.device, self.output = cfg, loaded, settings, device, output
         f = settings.faces
@@ -64,9 +65,11 @@ class VideoRows:
         self.score, self.batch_size = score, cfg.batch_size
         if clip > 1:
             self.score, self.batch_size = clip_scorer(score, clip), sys.maxsize  # a video's crops in one call
-        # Sheets already in the folder keep their names: a resumed run never writes over another video's.
+        # A resumed run's sheets keep their names: it never writes over another video's sheet.
         folder = preview_dir(output)
-        self.taken = {p.name for p in folder.iterdir()} if cfg.preview and folder.is_dir() else set()
+        self.taken = (
+            {p.name for p in folder.iterdir()} if resumed and cfg.preview and folder.is_dir() else set()
+        )
         self._threads = contextlib.ExitStack()
 
     def __enter__(self) -> VideoRows:

@@ -34,7 +34,7 @@ from deepfake.extraction.writer import shard_name
 from deepfake.prediction.fingerprint import changes
 from deepfake.prediction.plan import Selection
 from deepfake.prediction.rows import FRAME_COLUMNS, SETTINGS, TYPES, Scored
-from deepfake.runs.fileio import atomic_write, remove_stale_temps
+from deepfake.runs.fileio import atomic_write
 from deepfake.runs.rowfiles import (
     JOURNALS,
     RowAppender,
@@ -152,8 +152,6 @@ class OutputStore:
                               indent=2)  # fmt: skip
             atomic_write(lay.settings_file, lambda f: f.write(text.encode()))
         self._drop_uncommitted_frames(done)
-        for folder in {lay.output.parent, lay.parts}:
-            remove_stale_temps(folder)
         return done
 
     def _refuse(self, where: Path, what: str) -> None:
@@ -166,8 +164,12 @@ class OutputStore:
         return " (" + "; ".join(changes(saved["settings"], self.settings)) + ")"
 
     def _check_settings_file(self) -> None:
-        saved = _read_json(self.layout.settings_file)
+        lay = self.layout
+        saved = _read_json(lay.settings_file)
         if saved is None:
+            return
+        if not lay.output.exists() and not lay.part_files():  # its rows are gone: nothing to protect
+            lay.settings_file.unlink()
             return
         if saved.get("fingerprint") != self.fingerprint:
             found = (
