@@ -10,7 +10,6 @@ read is a row with an error, never the end of the run.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -151,19 +150,17 @@ def predict(cfg: DictConfig | Mapping[str, Any]) -> Predictions:
     log.info(plan_line(plan, source.describe(), cfg.shard.index, cfg.shard.count))
     names = ", ".join(str(d.path) for d in loaded)
     log.info("scoring with %s (%s, %s); settings %s", names, hw.device, precision.name, key)
-    summary = Summary()
+    scoring = Scoring(
+        ensemble, hw.device, cfg.batch_size, workers, cfg.threshold, clip,
+        videos=lambda: VideoRows(cfg, loaded[0], crop, ensemble, clip, hw.device, workers, output, bool(done)),
+    )  # fmt: skip
     t0 = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        sink = stack.enter_context(store.writer(cfg.per_frame))
-        progress = stack.enter_context(
-            ItemProgress(plan.todo, "inputs", None, cfg.progress, cfg.every_n_seconds)
-        )
-        scoring = Scoring(
-            ensemble, hw.device, cfg.batch_size, workers, cfg.threshold, clip,
-            videos=lambda: stack.enter_context(
-                VideoRows(cfg, loaded[0], crop, ensemble, clip, hw.device, workers, output, bool(done))
-            ),
-        )  # fmt: skip
+    summary = Summary()
+    with (
+        scoring,
+        store.writer(cfg.per_frame) as sink,
+        ItemProgress(plan.todo, "inputs", None, cfg.progress, cfg.every_n_seconds) as progress,
+    ):
         for entry, result in scored(selection.todo(done), scoring):
             result.row = {**result.row, **entry.carried, SETTINGS: key}
             sink.write(result)
@@ -172,11 +169,17 @@ def predict(cfg: DictConfig | Mapping[str, Any]) -> Predictions:
     missing = store.assemble(selection)
     for line in summary.lines(plan, time.perf_counter() - t0, str(output), cfg.threshold):
         log.info(line)
+    return _finish(layout, plan, summary, missing)
+
+
+def _finish(layout: Layout, plan: Plan, summary: Summary, missing: int) -> Predictions:
+    """The rows left on disk: the merged output when every input has a row, else this shard's part."""
+    output = layout.output
     complete = missing == 0 and (output.is_file() or layout.streams)
     if not complete:
         log.info("%d input(s) have no row yet (other shards?); the merged %s is written by the last shard to "
                  "finish, or by a rerun of any shard after they all have", missing, output)  # fmt: skip
-    found = Predictions(output if complete else layout.journal, fmt if complete else layout.kind, plan,
+    found = Predictions(output if complete else layout.journal, layout.fmt if complete else layout.kind, plan,
                         summary, missing)  # fmt: skip
     if plan.inputs == 1 and complete:
         print(answer(found[0]), flush=True)

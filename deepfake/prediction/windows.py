@@ -44,8 +44,15 @@ class Scoring:
 
     def video_rows(self) -> VideoRows:
         if self._videos is None:
-            self._videos = self.videos()
+            self._videos = self.videos().__enter__()
         return self._videos
+
+    def __enter__(self) -> Scoring:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._videos is not None:
+            self._videos.__exit__(*exc)
 
 
 def scored(entries: Iterable[Entry], scoring: Scoring) -> Iterator[tuple[Entry, Scored]]:
