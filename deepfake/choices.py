@@ -29,6 +29,7 @@ CALIBRATION = ("temperature", "none")
 STREAMS = ("rgb", "srm", "dct")
 FUSIONS = ("early", "late")
 MASK_LOSSES = ("bce", "dice")
+EXPLAIN_METHODS = ("none", "gradcam", "hirescam", "gradcam++")
 
 #: Choice keys of the training config (`conf/train.yaml`), by dotted key.
 TRAIN: dict[str, tuple[str, ...]] = {
