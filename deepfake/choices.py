@@ -51,6 +51,7 @@ TRAIN: dict[str, tuple[str, ...]] = {
     "calibration": CALIBRATION,
     "model.fusion": FUSIONS,
     "training.mask_loss": MASK_LOSSES,
+    "eval.explain": EXPLAIN_METHODS,
 }
 
 #: Choice keys of `conf/predict.yaml` (`format` may also be null: taken from the output file's extension).
@@ -61,4 +62,5 @@ PREDICT: dict[str, tuple[str, ...]] = {
     "aggregation.frames": VIDEO_AGGREGATION,
     "tta": TTA,
     "ensemble.mean": ENSEMBLE_MEANS,
+    "explain.method": EXPLAIN_METHODS,
 }

@@ -11,7 +11,8 @@ mirrored face mirrored back, and the mean of all those maps at the crops' size.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -21,7 +22,7 @@ from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from deepfake.choices import EXPLAIN_METHODS
-from deepfake.errors import ConfigError
+from deepfake.errors import ConfigError, UserError
 from deepfake.explain.target import CamTarget, cam_target
 
 #: `explain=` choices (bar none) and the grad-cam classes behind them.
@@ -53,9 +54,24 @@ def check_method(method: str, key: str) -> str:
     return method
 
 
+@contextlib.contextmanager
+def inputs_only(model: nn.Module) -> Iterator[None]:
+    """Gradients reach the activations through the input alone: no parameter gets a .grad (a training run's
+    DDP hooks never fire, frozen parts stay frozen); each parameter's flag comes back as it was."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def cam_maps(model: nn.Module, images: torch.Tensor, method: str, target: CamTarget) -> np.ndarray:
     """float32 (N, H, W) maps in [0, 1] of uint8 images (N, 3, H, W) on the model's device; a clip model takes its
-    clips' frames in order, N = clips x frames. The model is left in the mode it was in, without gradients."""
+    clips' frames in order, N = clips x frames. The model is left in the mode it was in; grad-cam's own
+    `zero_grad` clears any .grad its parameters held."""
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
@@ -65,10 +81,10 @@ def cam_maps(model: nn.Module, images: torch.Tensor, method: str, target: CamTar
     cam = getattr(pytorch_grad_cam, CAM_CLASSES[method])(
         model=net, target_layers=[target.module], reshape_transform=target.reshape
     )
-    # fp32 input that needs its gradient: every activation then carries one, frozen parameters or not
+    # fp32 input that needs its gradient: every activation then carries one, the parameters none
     x = images.float().div(255).requires_grad_(True)
     try:
-        with torch.enable_grad(), torch.autocast(images.device.type, enabled=False):
+        with torch.enable_grad(), torch.autocast(images.device.type, enabled=False), inputs_only(model):
             targets = [BinaryClassifierOutputTarget(1)] * (len(images) // frames)
             maps = cam(input_tensor=x, targets=targets)
     except (ValueError, RuntimeError, IndexError) as e:  # the layer's output is no map the reshape can make
@@ -79,7 +95,6 @@ def cam_maps(model: nn.Module, images: torch.Tensor, method: str, target: CamTar
     finally:
         cam.activations_and_grads.release()
         cam.outputs = None
-        model.zero_grad(set_to_none=True)
         model.train(was_training)
     return np.asarray(maps, dtype=np.float32)
 
@@ -91,26 +106,41 @@ def explain_crops(
     layer: str | None = None,
     tta: str = "none",
     key: str = "explain.layer",
+    batch_size: int = 32,
 ) -> np.ndarray:
     """The mean map (N, S, S) over members and TTA views of uint8 crops (N, 3, S, S) on the members' device.
 
     Each member sees the crops resized to its own input size, as its prediction did (antialiased), and its
-    maps are resized back to S x S (bilinear); `layer` overrides each member's target layer.
+    maps are resized back to S x S (bilinear); `layer` overrides each member's target layer. Crops go through
+    in batches of `batch_size` (a clip model's: all its frames at once, one clip).
     """
     size = crops.shape[-2:]
     total = torch.zeros(len(crops), *size)
     views = 0
     for member in members:
         target = cam_target(member.model, layer, key)
-        x = crops
-        if tuple(x.shape[-2:]) != (member.img_size, member.img_size):
-            x = TF.resize(x, [member.img_size, member.img_size], antialias=True)
+        step = len(crops) if getattr(member.model, "frames", 1) > 1 else batch_size
         for flip in (False, True) if tta == "flip" else (False,):
-            maps = torch.from_numpy(cam_maps(member.model, x.flip(-1) if flip else x, method, target))
-            maps = maps.flip(-1) if flip else maps
-            total += F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+            for start in range(0, len(crops), max(1, step)):
+                x = crops[start : start + step]
+                if tuple(x.shape[-2:]) != (member.img_size, member.img_size):
+                    x = TF.resize(x, [member.img_size, member.img_size], antialias=True)
+                maps = torch.from_numpy(cam_maps(member.model, x.flip(-1) if flip else x, method, target))
+                maps = maps.flip(-1) if flip else maps
+                resized = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+                total[start : start + step] += resized
             views += 1
     return (total / views).clamp_(0, 1).numpy()
+
+
+def require_gradcam(key: str) -> None:
+    """Fail before any work when `grad-cam` is missing, naming the extra that installs it."""
+    try:
+        import pytorch_grad_cam  # noqa: F401
+    except ImportError as e:
+        raise UserError(
+            f"{key} needs the grad-cam package ({e}); install it with: pip install 'deepfake[explain]'"
+        ) from None
 
 
 def resize_map(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
