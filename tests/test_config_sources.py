@@ -111,7 +111,9 @@ def test_predict_yaml_defaults_match_the_dataclass(compose_cfg: Callable[..., Di
 
 
 @pytest.mark.parametrize("option", [p.stem for p in sorted((CONF / "explain").glob("*.yaml"))])
-def test_predict_explain_options_set_their_method(option: str, compose_cfg: Callable[..., DictConfig]) -> None:
+def test_predict_explain_options_set_their_method(
+    option: str, compose_cfg: Callable[..., DictConfig]
+) -> None:
     """`explain=<option>` sets explain.method to the option's name and nothing else; `explain.layer` still works."""
     cfg = compose_cfg([f"explain={option}", "explain.layer=backbone.layer3"], "predict")
     assert option in choices.EXPLAIN_METHODS
