@@ -86,9 +86,8 @@ class DeepfakeDetector(nn.Module):
         self.mask_decoder = mask_decoder
         self.mask_index = mask_index  # the `forward_intermediates` level the mask decoder reads
         self.backbone_frozen = False
-        self.explain_layer: str | None = (
-            None  # Grad-CAM's target layer; None = the family's (deepfake.explain)
-        )
+        # Grad-CAM's target layer (a module path); None = the family's default (deepfake.explain.target)
+        self.explain_layer: str | None = None
 
     def freeze_backbone(self, frozen: bool = True) -> None:
         """Train the head only (`frozen`) or everything; a frozen backbone also stays in eval mode, so its
