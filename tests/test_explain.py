@@ -30,15 +30,26 @@ SIZE = 64
 REGION = (slice(0, SIZE // 2), slice(SIZE // 2, SIZE))
 
 
-def region_mask() -> torch.Tensor:
-    mask = torch.zeros(1, 1, SIZE, SIZE)
-    mask[..., REGION[0], REGION[1]] = 1
+def region_mask(size: int = SIZE) -> torch.Tensor:
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., : size // 2, size // 2 :] = 1
     return mask
 
 
+class Gate(nn.Module):
+    """Zeroes a feature map outside the quadrant: the convolutions' receptive fields spill over its edge."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.register_buffer("region", region_mask(size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.region
+
+
 class RegionCnn(nn.Module):
-    """A CNN whose decision depends on the top-right quadrant only: the rest of its input is zeroed, and with
-    no biases and ReLUs nothing outside it (beyond one receptive field) is ever non-zero."""
+    """A CNN whose decision depends on the top-right quadrant only: its input is zeroed outside it, and so is
+    its last stage's map (no biases, ReLUs: nothing outside is ever non-zero)."""
 
     feature_info: ClassVar[list[dict]] = [{"module": "stage", "num_chs": 8, "reduction": 4}]
     num_features = 8
@@ -47,7 +58,7 @@ class RegionCnn(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.ReLU())
-        self.stage = nn.Sequential(nn.Conv2d(8, 8, 3, 2, 1, bias=False), nn.ReLU())
+        self.stage = nn.Sequential(nn.Conv2d(8, 8, 3, 2, 1, bias=False), nn.ReLU(), Gate(SIZE // 4))
         self.register_buffer("region", region_mask())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,8 +130,8 @@ def share_in_region(heat: np.ndarray) -> float:
 
 
 def in_region(heat: np.ndarray) -> bool:
-    """The peak inside the quadrant, and no heat beyond half a 16 px cell of it: the spill of a receptive field
-    and of the bilinear upsampling, not a misplaced map."""
+    """The peak inside the quadrant, and no heat beyond half a 16 px cell of it (the bilinear upsampling of a
+    coarse map spills over its edge), so not a misplaced map."""
     peak = np.unravel_index(np.argmax(heat), heat.shape)
     edge = SIZE // 2 - 8
     return bool(
@@ -136,7 +147,7 @@ def test_the_heat_lands_in_the_one_region_the_model_reads(backbone: type[nn.Modu
     assert heats.shape == (3, SIZE, SIZE) and heats.dtype == np.float32
     assert heats.min() >= 0 and math.isclose(heats.max(), 1.0, abs_tol=1e-4)
     for heat in heats:
-        assert in_region(heat) and share_in_region(heat) > 0.75
+        assert in_region(heat) and share_in_region(heat) > 0.8  # the rest: bilinear spill over the edge
 
 
 def test_flip_tta_maps_the_mirrored_face_back() -> None:

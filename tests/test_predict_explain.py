@@ -122,3 +122,32 @@ def test_cli_unknown_layer_is_one_error_line(checkpoints: dict[str, Path], tmp_p
     assert "explain.layer=backbone.nope is not a layer of test_resnet" in errors[0]
     assert "Pass explain.layer=<module path> (this detector's default is backbone.layer4)" in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_video_faces_are_explained_each_and_a_clip_models_on_its_frames(
+    checkpoints: dict[str, Path], test_videos, tmp_path: Path
+) -> None:
+    """Three frames of the pan video: the CNN explains each scored face (the contact sheet then shows the
+    overlays); a two-frame clip model explains the two faces its clip was made of, through its shared backbone."""
+    video = test_videos.pan
+    common = {"input": str(video), "num_workers": 0, "extraction": {"frames_per_video": 3, "faces": {"size": 96}},
+              "explain": {"method": "gradcam"}}  # fmt: skip
+    (row,) = predict({**common, "checkpoint": str(checkpoints["cnn"]), "output": str(tmp_path / "cnn.csv"),
+                      "preview": True, "per_frame": True})  # fmt: skip
+    assert row["status"] == "ok" and row["faces_found"] == 3
+    with open(tmp_path / "cnn.frames.csv") as f:
+        faces = [line.split(",")[1:3] for line in f.read().splitlines()[1:]]
+    names = sorted(p.name for p in (tmp_path / "cnn_explain" / "pan").iterdir())
+    assert names == sorted(f"{int(frame):06d}_{face}.{e}" for frame, face in faces for e in ("npy", "png"))
+    for heat in (tmp_path / "cnn_explain" / "pan").glob("*.npy"):
+        heat = np.load(heat)
+        assert heat.dtype == np.float32 and heat.shape == (96, 96) and 0 <= heat.min() <= heat.max() <= 1
+    assert (tmp_path / "cnn_preview" / "pan.png").is_file()
+
+    torch.manual_seed(0)
+    clip = save_checkpoint(tmp_path / "clip.pt", build_state(model=get_model("tiny", img_size=32, frames=2)))
+    predict({**common, "checkpoint": str(clip), "output": str(tmp_path / "clip.csv")})
+    explained = sorted(p.name for p in (tmp_path / "clip_explain" / "pan").glob("*.npy"))
+    frames = sorted(int(frame) for frame, _ in faces)
+    assert explained == [f"{frames[k]:06d}_0.npy" for k in (1, 2)]  # clip_positions(3, 2) == [1, 2]

@@ -1,0 +1,114 @@
+"""Explanations of a test set: the manifest's mask column, the faithfulness score against each fake's own mask,
+explain.png (file and TensorBoard) and the projector run with its t-SNE picture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deepfake.data.dataset import FaceDataset
+from deepfake.data.manifest import read_manifest, write_manifest
+from deepfake.data.samples import Sample
+from deepfake.errors import DataError
+from deepfake.evaluation.explanations import Explaining, grid_faces, set_faithfulness
+from deepfake.reporting.explanations import write_embeddings, write_explain_grid
+from tests.test_explain import SIZE, Member, RegionCnn, detector
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TOP_RIGHT = (slice(0, SIZE // 2), slice(SIZE // 2, SIZE))
+BOTTOM_LEFT = (slice(SIZE // 2, SIZE), slice(0, SIZE // 2))
+
+
+def mask_file(path: Path, region: tuple[slice, slice]) -> str:
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[region] = 255
+    Image.fromarray(mask).convert("RGB").save(path)  # FF++'s mask videos are RGB
+    return str(path)
+
+
+def faces_with_masks(root: Path) -> list[Sample]:
+    """Four fakes (two masked at the top right, one at the bottom left, one without a mask) and two reals."""
+    rng = np.random.default_rng(0)
+    samples = []
+    regions = [TOP_RIGHT, TOP_RIGHT, BOTTOM_LEFT, None, None, None]
+    for k, region in enumerate(regions):
+        path = root / f"{k}.png"
+        Image.fromarray(rng.integers(40, 255, (SIZE, SIZE, 3), dtype=np.uint8)).save(path)
+        mask = mask_file(root / f"{k}_mask.png", region) if region is not None else ""
+        label = int(k < 4)
+        samples.append(Sample(str(path), label, f"v{k}", "Deepfakes" if label else "real", "test", "", mask))
+    return samples
+
+
+def test_the_manifest_mask_column_round_trips_and_names_missing_files(tmp_path: Path) -> None:
+    samples = faces_with_masks(tmp_path)
+    manifest = write_manifest(samples, tmp_path / "m.csv")
+    header, first = manifest.read_text().splitlines()[:2]
+    assert header == "path,label,split,video,method,identity,mask" and first.endswith(",0_mask.png")
+    assert read_manifest(manifest) == samples
+    plain = write_manifest([Sample(s.path, s.label, s.video, s.method) for s in samples], tmp_path / "p.csv")
+    assert (
+        plain.read_text().splitlines()[0] == "path,label,split,video,method,identity"
+    )  # no masks, no column
+    Path(samples[2].mask).unlink()
+    with pytest.raises(DataError, match=r"1 row\(s\) name missing mask files: line 4: .*2_mask.png"):
+        read_manifest(manifest)
+
+
+def explaining(method: str = "hirescam") -> Explaining:
+    return Explaining([Member(detector(RegionCnn))], method, None, "none", torch.device("cpu"), batch_size=2)
+
+
+def test_faithfulness_scores_each_fake_against_its_own_mask(tmp_path: Path) -> None:
+    """The hand-built model reads the top-right quadrant only: its heat hits the two fakes masked there and
+    misses the one masked at the bottom left; the fake without a mask and the reals are not counted."""
+    samples = faces_with_masks(tmp_path)
+    dataset = FaceDataset(samples, None, decode_size=SIZE)
+    scores = set_faithfulness(explaining(), dataset, samples, SIZE, limit=10, seed=0)
+    assert scores["faces"] == scores["fakes_with_mask"] == 3 and scores["method"] == "hirescam"
+    assert scores["pointing_game"] == pytest.approx(2 / 3)
+    assert scores["mask_area"] == pytest.approx(0.25)
+    assert 0.5 < scores["heat_in_mask"] < 2 / 3  # two maps mostly inside, one outside entirely
+    assert set_faithfulness(explaining(), dataset, samples, SIZE, limit=2, seed=0)["faces"] == 2  # a sample
+    unmasked = [Sample(s.path, s.label, s.video, s.method) for s in samples]
+    assert set_faithfulness(explaining(), dataset, unmasked, SIZE, limit=10, seed=0) is None
+
+
+def test_grid_picks_the_most_confidently_wrong_and_right(tmp_path: Path) -> None:
+    samples = faces_with_masks(tmp_path)
+    dataset = FaceDataset(samples, None, decode_size=SIZE)
+    probs = np.array([0.9, 0.2, 0.6, 0.05, 0.7, 0.08])  # fakes 0-3, reals 4-5
+    wrong, right = grid_faces(explaining(), dataset, samples, probs, 0.5, count=2)
+    assert [f.name for f in wrong] == ["v3", "v1"]  # fake at 0.05 (real by 0.95), then fake at 0.2
+    assert [f.name for f in right] == ["v5", "v0"]  # real at 0.08 (0.92 sure), fake at 0.9
+    assert [(f.prob, f.label) for f in wrong] == [(0.05, 1), (0.2, 1)]
+    assert wrong[0].crop.shape == (SIZE, SIZE, 3) and wrong[0].heat.shape == (SIZE, SIZE)
+    out = tmp_path / "eval" / "set"
+    png = write_explain_grid(out, "set", explaining(), dataset, samples, probs, 0.5, 2)
+    assert png == out / "explain.png" and Image.open(png).size[0] > 2 * 64
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out))
+    events.Reload()
+    assert events.Tags()["images"] == ["explain"]
+
+
+def test_embeddings_projector_run_and_tsne_picture(tmp_path: Path) -> None:
+    samples = faces_with_masks(tmp_path)
+    dataset = FaceDataset(samples, None, decode_size=SIZE)
+    model = detector(RegionCnn)
+    probs = np.linspace(0.1, 0.9, len(samples))
+    out = tmp_path / "eval" / "set"
+    folder = write_embeddings(out, "set", model, SIZE, dataset, samples, probs, 5, 0, torch.device("cpu"))
+    assert folder == out / "embeddings" and (folder / "projector_config.pbtxt").is_file()
+    (tensors,) = folder.glob("*/set/tensors.tsv")
+    rows = tensors.read_text().splitlines()
+    assert len(rows) == 5 and len(rows[0].split("\t")) == 8  # a seeded sample of 5, RegionCnn's 8 features
+    metadata = (tensors.parent / "metadata.tsv").read_text().splitlines()
+    assert metadata[0] == "label\tmethod\tvideo\tprob" and len(metadata) == 6
+    assert Image.open(out / "embeddings.png").size[0] > 500
