@@ -3,6 +3,7 @@ explain.png (file and TensorBoard) and the projector run with its t-SNE picture.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 from deepfake.data.dataset import FaceDataset
 from deepfake.data.manifest import read_manifest, write_manifest
 from deepfake.data.samples import Sample
-from deepfake.errors import DataError
+from deepfake.errors import ConfigError, DataError
 from deepfake.evaluation.explanations import Explaining, grid_faces, set_faithfulness
 from deepfake.reporting.explanations import write_embeddings, write_explain_grid
 from tests.test_explain import SIZE, Member, RegionCnn, detector
@@ -112,3 +113,63 @@ def test_embeddings_projector_run_and_tsne_picture(tmp_path: Path) -> None:
     metadata = (tensors.parent / "metadata.tsv").read_text().splitlines()
     assert metadata[0] == "label\tmethod\tvideo\tprob" and len(metadata) == 6
     assert Image.open(out / "embeddings.png").size[0] > 500
+
+
+def masked_test_set(root: Path) -> Path:
+    """A manifest of the training data's kind of faces (fakes carry a bright square, conftest.write_face) whose
+    fakes' masks are exactly that square, and one fake without a mask."""
+    from tests.conftest import write_face
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for k in range(8):
+        label = k % 2
+        path = root / f"{k}.png"
+        write_face(path, label, rng)
+        mask = ""
+        if label and k != 7:
+            square = np.zeros((32, 32), np.uint8)
+            square[8:16, 8:16] = 255
+            Image.fromarray(square).save(root / f"{k}_mask.png")
+            mask = str(root / f"{k}_mask.png")
+        rows.append(Sample(str(path), label, f"v{k}", "Deepfakes" if label else "real", "test", "", mask))
+    return write_manifest(rows, root / "masked.csv")  # the set is named after its file: eval/masked.csv/
+
+
+@pytest.mark.slow
+def test_evaluate_explains_each_set_and_scores_it_against_the_manifest_masks(
+    trained_run: dict, compose_cfg, tmp_path: Path
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from deepfake.evaluation.scoring import evaluate, results_table
+
+    manifest = masked_test_set(tmp_path / "masked")
+    base = [f"checkpoint={trained_run['run']}", "data.num_workers=0", "eval.bootstrap_samples=0",
+            f"data.test_sets=[{manifest}]", f"eval.out_dir={tmp_path / 'eval'}"]  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"model\.explain_layer=backbone\.nope is not a layer of test_resnet"
+    ):
+        bad = [*base, "eval.explain=gradcam", "model.explain_layer=backbone.nope"]
+        evaluate(compose_cfg(bad, config_name="evaluate"), bad)
+    assert not (tmp_path / "eval").exists()  # refused before any scoring
+    # a 4 x 4 map at 32 px (the default, layer4, is 1 x 1 there)
+    overrides = [*base, "eval.explain=hirescam", "model.explain_layer=backbone.layer2", "eval.explain_faces=3",
+                 "eval.embeddings=true"]  # fmt: skip
+    (report,) = evaluate(compose_cfg(overrides, config_name="evaluate"), overrides).values()
+    out = tmp_path / "eval" / "masked.csv"
+    scores = json.loads((out / "metrics.json").read_text())["faithfulness"]
+    assert scores == report["faithfulness"]
+    assert scores["faces"] == scores["fakes_with_mask"] == 3 and scores["method"] == "hirescam"
+    assert scores["mask_area"] == pytest.approx(
+        64 / 1024
+    )  # the masks' own square, read at the crops' geometry
+    assert 0 <= scores["pointing_game"] <= 1 and 0 <= scores["heat_in_mask"] <= 1
+    table = results_table({"masked": report})
+    assert "pointing game" in table and f"{scores['mask_area']:.4f}" in table.splitlines()[-1]
+    assert Image.open(out / "explain.png").size[1] > 300
+    events = EventAccumulator(str(out))
+    events.Reload()
+    assert events.Tags()["images"] == ["explain"]
+    (tensors,) = (out / "embeddings").glob("*/masked.csv/tensors.tsv")
+    assert len(tensors.read_text().splitlines()) == 8 and (out / "embeddings.png").is_file()

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,13 @@ import numpy as np
 import torch
 
 from deepfake.data.samples import Sample
-from deepfake.evaluation.explanations import ExplainedFace, Explaining, grid_faces, set_features
+from deepfake.evaluation.explanations import (
+    ExplainedFace,
+    Explaining,
+    grid_faces,
+    set_faithfulness,
+    set_features,
+)
 from deepfake.explain.embeddings import sample_indices, tsne_figure, write_projector
 from deepfake.explain.grid import GridFace, grid_figure
 from deepfake.explain.overlay import heat_overlay
@@ -80,3 +86,36 @@ def write_embeddings(
     log.info("embeddings of %s: %d faces in %s (TensorBoard's Projector), %s", name, len(chosen), folder,
              out / "embeddings.png")  # fmt: skip
     return folder
+
+
+def explain_set(
+    out: Path,
+    name: str,
+    members: Sequence[Any],
+    tta: str,
+    datasets: Mapping[int, Any],
+    samples: Sequence[Sample],
+    probs: np.ndarray,
+    eval_cfg: Mapping[str, Any],
+    device: torch.device,
+    seed: int,
+) -> dict[str, Any] | None:
+    """`eval.explain` and `eval.embeddings` for one set (`datasets`: its test dataset per member input size):
+    explain.png, the projector run; returns the faithfulness score for metrics.json and the table (None: no
+    fake with a mask, or explanations off)."""
+    scores = None
+    if eval_cfg["explain"] != "none":
+        size = max(datasets)  # crops read once, at the largest input size; each member resizes to its own
+        how = Explaining(members, eval_cfg["explain"], None, tta, device)
+        write_explain_grid(out, name, how, datasets[size], samples, probs, eval_cfg["threshold"],
+                           eval_cfg["explain_faces"])  # fmt: skip
+        scores = set_faithfulness(how, datasets[size], samples, size, eval_cfg["faithfulness_faces"], seed)
+        if scores is not None:
+            log.info("faithfulness of %s (%s, %d masked fakes): pointing game %.3f, heat in mask %.3f, chance %.3f",
+                     name, how.method, scores["faces"], scores["pointing_game"], scores["heat_in_mask"],
+                     scores["mask_area"])  # fmt: skip
+    if eval_cfg["embeddings"]:
+        first = members[0]  # an ensemble's features: its first member's
+        write_embeddings(out, name, first.model, first.img_size, datasets[first.img_size], samples, probs,
+                         eval_cfg["embedding_samples"], seed, device)  # fmt: skip
+    return scores

@@ -53,12 +53,14 @@ class SbiFaithfulness:
 
     @classmethod
     def from_config(cls, cfg: DictConfig, dataset: Any, model: nn.Module) -> SbiFaithfulness | None:
-        """The score when `eval.explain` is on and training blends SBI fakes; the layer checked now, not after
-        the first epoch."""
-        if cfg.eval.explain == "none" or cfg.data.fake_synthesis != "sbi" or cfg.eval.faithfulness_faces == 0:
+        """The score when `eval.explain` is on and training blends SBI fakes. With `eval.explain` on, grad-cam and
+        the layer are checked now in any case: the test sets are explained after the last epoch."""
+        if cfg.eval.explain == "none":
             return None
         require_gradcam("eval.explain")
         cam_target(model, None, "model.explain_layer")  # the model's own explain_layer, else the family's
+        if cfg.data.fake_synthesis != "sbi" or cfg.eval.faithfulness_faces == 0:
+            return None
         return cls(dataset, cfg.eval.explain, cfg.eval.faithfulness_faces, cfg.training.batch_size)
 
     def __call__(self, model: nn.Module, device: torch.device) -> dict[str, float]:
