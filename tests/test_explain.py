@@ -13,14 +13,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from deepfake.detectors.temporal import TemporalHead
 from deepfake.errors import ConfigError
 from deepfake.explain.cam import explain_crops
 from deepfake.explain.embeddings import pooled_features, tsne_figure, write_projector
 from deepfake.explain.faithfulness import faithfulness, heat_share, inside, pointing_hit
 from deepfake.explain.overlay import Names, face_overlay, mirrored, write_face
 from deepfake.explain.target import TokensToGrid, cam_target
-from deepfake.models import DeepfakeDetector, get_model
+from deepfake.model.detector import DeepfakeDetector, get_model
+from deepfake.model.temporal import TemporalHead
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

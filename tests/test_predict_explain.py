@@ -14,11 +14,11 @@ from PIL import Image
 from deepfake.data.decode import decode_file
 from deepfake.errors import ConfigError
 from deepfake.evaluation.inference import load_detector
-from deepfake.evaluation.predict import predict
 from deepfake.explain.cam import cam_maps, resize_map
 from deepfake.explain.target import cam_target
-from deepfake.models import get_model
-from deepfake.training.checkpoint import build_state, save_checkpoint
+from deepfake.model.detector import get_model
+from deepfake.prediction.driver import predict
+from deepfake.runs.checkpoint import build_state, save_checkpoint
 from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -17,7 +17,7 @@ from deepfake.evaluation.inference import load_detector
 from deepfake.evaluation.metrics import detection_metrics
 from deepfake.explain.cam import explain_crops
 from deepfake.explain.faithfulness import faithfulness
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.system.precision import Precision
 from deepfake.training.engine import validate
 

@@ -6,6 +6,6 @@ The room holds the pieces; `deepfake.prediction`, `deepfake.evaluation` and `dee
 `grad-cam` (`pytorch_grad_cam`) is imported only inside functions of `cam` and `overlay`, and only once an
 explanation is asked for: with explanations off it is never loaded.
 
-May import: the top level (`models`, `errors`, `choices`), `deepfake.detectors`, `deepfake.data`,
-`deepfake.system`, `deepfake.runs`. Never evaluation, prediction or training.
+May import: the ground floor (`errors`, `choices`), `deepfake.system`, `deepfake.runs`, `deepfake.data`,
+`deepfake.model`. Never evaluation, reporting, training or prediction (they call it).
 """

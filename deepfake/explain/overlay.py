@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from deepfake.detectors.mask_head import mask_overlay
+from deepfake.model.mask_head import mask_overlay
 from deepfake.runs.fileio import atomic_write
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
