@@ -24,6 +24,7 @@ class DatasetConfig:
     real_dirs: list[str] = field(default_factory=lambda: ["real"])
     fake_dirs: list[str] = field(default_factory=lambda: ["fake"])
     reuse_source_boxes: bool = False
+    masks: bool = False
 
 
 @dataclass
@@ -125,4 +126,6 @@ def validate(cfg: DictConfig | ExtractConfig) -> DictConfig:
         raise ConfigError(f"detector.max_side={cfg.detector.max_side} must be >= 0 (0 = detect at full size)")
     if cfg.dataset.reuse_source_boxes and cfg.dataset.kind != "ffpp":
         raise ConfigError("dataset.reuse_source_boxes=true is for dataset=ffpp (frame-aligned fakes) only")
+    if cfg.dataset.masks and cfg.dataset.kind != "ffpp":
+        raise ConfigError("dataset.masks=true crops FF++'s mask videos: it is for dataset=ffpp only")
     return cfg
