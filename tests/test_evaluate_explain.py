@@ -173,3 +173,31 @@ def test_evaluate_explains_each_set_and_scores_it_against_the_manifest_masks(
     assert events.Tags()["images"] == ["explain"]
     (tensors,) = (out / "embeddings").glob("*/masked.csv/tensors.tsv")
     assert len(tensors.read_text().splitlines()) == 8 and (out / "embeddings.png").is_file()
+
+
+def test_a_clip_models_set_is_explained_frame_by_frame(tmp_path: Path) -> None:
+    """Clips of 3 frames: the grid shows a clip's middle frame; the faithfulness counts each masked frame of a
+    fake clip, against that frame's own mask."""
+    from deepfake.data.clips import ClipDataset
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for video, label in (("fake", 1), ("real", 0)):
+        for f in range(3):
+            path = tmp_path / f"{video}_{f}.png"
+            Image.fromarray(rng.integers(40, 255, (SIZE, SIZE, 3), dtype=np.uint8)).save(path)
+            region = (TOP_RIGHT if f < 2 else BOTTOM_LEFT) if label else None
+            mask = mask_file(tmp_path / f"{video}_{f}_mask.png", region) if region else ""
+            frames.append(Sample(str(path), label, video, "Deepfakes" if label else "real", "test", "", mask))
+    dataset = ClipDataset(frames, 3, decode_size=SIZE)
+    how = Explaining([Member(detector(RegionCnn, frames=3))], "hirescam", None, "none", torch.device("cpu"))
+    scores = set_faithfulness(how, dataset, dataset.samples, SIZE, limit=10, seed=0)
+    assert scores["fakes_with_mask"] == 1 and scores["faces"] == 3  # one fake clip, three masked frames
+    assert scores["mask_area"] == pytest.approx(0.25)
+    maps = how.maps(dataset[0][0])  # the model reads the top right only: frames 0 and 1 hit if they hold heat
+    assert maps[:2].max() > 0
+    assert scores["pointing_game"] == pytest.approx(sum(m.max() > 0 for m in maps[:2]) / 3)
+    wrong, right = grid_faces(how, dataset, dataset.samples, np.array([0.2, 0.1]), 0.5, count=1)
+    assert [f.name for f in wrong] == ["fake"] and [f.name for f in right] == ["real"]
+    middle = np.asarray(Image.open(tmp_path / "fake_1.png"))
+    assert np.array_equal(wrong[0].crop, middle) and wrong[0].heat.shape == (SIZE, SIZE)

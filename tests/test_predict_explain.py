@@ -18,6 +18,7 @@ from deepfake.explain.cam import cam_maps, resize_map
 from deepfake.explain.target import cam_target
 from deepfake.model.detector import get_model
 from deepfake.prediction.driver import predict
+from deepfake.prediction.videos import Aggregation, VideoResult, classify_video
 from deepfake.runs.checkpoint import build_state, save_checkpoint
 from tests.conftest import ROOT, run_cli
 
@@ -151,3 +152,24 @@ def test_video_faces_are_explained_each_and_a_clip_models_on_its_frames(
     explained = sorted(p.name for p in (tmp_path / "clip_explain" / "pan").glob("*.npy"))
     frames = sorted(int(frame) for frame, _ in faces)
     assert explained == [f"{frames[k]:06d}_0.npy" for k in (1, 2)]  # clip_positions(3, 2) == [1, 2]
+
+
+def test_a_videos_contact_sheet_shows_the_explained_faces_overlays() -> None:
+    """classify_video hands every scored face to the explainer, and the sheet's faces (most suspicious first)
+    are the overlays it returns; a face it did not explain (a clip model's other frames) stays a crop."""
+    crops = np.stack([np.full((8, 8, 3), k, np.uint8) for k in range(4)])
+    keys = [(10 * k, 0) for k in range(4)]
+    seen = {}
+
+    def explain(path: str, faces: list, images: np.ndarray, probs: np.ndarray) -> dict[int, np.ndarray]:
+        seen.update(path=path, faces=list(faces), count=len(images), probs=probs.tolist())
+        return {i: np.full((20, 20, 3), 200 + i, np.uint8) for i in (1, 3)}  # two of the four explained
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        return x.float().mean((1, 2, 3)) / 10  # crop k scores k / 10
+
+    result = classify_video(VideoResult("v.mp4"), keys, crops, score, Aggregation(), torch.device("cpu"),
+                            explain=explain)  # fmt: skip
+    assert seen == {"path": "v.mp4", "faces": keys, "count": 4, "probs": pytest.approx([0.0, 0.1, 0.2, 0.3])}
+    shown = [(image.shape[0], int(image[0, 0, 0]), frame) for image, _, frame in result.top_faces]
+    assert shown == [(20, 203, 30), (8, 2, 20), (20, 201, 10), (8, 0, 0)]
