@@ -142,7 +142,7 @@ def test_evaluate_explains_each_set_and_scores_it_against_the_manifest_masks(
 ) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from deepfake.evaluation.scoring import evaluate, results_table
+    from deepfake.reporting.eval_sets import evaluate, results_table
 
     manifest = masked_test_set(tmp_path / "masked")
     base = [f"checkpoint={trained_run['run']}", "data.num_workers=0", "eval.bootstrap_samples=0",
