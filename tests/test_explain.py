@@ -300,3 +300,14 @@ def test_tsne_picture_colours_by_label_and_method() -> None:
     assert [t.get_text() for t in by_method.get_legend().get_texts()] == [
         "Deepfakes (10)", "FaceSwap (10)", "real (20)",
     ]  # fmt: skip
+
+
+def test_every_method_choice_has_its_grad_cam_class() -> None:
+    import pytorch_grad_cam
+    from pytorch_grad_cam.base_cam import BaseCAM
+
+    from deepfake.choices import EXPLAIN_METHODS
+    from deepfake.explain.cam import CAM_CLASSES
+
+    assert ("none", *CAM_CLASSES) == EXPLAIN_METHODS
+    assert all(issubclass(getattr(pytorch_grad_cam, name), BaseCAM) for name in CAM_CLASSES.values())

@@ -21,11 +21,10 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from deepfake.choices import EXPLAIN_METHODS
 from deepfake.errors import ConfigError, UserError
 from deepfake.explain.target import CamTarget, cam_target
 
-#: `explain=` choices (bar none) and the grad-cam classes behind them.
+#: The `explain=` methods (`deepfake.choices.EXPLAIN_METHODS` bar none) and the grad-cam classes behind them.
 CAM_CLASSES = {"gradcam": "GradCAM", "hirescam": "HiResCAM", "gradcam++": "GradCAMPlusPlus"}
 
 
@@ -46,12 +45,6 @@ class FramesAsBatch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.unflatten(0, (-1, self.frames)))
-
-
-def check_method(method: str, key: str) -> str:
-    if method not in EXPLAIN_METHODS:
-        raise ConfigError(f"{key}={method!r} is not one of {', '.join(EXPLAIN_METHODS)}")
-    return method
 
 
 @contextlib.contextmanager

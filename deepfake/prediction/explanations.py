@@ -101,18 +101,11 @@ class Explainer:
     ) -> dict[int, np.ndarray]:
         """Explain a video's scored faces (keys: frame, face; uint8 crops (N, S, S, 3)); a clip model's, only
         the faces its clip was made of. Returns each explained face's overlay by index."""
-        frames = self.frames
-        chosen = sorted(set(clip_positions(len(crops), frames))) if frames > 1 else list(range(len(crops)))
-        if frames > 1:
-            x = (
-                torch.from_numpy(crops[clip_positions(len(crops), frames)])
-                .permute(0, 3, 1, 2)
-                .to(self.device)
-            )
-            heats = dict(zip(clip_positions(len(crops), frames), self.maps(x), strict=True))
-        else:
-            x = torch.from_numpy(crops).permute(0, 3, 1, 2).to(self.device)
-            heats = dict(enumerate(self.maps(x)))
+        # a clip model's clip: its evenly spaced crops (a short video repeats some), explained as one clip
+        shown = clip_positions(len(crops), self.frames) if self.frames > 1 else list(range(len(crops)))
+        x = torch.from_numpy(crops[shown]).permute(0, 3, 1, 2).to(self.device)
+        heats = dict(zip(shown, self.maps(x), strict=True))  # a repeated crop keeps its last frame's map
+        chosen = sorted(heats)
         masks = self.masks(torch.from_numpy(crops[chosen]).permute(0, 3, 1, 2).to(self.device))
         folder = self.names.claim(mirrored(path, self.base))
         overlays = {}
