@@ -30,6 +30,7 @@ STREAMS = ("rgb", "srm", "dct")
 FUSIONS = ("early", "late")
 MASK_LOSSES = ("bce", "dice")
 EXPLAIN_METHODS = ("none", "gradcam", "hirescam", "gradcam++")
+WANDB_MODES = ("online", "offline")
 
 #: Choice keys of the training config (`conf/train.yaml`), by dotted key.
 TRAIN: dict[str, tuple[str, ...]] = {
@@ -52,6 +53,7 @@ TRAIN: dict[str, tuple[str, ...]] = {
     "model.fusion": FUSIONS,
     "training.mask_loss": MASK_LOSSES,
     "eval.explain": EXPLAIN_METHODS,
+    "logger.wandb.mode": WANDB_MODES,
 }
 
 #: Choice keys of `conf/predict.yaml` (`format` may also be null: taken from the output file's extension).
