@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepfake.choices import (
     AMP,
     ENSEMBLE_MEANS,
+    EXPLAIN_METHODS,
     FACE_AGGREGATION,
     PREDICTION_FORMATS,
     PROGRESS,
@@ -32,6 +33,7 @@ from deepfake.data.module import default_num_workers
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.ensemble import checkpoint_list, clip_length_of, load_ensemble
 from deepfake.evaluation.inference import LoadedDetector, scoring_precision
+from deepfake.prediction.explanations import Explainer
 from deepfake.prediction.fingerprint import fingerprint, run_settings
 from deepfake.prediction.images import predict_images, predict_paths
 from deepfake.prediction.plan import Plan, Selection
@@ -100,7 +102,7 @@ class Predictions(Sequence):
     __hash__ = None  # type: ignore[assignment]
 
 
-def _meta(cfg: DictConfig, loaded: Sequence[LoadedDetector]) -> dict[str, Any]:
+def _meta(cfg: DictConfig, loaded: Sequence[LoadedDetector], explainer: Explainer | None) -> dict[str, Any]:
     """What a JSON document (and a Parquet file's metadata) says about the run besides its rows."""
     temps = [d.temperature if cfg.calibrated else None for d in loaded]  # None: raw probabilities
     one = len(loaded) == 1
@@ -115,6 +117,8 @@ def _meta(cfg: DictConfig, loaded: Sequence[LoadedDetector]) -> dict[str, Any]:
     }
     if not one:
         meta["ensemble_mean"] = cfg.ensemble.mean
+    if explainer is not None:
+        meta["explain"] = {"method": cfg.explain.method, "folder": str(explainer.folder)}
     return meta
 
 
@@ -136,12 +140,18 @@ def predict(cfg: DictConfig | Mapping[str, Any]) -> Predictions:
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
     hw.configure(workers)  # intra-op threads take the cores the loader workers leave
     clip = clip_length_of(loaded)
+    explainer = None
+    if cfg.explain.method != "none":  # grad-cam and the layers checked before any scoring
+        explainer = Explainer(
+            ensemble.members, cfg.explain.method, cfg.explain.layer, cfg.tta, output, cfg.input, hw.device,
+            min(cfg.batch_size, 32), clip,
+        )  # fmt: skip
     crop = crop_settings(loaded[0], cfg.extraction)
     cols = columns(source.carried)
     settings = run_settings(cfg, loaded, crop, precision, cfg.threshold, cols)
     key = fingerprint(settings)
     layout = Layout(output, fmt, cfg.shard.index, cfg.shard.count)
-    store = OutputStore(layout, cols, settings, key, _meta(cfg, loaded))
+    store = OutputStore(layout, cols, settings, key, _meta(cfg, loaded, explainer))
     if cfg.overwrite:
         store.clear()
     done = store.open()
@@ -152,7 +162,9 @@ def predict(cfg: DictConfig | Mapping[str, Any]) -> Predictions:
     log.info("scoring with %s (%s, %s); settings %s", names, hw.device, precision.name, key)
     scoring = Scoring(
         ensemble, hw.device, cfg.batch_size, workers, cfg.threshold, clip,
-        videos=lambda: VideoRows(cfg, loaded[0], crop, ensemble, clip, hw.device, workers, output, bool(done)),
+        videos=lambda: VideoRows(cfg, loaded[0], crop, ensemble, clip, hw.device, workers, output, bool(done),
+                                 explainer),
+        explainer=explainer,
     )  # fmt: skip
     t0 = time.perf_counter()
     summary = Summary()
@@ -216,6 +228,7 @@ def _checked(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
         ("ensemble.mean", ENSEMBLE_MEANS),
         ("aggregation.faces", FACE_AGGREGATION),
         ("aggregation.frames", VIDEO_AGGREGATION),
+        ("explain.method", EXPLAIN_METHODS),
     ):
         if OmegaConf.select(cfg, key) not in choices:
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is not one of {', '.join(choices)}")

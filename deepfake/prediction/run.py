@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from deepfake.evaluation.inference import LoadedDetector
 from deepfake.extraction.face_finder import FaceFinder, MtcnnFinder, build_finder
+from deepfake.prediction.explanations import Explainer
 from deepfake.prediction.preview import overlay_masks, preview_dir, sheet_name, write_preview
 from deepfake.prediction.rows import Scored, frame_rows, video_row
 from deepfake.prediction.score import Scorer, clip_scorer
@@ -37,7 +38,8 @@ def cpu_threads(detector: FaceFinder, settings: DictConfig, workers: int) -> Ite
 
 class VideoRows:
     """predict.py's video half for a whole run: the crop settings, face finder, aggregation and scorer are set
-    up once; `rows(paths)` gives each video's `Scored` in order (previews written as they come).
+    up once; `rows(paths)` gives each video's `Scored` in order (previews and explanations written as they
+    come).
 
     `clip` > 1: `score` is a clip model's, and each video's crops are scored together as one clip. Use it as a
     context manager: on the CPU the face finder gets the cores the decoders leave while it is open.
@@ -54,8 +56,10 @@ class VideoRows:
         workers: int,
         output: Path,
         resumed: bool = False,
+        explainer: Explainer | None = None,
     ) -> None:
         self.cfg, self.loaded, self.settings, self.device, self.output = cfg, loaded, settings, device, output
+        self.explainer = explainer
         f = settings.faces
         log.info("cropping videos as extracted: %d frames, %s detector, margin %g, %d px, align %s, %s face(s)",
                  settings.frames_per_video, settings.detector.kind, f.margin, f.size, f.align, f.policy)  # fmt: skip
@@ -82,12 +86,15 @@ class VideoRows:
     def rows(self, paths: Sequence[str]) -> Iterator[Scored]:
         """Each video's row, per-face rows (per_frame=true) and seconds, in `paths` order."""
         cfg, workers = self.cfg, min(self.workers, len(paths))
+        explain = self.explainer.video if self.explainer is not None else None
         results = predict_videos(
-            paths, self.settings, self.detector, self.score, self.agg, self.device, workers, self.batch_size
-        )
+            paths, self.settings, self.detector, self.score, self.agg, self.device, workers, self.batch_size,
+            explain,
+        )  # fmt: skip
         for result in results:
             if cfg.preview and result.status != "error":
-                overlay_masks(result, self.loaded.model, self.device)
+                if explain is None:  # an explanation's overlay already shows a mask head's mask beside it
+                    overlay_masks(result, self.loaded.model, self.device)
                 name = sheet_name(result.path, self.taken)
                 sheet = write_preview(result, preview_dir(self.output), name, cfg.threshold)
                 log.info("preview of %s: %s", result.path, sheet)

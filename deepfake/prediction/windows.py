@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from deepfake.evaluation.ensemble import Ensemble
+from deepfake.prediction.explanations import Explainer
 from deepfake.prediction.images import image_results
 from deepfake.prediction.inputs import NOT_A_VIDEO, video_kind
 from deepfake.prediction.rows import Scored, image_row
@@ -40,6 +41,7 @@ class Scoring:
     threshold: float
     clip: int  # frames per clip of a clip model (1: an image model)
     videos: Callable[[], VideoRows]
+    explainer: Explainer | None = None  # explain=gradcam: images explained before their rows are committed
     _videos: VideoRows | None = None
 
     def video_rows(self) -> VideoRows:
@@ -89,7 +91,13 @@ def _window(window: list[Entry], s: Scoring) -> Iterator[tuple[Entry, Scored]]:
     images = [i for i, kind in enumerate(kinds) if kind == "image" and s.clip == 1]
     if images:
         paths = [window[i].path for i in images]
-        for j, prob, error, seconds in image_results(s.ensemble, paths, s.device, s.batch_size, s.workers):
+        results: Iterable[tuple[int, float, str, float]] = image_results(
+            s.ensemble, paths, s.device, s.batch_size, s.workers
+        )
+        if s.explainer is not None:  # the window's images are explained first (their rows then wait)
+            results = sorted(results)
+            s.explainer.images(paths, [None if e or math.isnan(p) else p for _, p, e, _ in results])
+        for j, prob, error, seconds in results:
             prob_or_none = None if error or math.isnan(prob) else prob
             ready[images[j]] = Scored(image_row(paths[j], prob_or_none, error, s.threshold), seconds=seconds)
             yield from flush()
