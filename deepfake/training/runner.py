@@ -19,6 +19,7 @@ from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.scoring import evaluate_best
 from deepfake.extraction.settings import manifest_settings
+from deepfake.models import check_pretrained
 from deepfake.reporting.model_summary import report_summary
 from deepfake.reporting.progress import ProgressTracker, fan_out
 from deepfake.reporting.tensorboard import TensorBoardLogger
@@ -85,6 +86,8 @@ def train(cfg: Config | DictConfig | dict) -> float:
                 "find_lr=true runs the LR range test, not training: use `python train.py find_lr=true ...`, "
                 "or deepfake.training.lr_finder.find_lr(cfg) from Python"
             )
+        if not cfg.resume:  # a resumed run's model comes from its checkpoint
+            check_pretrained(cfg.model.architecture, cfg.model.pretrained, cfg.model.weights)
     except UserError:
         discard_fresh_run_dir()
         raise

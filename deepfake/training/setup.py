@@ -38,6 +38,7 @@ class TrainerSetup:
     tc: Any
     run_dir: Path
     ddp: distributed.DistContext
+    resume: Any = None  # the checkpoint a Trainer continues (its weights replace any pretrained ones)
 
     def setup(self) -> None:
         log.info("run directory: %s", self.run_dir.resolve())
@@ -73,7 +74,7 @@ class TrainerSetup:
 
     def _setup_model_and_data(self) -> None:
         cfg, tc, ddp = self.cfg, self.tc, self.ddp
-        model = build_model(cfg).to(self.device)
+        model = build_model(cfg, resuming=self.resume is not None).to(self.device)
         img_size = cfg.data.img_size or model.img_size
         self.batch_size = self._batch_size(model, img_size)
         self.data = instantiate(
