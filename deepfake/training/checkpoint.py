@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepfake import __version__
 from deepfake.errors import UserError
 from deepfake.runs.fileio import atomic_write, copy_atomic, remove_stale_temps
 from deepfake.training.early_stopping import Best
+from deepfake.version import __version__
 
 log = logging.getLogger("deepfake.checkpoint")  # the name train.log has always shown
 

@@ -1,0 +1,25 @@
+"""`python predict.py checkpoint=<run dir | .pt> input=<video | image | folder | list>` and `deepfake-predict ...`:
+the probability of fake of each input, written to `output=` (preds.csv)."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from deepfake.cli import run_hydra, run_reporting_errors
+from deepfake.commands.conf import conf_dir
+from deepfake.config import register_configs
+from deepfake.evaluation.predict import predict
+
+__all__ = ["main", "predict", "run"]
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    run_reporting_errors(predict, cfg)
+
+
+def run() -> None:
+    run_hydra(main)
