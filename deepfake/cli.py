@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from deepfake.errors import UserError
@@ -79,6 +81,19 @@ def os_error_message(e: OSError) -> str | None:
         return None
     path = e.filename if e.filename is not None else "a file"
     return f"cannot use {path}: {e.strerror or os.strerror(e.errno or 0)}; {fix}"
+
+
+def command_for(script: str) -> str:
+    """How to start another of the project's commands (train, evaluate, predict, extract) the way this process
+    was started: `python <dir>/evaluate.py` beside a repository script run by Hydra, else the console script
+    the package installs (`deepfake-evaluate`), which works from any directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    here = Path(sys.argv[0])
+    sibling = here.with_name(f"{script}.py")
+    if HydraConfig.initialized() and here.suffix == ".py" and sibling.is_file():
+        return f"python {shlex.quote(str(sibling))}"
+    return f"deepfake-{script}"
 
 
 def run_hydra(main: Callable[[], Any]) -> None:

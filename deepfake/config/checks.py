@@ -41,6 +41,7 @@ _NON_NEGATIVE: tuple[str, ...] = (
     "training.checkpoint.keep_top_k",
     "hardware.sample_every_n_seconds",
     "training.mask_loss_weight",
+    "calibration_min_samples",
 )
 
 

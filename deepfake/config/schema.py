@@ -274,6 +274,7 @@ class EvalConfig:
     out_dir: str | None = None
     tta: str = "none"
     calibrated: bool = True
+    score_test_split: bool = True
 
 
 @dataclass
@@ -330,6 +331,7 @@ class Config:
     lr_finder: LrFinderConfig = field(default_factory=LrFinderConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     calibration: str = "temperature"
+    calibration_min_samples: int = 200
 
 
 @dataclass

@@ -30,7 +30,7 @@ from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
 from deepfake.training.build import instantiate
 from deepfake.training.calibration import CalibrationObserver
 from deepfake.training.checkpoint import build_state
-from deepfake.training.debug import check_verdict, debug_observers
+from deepfake.training.debug import check_verdict, debug_observers, is_debug_run
 from deepfake.training.early_stopping import Best, improved
 from deepfake.training.engine import EpochHooks, TrainState, train_epoch, validate
 from deepfake.training.memory import OutOfMemory, oom_message
@@ -58,6 +58,7 @@ from deepfake.training.run_dir import discard_fresh_run_dir, open_run
 from deepfake.training.run_files import (
     adopt_val_predictions,
     log_best,
+    log_next_steps,
     val_metrics,
     warn_if_undefined,
     write_metrics,
@@ -391,12 +392,18 @@ class Trainer(TrainerSetup):
         if outcome == "interrupt":
             self._stopped_by_signal()
         log_best(self.tc.monitor, self.best, self.labels_seen, self.checkpoints.last)
-        if self.test_sets and self.ddp.is_main and self.checkpoints.best.is_file():
+        has_best = self.ddp.is_main and self.checkpoints.best.is_file()
+        if self.test_sets and has_best:
+            which = "data.test_sets" if self.cfg.data.test_sets else "the data's test split"
+            log.info("scoring best.pt (epoch %s, chosen on %s) on %s: a report, never a selection",
+                     self.best.epoch, self.tc.monitor, which)  # fmt: skip
             evaluate_best(
                 self.run_dir, self.model, self.data, self.test_sets, self.precision, self.device, self.cfg
             )
         if self.tb.enabled:
             log.info("inspect with: tensorboard --logdir %s", self.run_dir)
+        if has_best and not is_debug_run(self.cfg):
+            log_next_steps(self.run_dir)
         return float(self.best.value) if self.best.value is not None else math.nan
 
     def _stopped_by_signal(self) -> None:
