@@ -27,7 +27,7 @@ def test_a_run_scores_its_test_split_at_the_end_and_skips_calibration_on_few_ima
 
     data = make_folder_dataset(tmp_path / "data", videos=2, frames=2)  # 8 images in each of train, val, test
     config = make_config(tmp_path, data, **{"training.num_epochs": 1, "training.ema.enabled": False,
-                                            "calibration_min_samples": 50})  # fmt: skip
+                                            "calibration_min_samples": 50, "eval.score_test_split": True})  # fmt: skip
     with caplog.at_level(logging.INFO):
         train(config)
     run = run_dir_of(tmp_path)
