@@ -17,10 +17,10 @@ from deepfake.data.transforms import eval_transform
 from deepfake.errors import ConfigError
 from deepfake.evaluation.export import export
 from deepfake.evaluation.inference import load_detector
-from deepfake.evaluation.predict import predict
 from deepfake.extraction.config import register_extract_config
 from deepfake.extraction.settings import settings_of
-from deepfake.training.checkpoint import load_checkpoint
+from deepfake.prediction.driver import predict
+from deepfake.runs.checkpoint import load_checkpoint
 from tests.conftest import CONF, ROOT, run_cli
 from tests.videos import VideoSet
 

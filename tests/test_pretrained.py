@@ -17,8 +17,8 @@ from safetensors.torch import save_file
 
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError
-from deepfake.models import get_model
-from deepfake.pretrained import weight_source
+from deepfake.model.detector import get_model
+from deepfake.model.pretrained import weight_source
 from deepfake.training.build import build_model
 from tests.conftest import ROOT, run_cli
 from train import train

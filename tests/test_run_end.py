@@ -13,7 +13,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 
 from deepfake.checks.start import config_findings
-from deepfake.cli import command_for
+from deepfake.system.console import command_for
 from deepfake.training import run_files
 from tests.conftest import ROOT, make_folder_dataset
 from tests.runs import make_config, run_dir_of

@@ -1,5 +1,5 @@
-"""The entry points: `train.py`, `evaluate.py`, `predict.py`, `extract.py` (thin shims at the repository root) and
-the console scripts `deepfake-train`, `deepfake-evaluate`, `deepfake-predict`, `deepfake-extract` run the same
-`@hydra.main` functions here, so both behave alike from any directory. `conf` finds the config tree; `api` is the
-Python face (`from deepfake import train, evaluate, predict, extract`). This room sits above every other.
+"""The entry points, the last room: `train`, `evaluate`, `predict`, `extract` (each a `@hydra.main` and the `run()`
+that the repository's `train.py`... shims and the `deepfake-*` console scripts call, so both behave alike from
+any directory), `conf` (where `conf/` is; `compose`) and `api` (the scripts as functions, behind
+`from deepfake import train, evaluate, predict, extract`). May import: every room (nothing imports it).
 """

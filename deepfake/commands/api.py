@@ -19,14 +19,14 @@ from deepfake.commands.conf import compose
 
 def evaluate(*overrides: str) -> dict[str, dict]:
     """`python evaluate.py <overrides>`: each test set's metrics, by set name (also written under `eval/`)."""
-    from deepfake.evaluation.scoring import evaluate as evaluate_sets
+    from deepfake.reporting.eval_sets import evaluate as evaluate_sets
 
     return evaluate_sets(compose("evaluate", overrides), list(overrides))
 
 
 def predict(*overrides: str) -> list[dict[str, Any]]:
     """`python predict.py <overrides>`: one row per input (path, prob, pred, status, ...), also written to `output`."""
-    from deepfake.evaluation.predict import predict as predict_inputs
+    from deepfake.prediction.driver import predict as predict_inputs
 
     return predict_inputs(compose("predict", overrides))
 

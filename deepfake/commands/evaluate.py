@@ -7,10 +7,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from deepfake.cli import run_hydra, run_reporting_errors
+from deepfake.cli import run_hydra
 from deepfake.commands.conf import conf_dir
 from deepfake.config import register_configs
-from deepfake.evaluation.scoring import evaluate
+from deepfake.exits import run_reporting_errors
+from deepfake.reporting.eval_sets import evaluate
 
 __all__ = ["evaluate", "main", "run"]
 

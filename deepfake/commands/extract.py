@@ -10,8 +10,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from deepfake.cli import run_reporting_errors
 from deepfake.commands.conf import conf_dir
+from deepfake.exits import run_reporting_errors
 from deepfake.extraction.config import register_extract_config
 
 __all__ = ["main", "run"]

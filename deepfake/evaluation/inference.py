@@ -18,10 +18,10 @@ from omegaconf import DictConfig
 
 from deepfake.errors import UserError
 from deepfake.evaluation.calibration import checked_temperature
-from deepfake.models import DeepfakeDetector, get_model
+from deepfake.model.detector import DeepfakeDetector, get_model
+from deepfake.runs.checkpoint import load_checkpoint
 from deepfake.runs.safe_config import trusted_config
 from deepfake.system.precision import Precision
-from deepfake.training.checkpoint import load_checkpoint
 
 #: What a checkpoint holds for training alone (the network, resume state, its run's record); every other entry
 #: (`extraction`, `calibration`, a validation `threshold`, ...) is what prediction needs, and exports carry it.

@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 
 from deepfake.config import Config, to_config
 from deepfake.errors import UserError
-from deepfake.models import check_pretrained
+from deepfake.model.detector import check_pretrained
 from deepfake.runs.fileio import atomic_write
 from deepfake.system import distributed
 from deepfake.training.engine import EpochHooks, NonFiniteLossError, TrainState, train_epoch

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from deepfake.cli import command_for
 from deepfake.evaluation.metrics import detection_metrics
 from deepfake.evaluation.predictions import VAL_PREDICTIONS, write_predictions
 from deepfake.runs.fileio import atomic_write, copy_atomic
+from deepfake.system.console import command_for
 from deepfake.training.early_stopping import Best
 from deepfake.training.engine import TrainState
 
