@@ -38,6 +38,7 @@ ROOMS = (
     "extraction",
     "explain",
     "evaluation",
+    "tracking",
     "reporting",
     "checks",
     "training",

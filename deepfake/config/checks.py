@@ -42,6 +42,7 @@ _NON_NEGATIVE: tuple[str, ...] = (
     "hardware.sample_every_n_seconds",
     "training.mask_loss_weight",
     "calibration_min_samples",
+    "logger.flush_timeout_s",
 )
 
 
@@ -49,6 +50,8 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value is out of range."""
     for key, choices in CHOICES.items():
         value = OmegaConf.select(cfg, key)
+        if value is None and OmegaConf.select(cfg, key.rpartition(".")[0]) is None:
+            continue  # an optional section that is off (logger.wandb unless logger=wandb)
         if value not in choices:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
     for key in _POSITIVE:
