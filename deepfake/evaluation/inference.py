@@ -27,7 +27,7 @@ from deepfake.system.precision import Precision
 #: (`extraction`, `calibration`, a validation `threshold`, ...) is what prediction needs, and exports carry it.
 TRAINING_ONLY = frozenset(
     {"version", "model", "architecture", "preprocess", "config", "optimizer", "scheduler", "scaler", "ema",
-     "train_state", "monitor", "rng", "metrics"}
+     "train_state", "monitor", "rng", "metrics", "trackers"}
 )  # fmt: skip
 #: The safetensors metadata key listing the carried entries (each stored as JSON under its own name).
 CARRIED = "carried"
