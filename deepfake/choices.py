@@ -30,6 +30,10 @@ STREAMS = ("rgb", "srm", "dct")
 FUSIONS = ("early", "late")
 MASK_LOSSES = ("bce", "dice")
 WANDB_MODES = ("online", "offline")
+#: Robustness perturbations (`deepfake.perturbations.protocol.TYPES` describes each): DeeperForensics-1.0's
+#: seven, then real JPEG and an antialiased resize; each at levels 1 (mildest) to 5.
+PERTURBATIONS = ("CS", "CC", "BW", "GNC", "GB", "JPEG", "VC", "JPEGQ", "RESIZE")
+PERTURBATION_LEVELS = (1, 2, 3, 4, 5)
 
 #: Choice keys of the training config (`conf/train.yaml`), by dotted key.
 TRAIN: dict[str, tuple[str, ...]] = {

@@ -105,6 +105,7 @@ def test_every_group_option_is_checked() -> None:
         "hparams_search",
         "extract",
         "experiment",
+        "perturb",  # evaluate.py's own group: test_perturb_options_match_the_dataclass
     }
     assert groups == set(GROUPS)
     assert set(PRESETS) <= set(_options()), "an allow-listed preset no longer exists"
@@ -141,6 +142,20 @@ def test_root_yaml_defaults_match_the_dataclasses(
     }
     want = {k: v for k, v in _defaults(schema).items() if "." not in k or k.startswith(root)}
     assert got == want
+
+
+@pytest.mark.parametrize("name", [p.stem for p in sorted((CONF / "perturb").glob("*.yaml"))])
+def test_perturb_options_match_the_dataclass(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
+    """evaluate.py's perturb=<name>: the dataclass defaults, but for the preset's types (known choices)."""
+    got = {
+        k: v
+        for k, v in _composed(compose_cfg([f"perturb={name}"], "evaluate")).items()
+        if k.startswith("perturb.")
+    }
+    want = {k: v for k, v in _defaults(EvaluateConfig).items() if k.startswith("perturb.")}
+    assert got.keys() == want.keys()
+    assert {k for k in want if got[k] != want[k]} == (set() if name == "none" else {"perturb.types"})
+    assert set(got["perturb.types"]) <= set(choices.PERTURBATIONS)
 
 
 def test_predict_yaml_defaults_match_the_dataclass(compose_cfg: Callable[..., DictConfig]) -> None:

@@ -31,6 +31,7 @@ TOP = (
 )
 ROOMS = (
     "ground",
+    "perturbations",
     "system",
     "runs",
     "data",

@@ -8,7 +8,16 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 
-HEAVY = ("sklearn", "matplotlib", "tensorboard", "torch.utils.tensorboard", "optuna", "hydra_plugins")
+HEAVY = (
+    "sklearn",
+    "matplotlib",
+    "tensorboard",
+    "torch.utils.tensorboard",
+    "optuna",
+    "hydra_plugins",
+    "scipy.ndimage",
+    "av",
+)
 
 
 @pytest.mark.cli

@@ -171,6 +171,14 @@ class GrayscaleConfig:
 
 
 @dataclass
+class PerturbAugmentConfig:
+    enabled: bool = False
+    p: float = 0.3
+    types: list[str] = field(default_factory=lambda: ["CS", "CC", "BW", "GNC", "GB", "JPEG", "VC"])
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+
+
+@dataclass
 class CutoutConfig:
     enabled: bool = False
     p: float = 0.3
@@ -189,6 +197,7 @@ class AugmentConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     jpeg: JpegConfig = field(default_factory=JpegConfig)
     cutout: CutoutConfig = field(default_factory=CutoutConfig)
+    perturb: PerturbAugmentConfig = field(default_factory=PerturbAugmentConfig)
 
 
 @dataclass
@@ -324,6 +333,17 @@ class EnsembleConfig:
 
 
 @dataclass
+class PerturbConfig:
+    """evaluate.py's robustness settings (`conf/perturb/`): empty `types` = no robustness evaluation."""
+
+    types: list[str] = field(default_factory=list)
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    seed: int = 0
+    examples: int = 0
+    extracted: str | None = None
+
+
+@dataclass
 class LrFinderConfig:
     min_lr: float = 1e-8
     max_lr: float = 1.0
@@ -382,6 +402,7 @@ class EvaluateConfig(Config):
 
     checkpoint: Any = MISSING  # one path, or a list of them (an ensemble)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
 
 
 @dataclass

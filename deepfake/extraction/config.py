@@ -12,6 +12,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from deepfake.errors import ConfigError
+from deepfake.perturbations.protocol import setting
 
 
 @dataclass
@@ -58,6 +59,13 @@ class ShardConfig:
 
 
 @dataclass
+class PerturbConfig:
+    type: str | None = None
+    level: int | None = None
+    seed: int = 0
+
+
+@dataclass
 class ExtractConfig:
     root: str = MISSING
     out: str = MISSING
@@ -70,6 +78,8 @@ class ExtractConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
+    splits: list[str] | None = None
 
 
 def register_extract_config() -> None:
@@ -125,4 +135,19 @@ def validate(cfg: DictConfig | ExtractConfig) -> DictConfig:
         raise ConfigError(f"detector.max_side={cfg.detector.max_side} must be >= 0 (0 = detect at full size)")
     if cfg.dataset.reuse_source_boxes and cfg.dataset.kind != "ffpp":
         raise ConfigError("dataset.reuse_source_boxes=true is for dataset=ffpp (frame-aligned fakes) only")
+    _check_robustness(cfg)
     return cfg
+
+
+def _check_robustness(cfg: DictConfig) -> None:
+    """`perturb` (a known type at a level in 1..5, or neither) and `splits` (null, or a non-empty list)."""
+    if cfg.perturb.type is not None:
+        if cfg.perturb.level is None:
+            raise ConfigError(f"perturb.type={cfg.perturb.type} needs perturb.level: 1 (mildest) to 5")
+        setting(cfg.perturb.type, cfg.perturb.level)  # a known type at a level in 1..5, or one clear error
+    elif cfg.perturb.level is not None:
+        raise ConfigError(
+            "perturb.level is set but perturb.type is not: pass both, e.g. perturb.type=GB perturb.level=3"
+        )
+    if cfg.splits is not None and not cfg.splits:
+        raise ConfigError("splits=[] keeps no video: pass e.g. splits=[test], or leave it null for all")

@@ -10,6 +10,7 @@ reports test sets only: nothing here picks a checkpoint.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -43,6 +44,7 @@ from deepfake.evaluation.ensemble import (
 from deepfake.evaluation.inference import load_detector, scoring_precision
 from deepfake.evaluation.metrics import video_scores
 from deepfake.evaluation.scoring import PREDICTION_COLUMNS, VIDEO_KEYS, scored_report, set_logits
+from deepfake.reporting.robustness import RobustnessHook, robustness_hook, robustness_request
 from deepfake.runs.checkpoint import load_checkpoint, unwrap
 from deepfake.runs.fileio import atomic_write, require_writable
 from deepfake.system.hardware import HardwareManager
@@ -94,10 +96,13 @@ def evaluate_sets(
     out_dir: Path,
     seed: int = 0,
     context: Mapping[str, Any] | None = None,
+    robustness: RobustnessHook | None = None,
 ) -> dict[str, dict]:
     """Predict and report every named set (see `DataModule.setup_test_sets`) into `out_dir/<set>/`.
 
     `data` holds one DataModule per member input size (`Ensemble.groups`), all over the same test sets.
+    `robustness` (evaluate.py's `perturb` group, `reporting.robustness.robustness_hook`) scores each set again
+    under the robustness settings, given its name and clean probabilities; what it returns goes into metrics.json.
     """
     reports = {}
     first = next(iter(data.values()))
@@ -110,6 +115,8 @@ def evaluate_sets(
         raw = set_logits(ensemble, loaders, samples, device)
         probs, raw_probs, report = scored_report(ensemble, raw, samples, eval_cfg, seed)
         report = {"set": name, **(context or {}), **report}
+        if robustness is not None:
+            report["robustness"] = robustness(name, probs)
         write_set(out_dir / name, samples, probs, report, raw_probs if eval_cfg["calibrated"] else None)
         reports[name] = report
         log.info("evaluated %s: %d images -> %s", name, len(samples), out_dir / name)
@@ -197,6 +204,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     """
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise UserError("no checkpoint given: pass checkpoint=<run directory or .pt file>")
+    perturb = robustness_request(cfg.perturb)  # checked before any checkpoint is read
     paths = checkpoint_list(cfg.checkpoint)
     loaded = [load_detector(path) for path in paths]  # every member's file checked before any work
     first = loaded[0]
@@ -210,19 +218,8 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     ensemble = ensemble_of(
         loaded, hw.device, precision, run_cfg.eval.tta, cfg.ensemble.mean, run_cfg.eval.calibrated
     )
-    data = {
-        size: instantiate(
-            run_cfg.data,
-            img_size=size,
-            batch_size=run_cfg.training.batch_size,
-            eval_batch_size=run_cfg.training.eval_batch_size,
-            seed=run_cfg.seed,
-            pin_memory=hw.device.type == "cuda",
-            clip_frames=clip,
-            _convert_="all",
-        )
-        for size in ensemble.groups()
-    }
+    modules_for = functools.partial(data_modules, run_cfg, list(ensemble.groups()), hw.device, clip)
+    data = modules_for()
     names = {size: module.setup_test_sets() for size, module in data.items()}[ensemble.members[0].img_size]
     log.info("evaluating %s on %s (%s, %s)", ", ".join(paths), ", ".join(names), hw.device, precision.name)
     context = (
@@ -230,17 +227,43 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
         if len(loaded) == 1
         else {"checkpoints": [str(d.path) for d in loaded]}
     )
-    return evaluate_sets(ensemble, data, names, hw.device, run_cfg.eval, out_dir, run_cfg.seed, context)
+    hook = robustness_hook(perturb, names, ensemble, data, hw.device, run_cfg.eval, out_dir, modules_for)
+    return evaluate_sets(ensemble, data, names, hw.device, run_cfg.eval, out_dir, run_cfg.seed, context, hook)
+
+
+def data_modules(
+    run_cfg: DictConfig,
+    sizes: Sequence[int],
+    device: torch.device,
+    clip: int,
+    test_sets: list[str] | None = None,
+) -> dict[int, DataModule]:
+    """One DataModule per member input size over the run config's test sets, or over `test_sets`."""
+    sets = {} if test_sets is None else {"test_sets": test_sets}
+    return {
+        size: instantiate(
+            run_cfg.data,
+            img_size=size,
+            batch_size=run_cfg.training.batch_size,
+            eval_batch_size=run_cfg.training.eval_batch_size,
+            seed=run_cfg.seed,
+            pin_memory=device.type == "cuda",
+            clip_frames=clip,
+            _convert_="all",
+            **sets,
+        )
+        for size in sizes
+    }
 
 
 def evaluation_config(saved: DictConfig | None, cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     """The checkpoint's run config, with the overridden keys, `hardware` and `data.test_sets` taken from `cfg`."""
-    own = ("checkpoint", "ensemble")  # evaluate.py's keys, not a training run's
+    own = ("checkpoint", "ensemble", "perturb")  # evaluate.py's keys, not a training run's
     current = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k not in own}
     base = to_config(saved) if saved is not None else to_config(current)
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
-        if override.is_delete() or key.split(".")[0] in ("checkpoint", "ensemble", "hydra"):
+        if override.is_delete() or key.split(".")[0] in (*own, "hydra"):
             continue
         OmegaConf.update(base, key, OmegaConf.select(cfg, key), merge=False)
     base.hardware = cfg.hardware
