@@ -29,6 +29,7 @@ CALIBRATION = ("temperature", "none")
 STREAMS = ("rgb", "srm", "dct")
 FUSIONS = ("early", "late")
 MASK_LOSSES = ("bce", "dice")
+EXPLAIN_METHODS = ("none", "gradcam", "hirescam", "gradcam++")
 WANDB_MODES = ("online", "offline")
 #: Robustness perturbations (`deepfake.perturbations.protocol.TYPES` describes each): DeeperForensics-1.0's
 #: seven, then real JPEG and an antialiased resize; each at levels 1 (mildest) to 5.
@@ -55,6 +56,7 @@ TRAIN: dict[str, tuple[str, ...]] = {
     "calibration": CALIBRATION,
     "model.fusion": FUSIONS,
     "training.mask_loss": MASK_LOSSES,
+    "eval.explain": EXPLAIN_METHODS,
     "logger.wandb.mode": WANDB_MODES,
 }
 
@@ -66,4 +68,5 @@ PREDICT: dict[str, tuple[str, ...]] = {
     "aggregation.frames": VIDEO_AGGREGATION,
     "tta": TTA,
     "ensemble.mean": ENSEMBLE_MEANS,
+    "explain.method": EXPLAIN_METHODS,
 }

@@ -22,6 +22,8 @@ _POSITIVE: tuple[str, ...] = (
     "training.log_every_n_steps",
     "logging.every_n_seconds",
     "distributed.timeout_min",
+    "eval.explain_faces",
+    "eval.embedding_samples",
 )
 #: Optional sizes: null means the model's or the loader's own choice.
 _POSITIVE_OR_NULL: tuple[str, ...] = ("data.img_size", "model.img_size")
@@ -43,6 +45,7 @@ _NON_NEGATIVE: tuple[str, ...] = (
     "hardware.sample_every_n_seconds",
     "training.mask_loss_weight",
     "calibration_min_samples",
+    "eval.faithfulness_faces",
     "logger.flush_timeout_s",
 )
 

@@ -31,6 +31,7 @@ class ModelConfig:
     streams: list[str] = field(default_factory=lambda: ["rgb"])
     fusion: str = "early"
     mask_head: bool = False
+    explain_layer: str | None = None
 
 
 @dataclass
@@ -325,6 +326,11 @@ class EvalConfig:
     tta: str = "none"
     calibrated: bool = True
     score_test_split: bool = True
+    explain: str = "none"
+    explain_faces: int = 8
+    faithfulness_faces: int = 256
+    embeddings: bool = False
+    embedding_samples: int = 2000
 
 
 @dataclass
@@ -442,6 +448,14 @@ class PredictAggregationConfig:
 
 
 @dataclass
+class ExplainConfig:
+    """predict.py's `explain` group: `explain=gradcam` picks conf/explain/gradcam.yaml."""
+
+    method: str = "none"
+    layer: str | None = None
+
+
+@dataclass
 class PredictConfig:
     """`predict.py`: everything else (architecture, size, normalisation) comes from the checkpoint."""
 
@@ -462,3 +476,4 @@ class PredictConfig:
     tta: str = "none"
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     calibrated: bool = True
+    explain: ExplainConfig = field(default_factory=ExplainConfig)

@@ -130,6 +130,7 @@ def build_detector(
     kwargs.setdefault("frames", int(preprocess.get("frames", 1)))  # a clip model says so in its preprocess
     model = get_model(architecture=architecture, pretrained=False, **kwargs)
     model.img_size = int(preprocess["img_size"])
+    model.explain_layer = model_cfg.get("explain_layer")  # where Grad-CAM reads it, as trained
     with torch.no_grad():
         model.mean.copy_(torch.tensor(preprocess["mean"]).view_as(model.mean))
         model.std.copy_(torch.tensor(preprocess["std"]).view_as(model.std))

@@ -25,6 +25,7 @@ class DatasetConfig:
     real_dirs: list[str] = field(default_factory=lambda: ["real"])
     fake_dirs: list[str] = field(default_factory=lambda: ["fake"])
     reuse_source_boxes: bool = False
+    masks: bool = False
 
 
 @dataclass
@@ -136,6 +137,8 @@ def validate(cfg: DictConfig | ExtractConfig) -> DictConfig:
     if cfg.dataset.reuse_source_boxes and cfg.dataset.kind != "ffpp":
         raise ConfigError("dataset.reuse_source_boxes=true is for dataset=ffpp (frame-aligned fakes) only")
     _check_robustness(cfg)
+    if cfg.dataset.masks and cfg.dataset.kind != "ffpp":
+        raise ConfigError("dataset.masks=true crops FF++'s mask videos: it is for dataset=ffpp only")
     return cfg
 
 

@@ -25,7 +25,8 @@ from deepfake.extraction.face_finder import (
     build_finder,
     detect_downscaled,
 )
-from deepfake.extraction.faces import read_boxes, save_crops
+from deepfake.extraction.faces import VideoFaces, read_boxes, save_crops
+from deepfake.extraction.masks import mask_frames
 from deepfake.extraction.perturbed_frames import perturbation_of
 from deepfake.extraction.report import ExtractProgress, summary
 from deepfake.extraction.settings import read_settings, settings_of, write_settings
@@ -61,6 +62,18 @@ def _detections(
     )
 
 
+def _manifest_rows(job: Job, saved: VideoFaces, masks: bool) -> list[list[object]]:
+    """The video's manifest rows (paths relative to the output folder); with `masks`, each crop's mask or ""."""
+    s, folder = job.sample, faces_dir(job.rel)
+    rows: list[list[object]] = [
+        [f"{folder}/{name}", s.label, s.split, s.video, s.method, s.identity] for name in saved.files
+    ]
+    if masks:
+        names = saved.masks or [""] * len(rows)
+        rows = [[*r, f"{folder}/{m}" if m else ""] for r, m in zip(rows, names, strict=True)]
+    return rows
+
+
 def extract_video(
     job: Job, decoded: Decoded, seconds: float, cfg: DictConfig, detector: FaceFinder, writer: ShardWriter
 ) -> dict[str, object]:
@@ -86,12 +99,12 @@ def extract_video(
             decoded.frames = []
     if decoded.frames:
         tmp = writer.temp_dir(job.rel)
-        saved = save_crops(decoded.frames, detections, cfg.faces, tmp)
+        masks = None
+        if job.mask_video is not None:  # FF++'s mask frames at the fake's indices, cropped with its boxes
+            masks = mask_frames(Path(job.mask_video), cfg.frames_per_video, {i for i, _ in decoded.frames})
+        saved = save_crops(decoded.frames, detections, cfg.faces, tmp, masks)
         crops, with_face = len(saved.files), saved.frames_with_face
-        folder = faces_dir(job.rel)
-        manifest = [
-            [f"{folder}/{name}", s.label, s.split, s.video, s.method, s.identity] for name in saved.files
-        ]
+        manifest = _manifest_rows(job, saved, writer.masks)
         pause = float(os.environ.get(PAUSE_ENV, "0"))
         if pause:
             time.sleep(pause)
@@ -111,7 +124,7 @@ def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[st
     """Decode in workers, detect here; on the CPU the detector gets the cores the decoders leave (MTCNN's many
     small per-box ops run faster on one thread than on threads that wait for a busy core)."""
     detector = build_finder(cfg.detector)
-    writer = ShardWriter(out, shard_name(cfg.shard.index, cfg.shard.count))
+    writer = ShardWriter(out, shard_name(cfg.shard.index, cfg.shard.count), masks=cfg.dataset.masks)
     workers = cfg.num_workers if cfg.num_workers >= 0 else max(1, (os.cpu_count() or 2) - 1)
     workers = min(workers, len(todo))
     threads = torch.get_num_threads()

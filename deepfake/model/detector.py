@@ -99,6 +99,8 @@ class DeepfakeDetector(nn.Module):
         self.mask_decoder = mask_decoder
         self.mask_index = mask_index  # the `forward_intermediates` level the mask decoder reads
         self.backbone_frozen = False
+        # Grad-CAM's target layer (a module path); None = the family's default (deepfake.explain.target)
+        self.explain_layer: str | None = None
 
     def freeze_backbone(self, frozen: bool = True) -> None:
         """Train the head only (`frozen`) or everything; a frozen backbone also stays in eval mode, so its
@@ -207,6 +209,7 @@ def get_model(
     streams: Sequence[str] = ("rgb",),
     fusion: str = "early",
     mask_head: bool = False,
+    explain_layer: str | None = None,
 ) -> DeepfakeDetector:
     """Create a detector from an alias or any timm name.
 
@@ -215,7 +218,8 @@ def get_model(
     initialised. A file that does not fit the architecture is refused (`deepfake.model.weights`). `frames` > 1 makes
     a clip model whose head is a temporal transformer over the frames' features (`deepfake.model.temporal`).
     `freeze_backbone` trains the head only (a linear probe); `training.unfreeze_at_epoch` can lift it.
-    rgb add SRM/DCT inputs fused `early` or `late`; `mask_head` adds the blend-mask decoder.
+    rgb add SRM/DCT inputs fused `early` or `late`; `mask_head` adds the blend-mask decoder. `explain_layer`
+    is the module path Grad-CAM reads (checked when an explanation is made; None = the family's default).
     """
     name = resolve_architecture(architecture)
     streams = check_streams(streams, fusion)
@@ -257,6 +261,7 @@ def get_model(
         head=head, frames=frames, mask_decoder=MaskDecoder(channels) if mask_head else None, mask_index=index,
         alias=architecture,
     )  # fmt: skip
+    model.explain_layer = explain_layer
     if freeze_backbone:
         model.freeze_backbone()
     if channels_last:

@@ -20,7 +20,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from deepfake.choices import AMP, ENSEMBLE_MEANS, FACE_AGGREGATION, PREDICTION_FORMATS, TTA, VIDEO_AGGREGATION
+from deepfake.choices import (
+    AMP,
+    ENSEMBLE_MEANS,
+    EXPLAIN_METHODS,
+    FACE_AGGREGATION,
+    PREDICTION_FORMATS,
+    TTA,
+    VIDEO_AGGREGATION,
+)
 from deepfake.config import PredictConfig
 from deepfake.data.dataset import FaceDataset
 from deepfake.data.module import default_num_workers
@@ -29,6 +37,7 @@ from deepfake.data.transforms import eval_transform
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.ensemble import Ensemble, Member, checkpoint_list, clip_length_of, load_ensemble
 from deepfake.evaluation.inference import scoring_precision
+from deepfake.prediction.explanations import Explainer
 from deepfake.prediction.inputs import NOT_A_VIDEO, VIDEO_EXTENSIONS, video_kind
 from deepfake.prediction.rows import COLUMNS, image_row, write_csv
 from deepfake.prediction.run import video_rows
@@ -177,6 +186,12 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     hw.configure(workers)  # intra-op threads take the cores the loader workers leave
     kinds = [video_kind(p) for p in paths]
     clip = clip_length_of(loaded)
+    explainer = None
+    if cfg.explain.method != "none":  # grad-cam and the layers checked before any scoring
+        explainer = Explainer(
+            ensemble.members, cfg.explain.method, cfg.explain.layer, cfg.tta, output, cfg.input, hw.device,
+            min(cfg.batch_size, 32), clip,
+        )  # fmt: skip
     names = ", ".join(str(d.path) for d in loaded)
     log.info("predicting %d inputs (%d videos) with %s (%s, %s)", len(paths), kinds.count("video"), names,
              hw.device, precision.name)  # fmt: skip
@@ -191,6 +206,8 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         )
         for i, prob, error in zip(images, probs, errors, strict=True):
             by_path[i] = image_row(paths[i], float(prob), error, cfg.threshold)
+        if explainer is not None:
+            explainer.images([paths[i] for i in images], [by_path[i]["prob"] for i in images])
     for i in (i for i, k in enumerate(kinds) if k == "not_video"):
         by_path[i] = {
             **image_row(paths[i], None, NOT_A_VIDEO, cfg.threshold),
@@ -200,7 +217,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     videos = [i for i, k in enumerate(kinds) if k == "video"]
     if videos:
         found = video_rows(
-            [paths[i] for i in videos], cfg, loaded[0], ensemble, clip, hw.device, workers, output
+            [paths[i] for i in videos], cfg, loaded[0], ensemble, clip, hw.device, workers, output, explainer
         )
         by_path.update(zip(videos, found, strict=True))
     rows = [by_path[i] for i in range(len(paths))]
@@ -218,6 +235,8 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     }
     if len(loaded) > 1:
         meta["ensemble_mean"] = cfg.ensemble.mean
+    if explainer is not None:
+        meta["explain"] = {"method": cfg.explain.method, "folder": str(explainer.folder)}
     write_predictions(rows, output, fmt, meta)
     _report(rows, cfg)
     return rows
@@ -267,6 +286,7 @@ def _checked(cfg: DictConfig) -> DictConfig:
         ("ensemble.mean", ENSEMBLE_MEANS),
         ("aggregation.faces", FACE_AGGREGATION),
         ("aggregation.frames", VIDEO_AGGREGATION),
+        ("explain.method", EXPLAIN_METHODS),
     ):
         if OmegaConf.select(cfg, key) not in choices:
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is not one of {', '.join(choices)}")

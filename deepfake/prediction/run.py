@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from deepfake.evaluation.inference import LoadedDetector
 from deepfake.extraction.face_finder import FaceFinder, MtcnnFinder, build_finder
+from deepfake.prediction.explanations import Explainer
 from deepfake.prediction.preview import overlay_masks, preview_dir, sheet_name, write_preview
 from deepfake.prediction.rows import FRAME_COLUMNS, frame_rows, frames_path, video_row, write_csv
 from deepfake.prediction.score import Scorer, clip_scorer
@@ -46,8 +47,10 @@ def video_rows(
     device: torch.device,
     workers: int,
     output: Path,
+    explainer: Explainer | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of `paths` (all videos by content) in order; writes the per-frame CSV and previews when asked.
+    """Rows of `paths` (all videos by content) in order; writes the per-frame CSV, previews and explanations
+    when asked.
 
     `clip` > 1: `score` is a clip model's, and each video's crops are scored together as one clip.
     """
@@ -63,11 +66,15 @@ def video_rows(
         score, batch_size = clip_scorer(score, clip), sys.maxsize  # all of a video's crops in one call
     rows, per_frame, taken = [], [], set()
     with cpu_threads(detector, settings, workers):
-        for result in predict_videos(paths, settings, detector, score, agg, device, workers, batch_size):
+        explain = explainer.video if explainer is not None else None
+        for result in predict_videos(
+            paths, settings, detector, score, agg, device, workers, batch_size, explain
+        ):
             rows.append(video_row(result, cfg.threshold, cfg.no_face_prob))
             per_frame.extend(frame_rows(result))
             if cfg.preview and result.status != "error":
-                overlay_masks(result, loaded.model, device)
+                if explainer is None:  # an explanation's overlay already shows a mask head's mask beside it
+                    overlay_masks(result, loaded.model, device)
                 sheet = write_preview(
                     result, preview_dir(output), sheet_name(result.path, taken), cfg.threshold
                 )

@@ -7,7 +7,7 @@ extract.py's own code, so a video's crops match the training crops pixel for pix
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -23,6 +23,9 @@ from deepfake.extraction.video import Decoded
 from deepfake.prediction.score import Scorer
 
 PREVIEW_FACES = 8  # most suspicious crops a video keeps for its contact sheet
+#: (video path, face keys, uint8 crops (N, S, S, 3), probabilities (N,)) -> overlays of the explained faces by
+#: index: `deepfake.prediction.explanations.Explainer.video`, whose overlays then stand in the contact sheet.
+FaceExplainer = Callable[[str, Sequence[tuple[int, int]], np.ndarray, np.ndarray], dict[int, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,10 @@ def classify_video(
     agg: Aggregation,
     device: torch.device,
     batch_size: int = 64,
+    explain: FaceExplainer | None = None,
 ) -> VideoResult:
-    """The scoring half: face, frame and video probabilities (nothing to do without faces)."""
+    """The scoring half: face, frame and video probabilities (nothing to do without faces); `explain` writes
+    the faces' explanations, and their overlays replace the crops the contact sheet shows."""
     if not keys:
         return result
     probs = score_crops(crops, score, device, batch_size)
@@ -123,7 +128,8 @@ def classify_video(
     result.frame_probs = [(frame, over_faces(ps, agg.faces)) for frame, ps in by_frame.items()]
     result.prob = over_frames([p for _, p in result.frame_probs], agg.frames, agg.k)
     order = np.argsort(-probs, kind="stable")[:PREVIEW_FACES]
-    result.top_faces = [(crops[i].copy(), float(probs[i]), keys[i][0]) for i in order]
+    shown = explain(result.path, keys, crops, probs) if explain is not None else {}
+    result.top_faces = [(shown.get(i, crops[i]).copy(), float(probs[i]), keys[i][0]) for i in order]
     return result
 
 
@@ -136,6 +142,7 @@ def predict_videos(
     device: torch.device,
     workers: int,
     batch_size: int = 64,
+    explain: FaceExplainer | None = None,
 ) -> Iterator[VideoResult]:
     """Each video's result in `paths` order. Three stages overlap: up to 2 videos per worker are decoded
     ahead in threads, and one video's crops are classified in a thread while the next one is detected."""
@@ -146,7 +153,7 @@ def predict_videos(
         pending: Future[VideoResult] | None = None
         for video, _ in decoded:
             staged = detect_video(video, settings, detector)
-            submitted = pool.submit(classify_video, *staged, score, agg, device, batch_size)
+            submitted = pool.submit(classify_video, *staged, score, agg, device, batch_size, explain)
             if pending is not None:
                 yield pending.result()
             pending = submitted

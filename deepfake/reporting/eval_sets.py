@@ -117,6 +117,14 @@ def evaluate_sets(
         report = {"set": name, **(context or {}), **report}
         if robustness is not None:
             report["robustness"] = robustness(name, probs)
+        if eval_cfg["explain"] != "none" or eval_cfg["embeddings"]:
+            from deepfake.reporting.explanations import explain_set  # grad-cam and t-SNE: only when asked
+
+            datasets = {size: loader.dataset for size, loader in loaders.items()}
+            scores = explain_set(out_dir / name, name, ensemble.members, ensemble.tta, datasets, samples, probs,
+                                 eval_cfg, device, seed)  # fmt: skip
+            if scores is not None:
+                report["faithfulness"] = scores
         write_set(out_dir / name, samples, probs, report, raw_probs if eval_cfg["calibrated"] else None)
         reports[name] = report
         log.info("evaluated %s: %d images -> %s", name, len(samples), out_dir / name)
@@ -129,7 +137,10 @@ def results_table(reports: Mapping[str, dict]) -> str:
     ensemble's members get a row each (`<set> #k`) above the ensemble's row, and a legend of checkpoints."""
     table = Table(title="Test sets (label 1 = fake)", box=box.MARKDOWN)
     columns = ("set", "images", "videos", "AUC", "AUC CI", "AP", "EER", "ACC", "bACC", "log loss")
-    for column in (*columns, "LL raw", "LL cal", "ECE raw", "ECE cal", "video AUC", "video ACC", "video EER"):
+    faithful = any("faithfulness" in r for r in reports.values())  # eval.explain on a set with masks
+    explained = ("pointing game", "heat in mask", "mask area") if faithful else ()
+    for column in (*columns, "LL raw", "LL cal", "ECE raw", "ECE cal", "video AUC", "video ACC", "video EER",
+                   *explained):  # fmt: skip
         table.add_column(column, justify="left" if column == "set" else "right")
     legend: dict[str, str] = {}
     for name, r in reports.items():
@@ -146,12 +157,19 @@ def results_table(reports: Mapping[str, dict]) -> str:
                 *(_fmt(f[k]) for k in ("ap", "eer", "acc", "balanced_acc", "loss")),
                 *(_fmt(c[when][k]) for k in ("log_loss", "ece") for when in ("raw", "calibrated")),
                 *(_fmt(v[k]) for k in VIDEO_KEYS),
+                *(_faithfulness(entry if entry is r else {}) if faithful else ()),
             )
     console = Console(file=io.StringIO(), width=220, color_system=None, force_terminal=False)
     console.print(table)
     for key, path in legend.items():
         console.print(f"{key}: {path}")
     return console.file.getvalue().rstrip()
+
+
+def _faithfulness(report: Mapping[str, Any]) -> tuple[str, ...]:
+    """The pointing game, heat in mask and its chance level (the mask area) of a set, "n/a" without masks."""
+    scores = report.get("faithfulness", {})
+    return tuple(_fmt(scores.get(k, math.nan)) for k in ("pointing_game", "heat_in_mask", "mask_area"))
 
 
 def _fmt(x: float) -> str:
@@ -209,6 +227,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     loaded = [load_detector(path) for path in paths]  # every member's file checked before any work
     first = loaded[0]
     run_cfg = evaluation_config(first.config, cfg, overrides)
+    check_explanations(loaded, run_cfg, overrides)
     out_dir = Path(run_cfg.eval.out_dir).expanduser() if run_cfg.eval.out_dir else first.run_dir / "eval"
     require_writable(out_dir, "the results folder", "pass eval.out_dir=<a writable folder>")
     hw = HardwareManager(**run_cfg.hardware)
@@ -254,6 +273,22 @@ def data_modules(
         )
         for size in sizes
     }
+
+
+def check_explanations(loaded: Sequence[Any], run_cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """`model.explain_layer=` on the command line replaces every member's own; with `eval.explain` on, grad-cam
+    and each member's layer are checked before any scoring."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    if "model.explain_layer" in keys:
+        for member in loaded:
+            member.model.explain_layer = run_cfg.model.explain_layer
+    if run_cfg.eval.explain != "none":
+        from deepfake.explain.cam import require_gradcam
+        from deepfake.explain.target import cam_target
+
+        require_gradcam("eval.explain")
+        for member in loaded:
+            cam_target(member.model, None, "model.explain_layer")
 
 
 def evaluation_config(saved: DictConfig | None, cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:

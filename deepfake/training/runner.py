@@ -323,6 +323,8 @@ class Trainer(TrainerSetup):
         self.progress.phase("validate")
         train_stats = distributed.reduce_train_stats(self.ddp, train_stats)
         val, predictions = self._validate(distributed.local_module(self.model), "val")
+        if self.faithfulness is not None:
+            val.update(self.faithfulness(distributed.local_module(self.model), self.device))
         if self.ema is not None:
             val.update(self._validate(self.ema.module, "val_ema")[0])
         monitored = val.get(tc.monitor)

@@ -24,6 +24,7 @@ from deepfake.training.checkpointer import Checkpointer
 from deepfake.training.debug import describe_limits, is_debug_run, loader_limits
 from deepfake.training.early_stopping import EarlyStopping
 from deepfake.training.engine import LoopConfig, StepContext
+from deepfake.training.faithfulness import SbiFaithfulness
 from deepfake.training.freezing import BackboneSchedule
 from deepfake.training.memory import fit_batch_size, probe_step
 from deepfake.training.optimizer import build_optimizer
@@ -95,6 +96,8 @@ class TrainerSetup:
         self.train_loader = self.data.train_dataloader(train_limit, fixed)
         self.val_loader = self.data.eval_dataloader("val", val_limit)
         self.val_videos = np.asarray(self.val_loader.dataset.videos, dtype=object)
+        # eval.explain with SBI: the heatmaps of blended validation fakes scored against their masks each epoch
+        self.faithfulness = SbiFaithfulness.from_config(cfg, self.val_loader.dataset, unwrap(model))
         self.num_batches = len(self.train_loader)
         if (note := describe_limits(cfg, self.num_batches, len(self.val_loader))) is not None:
             log.info(note)
