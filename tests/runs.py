@@ -27,6 +27,8 @@ COMMON = {
     "hardware.device": "cpu",
     "hardware.deterministic": True,
     "hardware.num_threads": 1,  # tiny tensors: one thread is faster and steadier on a shared 2-core box
+    "calibration_min_samples": 0,  # tiny validation splits: fit the temperature anyway (its tests read it)
+    "eval.score_test_split": False,  # ~0.6 CPU-s a run; tests/test_run_end.py covers it
 }
 
 

@@ -325,6 +325,7 @@ class EvalConfig:
     out_dir: str | None = None
     tta: str = "none"
     calibrated: bool = True
+    score_test_split: bool = True
     explain: str = "none"
     explain_faces: int = 8
     faithfulness_faces: int = 256
@@ -398,6 +399,7 @@ class Config:
     lr_finder: LrFinderConfig = field(default_factory=LrFinderConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     calibration: str = "temperature"
+    calibration_min_samples: int = 200
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""What a person at the console sees, whichever room draws it: the progress mode, how durations read, and the
-items-of-a-total progress (`ItemProgress`) extract.py and predict.py show.
+"""What a person at the console sees, whichever room draws it: the progress mode, how durations read, the
+items-of-a-total progress (`ItemProgress`) extract.py and predict.py show, and how to type the project's other
+commands.
 
 Training (`deepfake.reporting.progress`), extraction (`deepfake.extraction.report`) and prediction
 (`deepfake.prediction.report`) follow one convention: rich bars where a person watches, plain timed lines in
@@ -9,7 +10,10 @@ logs, SLURM and CI, nothing with `progress=off`.
 from __future__ import annotations
 
 import logging
+import shlex
+import sys
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -95,3 +99,16 @@ class ItemProgress:
         elif self.mode == "plain" and (now - self._last >= self.every or self.done == self.total):
             self._last = now
             self.log.info(self.line(now))
+
+
+def command_for(script: str) -> str:
+    """How to start another of the project's commands (train, evaluate, predict, extract) the way this process
+    was started: `python <dir>/evaluate.py` beside a repository script run by Hydra, else the console script
+    the package installs (`deepfake-evaluate`), which works from any directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    here = Path(sys.argv[0])
+    sibling = here.with_name(f"{script}.py")
+    if HydraConfig.initialized() and here.suffix == ".py" and sibling.is_file():
+        return f"python {shlex.quote(str(sibling))}"
+    return f"deepfake-{script}"
