@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,9 @@ from deepfake.data.manifest import read_manifest
 from deepfake.data.perturbed import PerturbedCrops
 from deepfake.data.samples import FOLDER_LAYOUT, Sample, scan_folder, scan_split
 from deepfake.data.transforms import eval_transform
+from deepfake.data.workers import init_worker, resolve_num_workers
 from deepfake.errors import ConfigError, DataError
 from deepfake.perturbations.protocol import Setting
-from deepfake.system.interrupt import ignore_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +43,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DEEPFAKE_CACHE", "~/.cache/deepfake")).expanduser()
 
 
-def default_num_workers() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 8))
-
-
-def resolve_num_workers(num_workers: int) -> int:
-    """`data.num_workers` as the loaders will use it: -1 means one per core (up to 8)."""
-    return default_num_workers() if num_workers < 0 else num_workers
-
-
 def _choice(key: str, value: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ConfigError(f"data.{key}={value!r} is not one of {', '.join(choices)}")
     return value
+
+
+def _batch_sizes(batch_size: int, eval_batch_size: int | None, clip_frames: int) -> tuple[int, int]:
+    """The train and eval batch sizes in items; they count frames, so B clips of T frames are B*T images."""
+    if clip_frames > 1:
+        batch_size = max(1, batch_size // clip_frames)
+        eval_batch_size = max(1, eval_batch_size // clip_frames) if eval_batch_size else None
+    return batch_size, eval_batch_size or 2 * batch_size
 
 
 class DataModule:
@@ -115,11 +109,7 @@ class DataModule:
         self.decode = _choice("decode", decode, DECODERS)
         self.synthetic = dict(synthetic or {})
         self.test_sets = list(test_sets)
-        if clip_frames > 1:  # batch sizes count frames: B clips of T frames are B*T images to the backbone
-            batch_size = max(1, batch_size // clip_frames)
-            eval_batch_size = max(1, eval_batch_size // clip_frames) if eval_batch_size else None
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self.batch_size, self.eval_batch_size = _batch_sizes(batch_size, eval_batch_size, clip_frames)
         self.seed = seed
         self.pin_memory = pin_memory
         self.rank = rank  # under DDP the train and val loaders yield this rank's shard
@@ -131,14 +121,19 @@ class DataModule:
         # > 1 when the model takes clips (`deepfake.model.temporal`): items are videos of this many frames
         self.clip_frames = clip_frames
         self.test_frames: dict[str, list[Sample]] = {}
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Refuse the settings that are valid one by one but cannot work together (or on this machine)."""
+        clip_frames = self.clip_frames
         if clip_frames > 1 and (self.fake_synthesis != "none" or self.decode == "gpu"):
             raise ConfigError(
                 f"a clip model (model.frames={clip_frames}) reads whole videos, which data.fake_synthesis="
                 f"{self.fake_synthesis} and data.decode={self.decode} do not make: use data.fake_synthesis=none "
                 "and data.decode=cpu with it"
             )
-        if frames_per_video is not None and frames_per_video < 1:
-            raise ConfigError(f"data.frames_per_video must be >= 1 or null (got {frames_per_video})")
+        if self.frames_per_video is not None and self.frames_per_video < 1:
+            raise ConfigError(f"data.frames_per_video must be >= 1 or null (got {self.frames_per_video})")
         if self.sbi["ratio"] <= 0:
             raise ConfigError(f"data.sbi.ratio must be > 0 (got {self.sbi['ratio']})")
         if self.decode == "gpu" and not torch.cuda.is_available():
@@ -392,14 +387,6 @@ class DataModule:
             **options,
         )
         return DeviceDecodeLoader(loader, self.img_size, torch.device("cuda", torch.cuda.current_device()))
-
-
-def init_worker(worker_id: int) -> None:
-    """Seed Python and numpy from torch's per-worker seed (derived from the data seed); ignore Ctrl-C/SIGTERM."""
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-    ignore_in_worker(worker_id)
 
 
 def _digest(params: Mapping[str, Any]) -> str:

@@ -29,7 +29,7 @@ from deepfake.choices import (
     VIDEO_AGGREGATION,
 )
 from deepfake.config import PredictConfig
-from deepfake.data.module import default_num_workers
+from deepfake.data.workers import default_num_workers
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.ensemble import checkpoint_list, clip_length_of, load_ensemble
 from deepfake.evaluation.inference import LoadedDetector, scoring_precision

@@ -29,8 +29,9 @@ from rich.console import Console
 from rich.table import Table
 
 from deepfake.config import to_config, validate
-from deepfake.data.module import DataModule, resolve_num_workers
+from deepfake.data.module import DataModule
 from deepfake.data.samples import Sample
+from deepfake.data.workers import resolve_num_workers
 from deepfake.errors import UserError
 from deepfake.evaluation.aggregate import TOPK
 from deepfake.evaluation.calibration import checked_temperature

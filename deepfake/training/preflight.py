@@ -21,8 +21,9 @@ from omegaconf import DictConfig
 
 from deepfake.checks.start import Finding, config_findings, dataset_findings
 from deepfake.config import Config, to_config
-from deepfake.data.module import DataModule, resolve_num_workers
+from deepfake.data.module import DataModule
 from deepfake.data.verify import count_table, inspect_images, scan_dataset, scan_manifest, size_summary
+from deepfake.data.workers import resolve_num_workers
 from deepfake.errors import UserError
 from deepfake.system.hardware import HardwareManager, describe, hardware_warnings
 from deepfake.system.precision import Precision

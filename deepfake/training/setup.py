@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from deepfake.checks.start import start_checks
-from deepfake.data.module import resolve_num_workers
+from deepfake.data.workers import resolve_num_workers
 from deepfake.model.temporal import clip_length
 from deepfake.runs.checkpoint import unwrap
 from deepfake.system import distributed
