@@ -94,8 +94,7 @@ class DataModule:
         self.root = Path(root).expanduser() if root else None
         self.manifest = Path(manifest).expanduser() if manifest else None
         self.splits = dict(splits or {"train": "train", "val": "val", "test": "test"})
-        self.real_dirs = list(real_dirs)
-        self.fake_dirs = list(fake_dirs)
+        self.real_dirs, self.fake_dirs = list(real_dirs), list(fake_dirs)
         self.img_size = int(img_size or 224)
         self.num_workers = resolve_num_workers(num_workers)
         self.persistent_workers = persistent_workers
@@ -118,8 +117,7 @@ class DataModule:
         self.samples: dict[str, list[Sample]] = {}
         self.test_samples: dict[str, list[Sample]] = {}
         self.sbi_sources: list[int] = []
-        # > 1 when the model takes clips (`deepfake.model.temporal`): items are videos of this many frames
-        self.clip_frames = clip_frames
+        self.clip_frames = clip_frames  # > 1: items are videos of this many frames (model.temporal)
         self.test_frames: dict[str, list[Sample]] = {}
         self._check_combinations()
 
