@@ -1,4 +1,4 @@
-"""The run configuration: the schema (`schema`), its value checks (`checks`) and the one way in, `to_config`.
+"""The run configuration: the schema (`schema`; evaluate's and predict's in `scoring`), its value checks (`checks`) and the one way in, `to_config`.
 
 Hydra merges `conf/` onto the schema, so an unknown key or a wrong type fails at composition time with the key's
 full name; `validate()` adds the value checks a type cannot express (ranges, choices). Python users build the
@@ -33,10 +33,7 @@ from deepfake.config.schema import (
     DownscaleConfig,
     EarlyStoppingConfig,
     EmaConfig,
-    EnsembleConfig,
     EvalConfig,
-    EvaluateConfig,
-    ExplainConfig,
     GradClipConfig,
     GrayscaleConfig,
     HardwareConfig,
@@ -47,11 +44,6 @@ from deepfake.config.schema import (
     MlflowLoggerConfig,
     ModelConfig,
     NoiseConfig,
-    PredictAggregationConfig,
-    PredictConfig,
-    PredictDetectorConfig,
-    PredictExtractionConfig,
-    PredictFacesConfig,
     ProfilerConfig,
     SamConfig,
     SbiConfig,
@@ -61,6 +53,16 @@ from deepfake.config.schema import (
     TensorBoardLoggerConfig,
     TrainingConfig,
     WandbLoggerConfig,
+)
+from deepfake.config.scoring import (
+    EnsembleConfig,
+    EvaluateConfig,
+    ExplainConfig,
+    PredictAggregationConfig,
+    PredictConfig,
+    PredictDetectorConfig,
+    PredictExtractionConfig,
+    PredictFacesConfig,
 )
 from deepfake.errors import ConfigError
 
