@@ -20,46 +20,25 @@ from deepfake.exits import error_message, log_to_files
 from deepfake.extraction.settings import manifest_settings
 from deepfake.model.detector import check_pretrained
 from deepfake.reporting.eval_sets import evaluate_best
-from deepfake.reporting.model_summary import report_summary
-from deepfake.reporting.progress import ProgressTracker, fan_out
-from deepfake.reporting.tensorboard import TensorBoardLogger
-from deepfake.reporting.tensorboard_views import log_run_start
-from deepfake.runs.backup import ProjectBackup
 from deepfake.runs.checkpoint import build_state
 from deepfake.system import distributed
 from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
 from deepfake.tracking.trackers import check_trackers
-from deepfake.training.build import instantiate
-from deepfake.training.calibration import CalibrationObserver
-from deepfake.training.debug import check_verdict, debug_observers, is_debug_run
+from deepfake.training.build import seed_everything
+from deepfake.training.debug import check_verdict, is_debug_run
 from deepfake.training.early_stopping import Best, improved
 from deepfake.training.engine import EpochHooks, TrainState, train_epoch, validate
 from deepfake.training.memory import OutOfMemory, oom_message
 from deepfake.training.observers import (
-    BackupObserver,
-    CheckpointObserver,
-    EarlyStoppingObserver,
     EpochEnd,
-    MaskObserver,
-    MetricsFileObserver,
-    Observer,
-    ProgressObserver,
-    TensorBoardObserver,
-    TrackerObserver,
-    build_trackers,
 )
 from deepfake.training.resume import (
     Resume,
-    check_train_set,
-    needs_replan,
-    restore_progress,
     restore_rng,
-    restore_training,
     resume_command,
 )
 from deepfake.training.run_dir import discard_fresh_run_dir, open_run
 from deepfake.training.run_files import (
-    adopt_val_predictions,
     log_best,
     log_next_steps,
     val_metrics,
@@ -117,8 +96,8 @@ def train(cfg: Config | DictConfig | dict) -> float:
 class Trainer(TrainerSetup):
     """One training run, torchtune-recipe style: its parts and progress live on `self`.
 
-    `setup()` builds hardware, model, data and optimizer; `restore()` continues a checkpoint; `fit()` runs the
-    epochs, each closed by `end_epoch()`, which hands an `EpochEnd` to the observers (TensorBoard, early
+    `setup()` builds every part with the `_setup_x()` builders of `deepfake.training.setup` (hardware, model,
+    data, optimisation, the resumed progress, observers) and assigns them all; `fit()` runs the epochs, each closed by `end_epoch()`, which hands an `EpochEnd` to the observers (TensorBoard, early
     stopping, checkpoints, progress, metrics file, backup); `finish(outcome)` writes the plots, scores the
     test sets and returns the best monitored value. `run()` does all of it in that order.
     """
@@ -134,24 +113,46 @@ class Trainer(TrainerSetup):
         self.cfg, self.tc = cfg, cfg.training
         self.run_dir, self.resume, self.overrides, self.ddp = run_dir, resume, overrides, ddp
         self.t_start = time.perf_counter()
-        self.elapsed_before = 0.0  # training time of the processes before this one (resume)
-        self.state = TrainState()
-        self.best = Best()
-        self.final: dict[str, float] = {}  # the last validated epoch's metrics
+        self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        self.extraction = manifest_settings(cfg.data)  # saved in checkpoints: predict.py crops videos alike
         self.stop_reason = "completed"
         self.outcome = "end"  # how the loop ended: end, interrupt, abort or crash (set by fit)
-        self.labels_seen: np.ndarray | None = (
-            None  # the last validation's labels, to explain an undefined metric
-        )
-        self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-        self.observers: list[Observer] = []
-        self.extraction = manifest_settings(cfg.data)  # saved in checkpoints: predict.py crops videos alike
+        self.labels_seen: np.ndarray | None = None  # the last validation's labels: an undefined metric's why
         self.calibration: dict[str, Any] | None = None  # best.pt's fitted temperature, for metrics.json
+
+    def setup(self) -> None:
+        """Build every part (`deepfake.training.setup`), continue `resume`'s checkpoint, and assign them: every
+        attribute the loop uses is set here."""
+        log.info("run directory: %s", self.run_dir.resolve())
+        seed_everything(self.cfg.seed)
+        hardware = self._setup_hardware()
+        self.hw, self.precision, self.device = hardware.hw, hardware.precision, hardware.device
+        model = self._setup_model(hardware)
+        data = self._setup_data(hardware, model)
+        self.data, self.batch_size, self.test_sets = data.data, data.batch_size, data.test_sets
+        self.train_loader, self.num_batches = data.train_loader, data.num_batches
+        self.val_loader, self.val_videos = data.val_loader, data.val_videos
+        self.faithfulness = data.faithfulness
+        self.model = distributed.wrap(model, self.ddp, self.device, self.cfg.distributed.sync_batchnorm)
+        opt = self._setup_optimization(hardware, self.model, data)
+        self.steps_per_epoch = opt.steps_per_epoch
+        self.optimizer, self.scheduler, self.ema = opt.optimizer, opt.scheduler, opt.ema
+        self.backbone, self.step_context, self.loop = opt.backbone, opt.step_context, opt.loop
+        self.early, self.checkpoints = opt.early, opt.checkpoints
+        self.state, progress = self._setup_resume(self.model, hardware, data, opt)
+        self.best, self.final, self.elapsed_before = progress.best, progress.metrics, progress.elapsed_s
+        self.start = (self.state.epoch, self.state.global_step)  # where this process began: `progressed()`
+        parts = self._setup_observers(hardware, self.model, data, opt, self.state)
+        self.trackers, self.tb, self.backup = parts.trackers, parts.tb, parts.backup
+        self.progress, self.on_log, self.sampler = parts.progress, parts.on_log, parts.sampler
+        self.observers = parts.observers
+        self.interrupt = GracefulInterrupt()  # entered by fit: SIGINT/SIGTERM then stop at the next step
+        self.stop = distributed.AgreedStop(
+            self.interrupt, self.ddp, self.device, every=self.tc.log_every_n_steps
+        )
 
     def run(self) -> float:
         self.setup()
-        self.restore()
-        self.observers = self.make_observers()
         try:
             best = self.finish(self.fit())
         except BaseException:
@@ -161,88 +162,14 @@ class Trainer(TrainerSetup):
         check_verdict(self.observers)  # debug.overfit_batches: passed, or OverfitCheckFailed (exit 1)
         return best
 
-    # ----- resume -----
-
-    def restore(self) -> None:
-        """Continue `resume`'s checkpoint: weights, optimizer, schedule, counters, best and top-k."""
-        resume, state = self.resume, self.state
-        if resume is None:
-            return
-        check_train_set(resume, len(self.train_loader.dataset), self.ddp.world_size)
-        restore_training(
-            resume, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-            scaler=self.precision.scaler, ema=self.ema, replan=needs_replan(resume, self.cfg, self.steps_per_epoch),
-        )  # fmt: skip
-        progress = restore_progress(resume, state, self.early, self.checkpoints)
-        self.best, self.final, self.elapsed_before = progress.best, progress.metrics, progress.elapsed_s
-        if self.ddp.is_main:
-            self.best = self.checkpoints.reconcile_best(self.best, resume.path, resume.train_state)
-            if resume.run_dir is None and self.best.epoch is not None:
-                adopt_val_predictions(resume.path, self.run_dir)
-        log.info(
-            "resuming from %s: epoch %d, batch %d of %d, global step %d",
-            resume.path, state.epoch + 1, state.batch_in_epoch, self.num_batches, state.global_step,
-        )  # fmt: skip
-
-    def make_observers(self) -> list[Observer]:
-        """The loop's observers, in the order they see each event (see `deepfake.training.observers`)."""
-        cfg, tc = self.cfg, self.tc
-        self.trackers = build_trackers(
-            cfg, self.run_dir, self.ddp, self.resume, self.state.global_step, self.hw.describe_device(),
-            self.overrides,
-        )  # fmt: skip
-        # A resumed run hides whatever the killed process logged after its checkpoint (TensorBoard purge).
-        self.tb = TensorBoardLogger(
-            self.run_dir,
-            enabled=cfg.logger.tensorboard is not None and cfg.logging.tensorboard and self.ddp.is_main,
-            purge_step=self.state.global_step + 1 if self.resume else None,
-        )
-        if self.resume is None:
-            log_run_start(self.tb, cfg, self.config_yaml, self.train_loader)
-        if self.ddp.is_main:
-            model = distributed.local_module(self.model)
-            report_summary(
-                model, self.optimizer, model.img_size, self.run_dir, self.tb, self.state.global_step
-            )
-        self.backup: ProjectBackup = instantiate(
-            cfg.backup, run_dir=self.run_dir, base_path=cfg.base_path, config_yaml=self.config_yaml,
-            overrides=self.overrides, _convert_="all",
-        )  # fmt: skip
-        self.start = (self.state.epoch, self.state.global_step)
-        self.progress = ProgressTracker(
-            tc.num_epochs, self.num_batches, batch_size=self.train_loader.batch_size,
-            mode=cfg.logging.progress, every_n_seconds=cfg.logging.every_n_seconds,
-        )  # fmt: skip
-        self.on_log, on_reading = fan_out(
-            [self.tb, self.trackers], self.progress, lambda: self.state.global_step
-        )
-        self.sampler = self.hw.sampler(on_reading, disk_path=self.run_dir)
-        masks = [MaskObserver(self.tb, distributed.local_module(self.model))] if cfg.model.mask_head else []
-        return [
-            TensorBoardObserver(self.tb),
-            TrackerObserver(self.trackers),
-            *masks,
-            EarlyStoppingObserver(self.early, tc.early_stopping.enabled),
-            CheckpointObserver(self.checkpoints, tc.checkpoint.every_n_steps, self.num_batches),
-            ProgressObserver(self.progress),
-            CalibrationObserver(
-                self.model, self.val_loader, self.precision, self.device, self.checkpoints.best
-            ),
-            MetricsFileObserver(),
-            BackupObserver(self.backup),
-            *debug_observers(cfg, self.run_dir, self.device, self.num_batches),
-        ]
-
     # ----- the loop -----
 
     def fit(self) -> str:
         """Train the remaining epochs; returns the outcome: end, or interrupt (a signal, checkpoint saved)."""
         if self.resume is not None:
             restore_rng(self.resume)  # last: every draw until the checkpoint's step is then replayed
-        interrupt = GracefulInterrupt()
-        self.stop = distributed.AgreedStop(interrupt, self.ddp, self.device, every=self.tc.log_every_n_steps)
         self.outcome = "end"
-        with interrupt:
+        with self.interrupt:
             try:
                 self.progress.start()
                 self.sampler.start()
