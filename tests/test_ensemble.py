@@ -27,10 +27,6 @@ from deepfake.runs.checkpoint import build_state, save_checkpoint
 from deepfake.system.precision import Precision
 from deepfake.training.engine import validate
 from tests.conftest import make_flat_test_set
-from tests.runs import restore_torch_globals
-
-__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
