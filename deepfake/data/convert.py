@@ -60,16 +60,16 @@ def convert(
     return rows, notes
 
 
-def carve_val(rows: list[Sample], fraction: float) -> list[Sample]:
+def carve_val(rows: list[Sample], fraction: float, train: str = "train", val: str = "val") -> list[Sample]:
     """Move a fixed share of train groups (identity, else video) to val; the choice hashes the group name."""
     if not 0.0 < fraction < 1.0:
         raise DataError(f"--val-fraction must be between 0 and 1 (got {fraction})")
-    groups = sorted({r.identity or r.video for r in rows if r.split == "train"})
+    groups = sorted({r.identity or r.video for r in rows if r.split == train})
     ranked = sorted(groups, key=lambda g: hashlib.sha256(g.encode()).hexdigest())
-    chosen = set(ranked[: round(fraction * len(groups))])
+    count = round(fraction * len(groups))
+    chosen = set(ranked[: max(1, count) if len(groups) > 1 else count])  # asked for a val split: never empty
     return [
-        replace(r, split="val") if r.split == "train" and (r.identity or r.video) in chosen else r
-        for r in rows
+        replace(r, split=val) if r.split == train and (r.identity or r.video) in chosen else r for r in rows
     ]
 
 

@@ -87,8 +87,10 @@ class TrainerSetup:
             self.data.setup()
         unwrap(model).img_size = img_size  # the size the loaders feed: what predict and export must reproduce
         self.model = distributed.wrap(model, ddp, self.device, cfg.distributed.sync_batchnorm)
-        # Scan the test sets now, so a wrong path fails before training rather than after it.
-        self.test_sets = self.data.setup_test_sets() if cfg.data.test_sets else []
+        # Scan the test sets now, so a wrong path fails before training rather than after it. Without
+        # data.test_sets, the data's own test split (when it has one) is reported at the end.
+        own_split = "test" in self.data.samples and cfg.eval.score_test_split
+        self.test_sets = self.data.setup_test_sets() if cfg.data.test_sets or own_split else []
         train_limit, val_limit, fixed = loader_limits(cfg)  # the debug modes' batches (None: all)
         self.train_loader = self.data.train_dataloader(train_limit, fixed)
         self.val_loader = self.data.eval_dataloader("val", val_limit)
