@@ -381,3 +381,19 @@ def test_the_heatmap_boxes_the_methods_each_row_trained_on(tmp_path: Path) -> No
     boxes = [(round(p.get_x() + 0.5), round(p.get_y() + 0.5)) for p in figure(matrix).axes[0].patches
              if isinstance(p, Rectangle) and not p.get_fill()]  # fmt: skip
     assert sorted(boxes) == [(0, 0), (1, 1), (1, 2)]  # (column, row): the diagonal, and what all-but-DF saw
+
+
+def test_robustness_settings_perturb_whole_images_then_centre_crop(tmp_path: Path) -> None:
+    from deepfake.perturbations.protocol import Setting
+
+    root = tmp_path / "odd"
+    odd_images(root)
+    dm = DataModule(kind="folder", root=str(root), img_size=32, geometry="crop", num_workers=0,
+                    test_sets=[str(root / "val")])  # fmt: skip
+    (name,) = dm.setup_test_sets()
+    clean = next(iter(dm.test_dataloader(name, Setting("clean", 0))))[0]
+    blurred = next(iter(dm.test_dataloader(name, Setting("GB", 5))))[0]
+    for i, sample in enumerate(dm.test_samples[name]):
+        original = torch.from_numpy(np.array(Image.open(sample.path))).permute(2, 0, 1)
+        assert torch.equal(clean[i], TF.center_crop(original, [32, 32]))
+    assert blurred.shape == clean.shape and not torch.equal(blurred, clean)

@@ -59,14 +59,24 @@ def select_splits(
     return {split: keep_methods(rows, chosen, available) for split, rows in splits.items()}
 
 
+def counts(rows: Sequence[Sample]) -> str:
+    """`N images (r real, f fake)`: the data log's count of a split."""
+    n_fake = sum(r.label for r in rows)
+    return f"{len(rows)} images ({len(rows) - n_fake} real, {n_fake} fake)"
+
+
+def by_method(rows: Sequence[Sample]) -> str:
+    """`fakes: A n, B n; reals: real n`."""
+    parts = []
+    for name, label in (("fakes", 1), ("reals", 0)):
+        found = Counter(r.method for r in rows if r.label == label)
+        if found:
+            parts.append(f"{name}: " + ", ".join(f"{m} {n}" for m, n in sorted(found.items())))
+    return "; ".join(parts) or "no images"
+
+
 def describe(rows: Sequence[Sample]) -> str:
-    """`N images (r real, f fake, x% fake); fakes: A n, B n; reals: real n`, for the logs and the start check."""
-    fakes = Counter(r.method for r in rows if r.label)
-    reals = Counter(r.method for r in rows if not r.label)
-    n_fake = sum(fakes.values())
+    """`N images (r real, f fake, x% fake); fakes: A n, B n; reals: real n`, for the start check."""
+    n_fake = sum(r.label for r in rows)
     share = f", {n_fake / len(rows):.0%} fake" if rows else ""
-    parts = [f"{len(rows)} images ({len(rows) - n_fake} real, {n_fake} fake{share})"]
-    for name, counts in (("fakes", fakes), ("reals", reals)):
-        if counts:
-            parts.append(f"{name}: " + ", ".join(f"{m} {n}" for m, n in sorted(counts.items())))
-    return "; ".join(parts)
+    return f"{len(rows)} images ({len(rows) - n_fake} real, {n_fake} fake{share}); {by_method(rows)}"

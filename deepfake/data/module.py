@@ -35,7 +35,7 @@ from deepfake.data.clips import ClipDataset
 from deepfake.data.dataset import EpochSampler, FaceDataset, LimitedSampler, ShardedSampler, sbi_groups
 from deepfake.data.device_loader import DeviceDecodeLoader, collate_payloads
 from deepfake.data.loader import SlotLoader
-from deepfake.data.methods import describe, select_splits
+from deepfake.data.methods import by_method, counts, select_splits
 from deepfake.data.perturbed import PerturbedCrops
 from deepfake.data.samples import Sample
 from deepfake.data.sources import cache_dir, dataset_root, read_rows, scan_test_set, split_rows
@@ -188,7 +188,14 @@ class DataModule:
                      "those methods" if self.train_methods_mode == "only" else "every other method")  # fmt: skip
         for name, samples in self.samples.items():
             extra = f" + {len(self.sbi_sources)} SBI fakes" if name == "train" and self.sbi_sources else ""
-            log.info("data %s: %s%s from %s", name, describe(samples), extra, self.source_name)
+            log.info(
+                "data %s: %s%s from %s; %s",
+                name,
+                counts(samples),
+                extra,
+                self.source_name,
+                by_method(samples),
+            )
 
     @property
     def source_name(self) -> str:
@@ -216,10 +223,10 @@ class DataModule:
         """
         self.test_samples = {}
         if not self.test_sets:
-            split = self.rows_by_split or split_rows(
-                self.rows(), self.splits, self.val_fraction, self.source_name
-            )
-            rows = split.get("test", [])
+            if self.rows_by_split:  # read by setup(); carving validation never touches the test split
+                rows = self.rows_by_split.get("test", [])
+            else:
+                rows = [r for r in self.rows() if r.split == self.splits["test"]]
             if not rows:
                 raise DataError(
                     f"{self.source_name} has no '{self.splits['test']}' split to evaluate; "
@@ -239,7 +246,7 @@ class DataModule:
             self.test_frames = dict(self.test_samples)
             self.test_samples = {n: self._clips(f, None).samples for n, f in self.test_frames.items()}
         for name, samples in self.test_samples.items():
-            log.info("test set %s: %s", name, describe(samples))
+            log.info("test set %s: %s; %s", name, counts(samples), by_method(samples))
         return list(self.test_samples)
 
     def _scan_test_set(self, path: Path) -> list[Sample]:
@@ -255,7 +262,10 @@ class DataModule:
         `perturb`, every crop under that robustness setting, seeded by `seed` (`deepfake.data.perturbed`)."""
         ds: FaceDataset | ClipDataset
         rows = self.test_frames[name] if self.clip_frames > 1 else self.test_samples[name]
-        crops = PerturbedCrops(rows, perturb, seed, self.img_size) if perturb is not None else None
+        size = (
+            None if self.geometry == "crop" else self.img_size
+        )  # crop: perturbed whole, then centre-cropped
+        crops = PerturbedCrops(rows, perturb, seed, size) if perturb is not None else None
         transform = eval_transform(self.img_size, self.geometry)
         if self.clip_frames > 1:
             ds = self._clips(rows, transform, cache=crops)
