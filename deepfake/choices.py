@@ -30,7 +30,7 @@ DECODERS = ("cpu", "gpu")
 VIDEO_AGGREGATION = ("mean", "max", "median", "topk", "confident")
 FACE_AGGREGATION = ("max", "mean")
 BACKENDS = ("auto", "gloo", "nccl")
-PREDICTION_FORMATS = ("csv", "json")
+PREDICTION_FORMATS = ("csv", "jsonl", "parquet", "json")
 TTA = ("none", "flip")
 ENSEMBLE_MEANS = ("prob", "logit")
 CALIBRATION = ("temperature", "none")
@@ -81,4 +81,5 @@ PREDICT: dict[str, tuple[str, ...]] = {
     "tta": TTA,
     "ensemble.mean": ENSEMBLE_MEANS,
     "explain.method": EXPLAIN_METHODS,
+    "progress": PROGRESS,
 }

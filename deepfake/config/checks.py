@@ -44,6 +44,7 @@ _NON_NEGATIVE: tuple[str, ...] = (
     "training.checkpoint.keep_top_k",
     "hardware.sample_every_n_seconds",
     "training.mask_loss_weight",
+    "calibration_min_samples",
     "eval.faithfulness_faces",
     "logger.flush_timeout_s",
 )

@@ -332,7 +332,7 @@ class EvalConfig:
     out_dir: str | None = None
     tta: str = "none"
     calibrated: bool = True
-    score_test_split: bool = False
+    score_test_split: bool = True
     explain: str = "none"
     explain_faces: int = 8
     faithfulness_faces: int = 256
@@ -406,6 +406,7 @@ class Config:
     lr_finder: LrFinderConfig = field(default_factory=LrFinderConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     calibration: str = "temperature"
+    calibration_min_samples: int = 200
 
 
 @dataclass
@@ -454,6 +455,15 @@ class PredictAggregationConfig:
 
 
 @dataclass
+class ShardConfig:
+    """One deterministic slice of a job's inputs (extract.py's videos, predict.py's inputs): every `count`-th
+    one, starting at `index`."""
+
+    index: int = 0
+    count: int = 1
+
+
+@dataclass
 class ExplainConfig:
     """predict.py's `explain` group: `explain=gradcam` picks conf/explain/gradcam.yaml."""
 
@@ -483,3 +493,7 @@ class PredictConfig:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     calibrated: bool = True
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    overwrite: bool = False
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    progress: str = "auto"
+    every_n_seconds: float = 30.0

@@ -23,6 +23,15 @@ from deepfake.runs.checkpoint import load_checkpoint
 from deepfake.runs.safe_config import trusted_config
 from deepfake.system.precision import Precision
 
+#: What a checkpoint holds for training alone (the network, resume state, its run's record); every other entry
+#: (`extraction`, `calibration`, a validation `threshold`, ...) is what prediction needs, and exports carry it.
+TRAINING_ONLY = frozenset(
+    {"version", "model", "architecture", "preprocess", "config", "optimizer", "scheduler", "scaler", "ema",
+     "train_state", "monitor", "rng", "metrics", "trackers"}
+)  # fmt: skip
+#: The safetensors metadata key listing the carried entries (each stored as JSON under its own name).
+CARRIED = "carried"
+
 #: Model keys that shape the network or its memory layout; the rest (pretrained, compile, ...) only train.
 _BUILD_KEYS = (
     "dropout_rate", "drop_path_rate", "img_size", "channels_last", "frames", "temporal_layers", "temporal_heads",
@@ -160,12 +169,20 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
             weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a Mapping)
     except Exception as e:
         raise UserError(f"{path} cannot be read as safetensors ({type(e).__name__}: {e})") from None
+    # Exports older than `carried` held `calibration` alone.
+    carried = _json_metadata(path, meta, CARRIED, '["calibration"]')
+    if not (
+        isinstance(carried, list) and all(isinstance(k, str) and k not in TRAINING_ONLY for k in carried)
+    ):
+        raise UserError(
+            f"{path}: its '{CARRIED}' metadata is not a list of entry names; export the checkpoint again"
+        )
     return {
         "model": weights,
         "architecture": meta.get("architecture", ""),
         "preprocess": _json_metadata(path, meta, "preprocess", "{}"),
         "config": meta.get("config", ""),
-        "calibration": _json_metadata(path, meta, "calibration", "null"),
+        **{key: _json_metadata(path, meta, key, "null") for key in carried},
     }
 
 

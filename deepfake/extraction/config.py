@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from deepfake.config.schema import ShardConfig
 from deepfake.errors import ConfigError
 from deepfake.perturbations.protocol import setting
 
@@ -51,12 +52,6 @@ class FacesConfig:
     align: bool = False
     format: str = "png"
     jpeg_quality: int = 95
-
-
-@dataclass
-class ShardConfig:
-    index: int = 0
-    count: int = 1
 
 
 @dataclass

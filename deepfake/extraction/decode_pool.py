@@ -9,7 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 from deepfake.extraction.video import Decoded, FrameReader, exit_with, timed_read
@@ -18,7 +18,7 @@ MAX_FRAMES_AHEAD = 1024  # decoded frames waiting for the detector, at most (abo
 
 
 def decoded_videos(
-    paths: list[str],
+    paths: Sequence[str],
     frames_per_video: int,
     workers: int,
     threads: bool = False,

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from deepfake.errors import ConfigError
 from deepfake.model.fusion import EarlyFusion, LateFusion, check_streams
 from deepfake.model.mask_head import MaskDecoder, mask_level
+from deepfake.model.pretrained import require_pretrained
 from deepfake.model.temporal import TemporalHead
 from deepfake.model.weights import load_backbone_weights
 
@@ -52,6 +53,13 @@ def resolve_architecture(name: str) -> str:
     )
 
 
+def check_pretrained(architecture: str, pretrained: bool, weights: str | None) -> None:
+    """Fail at once, before any run folder or model exists, when `model.pretrained` weights are neither in the
+    local cache nor downloadable now (`deepfake.model.pretrained`); a local `model.weights` file replaces them."""
+    if pretrained and not weights:
+        require_pretrained(resolve_architecture(architecture), alias=architecture)
+
+
 class DeepfakeDetector(nn.Module):
     """Backbone + dropout + linear head returning one fake-logit per image.
 
@@ -70,10 +78,15 @@ class DeepfakeDetector(nn.Module):
         frames: int = 1,
         mask_decoder: nn.Module | None = None,
         mask_index: int = -1,
+        alias: str = "",
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.architecture = architecture
+        self.architecture = architecture  # the timm name: what checkpoints store and rebuild from
+        # As the user chose it (`tiny`, not timm's `test_resnet`), for logs and summaries.
+        self.display_name = (
+            f"{alias} (timm {architecture})" if alias and alias != architecture else architecture
+        )
         self.img_size = img_size
         self.channels_last = channels_last
         cfg = getattr(backbone, "pretrained_cfg", {}) or {}
@@ -225,6 +238,8 @@ def get_model(
     path = Path(weights).expanduser() if weights else None
     if path is not None and not path.is_file():
         raise ConfigError(f"model.weights={weights} does not exist; pass a .safetensors or .pth file")
+    if pretrained and path is None:
+        require_pretrained(name, alias=architecture)
 
     def make_backbone() -> nn.Module:
         return _backbone(
@@ -244,6 +259,7 @@ def get_model(
     model = DeepfakeDetector(
         backbone, dropout_rate=dropout_rate, architecture=name, img_size=size, channels_last=channels_last,
         head=head, frames=frames, mask_decoder=MaskDecoder(channels) if mask_head else None, mask_index=index,
+        alias=architecture,
     )  # fmt: skip
     model.explain_layer = explain_layer
     if freeze_backbone:
@@ -253,8 +269,12 @@ def get_model(
     if compile:
         # In-place compile keeps state_dict keys free of the `_orig_mod.` prefix.
         model.compile()
+    shown = name if architecture == name else f"{architecture} (timm {name})"
     log.info(
-        "model %s: %.2fM parameters, input %dpx", name, sum(p.numel() for p in model.parameters()) / 1e6, size
+        "model %s: %.2fM parameters, input %dpx",
+        shown,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        size,
     )
     return model
 

@@ -7,6 +7,7 @@ extract.py's own code, so a video's crops match the training crops pixel for pix
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class VideoResult:
     error: str = ""
     prob: float | None = None
     frames_decoded: int = 0
+    seconds: float = 0.0  # decode, detection and scoring of this video (each stage's own time)
     frame_probs: list[tuple[int, float]] = field(
         default_factory=list
     )  # (frame index, prob), frames with faces
@@ -120,6 +122,7 @@ def classify_video(
     the faces' explanations, and their overlays replace the crops the contact sheet shows."""
     if not keys:
         return result
+    t0 = time.perf_counter()
     probs = score_crops(crops, score, device, batch_size)
     result.face_probs = [(frame, face, float(p)) for (frame, face), p in zip(keys, probs, strict=True)]
     by_frame: dict[int, list[float]] = {}
@@ -130,11 +133,12 @@ def classify_video(
     order = np.argsort(-probs, kind="stable")[:PREVIEW_FACES]
     shown = explain(result.path, keys, crops, probs) if explain is not None else {}
     result.top_faces = [(shown.get(i, crops[i]).copy(), float(probs[i]), keys[i][0]) for i in order]
+    result.seconds += time.perf_counter() - t0
     return result
 
 
 def predict_videos(
-    paths: list[str],
+    paths: Sequence[str],
     settings: DictConfig,
     detector: FaceFinder,
     score: Scorer,
@@ -151,8 +155,10 @@ def predict_videos(
     decoded = decoded_videos(paths, int(settings.frames_per_video), min(workers, len(paths)), threads=True)
     with ThreadPoolExecutor(1, thread_name_prefix="classify") as pool:
         pending: Future[VideoResult] | None = None
-        for video, _ in decoded:
+        for video, decode_seconds in decoded:
+            t0 = time.perf_counter()
             staged = detect_video(video, settings, detector)
+            staged[0].seconds = decode_seconds + time.perf_counter() - t0
             submitted = pool.submit(classify_video, *staged, score, agg, device, batch_size, explain)
             if pending is not None:
                 yield pending.result()
