@@ -64,9 +64,8 @@ def test_a_two_method_sweep_gives_a_two_by_two_matrix(tmp_path: Path) -> None:
     data = two_method_folder(tmp_path / "ffpp")
     one_epoch = [o.replace("training.num_epochs=2", "training.num_epochs=1") for o in FAST]
     proc = run_cli(
-        [str(ROOT / "train.py"), "-m", f"base_path={tmp_path}", "data=folder", f"data.root={data}",
-         "data.train_methods=[Deepfakes],[Face2Face]", "eval.score_test_split=true", "training.batch_size=4",
-         *one_epoch, *QUIET],
+        [str(ROOT / "train.py"), "-m", f"base_path={tmp_path}", "data=folder", f"data.root={data}", *one_epoch,
+         *QUIET, "data.train_methods=[Deepfakes],[Face2Face]", "eval.score_test_split=true", "training.batch_size=4"],
         cwd=tmp_path, timeout=400,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -104,8 +103,8 @@ def test_a_genimage_run_trained_on_one_generator_reports_all_three(
 ) -> None:
     root = make_genimage(tmp_path / "GenImage", {"train": 6, "val": 3})
     cfg = compose_cfg([
-        f"base_path={tmp_path}", "data=generators", f"data.root={root}", "data.train_methods=[sdv4]",
-        "data.val_fraction=0.34", "eval.score_test_split=true", *FAST, *QUIET, "training.batch_size=4",
+        f"base_path={tmp_path}", "data=generators", f"data.root={root}", *FAST, *QUIET, "training.batch_size=4",
+        "data.train_methods=[sdv4]", "data.val_fraction=0.34", "eval.score_test_split=true",
     ])  # fmt: skip
     train(cfg)
     run = run_dir_of(tmp_path)
