@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from deepfake.config import to_config
@@ -133,6 +135,30 @@ def test_preset_composes_with_a_data_choice_and_overrides(
     assert cfg.data.img_size is None  # the loader feeds the protocol's input size
     if name == "sbi_effb4":
         assert "betas" not in cfg.training.optimizer  # AdamW's keys do not leak into SGD
+
+
+def test_the_cross_method_preset_sweeps_the_four_methods_under_a_recipe() -> None:
+    """`-m 'experiment=[dfb_effb4,ffpp_cross_method]'` runs one job per FF++ method, with the recipe's model."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            ["experiment=[dfb_effb4,ffpp_cross_method]", "data=manifest", "data.manifest=/x.csv"],
+            return_hydra_config=True,
+        )
+    params = cfg.hydra.sweeper.params
+    (sweep,) = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    assert sweep.key_or_group == "data.train_methods"
+    assert list(sweep.sweep_string_iterator()) == [
+        "[Deepfakes]",
+        "[Face2Face]",
+        "[FaceSwap]",
+        "[NeuralTextures]",
+    ]
+    assert (cfg.model.architecture, cfg.data.kind, cfg.eval.score_test_split) == (
+        "tf_efficientnet_b4.in1k",
+        "manifest",
+        True,
+    )
 
 
 def cfg_value(cfg: DictConfig, key: str) -> object:
