@@ -70,7 +70,9 @@ def test_a_two_method_sweep_gives_a_two_by_two_matrix(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = next(p for p in (tmp_path / "multirun").glob("*/*") if p.is_dir())
+    by_callback = (sweep / "cross_method.csv").read_text()  # the sweep's callback rebuilt it after each job
     assert summarize.main([str(sweep)]) == 0
+    assert (sweep / "cross_method.csv").read_text() == by_callback
 
     rows = read_rows(sweep / "cross_method.csv")
     assert [r["train_methods"] for r in rows] == ["Deepfakes", "Face2Face"]
