@@ -19,11 +19,13 @@ import psutil
 import torch
 from omegaconf import DictConfig
 
-from deepfake.checks.start import Finding, config_findings, dataset_findings
+from deepfake.checks.start import Finding, config_findings, dataset_findings, selection_findings
 from deepfake.config import Config, to_config
+from deepfake.data.methods import select_splits
 from deepfake.data.module import DataModule
 from deepfake.data.samples import Sample
 from deepfake.data.verify import (
+    DatasetScan,
     ImageReport,
     count_table,
     inspect_images,
@@ -164,12 +166,23 @@ def _dataset(cfg: DictConfig, report: Report, img_size: int, hw: HardwareManager
         if data.kind == "manifest" and data.manifest is not None:  # to_config() has required the path
             scan = scan_manifest(data.manifest, data.splits)
             report.add("dataset", "info", f"manifest {data.manifest}")
+        elif data.kind == "generators":  # read as training reads it: layout, validation carved, selection
+            data.setup()
+            scan = DatasetScan(data.resolve_root(), dict(data.samples))
+            report.add(
+                "dataset", "info", f"root {scan.root} (fully synthetic images: data.layout={data.layout})"
+            )
         else:
             scan = scan_dataset(data.resolve_root(), data.splits, data.real_dirs, data.fake_dirs)
             report.add("dataset", "info", f"root {scan.root}")
+        fitting = {k: scan.samples[k] for k in ("train", "val") if k in scan.samples}
+        scan.samples.update(
+            select_splits(fitting, data.train_methods, data.train_methods_mode, "train_methods")
+        )
     except UserError as e:
         report.add("dataset", "error", str(e))
         return None
+    report.extend("dataset", selection_findings(cfg, scan.samples))
     for problem in scan.problems:
         report.add("dataset", "error", problem)
     _report_counts(report, scan.samples)
@@ -177,7 +190,7 @@ def _dataset(cfg: DictConfig, report: Report, img_size: int, hw: HardwareManager
     images = inspect_images(paths, data.num_workers)
     for issue in images.issues:
         report.add("dataset", "error", f"{issue.kind} image {issue.path}: {issue.detail}")
-    _report_images(report, images, len(paths), img_size)
+    _report_images(report, images, len(paths), img_size, data.geometry)
     report.extend("dataset", dataset_findings(scan.samples))
     data.samples = scan.samples
     return data
@@ -196,7 +209,7 @@ def _report_counts(report: Report, splits: dict[str, list[Sample]]) -> None:
         report.add("dataset", "info", f"{split}: {len(samples)} images, {videos} videos | {classes}")
 
 
-def _report_images(report: Report, images: ImageReport, n: int, img_size: int) -> None:
+def _report_images(report: Report, images: ImageReport, n: int, img_size: int, geometry: str) -> None:
     """The decode rate over the n images, then the 16-bit ones and the ones smaller than the input."""
     rate = n / max(images.seconds, 1e-9)
     report.add(
@@ -219,8 +232,9 @@ def _report_images(report: Report, images: ImageReport, n: int, img_size: int) -
         report.add(
             "dataset",
             "warning",
-            f"{small} image(s) are smaller than the {img_size}px input and will be upscaled; check the "
-            "face crops or lower data.img_size",
+            f"{small} image(s) are smaller than the {img_size}px input and will be "
+            + ("zero-padded (data.geometry=crop)" if geometry == "crop" else "upscaled")
+            + "; check the images or lower data.img_size",
         )
 
 
