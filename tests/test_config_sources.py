@@ -242,7 +242,7 @@ def test_validation_refuses_a_value_outside_the_choices(key: str, bad: str) -> N
 
 def test_consumers_use_the_single_choice_lists() -> None:
     """The modules that take these values check against the same tuples, not copies."""
-    from deepfake.data import module
+    from deepfake.data import settings as module  # DataSettings checks the data group's choices
     from deepfake.prediction import driver
     from deepfake.system import console, distributed
 
