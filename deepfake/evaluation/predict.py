@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from deepfake.data.samples import IMAGE_EXTENSIONS, Sample
 from deepfake.data.transforms import eval_transform
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.ensemble import Ensemble, Member, checkpoint_list, clip_length_of, load_ensemble
-from deepfake.evaluation.inference import scoring_precision
+from deepfake.evaluation.inference import LoadedDetector, scoring_precision
+from deepfake.evaluation.operating_point import threshold_of
 from deepfake.prediction.inputs import NOT_A_VIDEO, VIDEO_EXTENSIONS, video_kind
 from deepfake.prediction.rows import COLUMNS, image_row, write_csv
 from deepfake.prediction.run import video_rows
@@ -41,6 +43,7 @@ log = logging.getLogger("deepfake")
 #: An image row's error when the checkpoint is a video-level clip model.
 CLIP_MODEL_IMAGE = "the checkpoint is a video-level clip model ({frames} frames per clip): it scores videos, not single images"
 LIST_SUFFIXES = (".txt", ".lst", ".list")
+VAL_FPR = "val_fpr"  # threshold=val_fpr: the checkpoint's validation threshold for eval.target_fpr
 INPUT_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
 FORMATS = PREDICTION_FORMATS
 
@@ -173,6 +176,8 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     ensemble, loaded = load_ensemble(
         checkpoints, hw.device, precision, cfg.tta, cfg.ensemble.mean, cfg.calibrated
     )
+    source = cfg.threshold
+    cfg.threshold = resolve_threshold(cfg.threshold, loaded, cfg.calibrated, cfg.tta)
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
     hw.configure(workers)  # intra-op threads take the cores the loader workers leave
     kinds = [video_kind(p) for p in paths]
@@ -208,6 +213,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     meta = {
         "checkpoint": str(loaded[0].path) if len(loaded) == 1 else [str(d.path) for d in loaded],
         "threshold": cfg.threshold,
+        "threshold_source": "validation" if source == VAL_FPR else "given",
         "preprocess": loaded[0].model.preprocess
         if len(loaded) == 1
         else [d.model.preprocess for d in loaded],
@@ -221,6 +227,38 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     write_predictions(rows, output, fmt, meta)
     _report(rows, cfg)
     return rows
+
+
+def resolve_threshold(threshold: Any, loaded: Sequence[LoadedDetector], calibrated: bool, tta: str) -> float:
+    """`threshold` as given, or for `val_fpr` the checkpoint's validation threshold on the probabilities this
+    run reports (divided by its temperature when `calibrated`)."""
+    if threshold != VAL_FPR:
+        return float(threshold)
+    if len(loaded) > 1:
+        raise ConfigError(
+            f"threshold={VAL_FPR} needs one checkpoint: each member's validation threshold is for its own "
+            "probabilities, not the ensemble's mean; pass threshold=<a probability>"
+        )
+    detector = loaded[0]
+    point = detector.operating_point
+    if point is None:
+        raise UserError(
+            f"{detector.path} holds no validation threshold (trained before eval.target_fpr existed, with "
+            "eval.target_fpr=null, or with too few real validation images); pass threshold=<a probability>"
+        )
+    temperature = detector.temperature if calibrated else None
+    value = threshold_of(point, temperature)
+    log.info(
+        "threshold %.4f: the validation threshold for FPR %g (validation FPR %.4f, TPR %.4f on %d images)",
+        value, point["target_fpr"], point.get("fpr", math.nan), point.get("tpr", math.nan),
+        point.get("images", 0),
+    )  # fmt: skip
+    if point.get("tta", tta) != tta:
+        log.warning(
+            "the validation threshold was chosen with tta=%s and this run scores with tta=%s: its FPR may differ",
+            point.get("tta"), tta,
+        )  # fmt: skip
+    return value
 
 
 def _report(rows: list[dict[str, Any]], cfg: DictConfig) -> None:
@@ -257,8 +295,11 @@ def _checked(cfg: DictConfig) -> DictConfig:
     ):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key} is not set: pass {key}={example}")
-    if not 0.0 <= cfg.threshold <= 1.0:
-        raise ConfigError(f"threshold must be in [0, 1] (got {cfg.threshold})")
+    number = isinstance(cfg.threshold, int | float) and not isinstance(cfg.threshold, bool)
+    if cfg.threshold != VAL_FPR and not (number and 0.0 <= cfg.threshold <= 1.0):
+        raise ConfigError(
+            f"threshold must be in [0, 1], or {VAL_FPR} (the checkpoint's validation threshold) (got {cfg.threshold})"
+        )
     if cfg.batch_size <= 0:
         raise ConfigError(f"batch_size must be > 0 (got {cfg.batch_size})")
     for key, choices in (
