@@ -63,6 +63,7 @@ def video_rows(
     if clip > 1:
         score, batch_size = clip_scorer(score, clip), sys.maxsize  # all of a video's crops in one call
     rows, per_frame, taken = [], [], set()
+    checkpoint = _checkpoint_name(loaded.path)
     with cpu_threads(detector, settings, workers):
         for result in predict_videos(paths, settings, detector, score, agg, device, workers, batch_size):
             rows.append(video_row(result, cfg.threshold, cfg.no_face_prob))
@@ -70,9 +71,14 @@ def video_rows(
             if cfg.preview and result.status != "error":
                 overlay_masks(result, loaded.model, device)
                 sheet = write_preview(
-                    result, preview_dir(output), sheet_name(result.path, taken), cfg.threshold
+                    result, preview_dir(output), sheet_name(result.path, taken), cfg.threshold, checkpoint
                 )
                 log.info("preview of %s: %s", result.path, sheet)
     if cfg.per_frame:
         write_csv(frames_path(output), FRAME_COLUMNS, per_frame)
     return rows
+
+
+def _checkpoint_name(path: Path) -> str:
+    """A checkpoint as a sheet names it: `<run>/checkpoints/best.pt` reads `<run>/best.pt`, short enough to fit."""
+    return f"{path.parent.parent.name}/{path.name}" if path.parent.name == "checkpoints" else path.name
