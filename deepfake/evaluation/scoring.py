@@ -40,7 +40,16 @@ from deepfake.evaluation.ensemble import (
     score_loader,
 )
 from deepfake.evaluation.inference import load_detector, scoring_precision
-from deepfake.evaluation.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, video_scores
+from deepfake.evaluation.metrics import (
+    FPR_TARGETS,
+    binary_metrics,
+    bootstrap_auc_ci,
+    fpr_key,
+    method_metrics,
+    tpr_at_fpr,
+    video_scores,
+)
+from deepfake.evaluation.operating_point import checked_operating_point, measured_at, threshold_of
 from deepfake.runs.fileio import atomic_write, require_writable
 from deepfake.system.hardware import HardwareManager
 from deepfake.system.precision import Precision
@@ -51,6 +60,8 @@ log = logging.getLogger("deepfake")
 PREDICTION_COLUMNS = ("path", "video", "label", "method", "prob")
 FRAME_KEYS = ("auc", "ap", "eer", "acc", "balanced_acc", "loss")
 VIDEO_KEYS = ("auc", "acc", "eer")
+TABLE_FPR = 0.01  # the results table's operating-point column: TPR at 1% FPR
+TPR_COLUMN = "TPR@1%"
 
 
 def set_report(
@@ -83,10 +94,12 @@ def set_report(
         "frame": {
             **{k: frame[k] for k in FRAME_KEYS},
             "auc_ci": bootstrap_auc_ci(labels, probs, videos, ci["samples"], ci["confidence"], seed),
+            "tpr_at_fpr": tpr_at_fpr(labels, probs),
         },
         "video": {
             **{k: video[k] for k in VIDEO_KEYS},
             "auc_ci": bootstrap_auc_ci(v_labels, v_probs, None, ci["samples"], ci["confidence"], seed),
+            "tpr_at_fpr": tpr_at_fpr(v_labels, v_probs),
         },
         "per_method": method_metrics(labels, probs, [s.method for s in samples], threshold),
         "bootstrap": {**ci, "resampled": "videos"},
@@ -107,6 +120,7 @@ def write_set(
     text = json.dumps(report, indent=2, allow_nan=True)
     atomic_write(out / "metrics.json", lambda f: f.write(text.encode()))
     from deepfake.reporting.figures import (  # matplotlib: only when figures are due
+        curve_title,
         pr_figure,
         reliability_figure,
         roc_figure,
@@ -114,17 +128,28 @@ def write_set(
     )
 
     labels = np.array([s.label for s in samples], dtype=np.int64)
+    name = report["set"]
     if len(np.unique(labels)) < 2:
-        log.warning("set %s holds one class only: no ROC or PR curve", report["set"])
+        log.warning("set %s holds one class only: no ROC or PR curve", name)
         return
     v_labels, v_probs = video_scores(
         labels, probs, [s.video for s in samples], report["video_aggregation"], report.get("video_topk", TOPK)
     )
     videos = (v_labels, v_probs) if len(v_labels) < len(labels) and len(np.unique(v_labels)) == 2 else None
-    save_png(roc_figure((labels, probs), videos, title=f"ROC: {report['set']}"), out / "roc.png")
-    save_png(pr_figure((labels, probs), videos, title=f"Precision-recall: {report['set']}"), out / "pr.png")
+    n_videos = len(v_labels) if len(v_labels) < len(labels) else None
+    roc = roc_figure(
+        (labels, probs), videos, curve_title("ROC", name, labels, n_videos), FPR_TARGETS,
+        report.get("operating_point"),
+    )  # fmt: skip
+    save_png(roc, out / "roc.png")
+    save_png(
+        pr_figure((labels, probs), videos, curve_title("Precision-recall", name, labels, n_videos)),
+        out / "pr.png",
+    )
     curves = {"raw": raw, "calibrated": probs} if raw is not None else {"predicted": probs}
-    save_png(reliability_figure(labels, curves, f"Reliability: {report['set']}"), out / "reliability.png")
+    save_png(
+        reliability_figure(labels, curves, curve_title("Reliability", name, labels)), out / "reliability.png"
+    )
 
 
 def set_logits(
@@ -159,6 +184,15 @@ def scored_report(
         "raw": probability_metrics(labels, raw_probs),
         "calibrated": probability_metrics(labels, ensemble.combine(torch.from_numpy(calibrated)).numpy()),
     }
+    point = ensemble.members[0].operating_point if len(ensemble.members) == 1 else None
+    if point is not None:  # the test set's FPR and TPR at the threshold chosen on validation: a measurement
+        temperature = ensemble.members[0].temperature if eval_cfg["calibrated"] else None
+        report["operating_point"] = {
+            "target_fpr": point["target_fpr"],
+            "chosen_on": "validation",
+            "validation": {k: point.get(k) for k in ("fpr", "tpr", "images")},
+            **measured_at(labels, probs, threshold_of(point, temperature)),
+        }
     if len(ensemble.members) > 1:
         report["ensemble"] = {"members": len(ensemble.members), "mean": ensemble.mean, "tta": ensemble.tta}
         report["members"] = [
@@ -235,7 +269,7 @@ def results_table(reports: Mapping[str, dict]) -> str:
     """One plain-text table of all sets (frame metrics, AUC interval, calibration, video metrics); an
     ensemble's members get a row each (`<set> #k`) above the ensemble's row, and a legend of checkpoints."""
     table = Table(title="Test sets (label 1 = fake)", box=box.MARKDOWN)
-    columns = ("set", "images", "videos", "AUC", "AUC CI", "AP", "EER", "ACC", "bACC", "log loss")
+    columns = ("set", "images", "videos", "AUC", "AUC CI", "AP", "EER", TPR_COLUMN, "ACC", "bACC", "log loss")
     for column in (*columns, "LL raw", "LL cal", "ECE raw", "ECE cal", "video AUC", "video ACC", "video EER"):
         table.add_column(column, justify="left" if column == "set" else "right")
     legend: dict[str, str] = {}
@@ -250,7 +284,10 @@ def results_table(reports: Mapping[str, dict]) -> str:
                 str(r["counts"]["videos"]),
                 _fmt(f["auc"]),
                 _fmt_ci(f["auc_ci"]),
-                *(_fmt(f[k]) for k in ("ap", "eer", "acc", "balanced_acc", "loss")),
+                _fmt(f["ap"]),
+                _fmt(f["eer"]),
+                _fmt(f.get("tpr_at_fpr", {}).get(fpr_key(TABLE_FPR))),
+                *(_fmt(f[k]) for k in ("acc", "balanced_acc", "loss")),
                 *(_fmt(c[when][k]) for k in ("log_loss", "ece") for when in ("raw", "calibrated")),
                 *(_fmt(v[k]) for k in VIDEO_KEYS),
             )
@@ -285,7 +322,14 @@ def evaluate_best(
     bare = unwrap(model)
     bare.load_state_dict(state["model"])
     temperature = checked_temperature(str(best), state.get("calibration")) if cfg.eval.calibrated else None
-    member = Member(model=bare, img_size=int(bare.img_size), temperature=temperature or 1.0, name=str(best))
+    point = checked_operating_point(str(best), state.get("operating_point"))
+    member = Member(
+        model=bare,
+        img_size=int(bare.img_size),
+        temperature=temperature or 1.0,
+        name=str(best),
+        operating_point=point,
+    )
     ensemble = Ensemble([member], tta=cfg.eval.tta, precision=scoring_precision(precision, cfg.training.amp))
     out_dir = Path(cfg.eval.out_dir) if cfg.eval.out_dir else run_dir / "eval"
     return evaluate_sets(
@@ -344,7 +388,14 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
         if len(loaded) == 1
         else {"checkpoints": [str(d.path) for d in loaded]}
     )
-    return evaluate_sets(ensemble, data, names, hw.device, run_cfg.eval, out_dir, run_cfg.seed, context)
+    reports = evaluate_sets(ensemble, data, names, hw.device, run_cfg.eval, out_dir, run_cfg.seed, context)
+    from deepfake.reporting.report import (
+        report_evaluation,
+    )  # jinja2 and matplotlib: only once the sets are in
+
+    for path in report_evaluation(out_dir, list(reports), [d.path for d in loaded]):
+        log.info("wrote %s", path)
+    return reports
 
 
 def evaluation_config(saved: DictConfig | None, cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:

@@ -23,12 +23,13 @@ import shutil
 import subprocess
 import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
+import deepfake
 from deepfake import __version__
 from deepfake.runs.fileio import CHUNK, HashingWriter, atomic_write, remove_stale_temps
 from deepfake.runs.mirror import Mirror, prune_backups
@@ -38,6 +39,8 @@ log = logging.getLogger("deepfake.backup")  # the name train.log has always show
 MANIFEST = "MANIFEST.json"
 PROVENANCE = "provenance"
 FORMAT = 1
+#: Where the running code lives: the checkout (or site-packages) holding the `deepfake` package.
+CODE_ROOT = Path(deepfake.__file__).resolve().parents[1]
 GIB = 2**30
 #: Run-directory folders that are not copied wholesale: checkpoints are chosen by `include`.
 SKIP_DIRS = ("backups", "checkpoints", PROVENANCE)
@@ -86,7 +89,7 @@ class ProjectBackup:
             "config.yaml": config_yaml,
             "overrides.yaml": "".join(f"- {o}\n" for o in overrides) or "[]\n",
             "pip-freeze.txt": pip_freeze(),
-            **git_state(Path(__file__).resolve().parents[1]),
+            **git_state(CODE_ROOT),
         }
 
     def due(self, epochs_completed: int) -> bool:
@@ -344,6 +347,15 @@ def git_state(where: Path) -> dict[str, str]:
         "git.txt": f"commit {commit.strip()}\nrepository {where}\nstatus:\n{status}",
         "git.diff": _git(where, "diff", "HEAD", "--no-ext-diff", "--binary"),
     }
+
+
+def code_version(provenance: Mapping[str, str]) -> dict[str, Any]:
+    """{commit, dirty} read back from `git_state`'s git.txt (dirty: uncommitted changes); {} outside a checkout."""
+    text = provenance.get("git.txt", "")
+    if not text.startswith("commit "):
+        return {}
+    head, _, status = text.partition("\nstatus:\n")
+    return {"commit": head.split("\n", 1)[0].removeprefix("commit ").strip(), "dirty": bool(status.strip())}
 
 
 def _git(where: Path, *args: str) -> str:
