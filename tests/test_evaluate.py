@@ -21,7 +21,6 @@ from sklearn.metrics import (
 )
 
 from deepfake.data import DataModule
-from deepfake.data.module import name_of_test_set
 from deepfake.data.samples import Sample
 from deepfake.errors import DataError
 from deepfake.evaluation.scoring import evaluate, set_report
@@ -210,10 +209,6 @@ def test_test_sets_accept_both_layouts_and_name_results_after_their_folder(tmp_p
     images, labels, _ = next(iter(dm.test_dataloader("celebdf_2")))
     assert images.dtype == torch.uint8 and images.shape[1:] == (3, 32, 32)
     assert labels.tolist() == [s.label for s in dm.test_samples["celebdf_2"][: len(labels)]]
-
-    # a manifest is named after the folder extract.py wrote it to, not after the file (ROC titles, eval/<set>/)
-    assert name_of_test_set(Path("/data/celebdf_faces/manifest.csv")) == "celebdf_faces"
-    assert name_of_test_set(Path("/data/lists/dfdc_part3.csv")) == "dfdc_part3"
 
     missing = DataModule(kind="folder", root=str(full), test_sets=[str(tmp_path / "nope")])
     with pytest.raises(DataError, match=r"data.test_sets entry .*nope is not a folder"):

@@ -3,6 +3,7 @@ read back from matplotlib's Figure and Axes objects, never from the PNG's pixels
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -110,6 +111,9 @@ def test_run_plots_keep_legends_off_the_curves_and_name_the_mask_term(
     (read from the checkpoint's config); the validation ROC carries its counts and the chance line."""
     run = tmp_path / "run"
     fake_run(run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    point = {"target_fpr": 0.01, "fpr": 0.0, "tpr": 0.45, "threshold": 0.83, "logit": 1.6}
+    (run / "metrics.json").write_text(json.dumps({**metrics, "operating_point": point}))
     config = {"model": {"mask_head": True}, "training": {"mask_loss": "dice", "mask_loss_weight": 0.5}}
     (run / "checkpoints").mkdir()
     torch.save({"config": yaml.safe_dump(config)}, run / "checkpoints" / "last.pt")
@@ -128,6 +132,9 @@ def test_run_plots_keep_legends_off_the_curves_and_name_the_mask_term(
     roc_ax = saved["roc.png"].axes[0]
     assert roc_ax.get_title().endswith("validation\n40 images (20 real, 20 fake), 10 videos")
     assert "chance (AUC 0.5)" in legend_entries(roc_ax)
+    assert "threshold for FPR <= 0.01: FPR 0.000, TPR 0.450" in legend_entries(
+        roc_ax
+    )  # best.pt's operating point
 
 
 def test_a_plain_run_has_a_plain_loss_plot() -> None:

@@ -62,14 +62,6 @@ def _choice(key: str, value: str, choices: Sequence[str]) -> str:
     return value
 
 
-def name_of_test_set(path: Path) -> str:
-    """A test set's name in reports and `eval/<set>/`: its folder's; for a manifest, the folder extract.py wrote
-    it to (`/data/celebdf_faces/manifest.csv` -> celebdf_faces), or the file's own stem when it has one."""
-    if path.suffix.lower() == ".csv":
-        return (path.parent.name if path.stem == "manifest" else path.stem) or "test"
-    return path.name or "test"
-
-
 class DataModule:
     """Builds the train/val/test loaders for one dataset (`kind`: synthetic, folder or manifest)."""
 
@@ -216,7 +208,7 @@ class DataModule:
     def setup_test_sets(self) -> list[str]:
         """Scan what evaluation reports on: each of `test_sets`, else this dataset's test split; returns names.
 
-        A set is named after its folder (`name_of_test_set`, made unique), which names its `eval/<set>/` folder.
+        A set is named after its folder (made unique), which names its `eval/<set>/` results folder.
         """
         self.test_samples = {}
         if not self.test_sets:
@@ -229,7 +221,7 @@ class DataModule:
             self.test_samples["test"] = rows
         for source in self.test_sets:
             path = Path(source).expanduser()
-            base = name = name_of_test_set(path)
+            base = name = path.name or "test"
             n = 1
             while name in self.test_samples:
                 n += 1

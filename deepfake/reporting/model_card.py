@@ -80,12 +80,17 @@ def card_name(run: RunFacts) -> str:
 def front_matter(run: RunFacts, sets: Sequence[SetFacts]) -> str:
     from huggingface_hub import ModelCardData
 
-    arch = dig(run.config, "model", "architecture") or run.checkpoint.get("architecture")
+    names = {dig(run.config, "model", "architecture"), run.checkpoint.get("architecture")}  # alias, timm name
     results = eval_results(sets)
     data = ModelCardData(
         library_name="pytorch",
         pipeline_tag=TASK,
-        tags=["deepfake-detection", "face-forensics", "timm", *([str(arch)] if arch else [])],
+        tags=[
+            "deepfake-detection",
+            "face-forensics",
+            "timm",
+            *sorted(str(n) for n in names if isinstance(n, str) and n),
+        ],
         metrics=sorted({r.metric_type for r in results}) or None,
         model_name=card_name(run) if results else None,  # only model-index uses it; alone it is no Hub key
         eval_results=results or None,

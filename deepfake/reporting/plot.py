@@ -21,8 +21,9 @@ from deepfake.cli import run_reporting_errors
 from deepfake.errors import UserError
 from deepfake.evaluation.metrics import binary_metrics, video_scores
 from deepfake.evaluation.predictions import VAL_PREDICTIONS, read_predictions
+from deepfake.reporting.facts import is_number
 from deepfake.reporting.figures import curve_title
-from deepfake.reporting.run_facts import read_run
+from deepfake.reporting.run_facts import read_json, read_run
 
 log = logging.getLogger("deepfake.plot")  # the name train.log has always shown
 
@@ -89,7 +90,7 @@ def loss_labels(config: dict) -> tuple[str, str]:
     )
 
 
-def _roc(pred_path: Path, title: str, path: Path) -> Path:
+def _roc(pred_path: Path, title: str, path: Path, point: dict | None = None) -> Path:
     pred = read_predictions(pred_path)
     labels, probs = pred["label"], pred["prob"]
     if len(np.unique(labels)) < 2:
@@ -107,6 +108,9 @@ def _roc(pred_path: Path, title: str, path: Path) -> Path:
         ax.plot(fpr, tpr, label=f"{name}: AUC {m['auc']:.4f}, EER {m['eer']:.3f}")
         i = int(np.nanargmin(np.abs((1.0 - tpr) - fpr)))
         ax.plot([fpr[i]], [tpr[i]], "o", color=ax.lines[-1].get_color())
+    if point is not None and is_number(point.get("fpr")) and is_number(point.get("tpr")):
+        ax.plot([point["fpr"]], [point["tpr"]], "*", color="black", markersize=11,
+                label=f"threshold for FPR <= {point.get('target_fpr')}: FPR {point['fpr']:.3f}, TPR {point['tpr']:.3f}")  # fmt: skip
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="chance (AUC 0.5)")
     ax.plot([0, 1], [1, 0], ":", color="grey", linewidth=0.8, label="EER line (FPR = 1 - TPR)")
     ax.set(xlabel="false positive rate (real called fake)", ylabel="true positive rate (fake caught)")
@@ -134,7 +138,8 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     ]
     pred_path = run_dir / VAL_PREDICTIONS
     if pred_path.is_file():
-        written.append(_roc(pred_path, _roc_title(run_dir), out_dir / "roc.png"))
+        point = read_json(run_dir / "metrics.json").get("operating_point")  # best.pt's validation threshold
+        written.append(_roc(pred_path, _roc_title(run_dir), out_dir / "roc.png", point))
     paths = [p for p in written if p is not None]
     if not paths:
         curves = (

@@ -210,19 +210,21 @@ def report_run(run_dir: Path, eval_dir: Path | None = None, sets: Sequence[str] 
 
 
 def report_evaluation(out_dir: Path, sets: Sequence[str], checkpoints: Sequence[Path]) -> list[Path]:
-    """evaluate.py's `<out_dir>/report.html`: the sets it scored, and the run of its (first) checkpoint. A
-    single checkpoint of a run scored into the run's own `eval/` also refreshes the run's MODEL_CARD.md, which
-    then lists every set scored with it."""
+    """evaluate.py's `<out_dir>/report.html`: the sets it scored, and the run of its (first) checkpoint. A run's
+    best.pt scored alone into the run's own `eval/` also refreshes the run's MODEL_CARD.md (every set scored
+    with it)."""
     from deepfake.reporting.model_card import write_model_card
 
     first = Path(checkpoints[0])
-    run_dir = first.parent.parent if first.parent.name == "checkpoints" else first.parent
+    # <run>/checkpoints/x.pt and <run>/export/x.safetensors belong to <run>; a loose file to its folder
+    run_dir = first.parent.parent if first.parent.name in ("checkpoints", "export") else first.parent
     run = read_run(run_dir, first)
     names = ", ".join(Path(p).name for p in checkpoints)
     title = f"Evaluation report: {'ensemble of ' if len(checkpoints) > 1 else ''}{names}"
     written = [write_report(out_dir / REPORT_FILE, run, read_sets(out_dir, sets), title)]
     own = run_dir / "eval"
-    if len(checkpoints) == 1 and (run_dir / "metrics.json").is_file() and out_dir.resolve() == own.resolve():
+    best = first.parent.name == "checkpoints" and first.name == "best.pt"
+    if len(checkpoints) == 1 and best and out_dir.resolve() == own.resolve():
         written.append(write_model_card(run_dir, run, scored_with(read_sets(own), first)))
     return written
 
