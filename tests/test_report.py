@@ -80,7 +80,11 @@ def test_the_end_of_training_writes_a_self_contained_report(trained_run: dict) -
         assert facts["code"].startswith(f"git commit {head.stdout.strip()}")
     threshold = page.tables["threshold-table"]
     assert [r[0] for r in threshold[1:]] == ["celebdf", "dfdc"]
-    assert "AUC per method: celebdf" in [i["alt"] for i in page.images]
+    methods = next(i for i in page.images if i["alt"] == "AUC per method: celebdf")
+    assert (
+        base64.b64decode(methods["src"].split(",", 1)[1])
+        == (run / "eval" / "celebdf" / "methods.png").read_bytes()
+    )
     assert "Robustness grid: not run." in page.text and "Ensemble: not run (one checkpoint)." in page.text
 
 

@@ -109,8 +109,9 @@ def set_report(
 def write_set(
     out: Path, samples: Sequence[Sample], probs: np.ndarray, report: dict, raw: np.ndarray | None = None
 ) -> None:
-    """predictions.csv, metrics.json, roc.png, pr.png and reliability.png (`raw` probabilities against the
-    calibrated `probs`, when a temperature applies) for one set, each written atomically."""
+    """predictions.csv, metrics.json, roc.png, pr.png, methods.png (AUC per manipulation method) and
+    reliability.png (`raw` probabilities against the calibrated `probs`, when a temperature applies) for one
+    set, each written atomically."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(PREDICTION_COLUMNS)
@@ -121,6 +122,7 @@ def write_set(
     atomic_write(out / "metrics.json", lambda f: f.write(text.encode()))
     from deepfake.reporting.figures import (  # matplotlib: only when figures are due
         curve_title,
+        method_auc_figure,
         pr_figure,
         reliability_figure,
         roc_figure,
@@ -146,6 +148,9 @@ def write_set(
         pr_figure((labels, probs), videos, curve_title("Precision-recall", name, labels, n_videos)),
         out / "pr.png",
     )
+    methods = method_auc_figure(report["per_method"], f"AUC per method: {name}")
+    if methods is not None:
+        save_png(methods, out / "methods.png")
     curves = {"raw": raw, "calibrated": probs} if raw is not None else {"predicted": probs}
     save_png(
         reliability_figure(labels, curves, curve_title("Reliability", name, labels)), out / "reliability.png"

@@ -177,9 +177,13 @@ def method_auc_figure(per_method: Mapping[str, Any], title: str) -> Figure | Non
     ]
     if not rows:
         return None
-    fig = Figure(figsize=(6.5, 1.2 + 0.35 * len(rows)), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
     names = [f"{name} (n={n})" if isinstance(n, int) else name for name, _, n in rows]
+    height = 1.2 + 0.35 * len(rows)
+    fig = Figure(figsize=(7.0, height), dpi=100)
+    # Margins from the label lengths, not a layout engine: one draw instead of three (a report draws these).
+    left = min(0.5, 0.04 + 0.0105 * max(map(len, names)))
+    fig.subplots_adjust(left=left, right=0.97, top=1 - 0.45 / height, bottom=0.55 / height)
+    ax = fig.add_subplot()
     bars = ax.barh(names, [auc - 0.5 for _, auc, _ in rows], left=0.5, color="tab:blue")
     ax.bar_label(bars, labels=[f"{auc:.4f}" for _, auc, _ in rows], padding=3, fontsize=8)
     ax.axvline(0.5, color="grey", linestyle="--", linewidth=0.8)

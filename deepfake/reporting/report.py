@@ -88,10 +88,11 @@ def set_section(s: SetFacts) -> dict[str, Any]:
     """One set's figures and tables for the curves, methods, robustness and explanation sections."""
     from deepfake.reporting.figures import method_auc_figure  # matplotlib: imported with the first report
 
+    methods = data_uri(s.file("methods.png"))  # written with the set; drawn here for older evaluations
     per_method = s.metrics.get("per_method")
-    bars = (
-        method_auc_figure(per_method, f"AUC per method: {s.name}") if isinstance(per_method, dict) else None
-    )
+    if methods is None and isinstance(per_method, dict):
+        bars = method_auc_figure(per_method, f"AUC per method: {s.name}")
+        methods = figure_uri(bars) if bars is not None else None
     point = s.metrics.get("operating_point") or {}
     return {
         "name": s.name,
@@ -104,7 +105,7 @@ def set_section(s: SetFacts) -> dict[str, Any]:
             )
             if (uri := data_uri(s.file(file)))
         ],
-        "methods": figure_uri(bars) if bars is not None else None,
+        "methods": methods,
         "robustness": data_uri(s.file("robustness.png")),
         "robustness_table": csv_rows(s.file("robustness.csv")),
         "explain": data_uri(s.file("explain.png")),
