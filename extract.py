@@ -10,7 +10,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from deepfake.cli import run_reporting_errors
+from deepfake.exits import run_reporting_errors
 from deepfake.extraction.config import register_extract_config
 
 register_extract_config()

@@ -17,8 +17,8 @@ from sklearn.metrics import roc_curve
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.metrics import tpr_at_fpr
 from deepfake.evaluation.operating_point import checked_operating_point, choose, measured_at, threshold_of
-from deepfake.evaluation.predict import predict, resolve_threshold
-from deepfake.evaluation.scoring import results_table
+from deepfake.prediction.driver import predict, resolve_threshold
+from deepfake.reporting.eval_sets import results_table
 
 
 def sklearn_tpr_at(labels: np.ndarray, probs: np.ndarray, target: float) -> float:

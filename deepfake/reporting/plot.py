@@ -17,10 +17,10 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-from deepfake.cli import run_reporting_errors
 from deepfake.errors import UserError
 from deepfake.evaluation.metrics import binary_metrics, video_scores
 from deepfake.evaluation.predictions import VAL_PREDICTIONS, read_predictions
+from deepfake.exits import run_reporting_errors
 from deepfake.reporting.facts import is_number
 from deepfake.reporting.figures import curve_title
 from deepfake.reporting.run_facts import read_json, read_run

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from deepfake import __version__
-from deepfake.cli import run_reporting_errors
 from deepfake.errors import UserError
+from deepfake.exits import run_reporting_errors
 from deepfake.reporting.facts import (
     NOT_RECORDED,
     NOT_RUN,
