@@ -37,6 +37,7 @@ ROOMS = (
     "extraction",
     "explain",
     "evaluation",
+    "tracking",
     "reporting",
     "checks",
     "training",

@@ -29,7 +29,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
-import deepfake
 from deepfake import __version__
 from deepfake.runs.fileio import CHUNK, HashingWriter, atomic_write, remove_stale_temps
 from deepfake.runs.mirror import Mirror, prune_backups
@@ -39,9 +38,9 @@ log = logging.getLogger("deepfake.backup")  # the name train.log has always show
 MANIFEST = "MANIFEST.json"
 PROVENANCE = "provenance"
 FORMAT = 1
-#: Where the running code lives: the checkout (or site-packages) holding the `deepfake` package.
-CODE_ROOT = Path(deepfake.__file__).resolve().parents[1]
 GIB = 2**30
+#: The checkout that holds the package (deepfake/runs/backup.py -> the repository root).
+CODE_ROOT = Path(__file__).resolve().parents[2]
 #: Run-directory folders that are not copied wholesale: checkpoints are chosen by `include`.
 SKIP_DIRS = ("backups", "checkpoints", PROVENANCE)
 
@@ -356,6 +355,16 @@ def code_version(provenance: Mapping[str, str]) -> dict[str, Any]:
         return {}
     head, _, status = text.partition("\nstatus:\n")
     return {"commit": head.split("\n", 1)[0].removeprefix("commit ").strip(), "dirty": bool(status.strip())}
+
+
+def git_commit(where: Path = CODE_ROOT) -> str | None:
+    """The commit the code runs from, or None outside a git checkout (an installed wheel, a copied folder)."""
+    try:
+        if Path(_git(where, "rev-parse", "--show-toplevel").strip()).resolve() != where:
+            return None  # installed inside some other checkout: its commit says nothing about this code
+        return _git(where, "rev-parse", "HEAD").strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _git(where: Path, *args: str) -> str:
