@@ -17,7 +17,8 @@ from sklearn.metrics import roc_curve
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.metrics import tpr_at_fpr
 from deepfake.evaluation.operating_point import checked_operating_point, choose, measured_at, threshold_of
-from deepfake.prediction.driver import predict, resolve_threshold
+from deepfake.prediction.driver import predict
+from deepfake.prediction.threshold import resolve_threshold
 from deepfake.reporting.eval_sets import results_table
 
 

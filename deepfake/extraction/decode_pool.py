@@ -9,23 +9,28 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 
-from deepfake.extraction.video import Decoded, exit_with, timed_read
+from deepfake.extraction.video import Decoded, FrameReader, exit_with, timed_read
 
 MAX_FRAMES_AHEAD = 1024  # decoded frames waiting for the detector, at most (about 6 GB of 1080p frames)
 
 
 def decoded_videos(
-    paths: list[str], frames_per_video: int, workers: int, threads: bool = False
+    paths: Sequence[str],
+    frames_per_video: int,
+    workers: int,
+    threads: bool = False,
+    reader: FrameReader | None = None,
 ) -> Iterator[tuple[Decoded, float]]:
     """Decoded videos in `paths` order; with workers > 0 up to 2 per worker are decoded ahead, and no more than
     MAX_FRAMES_AHEAD frames (decoded frames wait in memory at full size: 6 MB each at 1080p). Workers are
-    processes, or with `threads` threads of this process (no start-up: FFmpeg decodes without the GIL)."""
+    processes, or with `threads` threads of this process (no start-up: FFmpeg decodes without the GIL). A
+    `reader` (extract.py's robustness perturbation) reads each video in its worker instead of `read_frames`."""
     if workers == 0:
         for path in paths:
-            yield timed_read(path, frames_per_video)
+            yield timed_read(path, frames_per_video, reader)
         return
     if threads:
         pool: Executor = ThreadPoolExecutor(workers, thread_name_prefix="decode")
@@ -39,12 +44,12 @@ def decoded_videos(
         queue = iter(paths)
         ahead = max(1, min(2 * workers, MAX_FRAMES_AHEAD // frames_per_video))
         for path in queue:
-            pending.append(pool.submit(timed_read, path, frames_per_video))
+            pending.append(pool.submit(timed_read, path, frames_per_video, reader))
             if len(pending) >= ahead:
                 break
         while pending:
             result = pending.popleft().result()
             path = next(queue, None)
             if path is not None:
-                pending.append(pool.submit(timed_read, path, frames_per_video))
+                pending.append(pool.submit(timed_read, path, frames_per_video, reader))
             yield result

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deepfake import __version__
 from deepfake.errors import UserError
 from deepfake.exits import run_reporting_errors
 from deepfake.reporting.facts import (
@@ -38,6 +37,7 @@ from deepfake.reporting.facts import (
 from deepfake.reporting.render import render
 from deepfake.reporting.run_facts import RunFacts, SetFacts, dig, read_checkpoint, read_run, read_sets
 from deepfake.runs.fileio import atomic_write
+from deepfake.version import __version__
 
 log = logging.getLogger("deepfake")
 

@@ -6,7 +6,8 @@ the result). Every rank loads best.pt's weights and predicts its validation shar
 validation did); rank 0 fits the temperature on the gathered logits (`deepfake.evaluation.calibration`) and
 chooses the operating point (`deepfake.evaluation.operating_point`), writes them into best.pt as
 `calibration` and `operating_point`, draws plots/reliability.png and hands the numbers to metrics.json. Only
-best.pt carries them: last.pt is the resume state, whose weights may differ.
+best.pt carries them: last.pt is the resume state, whose weights may differ. With fewer than
+`calibration_min_samples` validation images no temperature is fitted, and the log says why.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class CalibrationObserver(Observer):
         labels, logits, _ = gather_predictions(run.ddp, labels, logits[0], index)
         if not run.ddp.is_main:
             return
-        result = calibrate(logits, labels, run.cfg.eval.tta) if run.cfg.calibration != "none" else None
+        result = self._temperature(run, labels, logits)
         point = choose(labels, logits, target, run.cfg.eval.tta) if target is not None else None
         if result is None and point is None:
             return
@@ -97,6 +98,22 @@ class CalibrationObserver(Observer):
             before["ece"], after["ece"],
         )  # fmt: skip
         write_reliability(run.run_dir / "plots" / "reliability.png", labels, logits, result["temperature"])
+
+    @staticmethod
+    def _temperature(run: Run, labels: np.ndarray, logits: np.ndarray) -> dict | None:
+        """The fitted temperature (`calibrate`'s result), or None: calibration=none, or too few images."""
+        if run.cfg.calibration == "none":
+            return None
+        if len(labels) < run.cfg.calibration_min_samples:
+            log.warning(
+                "calibration skipped: %d validation images, fewer than calibration_min_samples=%d. A temperature "
+                "fitted on so few follows their noise and can make the probabilities worse (higher ECE) on new "
+                "data; best.pt's probabilities stay raw. Validate on more images, or set "
+                "calibration_min_samples=%d to fit one anyway", len(labels), run.cfg.calibration_min_samples,
+                len(labels),
+            )  # fmt: skip
+            return None
+        return calibrate(logits, labels, run.cfg.eval.tta)
 
 
 def write_reliability(path: Path, labels: np.ndarray, logits: np.ndarray, temperature: float) -> None:
