@@ -85,7 +85,10 @@ def test_the_end_of_training_writes_a_self_contained_report(trained_run: dict) -
         base64.b64decode(methods["src"].split(",", 1)[1])
         == (run / "eval" / "celebdf" / "methods.png").read_bytes()
     )
-    assert "Robustness grid: not run." in page.text and "Ensemble: not run (one checkpoint)." in page.text
+    for name in ("celebdf", "dfdc"):
+        assert f"{name}: robustness grid not run (evaluate.py perturb=deeperforensics)." in page.text
+        assert f"{name}: explanation grid not run (evaluate.py eval.explain=gradcam)." in page.text
+    assert "Ensemble: not run (one checkpoint)." in page.text
 
 
 @pytest.mark.slow
@@ -180,20 +183,55 @@ def test_a_report_with_missing_and_damaged_parts_says_not_run(
 def test_robustness_and_explanation_grids_appear_when_they_were_run(
     trained_run: dict, tmp_path: Path
 ) -> None:
+    """The files `evaluate.py perturb=... eval.explain=... eval.embeddings=true` leaves in a set's folder."""
     run = copy_run(trained_run["run"], tmp_path / "run")
     folder = run / "eval" / "celebdf"
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(buffer, format="PNG")
-    (folder / "robustness.png").write_bytes(buffer.getvalue())
-    (folder / "robustness.csv").write_text("perturbation,level,auc\njpeg,50,0.91\nblur,3,0.88\n")
-    (folder / "explain.png").write_bytes(buffer.getvalue())
+    pictures = {}
+    for k, name in enumerate(
+        ("robustness.png", "robustness_examples/grid.png", "explain.png", "embeddings.png")
+    ):
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((20, 30, 3), 40 * k, np.uint8)).save(buffer, format="PNG")
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_bytes(pictures.setdefault(name, buffer.getvalue()))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["robustness"] = {
+        "route": "crops", "seed": 0, "csv": "robustness.csv", "levels": [1, 5],
+        "clean": {"frame_auc": 0.9, "video_auc": 0.95},
+        "per_type": {"GB": {"frame_auc": 0.8, "video_auc": 0.85}, "JPEG": {"frame_auc": None, "video_auc": 0.9}},
+        "mean": {"frame_auc": 0.75, "video_auc": 0.875},
+    }  # fmt: skip
+    metrics["faithfulness"] = {"method": "hirescam", "faces": 3, "fakes_with_mask": 3, "pointing_game": 2 / 3,
+                               "heat_in_mask": 0.25, "mask_area": 0.0625}  # fmt: skip
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (run / "eval" / "dfdc" / "robustness.csv").write_text("type,level,frame_auc\nclean,0,0.91\nGB,1,0.88\n")
     main([str(run)])  # python -m deepfake.report <run>: every set scored with best.pt
     page = read_page(run / REPORT_FILE)
     shown = {i["alt"]: base64.b64decode(i["src"].split(",", 1)[1]) for i in page.images}
-    assert shown["robustness: celebdf"] == shown["explanations: celebdf"] == buffer.getvalue()
-    grid = next(rows for rows in page.tables.values() if rows and rows[0] == ["perturbation", "level", "auc"])
-    assert grid[1:] == [["jpeg", "50", "0.91"], ["blur", "3", "0.88"]]
-    assert "dfdc: explanation grid not run." in page.text
+    assert shown["robustness: celebdf"] == pictures["robustness.png"]
+    assert shown["robustness examples: celebdf"] == pictures["robustness_examples/grid.png"]
+    assert shown["explanations: celebdf"] == pictures["explain.png"]
+    assert shown["embeddings: celebdf"] == pictures["embeddings.png"]
+    assert page.tables["robustness-1"] == [
+        ["perturbation", "frame AUC", "video AUC", "frame AUC change from clean"],
+        ["clean", "0.9000", "0.9500", "+0.0000"],
+        ["GB (mean over levels)", "0.8000", "0.8500", "-0.1000"],
+        ["JPEG (mean over levels)", "not run", "0.9000", "not run"],
+        ["every perturbed setting (mean)", "0.7500", "0.8750", "-0.1500"],
+    ]
+    assert "Perturbed on the test crops, levels 1, 5" in page.text
+    # a set scored before metrics.json kept the summary: robustness.csv's rows as they are
+    assert page.tables["robustness-2"] == [
+        ["type", "level", "frame_auc"],
+        ["clean", "0", "0.91"],
+        ["GB", "1", "0.88"],
+    ]
+    faithful = dict(page.tables["faithfulness-1"])
+    assert faithful["method, fakes with a mask"] == "hirescam, 3"
+    assert faithful["pointing game (share of heat maxima inside the mask)"] == "0.6667"
+    assert faithful["mask area (chance level of both)"] == "0.0625"
+    assert "dfdc: explanation grid not run" in page.text
+    assert_self_contained(page)
 
 
 def test_report_command_refuses_a_folder_that_is_not_a_run(

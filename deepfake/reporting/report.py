@@ -4,8 +4,9 @@ Written at the end of training (`<run>/report.html`, with `MODEL_CARD.md` beside
 (`<eval.out_dir>/report.html`, every set it scored) and on demand: `python -m deepfake.report <run dir>`. The
 page is built from the files the run and its evaluations wrote (metrics.json, hardware.json,
 model_summary.json, the checkpoint's small entries, `plots/`, `eval/<set>/`), so it can be rebuilt at any time,
-e.g. after a robustness grid (`<set>/robustness.png`, `robustness.csv`) or explanation grid (`<set>/explain.png`)
-was added. Sections, in order: the verdict table, the run, curves, per-method AUC, robustness, explanations, an
+e.g. after `evaluate.py perturb=...` (`<set>/robustness.png`, metrics.json's `robustness`, the example faces'
+`robustness_examples/grid.png`) or `eval.explain=...` (`<set>/explain.png`, `embeddings.png`, metrics.json's
+`faithfulness`) added a set's robustness grid or explanations. Sections, in order: the verdict table, the run, curves, per-method AUC, robustness, explanations, an
 ensemble's members. Jinja2 renders `templates/report.html.j2` with autoescaping; figures are PNG data URIs.
 """
 
@@ -28,6 +29,7 @@ from deepfake.reporting.facts import (
     NOT_RUN,
     TABLE_FPR,
     interval,
+    is_number,
     num,
     run_rows,
     text,
@@ -70,6 +72,68 @@ def csv_rows(path: Path | None, limit: int = ROBUSTNESS_ROWS) -> list[list[str]]
         return []
 
 
+def robustness_section(s: SetFacts) -> dict[str, Any] | None:
+    """A set's robustness grid (robustness.png), the example faces under each setting, and the summary metrics.json
+    keeps (clean, each type's mean over its levels, the mean of every setting); None when it was not run. A set
+    scored before the summary existed shows robustness.csv's rows instead."""
+    summary = s.metrics.get("robustness")
+    summary = summary if isinstance(summary, dict) else {}
+    figure, examples = data_uri(s.file("robustness.png")), data_uri(s.file("robustness_examples/grid.png"))
+    table = robustness_rows(summary) if summary else csv_rows(s.file("robustness.csv"))
+    if not (figure or examples or table):
+        return None
+    levels = ", ".join(str(x) for x in summary.get("levels", []) if isinstance(x, int))
+    route = {"crops": "on the test crops", "frames": "on the video frames, before face detection"}
+    where = route.get(str(summary.get("route")), "")
+    return {
+        "figure": figure,
+        "examples": examples,
+        "table": table,
+        "note": ", ".join(x for x in (where, f"levels {levels}" if levels else "") if x),
+    }
+
+
+def robustness_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Header, the clean row, one row per perturbation type (mean over its levels), the mean of every setting; the
+    drop is from the clean frame AUC."""
+    clean = dig(summary, "clean", "frame_auc")
+
+    def row(name: str, aucs: Any) -> list[str]:
+        frame = dig(aucs, "frame_auc")
+        change = f"{frame - clean:+.4f}" if is_number(frame) and is_number(clean) else NOT_RUN
+        return [name, num(frame), num(dig(aucs, "video_auc")), change]
+
+    per_type = summary.get("per_type") if isinstance(summary.get("per_type"), dict) else {}
+    return [
+        ["perturbation", "frame AUC", "video AUC", "frame AUC change from clean"],
+        row("clean", summary.get("clean")),
+        *(row(f"{name} (mean over levels)", aucs) for name, aucs in per_type.items()),
+        row("every perturbed setting (mean)", summary.get("mean")),
+    ]
+
+
+def explanation_section(s: SetFacts) -> dict[str, Any] | None:
+    """A set's explanation grid (explain.png), its embeddings' t-SNE (embeddings.png) and the faithfulness scores
+    against the set's blend masks; None when none was run."""
+    scores = s.metrics.get("faithfulness")
+    scores = scores if isinstance(scores, dict) else {}
+    grid, embeddings = data_uri(s.file("explain.png")), data_uri(s.file("embeddings.png"))
+    if not (grid or embeddings or scores):
+        return None
+    faithfulness = [
+        (label, num(scores.get(key)))
+        for label, key in (
+            ("pointing game (share of heat maxima inside the mask)", "pointing_game"),
+            ("heat in mask (share of the heat inside the mask)", "heat_in_mask"),
+            ("mask area (chance level of both)", "mask_area"),
+        )
+    ]
+    if scores:
+        faithfulness.insert(0, ("method, fakes with a mask", f"{text(scores.get('method'))}, "
+                                                               f"{text(scores.get('fakes_with_mask'))}"))  # fmt: skip
+    return {"grid": grid, "embeddings": embeddings, "faithfulness": faithfulness if scores else []}
+
+
 def curves(run: RunFacts) -> list[dict[str, str]]:
     """Training and validation curves from `<run>/plots/` (written by the run's end or `python -m deepfake.plot`)."""
     if run.run_dir is None:
@@ -106,9 +170,8 @@ def set_section(s: SetFacts) -> dict[str, Any]:
             if (uri := data_uri(s.file(file)))
         ],
         "methods": methods,
-        "robustness": data_uri(s.file("robustness.png")),
-        "robustness_table": csv_rows(s.file("robustness.csv")),
-        "explain": data_uri(s.file("explain.png")),
+        "robustness": robustness_section(s),
+        "explanations": explanation_section(s),
         "at_threshold": {
             "threshold": num(point.get("threshold")),
             "target": text(point.get("target_fpr"), NOT_RUN),
