@@ -116,6 +116,24 @@ def weakest_methods(sets: Sequence[SetFacts], k: int = 3) -> list[str]:
     return [f"{method} on {name} (AUC {auc:.4f})" for auc, name, method in sorted(found)[:k]]
 
 
+def robustness_lines(sets: Sequence[SetFacts]) -> list[str]:
+    """Per set with a robustness grid (`evaluate.py perturb=...`): its clean and mean perturbed frame AUC and the
+    type it suffers most from."""
+    lines = []
+    for s in sets:
+        summary = s.metrics.get("robustness")
+        if not isinstance(summary, dict):
+            continue
+        per_type = summary.get("per_type") if isinstance(summary.get("per_type"), dict) else {}
+        ranked = sorted((auc, t) for t, v in per_type.items() if is_number(auc := dig(v, "frame_auc")))
+        worst = f"; worst {md(ranked[0][1])} (mean AUC {ranked[0][0]:.4f})" if ranked else ""
+        lines.append(
+            f"{md(s.name)}: frame AUC {num(dig(summary, 'clean', 'frame_auc'))} clean, "
+            f"{num(dig(summary, 'mean', 'frame_auc'))} on average over {len(per_type)} perturbation types{worst}"
+        )
+    return lines
+
+
 def checkpoint_argument(run: RunFacts) -> str:
     """How predict.py names this model from the folder the card is in: the run's own `checkpoints/best.pt`."""
     path = run.checkpoint_path
@@ -171,6 +189,7 @@ def card_values(run: RunFacts, sets: Sequence[SetFacts]) -> dict[str, Any]:
         ],
         "set_list": [f"{md(s.name)} ({count(dig(s.metrics, 'counts', 'images'))} images)" for s in sets],
         "weakest": weakest_methods(sets),
+        "robustness": robustness_lines(sets),
         "checkpoint": md(checkpoint_argument(run)),
         "md": md,
     }
