@@ -225,7 +225,7 @@ def test_lr_find_says_when_the_curve_is_too_flat() -> None:
     for k, lr in enumerate(lrs):
         flat.add(lr, 0.693 - 0.0002 * k)
         steep.add(lr, 0.7 * np.exp(-k / 15) + 0.05)
-    title = lr_figure(flat, 30, None, 1e-3).axes[0].get_title()
-    assert title == "LR range test: curve too flat, suggestion unreliable"
-    assert any("too flat for a reliable suggestion" in t for t in texts(lr_figure(flat, 30, None, 1e-3)))
+    fig = lr_figure(flat, 30, None, 1e-3)
+    assert fig.axes[0].get_title() == "LR range test: curve too flat, suggestion unreliable"
+    assert any("too flat for a reliable suggestion" in t for t in texts(fig))
     assert lr_figure(steep, 30, None, 1e-3).axes[0].get_title() == "LR range test"
