@@ -54,6 +54,7 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's backlog; from now on connections wait in the queue, none is refused
     except OSError as e:
         sock.close()
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}): pass another port= "
