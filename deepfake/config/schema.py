@@ -516,7 +516,7 @@ class ServeConfig:
     port: int = 8000
     threshold: float = 0.5
     batch_size: int = 64
-    num_workers: int = -1
+    num_workers: int = 1
     amp: str = "auto"
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     no_face_prob: float | None = 0.5
