@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ from deepfake.prediction.driver import predict
 from deepfake.prediction.inputs import NOT_A_VIDEO
 from deepfake.serving.server import checked
 from deepfake.serving.uploads import safe_name
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 from tests.videos import VideoSet
 
 FRAMES = 3  # MTCNN on the CPU is slow: few frames per video
@@ -74,7 +75,7 @@ def _stop(server: Server) -> int:
 
 @pytest.fixture(scope="module")
 def served(trained_run: dict[str, Path]) -> Iterator[Server]:
-    server = _start(trained_run["run"], f"serve.max_upload_mb={LIMIT_MB}")
+    server = _start(trained_run["run"], f"serve.max_upload_mb={LIMIT_MB}", "serve.max_concurrent=2")
     yield server
     _stop(server)
 
@@ -147,6 +148,7 @@ def test_bad_files_get_error_rows_and_the_server_keeps_answering(
 @pytest.mark.cli
 @pytest.mark.slow
 def test_three_concurrent_requests_all_answer(served: Server, test_videos: VideoSet) -> None:
+    """serve.max_concurrent=2: two are scored at once in threads sharing the model, the third waits."""
     with ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(lambda _: _post(served, test_videos.pan), range(3)))
     assert [a.status_code for a in answers] == [200] * 3
@@ -244,6 +246,22 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(guarded: Server, tes
     assert answer.status_code == 200 and answer.json()["status"] == "ok"
     assert guarded.proc.wait(60) == 0, guarded.log()
     assert "stopped" in guarded.log() and not guarded.private.exists()
+
+
+@pytest.mark.cli
+def test_a_port_in_use_is_one_error_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_cli(
+            [str(ROOT / "serve.py"), f"checkpoint={tmp_path}", f"port={port}"], cwd=tmp_path, timeout=120
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use): pass another port= (0 = any free one) or host="
+    )
+    assert "Traceback" not in proc.stderr
 
 
 def test_uploaded_names_stay_inside_their_folder() -> None:

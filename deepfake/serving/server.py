@@ -76,6 +76,7 @@ def warn_if_exposed(host: str) -> None:
 def serve(cfg: DictConfig | Mapping[str, Any]) -> None:
     """Run the server until SIGTERM or Ctrl-C."""
     cfg = checked(cfg)
+    sock = bind(cfg.host, cfg.port)  # a port in use fails before seconds of imports and the model load
     # Before Gradio is imported: no telemetry, no version check, its files inside the private dir.
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -83,12 +84,13 @@ def serve(cfg: DictConfig | Mapping[str, Any]) -> None:
 
     private = PrivateDir()
     try:
-        _run(cfg, private)
+        _run(cfg, private, sock)
     finally:
+        sock.close()
         private.close()
 
 
-def _run(cfg: DictConfig, private: Any) -> None:
+def _run(cfg: DictConfig, private: Any, sock: socket.socket) -> None:
     import uvicorn
 
     from deepfake.serving.app import Service, build_app
@@ -97,7 +99,6 @@ def _run(cfg: DictConfig, private: Any) -> None:
     root: Path = private.root
     os.environ["GRADIO_TEMP_DIR"] = str(root / "gradio")
     tempfile.tempdir = str(root)  # multipart spooling of large uploads lands in the private dir too
-    sock = bind(cfg.host, cfg.port)
     model = ServedModel(cfg, root)
     try:
         service = Service(cfg, model, private)
@@ -124,4 +125,3 @@ def _run(cfg: DictConfig, private: Any) -> None:
         log.info("stopped")
     finally:
         model.close()
-        sock.close()
