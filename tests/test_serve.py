@@ -67,6 +67,15 @@ def _start(checkpoint: Path, *overrides: str, env: dict[str, str] | None = None)
     return server
 
 
+def _logged(server: Server, text: str, count: int) -> list[str]:
+    """The server's log lines holding `text`, once there are `count` (a line is written as its response ends)."""
+    deadline = time.monotonic() + 30
+    while len(found := [line for line in list(server.lines) if text in line]) < count:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+    return found
+
+
 def _stop(server: Server) -> int:
     if server.proc.poll() is None:
         server.proc.send_signal(signal.SIGTERM)
@@ -123,8 +132,8 @@ def test_api_rows_equal_predict_for_a_video_and_an_image(
     assert got["frames_used"] is None  # the image: a face crop scored as it is
     video = _post(served, test_videos.pan).json()
     assert video["frames_used"] == video["faces_found"] == FRAMES
-    lines = [line for line in served.lines if '"POST /api/predict" 200' in line]
-    assert len(lines) >= 3 and all(re.search(r"\d+\.\d ms$", line.strip()) for line in lines)
+    lines = _logged(served, '"POST /api/predict" 200', 3)
+    assert all(re.search(r"\d+\.\d ms$", line.strip()) for line in lines)
 
 
 @pytest.mark.cli
