@@ -6,6 +6,7 @@ one more with a token, a password and a short duration limit (`guarded`), which 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -25,7 +26,7 @@ import pytest
 from deepfake.errors import ConfigError
 from deepfake.prediction.driver import predict
 from deepfake.prediction.inputs import NOT_A_VIDEO
-from deepfake.serving.server import checked
+from deepfake.serving.server import checked, warn_if_exposed
 from deepfake.serving.uploads import safe_name
 from tests.conftest import ROOT, run_cli
 from tests.videos import VideoSet
@@ -91,7 +92,7 @@ def served(trained_run: dict[str, Path]) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def guarded(trained_run: dict[str, Path]) -> Iterator[Server]:
-    server = _start(trained_run["run"], "serve.max_duration_s=1", "serve.page=true",
+    server = _start(trained_run["run"], "serve.max_duration_s=1", "serve.explain=true",
                     env={"DEEPFAKE_SERVE_TOKEN": TOKEN, "DEEPFAKE_SERVE_PASSWORD": PASSWORD})  # fmt: skip
     yield server
     _stop(server)
@@ -242,6 +243,27 @@ def test_token_password_and_duration_limit(
 
 @pytest.mark.cli
 @pytest.mark.slow
+def test_page_behind_its_password_shows_the_grad_cam_overlay(
+    guarded: Server, trained_run: dict[str, Path], tmp_path: Path
+) -> None:
+    """Gradio's own client drives the page's upload event (as the browser does) after logging in."""
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    image = _image(trained_run)
+    client = Client(guarded.url, auth=("anyone", PASSWORD), download_files=str(tmp_path), verbose=False)
+    shown, _, gallery, row, download = client.predict(handle_file(str(image)), api_name="/score")
+    prob = json.loads(row)["prob"]
+    assert f"probability of fake {prob:.4f} (calibrated)" in shown
+    assert json.loads(Path(download).read_text())["prob"] == prob
+    (face,) = gallery
+    assert face["caption"] == f"{prob:.3f} (frame 0)"
+    with Image.open(image) as crop, Image.open(face["image"]) as overlay:
+        assert overlay.width > crop.width  # the explanation's overlay panel, not the 32 px crop itself
+
+
+@pytest.mark.cli
+@pytest.mark.slow
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(guarded: Server, test_videos: VideoSet) -> None:
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     with ThreadPoolExecutor(1) as pool:
@@ -287,4 +309,17 @@ def test_server_values_are_checked() -> None:
         checked({"checkpoint": "x", "serve": {"max_concurrent": 0}})
     with pytest.raises(ConfigError, match="port must be in"):
         checked({"checkpoint": "x", "port": 70000})
+    with pytest.raises(ConfigError, match=r"serve\.explain=true needs a method"):
+        checked({"checkpoint": "x", "serve": {"explain": True}, "explain": {"method": "none"}})
     assert checked({"checkpoint": "x"}).host == "127.0.0.1"  # loopback unless asked
+
+
+def test_listening_beyond_this_machine_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="deepfake"):
+        assert not warn_if_exposed("127.0.0.1", "T", "P") and not warn_if_exposed("::1", "T", "P")
+        assert caplog.messages == []
+        assert warn_if_exposed("0.0.0.0", "T", "P")
+    assert caplog.messages == [
+        "host=0.0.0.0: the server answers other machines, not only this one; set T and P, or put it behind a "
+        "proxy that authenticates"
+    ]

@@ -54,7 +54,8 @@ class Answer:
 
 def predict_config(cfg: DictConfig, workdir: Path) -> DictConfig:
     """The predict.py config that scores as `cfg` does (checked by predict.py's own checks)."""
-    given = {key: OmegaConf.to_container(cfg, resolve=True)[key] for key in SCORING_KEYS}
+    values = OmegaConf.to_container(cfg, resolve=True)
+    given = {key: values[key] for key in SCORING_KEYS}
     method = cfg.explain.method if cfg.serve.explain else "none"
     explain = {"method": method, "layer": cfg.explain.layer}
     return checked_config({**given, "input": str(workdir), "output": str(workdir / "upload.json"),

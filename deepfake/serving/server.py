@@ -42,6 +42,8 @@ def checked(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
         raise ConfigError(f"serve.max_upload_mb must be > 0 (got {s.max_upload_mb})")
     if s.max_duration_s < 0:
         raise ConfigError(f"serve.max_duration_s must be >= 0 (0 = no limit; got {s.max_duration_s})")
+    if s.explain and cfg.explain.method == "none":
+        raise ConfigError("serve.explain=true needs a method: pass explain=gradcam (or hirescam, gradcam++)")
     if s.shutdown_timeout_s <= 0:
         raise ConfigError(f"serve.shutdown_timeout_s must be > 0 (got {s.shutdown_timeout_s})")
     return cfg
@@ -63,14 +65,16 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def warn_if_exposed(host: str) -> None:
+def warn_if_exposed(host: str, token_env: str, password_env: str) -> bool:
+    """Log a warning when `host` is not a loopback address; True if it was."""
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = host == "localhost"
     if not loopback:
-        log.warning("host=%s: the server answers other machines, not only this one; set %s (and the page's "
-                    "password) or put it behind a proxy that authenticates", host, "serve.token_env")  # fmt: skip
+        log.warning("host=%s: the server answers other machines, not only this one; set %s and %s, or put it "
+                    "behind a proxy that authenticates", host, token_env, password_env)  # fmt: skip
+    return not loopback
 
 
 def serve(cfg: DictConfig | Mapping[str, Any]) -> None:
@@ -107,7 +111,7 @@ def _run(cfg: DictConfig, private: Any, sock: socket.socket) -> None:
             from deepfake.serving.page import mount_page
 
             app = mount_page(app, service, root / "gradio" / "downloads")
-        warn_if_exposed(cfg.host)
+        warn_if_exposed(cfg.host, cfg.serve.token_env, cfg.serve.password_env)
         host, port = sock.getsockname()[:2]
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                                 timeout_graceful_shutdown=cfg.serve.shutdown_timeout_s)  # fmt: skip
