@@ -12,6 +12,7 @@ from tests.conftest import make_folder_dataset
 from tests.runs import make_config, run_dir_of
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_resume_refuses_a_changed_input_size(tmp_path: Path) -> None:
     data = make_folder_dataset(tmp_path / "data", videos=2, frames=2)
     once = {

@@ -253,6 +253,7 @@ class EvalConfig:
     video_aggregation: str = "mean"
     video_topk: int = 5
     threshold: float = 0.5
+    target_fpr: float | None = 0.01
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     out_dir: str | None = None

@@ -20,6 +20,8 @@ from deepfake.exits import error_message, log_to_files
 from deepfake.extraction.settings import manifest_settings
 from deepfake.model.detector import check_pretrained
 from deepfake.reporting.eval_sets import evaluate_best
+from deepfake.reporting.report import write_end_of_run
+from deepfake.runs.backup import code_version
 from deepfake.runs.checkpoint import build_state
 from deepfake.system import distributed
 from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
@@ -119,6 +121,7 @@ class Trainer(TrainerSetup):
         self.outcome = "end"  # how the loop ended: end, interrupt, abort or crash (set by fit)
         self.labels_seen: np.ndarray | None = None  # the last validation's labels: an undefined metric's why
         self.calibration: dict[str, Any] | None = None  # best.pt's fitted temperature, for metrics.json
+        self.operating_point: dict[str, Any] | None = None  # best.pt's validation threshold, for metrics.json
 
     def setup(self) -> None:
         """Build every part (`deepfake.training.setup`), continue `resume`'s checkpoint, and assign them: every
@@ -327,6 +330,8 @@ class Trainer(TrainerSetup):
             self.state,
             self.elapsed(),
             self.calibration,
+            self.operating_point,
+            code_version(self.backup.provenance),
         )
 
     # ----- the end -----
@@ -339,14 +344,18 @@ class Trainer(TrainerSetup):
         if outcome == "interrupt":
             self._stopped_by_signal()
         log_best(self.tc.monitor, self.best, self.labels_seen, self.checkpoints.last)
+        scored: dict[str, dict] = {}
         has_best = self.ddp.is_main and self.checkpoints.best.is_file()
         if self.test_sets and has_best:
             which = "data.test_sets" if self.cfg.data.test_sets else "the data's test split"
             log.info("scoring best.pt (epoch %s, chosen on %s) on %s: a report, never a selection",
                      self.best.epoch, self.tc.monitor, which)  # fmt: skip
-            evaluate_best(
+            scored = evaluate_best(
                 self.run_dir, self.model, self.data, self.test_sets, self.precision, self.device, self.cfg
             )
+        if outcome == "end" and self.ddp.is_main:  # report.html and MODEL_CARD.md: a failure only warns
+            eval_dir = Path(self.cfg.eval.out_dir) if self.cfg.eval.out_dir else self.run_dir / "eval"
+            write_end_of_run(self.run_dir, eval_dir, list(scored))
         if self.tb.enabled:
             log.info("inspect with: tensorboard --logdir %s", self.run_dir)
         if has_best and not is_debug_run(self.cfg):

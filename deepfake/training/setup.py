@@ -5,6 +5,7 @@ four. Split from the runner by job: what is built once, before the first step, a
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from deepfake.training.calibration import CalibrationObserver
 from deepfake.training.checkpointer import Checkpointer
 from deepfake.training.debug import debug_observers, describe_limits, is_debug_run, loader_limits
 from deepfake.training.early_stopping import Best, EarlyStopping
-from deepfake.training.engine import LoopConfig, StepContext, TrainState
+from deepfake.training.engine import LoopConfig, StepContext, TrainState, preview_probs
 from deepfake.training.faithfulness import SbiFaithfulness
 from deepfake.training.freezing import BackboneSchedule
 from deepfake.training.memory import fit_batch_size, probe_step
@@ -272,7 +273,11 @@ class TrainerSetup:
             purge_step=state.global_step + 1 if self.resume else None,
         )
         if self.resume is None:
-            log_run_start(tb, cfg, self.config_yaml, data.train_loader)
+            local = distributed.local_module(model)
+            score = functools.partial(
+                preview_probs, local, precision=hardware.precision, device=hardware.device
+            )
+            log_run_start(tb, cfg, self.config_yaml, data.train_loader, score)
         if ddp.is_main:
             local = distributed.local_module(model)
             report_summary(local, opt.optimizer, local.img_size, self.run_dir, tb, state.global_step)
