@@ -85,8 +85,9 @@ def _roc(pred_path: Path, title: str, path: Path) -> Path:
         fpr, tpr, _ = roc_curve(y, p)
         m = binary_metrics(y, p)
         ax.plot(fpr, tpr, label=f"{name}: AUC {m['auc']:.4f}, EER {m['eer']:.3f}")
-        i = int(np.nanargmin(np.abs((1.0 - tpr) - fpr)))
-        ax.plot([fpr[i]], [tpr[i]], "o", color=ax.lines[-1].get_color())
+        ax.plot(
+            [m["eer"]], [1.0 - m["eer"]], "o", color=ax.lines[-1].get_color()
+        )  # where it crosses FNR = FPR
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
     ax.plot([0, 1], [1, 0], ":", color="grey", linewidth=0.8, label="EER line (FPR = 1 - TPR)")
     ax.set(title=title, xlabel="false positive rate (real called fake)", ylabel="true positive rate")
