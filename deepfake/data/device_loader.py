@@ -41,6 +41,13 @@ class DeviceDecodeLoader(WrappedLoader):
         self.device = device
 
     def __iter__(self) -> Iterator[Batch]:
+        try:
+            yield from self._batches()
+        except Exception:  # a worker's error: stop the workers, or the exit would wait on them
+            self.close()
+            raise
+
+    def _batches(self) -> Iterator[Batch]:
         ds = self.dataset
         for payloads, labels, index, seeds in self.loader:
             images = decode_payloads(payloads, self.size, self.device)

@@ -17,10 +17,27 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
-from deepfake.errors import ConfigError
+from deepfake.errors import ConfigError, UserError
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 _use_count = getattr(torch._C, "_storage_Use_Count", None)  # private; absent, yielded slots are copied
+#: The slot number of a task whose worker met a UserError: the error travels back in the images' place.
+FAILED = -2
+
+
+def shut_down(loader: DataLoader) -> None:
+    """Stop a DataLoader's persistent workers now and drop its iterator (Lightning does the same in
+    `_shutdown_workers_and_reset_iterator`).
+
+    The workers ignore SIGTERM (`system.interrupt.ignore_in_worker`), so multiprocessing's exit handler, which
+    terminates its children and then joins them, waits forever on the workers of a loader still alive at
+    exit: after a worker's error (the loader is kept by the objects the traceback holds) or at the end of a
+    sweep job whose process lives on (joblib's loky workers).
+    """
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    loader._iterator = None
 
 
 class WrappedLoader:
@@ -41,6 +58,10 @@ class WrappedLoader:
 
     def __iter__(self) -> Iterator[Any]:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Shut the workers down; the next iteration starts new ones."""
+        shut_down(self.loader)
 
 
 class SlotPool:
@@ -141,7 +162,10 @@ class SlotWriter(Dataset):
         if get_worker_info() is None:  # no workers: seeding each sample must not reseed the training RNG
             with torch.random.fork_rng(devices=[]):
                 return self._fill(task)
-        return self._fill(task)
+        try:
+            return self._fill(task)
+        except UserError as e:  # e.g. an unreadable image: sent back whole, so its one-line message survives
+            return FAILED, e, torch.empty(0), torch.empty(0)
 
     def _fill(self, task: tuple[int, list[Any]]) -> tuple[int, Any, torch.Tensor, torch.Tensor]:
         slot, keys = task
@@ -203,7 +227,16 @@ class SlotLoader(WrappedLoader):
 
     def __iter__(self) -> Iterator[Batch]:
         self.pool.allocate()  # before the workers start: they inherit (or are sent) the buffers once
+        try:
+            yield from self._batches()
+        except Exception:  # not GeneratorExit: a caller that stops early keeps the persistent workers
+            self.close()
+            raise
+
+    def _batches(self) -> Iterator[Batch]:
         for slot, images_or_count, labels, index in self.loader:
+            if slot == FAILED:
+                raise images_or_count
             images = images_or_count  # a batch that took PyTorch's path (no free slot)
             if slot >= 0:
                 self.pool.filling.discard(slot)
