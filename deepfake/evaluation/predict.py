@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from deepfake.data.transforms import eval_transform
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.ensemble import Ensemble, Member, checkpoint_list, clip_length_of, load_ensemble
 from deepfake.evaluation.inference import scoring_precision
+from deepfake.extraction.video import not_regular
 from deepfake.prediction.inputs import NOT_A_VIDEO, VIDEO_EXTENSIONS, video_kind
 from deepfake.prediction.rows import COLUMNS, image_row, write_csv
 from deepfake.prediction.run import video_rows
@@ -54,20 +56,23 @@ def list_inputs(source: str | Path) -> list[str]:
     path = Path(source).expanduser()
     if path.is_dir():
         found = sorted(
-            # A dangling or looping link is kept: it gets a row with its error, as an unreadable file does.
+            # A dangling or looping link, a FIFO or a socket is kept: it gets a row with its error, as an
+            # unreadable file does.
             str(p)
             for p in path.rglob("*")
-            if p.suffix.lower() in INPUT_EXTENSIONS and (p.is_file() or p.is_symlink())
+            if p.suffix.lower() in INPUT_EXTENSIONS and not p.is_dir()
         )
         if not found:
             raise UserError(f"input folder {path} holds no images or videos ({', '.join(INPUT_EXTENSIONS)})")
         return found
-    if not path.is_file():
+    if not path.exists():
         raise UserError(
             f"input {path} does not exist; pass a video, an image, a folder or a text file listing them"
         )
     if path.suffix.lower() not in LIST_SUFFIXES:
         return [str(path)]
+    if why := not_regular(path):
+        raise UserError(f"list file {path}: {why}")
     lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
     listed = [line for line in lines if line and not line.startswith("#")]
     if not listed:
@@ -191,12 +196,9 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         )
         for i, prob, error in zip(images, probs, errors, strict=True):
             by_path[i] = image_row(paths[i], float(prob), error, cfg.threshold)
-    for i in (i for i, k in enumerate(kinds) if k == "not_video"):
-        by_path[i] = {
-            **image_row(paths[i], None, NOT_A_VIDEO, cfg.threshold),
-            "frames_used": 0,
-            "faces_found": 0,
-        }
+    for i in (i for i, k in enumerate(kinds) if k in ("not_video", "special")):
+        why = NOT_A_VIDEO if kinds[i] == "not_video" else not_regular(paths[i])
+        by_path[i] = {**image_row(paths[i], None, why, cfg.threshold), "frames_used": 0, "faces_found": 0}
     videos = [i for i, k in enumerate(kinds) if k == "video"]
     if videos:
         found = video_rows(
@@ -274,4 +276,7 @@ def _checked(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"aggregation.k must be > 0 (got {cfg.aggregation.k})")
     if cfg.no_face_prob is not None and not 0.0 <= cfg.no_face_prob <= 1.0:
         raise ConfigError(f"no_face_prob must be in [0, 1] or null (got {cfg.no_face_prob})")
+    timeout = cfg.extraction.timeout_s
+    if timeout is not None and not 0 < timeout < math.inf:  # NaN fails both comparisons
+        raise ConfigError(f"extraction.timeout_s must be a number of seconds > 0 (got {timeout})")
     return cfg

@@ -31,7 +31,7 @@ from deepfake.extraction.faces import read_boxes, save_crops
 from deepfake.extraction.report import ExtractProgress, summary
 from deepfake.extraction.settings import write_settings
 from deepfake.extraction.sources import Job, list_videos, shard_slice
-from deepfake.extraction.video import Decoded, exit_with, timed_read
+from deepfake.extraction.video import MAX_SIDE, TIMEOUT_S, Decoded, exit_with, timed_read
 from deepfake.extraction.writer import ShardWriter, assemble, done_videos, faces_dir, shard_name
 
 log = logging.getLogger(__name__)
@@ -49,14 +49,20 @@ def build_detector(cfg: DictConfig) -> FaceDetector:
 
 
 def decoded_videos(
-    paths: list[str], frames_per_video: int, workers: int, threads: bool = False
+    paths: list[str],
+    frames_per_video: int,
+    workers: int,
+    threads: bool = False,
+    max_side: int = MAX_SIDE,
+    timeout_s: float = TIMEOUT_S,
 ) -> Iterator[tuple[Decoded, float]]:
     """Decoded videos in `paths` order; with workers > 0 up to 2 per worker are decoded ahead, and no more than
-    MAX_FRAMES_AHEAD frames (decoded frames wait in memory at full size: 6 MB each at 1080p). Workers are
-    processes, or with `threads` threads of this process (no start-up: FFmpeg decodes without the GIL)."""
+    MAX_FRAMES_AHEAD frames (each at most `max_side` on its longer side: 48 MB at 4096 x 4096). Workers are
+    processes, or with `threads` threads of this process (no start-up: FFmpeg decodes without the GIL).
+    Processes hand their frames over in shared memory, so a frame is never pickled or held twice."""
     if workers == 0:
         for path in paths:
-            yield timed_read(path, frames_per_video)
+            yield timed_read(path, frames_per_video, max_side, timeout_s)
         return
     if threads:
         pool: Executor = ThreadPoolExecutor(workers, thread_name_prefix="decode")
@@ -65,20 +71,39 @@ def decoded_videos(
         # server imports the main module once and forks each worker from it, where spawn would import it per worker.
         ctx = multiprocessing.get_context("forkserver")
         pool = ProcessPoolExecutor(workers, ctx, initializer=exit_with, initargs=(os.getpid(),))
-    with pool:
-        pending: deque[Future] = deque()
-        queue = iter(paths)
-        ahead = max(1, min(2 * workers, MAX_FRAMES_AHEAD // frames_per_video))
-        for path in queue:
-            pending.append(pool.submit(timed_read, path, frames_per_video))
-            if len(pending) >= ahead:
-                break
-        while pending:
-            result = pending.popleft().result()
-            path = next(queue, None)
-            if path is not None:
-                pending.append(pool.submit(timed_read, path, frames_per_video))
-            yield result
+    pending: deque[Future] = deque()
+    try:
+        with pool:
+            try:
+                yield from _in_order(
+                    pool, paths, pending, frames_per_video, workers, (max_side, timeout_s, not threads)
+                )
+            finally:  # stopped early (an error, Ctrl-C): what has not started never will
+                for future in pending:
+                    future.cancel()
+    finally:  # the pool has stopped: free the frames decoded ahead, which nobody will read
+        for future in pending:
+            if not future.cancelled() and future.exception() is None:
+                future.result()[0].discard()
+
+
+def _in_order(
+    pool: Executor, paths: list[str], pending: deque[Future], frames_per_video: int, workers: int,
+    options: tuple[int, float, bool],
+) -> Iterator[tuple[Decoded, float]]:  # fmt: skip
+    queue = iter(paths)
+    ahead = max(1, min(2 * workers, MAX_FRAMES_AHEAD // frames_per_video))
+    for path in queue:
+        pending.append(pool.submit(timed_read, path, frames_per_video, *options))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        decoded, seconds = pending[0].result()
+        pending.popleft()
+        path = next(queue, None)
+        if path is not None:
+            pending.append(pool.submit(timed_read, path, frames_per_video, *options))
+        yield decoded.unshared(), seconds
 
 
 def _status(decoded: Decoded, crops: int, frames_per_video: int) -> str:
@@ -113,7 +138,7 @@ def extract_video(
     if decoded.info is not None:
         info = decoded.info
         row.update(frames_total=info.frames, width=info.width, height=info.height, fps=round(info.fps, 3),
-                   rotation=info.rotation)  # fmt: skip
+                   rotation=info.rotation, scale=round(info.scale, 6))  # fmt: skip
     tmp, manifest, crops, with_face = None, [], 0, 0
     if decoded.frames:
         try:
@@ -157,7 +182,13 @@ def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[st
         with ExtractProgress(len(todo), cfg.progress, cfg.every_n_seconds) as progress:
             for job, (decoded, seconds) in zip(
                 todo,
-                decoded_videos([j.sample.path for j in todo], cfg.frames_per_video, workers),
+                decoded_videos(
+                    [j.sample.path for j in todo],
+                    cfg.frames_per_video,
+                    workers,
+                    max_side=cfg.decode_max_side,
+                    timeout_s=cfg.timeout_s,
+                ),
                 strict=True,
             ):
                 rows.append(extract_video(job, decoded, seconds, cfg, detector, writer))

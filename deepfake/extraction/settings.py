@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from deepfake.errors import UserError
 from deepfake.extraction.crops import POLICIES
+from deepfake.extraction.video import MAX_FRAMES, MAX_SIDE
 from deepfake.runs.fileio import atomic_write
 
 SETTINGS_FILE = "extraction.json"
@@ -36,6 +37,10 @@ _DETECTOR = {
 }
 
 
+def _int_in(v: Any, low: int, high: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
 def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -44,6 +49,7 @@ def settings_of(cfg: DictConfig) -> dict[str, Any]:
     """The part of an extract config that decides what a crop looks like."""
     return {
         "frames_per_video": int(cfg.frames_per_video),
+        "decode_max_side": int(cfg.decode_max_side),
         "detector": {k: cfg.detector[k] for k in _DETECTOR},
         "faces": {k: cfg.faces[k] for k in _FACES},
     }
@@ -68,9 +74,13 @@ def checked(raw: Any, source: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise bad("(the whole section)")
     fpv = raw.get("frames_per_video")
-    if not (isinstance(fpv, int) and not isinstance(fpv, bool) and fpv > 0):
+    if not _int_in(fpv, 1, MAX_FRAMES):
         raise bad("frames_per_video")
-    out: dict[str, Any] = {"frames_per_video": fpv}
+    # Extractions before the decode cap saved none; they are read with today's default cap.
+    side = raw.get("decode_max_side", MAX_SIDE)
+    if not _int_in(side, 0, 16384):
+        raise bad("decode_max_side")
+    out: dict[str, Any] = {"frames_per_video": fpv, "decode_max_side": side}
     for section, rules in (("detector", _DETECTOR), ("faces", _FACES)):
         values = raw.get(section)
         if not isinstance(values, dict):

@@ -24,7 +24,7 @@ from deepfake.runs.fileio import atomic_write
 
 VIDEO_COLUMNS = (
     "source", "video", "label", "split", "method", "status", "frames_total", "frames_decoded",
-    "frames_with_face", "faces", "width", "height", "fps", "rotation", "seconds", "error",
+    "frames_with_face", "faces", "width", "height", "fps", "rotation", "scale", "seconds", "error",
 )  # fmt: skip
 FACE_COLUMNS = ("file", "frame", "face", "score", "x1", "y1", "x2", "y2",
                 "frame_x1", "frame_y1", "frame_x2", "frame_y2", "m00", "m01", "m02", "m10", "m11", "m12")  # fmt: skip
