@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
@@ -81,6 +82,14 @@ class SlotPool:
             free = shutil.disk_usage("/dev/shm").free
         except OSError:  # no /dev/shm (macOS): shared memory is not a separate, size-capped mount
             free = None
+        available = psutil.virtual_memory().available
+        if need > available:  # e.g. a clip model's clips: model.frames x 3 x img_size^2 bytes per item
+            raise ConfigError(
+                f"the data loader needs {need / 2**30:.1f} GiB of memory for {self.count} batches of "
+                f"{self.shape[0]} items of shape {tuple(self.shape[1:])} but {available / 2**30:.1f} GiB are "
+                "available; lower training.batch_size, data.img_size or model.frames (clip models), or "
+                "data.num_workers and data.prefetch_factor"
+            )
         if free is not None and need > free:
             raise ConfigError(
                 f"the data loader needs {need / 2**20:.0f} MiB of shared memory for {self.count} batches of "
