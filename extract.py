@@ -10,7 +10,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from deepfake.cli import run_reporting_errors
+from deepfake.cli import run_hydra, run_reporting_errors
 from deepfake.extraction.config import register_extract_config
 
 register_extract_config()
@@ -25,4 +25,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main)

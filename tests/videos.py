@@ -50,14 +50,20 @@ def render(photo: np.ndarray, window: Window, size: int) -> np.ndarray:
 
 
 def write_video(
-    path: Path, frames: list[np.ndarray], rate: int = 25, gop: int = 10, rotation: int = 0
+    path: Path,
+    frames: list[np.ndarray],
+    rate: int = 25,
+    gop: int = 10,
+    rotation: int = 0,
+    pix_fmt: str = "yuv420p",
 ) -> Path:
-    """H.264 in MP4 (keyframe every `gop` frames); `rotation` sets the display matrix (degrees CCW)."""
+    """H.264 in MP4 (keyframe every `gop` frames); `rotation` sets the display matrix (degrees CCW);
+    `pix_fmt="yuv444p"` for odd sizes (1 x 1)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         stream.options = {"g": str(gop), "crf": "18"}
         if rotation:
             stream.set_display_rotation(rotation)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from deepfake.errors import ConfigError
 from deepfake.extraction.config import validate
 from deepfake.extraction.detectors import (
     Detection,
@@ -29,10 +30,19 @@ from deepfake.extraction.detectors import (
 )
 from deepfake.extraction.faces import read_boxes, save_crops
 from deepfake.extraction.report import ExtractProgress, summary
-from deepfake.extraction.settings import write_settings
+from deepfake.extraction.settings import changed_settings, write_settings
 from deepfake.extraction.sources import Job, list_videos, shard_slice
 from deepfake.extraction.video import MAX_SIDE, TIMEOUT_S, Decoded, exit_with, timed_read
-from deepfake.extraction.writer import ShardWriter, assemble, done_videos, faces_dir, shard_name
+from deepfake.extraction.writer import (
+    ShardWriter,
+    assemble,
+    clear,
+    done_videos,
+    faces_dir,
+    forget,
+    shard_name,
+    stale_videos,
+)
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +209,23 @@ def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[st
     return rows
 
 
+def _check_rerun(out: Path, cfg: DictConfig) -> None:
+    """A rerun into an output with finished videos must use its settings: crops of two sizes (or detectors) in
+    one manifest would train on a mix. `overwrite=true` deletes the earlier crops and starts over."""
+    changes = changed_settings(out, cfg)
+    done = done_videos(out)
+    if not changes or not done:
+        return
+    if not cfg.overwrite:
+        raise ConfigError(
+            f"{out} holds {len(done)} video(s) extracted with other settings ({'; '.join(changes)}); extract "
+            "into another folder (out=/other/folder), or pass overwrite=true to delete its crops and start over"
+        )
+    log.warning("overwrite=true: deleting the %d video(s) extracted into %s with other settings (%s)",
+                len(done), out, "; ".join(changes))  # fmt: skip
+    clear(out)
+
+
 def extract(cfg: DictConfig) -> Path | None:
     """Run one shard of an extraction; returns manifest.csv once every video is done (else None)."""
     cfg = validate(cfg)
@@ -209,7 +236,13 @@ def extract(cfg: DictConfig) -> Path | None:
         log.warning(note)
     mine = shard_slice(jobs, cfg.shard.index, cfg.shard.count)
     out.mkdir(parents=True, exist_ok=True)
+    _check_rerun(out, cfg)
     write_settings(out, cfg)  # what predict.py needs to crop as this extraction did (via the checkpoint)
+    stale = stale_videos(out, [j.rel for j in mine])
+    if stale:
+        log.warning("%d finished video(s) have crops missing on disk, so they are extracted again: %s",
+                    len(stale), ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else ""))  # fmt: skip
+        forget(out, stale)
     done = done_videos(out)
     todo = [j for j in mine if j.rel not in done]
     log.info("%d video(s) in %s; shard %d/%d has %d, %d already done, %d to extract", len(jobs), root,

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from deepfake.errors import UserError
 from deepfake.extraction.crops import POLICIES
@@ -55,11 +55,45 @@ def settings_of(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+#: Keys beyond prediction's that change what a crop is, or which videos an output holds: recorded too, so a
+#: rerun into the same output can be checked against them.
+_ALSO = {"faces": ("format", "jpeg_quality"), "detector": ("thresholds", "score_threshold", "model")}
+
+
+def recorded(cfg: DictConfig) -> dict[str, Any]:
+    """What extraction.json holds: prediction's settings, plus the other keys a resumed run must share."""
+    out = settings_of(cfg)
+    for section, keys in _ALSO.items():
+        out[section].update({k: OmegaConf.to_container(cfg[section], resolve=True)[k] for k in keys})
+    out["dataset"] = OmegaConf.to_container(cfg.dataset, resolve=True)
+    return out
+
+
 def write_settings(out: Path, cfg: DictConfig) -> Path:
     path = out / SETTINGS_FILE
-    text = json.dumps(settings_of(cfg), indent=2) + "\n"
+    text = json.dumps(recorded(cfg), indent=2) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
     return path
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+
+
+def changed_settings(out: Path, cfg: DictConfig) -> list[str]:
+    """`key: old -> new` for each recorded setting that differs from the extraction.json in `out` (keys an
+    older file lacks are not compared); empty when there is no file."""
+    path = out / SETTINGS_FILE
+    if not path.is_file():
+        return []
+    try:
+        old = _flat(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path} cannot be read as JSON ({e}); pass overwrite=true to start over") from None
+    new = _flat(recorded(cfg))
+    return [f"{k}: {old[k]} -> {new[k]}" for k in sorted(old.keys() & new.keys()) if old[k] != new[k]]
 
 
 def checked(raw: Any, source: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import contextlib
 import math
 import mmap
 import os
+import signal
 import stat
 import threading
 import time
@@ -288,7 +289,10 @@ def timed_read(
 
 def exit_with(parent: int) -> None:
     """Decode-worker initializer: end this process once `parent` is gone, so a `kill -9` of an extraction
-    leaves no orphaned decoders (the pool's own shutdown covers every other way out)."""
+    leaves no orphaned decoders (the pool's own shutdown covers every other way out). A terminal's Ctrl-C
+    reaches the whole process group: the worker ignores it and finishes its video, and the main process,
+    which stops, shuts the pool down (a worker that died of it would print its own traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while True:
