@@ -208,9 +208,11 @@ class DataModule:
     def setup_test_sets(self) -> list[str]:
         """Scan what evaluation reports on: each of `test_sets`, else this dataset's test split; returns names.
 
-        A set is named after its folder (made unique), which names its `eval/<set>/` results folder.
+        A set is named after its folder, or its folder and stem (`test_set_name`), made unique; the name
+        names its `eval/<set>/` results folder.
         """
         self.test_samples = {}
+        self.test_sources: dict[str, str] = {}  # set name -> what it was scanned from (a resolved path)
         if not self.test_sets:
             rows = [r for r in self.rows() if r.split == self.splits["test"]]
             if not rows:
@@ -219,14 +221,16 @@ class DataModule:
                     "name the test sets instead: 'data.test_sets=[/path/to/set, ...]'"
                 )
             self.test_samples["test"] = rows
+            self.test_sources["test"] = f"{self.source_name}: the {self.splits['test']} split"
         for source in self.test_sets:
             path = Path(source).expanduser()
-            base = name = path.name or "test"
+            base = name = test_set_name(path)
             n = 1
             while name in self.test_samples:
                 n += 1
                 name = f"{base}_{n}"
             self.test_samples[name] = self._scan_test_set(path)
+            self.test_sources[name] = str(path.resolve())
         if self.clip_frames > 1:  # one row per video, its first frame: what the clip's prediction stands for
             self.test_frames = dict(self.test_samples)
             self.test_samples = {n: self._clips(f, None).samples for n, f in self.test_frames.items()}
@@ -388,6 +392,17 @@ class DataModule:
             **options,
         )
         return DeviceDecodeLoader(loader, self.img_size, torch.device("cuda", torch.cuda.current_device()))
+
+
+def test_set_name(path: Path) -> str:
+    """A test set's name: a manifest's folder and stem (`celebdf_faces/manifest.csv` -> celebdf_faces_manifest:
+    every extraction's manifest is called manifest.csv), a split folder with its dataset's name
+    (`celebdf/test` -> celebdf_test), any other folder its own name."""
+    if path.suffix.lower() == ".csv":
+        return f"{path.parent.name}_{path.stem}" if path.parent.name else path.stem
+    if path.name in ("train", "val", "test") and path.parent.name:
+        return f"{path.parent.name}_{path.name}"
+    return path.name or "test"
 
 
 def init_worker(worker_id: int) -> None:

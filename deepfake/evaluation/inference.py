@@ -22,7 +22,7 @@ from deepfake.evaluation.calibration import checked_temperature
 from deepfake.models import DeepfakeDetector, get_model
 from deepfake.runs.safe_config import trusted_config
 from deepfake.system.precision import Precision
-from deepfake.training.checkpoint import load_checkpoint
+from deepfake.training.checkpoint import load_checkpoint, load_weights
 
 #: Model keys that shape the network or its memory layout; the rest (pretrained, compile, ...) only train.
 _BUILD_KEYS = (
@@ -90,12 +90,9 @@ def load_detector(path: str | Path) -> LoadedDetector:
             f"{path}: its saved model settings cannot build a detector ({type(e).__name__}: {str(e)[:200]}); "
             "export the checkpoint again from its run, or retrain"
         ) from None
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise UserError(
-            f"the weights in {path} do not fit architecture {state['architecture']}: {str(e)[:300]}"
-        ) from None
+    load_weights(
+        model, state["model"], f"the weights in {path} do not fit architecture {state['architecture']}"
+    )
     return LoadedDetector(
         model=model.eval(), path=path.resolve(), config=config, checkpoint=state, temperature=temperature
     )

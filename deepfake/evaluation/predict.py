@@ -32,7 +32,7 @@ from deepfake.evaluation.ensemble import Ensemble, Member, checkpoint_list, clip
 from deepfake.evaluation.inference import scoring_precision
 from deepfake.extraction.video import not_regular
 from deepfake.prediction.inputs import NOT_A_VIDEO, VIDEO_EXTENSIONS, video_kind
-from deepfake.prediction.rows import COLUMNS, image_row, write_csv
+from deepfake.prediction.rows import COLUMNS, frames_path, image_row, write_csv
 from deepfake.prediction.run import video_rows
 from deepfake.runs.fileio import atomic_write, require_writable
 from deepfake.system.hardware import HardwareManager
@@ -170,6 +170,14 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     fmt = output_format(cfg.output, cfg.format)
     output = Path(cfg.output).expanduser()
     # Checked now, not after inference: a long run must not end in a write that was bound to fail.
+    for path, what in (
+        (output, "output"),
+        (frames_path(output), "per_frame's file") if cfg.per_frame else (None, ""),
+    ):
+        if path is not None and path.is_dir():
+            raise UserError(
+                f"{what} {path} is a folder, not a file: pass output=<file>.csv or .json, e.g. output={output / 'preds.csv'}"
+            )
     require_writable(output.parent, "the output folder", "pass output=<a path in a writable folder>")
     checkpoints = checkpoint_list(cfg.checkpoint)
     paths = list_inputs(cfg.input)  # a wrong path fails before any checkpoint is read

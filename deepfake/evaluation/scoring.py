@@ -8,6 +8,7 @@ them from that file. The cross-dataset protocol reports test sets only: nothing 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -222,13 +223,59 @@ def evaluate_sets(
                 raise UserError(f"test set {name} lists different images at different input sizes")
         loaders = {size: module.test_dataloader(name) for size, module in data.items()}
         raw = set_logits(ensemble, loaders, samples, device)
+        for loader in loaders.values():
+            loader.close()  # persistent workers: not kept alive until the process ends
         probs, raw_probs, report = scored_report(ensemble, raw, samples, eval_cfg, seed)
-        report = {"set": name, **(context or {}), **report}
-        write_set(out_dir / name, samples, probs, report, raw_probs if eval_cfg["calibrated"] else None)
-        reports[name] = report
-        log.info("evaluated %s: %d images -> %s", name, len(samples), out_dir / name)
+        identity = evaluation_identity(
+            getattr(first, "test_sources", {}).get(name, name), ensemble, eval_cfg, context
+        )
+        folder = results_dir(out_dir, name, identity)
+        report = {"set": folder.name, **(context or {}), "evaluation": identity, **report}
+        write_set(folder, samples, probs, report, raw_probs if eval_cfg["calibrated"] else None)
+        reports[folder.name] = report
+        log.info("evaluated %s: %d images -> %s", name, len(samples), folder)
     log.info("\n%s", results_table(reports))
     return reports
+
+
+def evaluation_identity(
+    source: str, ensemble: Ensemble, eval_cfg: Mapping[str, Any], context: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """What makes two evaluations' results the same: the data, the checkpoint(s) and the settings that change
+    the numbers. Recorded in metrics.json (`evaluation`) and compared before a results folder is reused."""
+    checkpoints = dict(context or {})
+    settings = {k: eval_cfg[k] for k in ("threshold", "video_aggregation", "calibrated") if k in eval_cfg}
+    settings.update(tta=ensemble.tta, video_topk=int(eval_cfg.get("video_topk", TOPK)))
+    if len(ensemble.members) > 1:
+        settings["ensemble_mean"] = ensemble.mean
+    return {"data": source, **checkpoints, "settings": settings}
+
+
+def results_dir(out_dir: Path, name: str, identity: Mapping[str, Any]) -> Path:
+    """`out_dir/<name>`, unless it holds another evaluation's results (other data, checkpoints or settings, or
+    results too old to say): then the first free `<name>_<k>`, and the log says so. Nothing is overwritten
+    but the results of the same evaluation."""
+    candidate, k = name, 1
+    while True:
+        folder = out_dir / candidate
+        metrics = folder / "metrics.json"
+        if not folder.exists() or (not metrics.exists() and not any(folder.iterdir())):
+            break
+        try:
+            earlier = json.loads(metrics.read_text()).get("evaluation")
+        except (OSError, ValueError):
+            earlier = None
+        if earlier == json.loads(
+            json.dumps(identity)
+        ):  # compared as JSON reads them back (lists, not tuples)
+            log.info("replacing the earlier results of the same evaluation in %s", folder)
+            break
+        k += 1
+        candidate = f"{name}_{k}"
+    if candidate != name:
+        log.warning("%s holds another evaluation's results (other data, checkpoints or settings): this "
+                    "evaluation's go to %s", out_dir / name, folder)  # fmt: skip
+    return folder
 
 
 def results_table(reports: Mapping[str, dict]) -> str:
@@ -315,7 +362,10 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     loaded = [load_detector(path) for path in paths]  # every member's file checked before any work
     first = loaded[0]
     run_cfg = evaluation_config(first.config, cfg, overrides)
-    out_dir = Path(run_cfg.eval.out_dir).expanduser() if run_cfg.eval.out_dir else first.run_dir / "eval"
+    if run_cfg.eval.out_dir:
+        out_dir = Path(run_cfg.eval.out_dir).expanduser()
+    else:  # an ensemble's results are no member's: they get their own folder
+        out_dir = first.run_dir / "eval" if len(loaded) == 1 else ensemble_dir([d.path for d in loaded])
     require_writable(out_dir, "the results folder", "pass eval.out_dir=<a writable folder>")
     hw = HardwareManager(**run_cfg.hardware)
     hw.configure(resolve_num_workers(run_cfg.data.num_workers))
@@ -345,6 +395,14 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
         else {"checkpoints": [str(d.path) for d in loaded]}
     )
     return evaluate_sets(ensemble, data, names, hw.device, run_cfg.eval, out_dir, run_cfg.seed, context)
+
+
+def ensemble_dir(paths: Sequence[Path]) -> Path:
+    """`ensembles/<stems>-<digest>` in the working directory: an ensemble's own results folder, named by its
+    members (the digest of their full paths keeps two ensembles of same-named files apart)."""
+    digest = hashlib.sha256("\n".join(str(p) for p in paths).encode()).hexdigest()[:8]
+    stems = "+".join(p.parent.parent.name if p.parent.name == "checkpoints" else p.stem for p in paths)
+    return Path("ensembles") / f"{stems[:80]}-{digest}"
 
 
 def evaluation_config(saved: DictConfig | None, cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:

@@ -30,7 +30,7 @@ from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError, UserError
 from deepfake.models import resolve_architecture
 from deepfake.runs.safe_config import trusted_config
-from deepfake.training.checkpoint import Checkpointer, load_checkpoint, set_rng_state, unwrap
+from deepfake.training.checkpoint import Checkpointer, load_checkpoint, load_weights, set_rng_state, unwrap
 from deepfake.training.early_stopping import Best, EarlyStopping
 from deepfake.training.engine import TrainState
 
@@ -262,10 +262,7 @@ def restore_training(
 ) -> None:
     """Load weights and optimizer/scheduler/scaler/EMA state; the RNG comes last, just before training."""
     state = resume.state
-    try:
-        unwrap(model).load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise UserError(f"the weights in {resume.path} do not fit this model: {e}") from None
+    load_weights(unwrap(model), state["model"], f"the weights in {resume.path} do not fit this model")
     global_step = resume.train_state.get("global_step", 0)
     if replan and scheduler is not None:
         with warnings.catch_warnings():  # the fast-forward steps the schedule without optimizer steps

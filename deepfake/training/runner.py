@@ -140,12 +140,23 @@ class Trainer(TrainerSetup):
         self.calibration: dict[str, Any] | None = None  # best.pt's fitted temperature, for metrics.json
 
     def run(self) -> float:
-        self.setup()
-        self.restore()
-        self.observers = self.make_observers()
-        best = self.finish(self.fit())
+        try:
+            self.setup()
+            self.restore()
+            self.observers = self.make_observers()
+            best = self.finish(self.fit())
+        finally:
+            self.close_loaders()
         check_verdict(self.observers)  # debug.overfit_batches: passed, or OverfitCheckFailed (exit 1)
         return best
+
+    def close_loaders(self) -> None:
+        """Stop the loaders' persistent workers now. A process that lives on after the run (a joblib sweep's
+        loky worker) would otherwise keep them, and its exit would wait on them forever."""
+        for name in ("train_loader", "val_loader"):
+            loader = getattr(self, name, None)
+            if loader is not None:
+                loader.close()
 
     # ----- resume -----
 
