@@ -45,3 +45,41 @@ def test_a_workers_unreadable_image_ends_evaluate_with_one_error_line(
         "row or file) and run again."
     ]
     assert "Traceback" not in done.stderr and "Caught DataError" not in done.stderr
+
+
+@pytest.mark.slow
+def test_fifos_in_a_predict_folder_or_list_get_error_rows_instead_of_blocking(
+    trained_run: dict[str, Path], tmp_path: Path
+) -> None:
+    """A FIFO in a predict list, or behind a symlink in a predict folder, blocked predict.py forever."""
+    import os
+    import shutil
+    import threading
+
+    from deepfake.evaluation.predict import predict
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.mkfifo(elsewhere / "pipe.mp4")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(next((trained_run["dfdc"] / "real").rglob("*.png")), folder / "ok.png")
+    os.mkfifo(folder / "b.mp4")
+    (folder / "link.mp4").symlink_to(elsewhere / "pipe.mp4")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{folder / 'ok.png'}\n{elsewhere / 'pipe.mp4'}\n")
+    results: dict[str, list] = {}
+
+    def run(name: str, source: Path) -> None:
+        results[name] = predict({"checkpoint": str(trained_run["run"]), "input": str(source), "num_workers": 0,
+                                 "output": str(tmp_path / f"{name}.csv")})  # fmt: skip
+
+    for name, source in (("folder", folder), ("list", listing)):
+        worker = threading.Thread(target=run, args=(name, source), daemon=True)
+        worker.start()
+        worker.join(DEADLINE)
+        assert not worker.is_alive(), f"predict on the {name} still running after {DEADLINE} s: it blocks"
+    fifo = "not a regular file: a FIFO (named pipe); only regular files are read"
+    by_name = {Path(r["path"]).name: (r["status"], r["error"]) for r in results["folder"]}
+    assert by_name == {"b.mp4": ("error", fifo), "link.mp4": ("error", fifo), "ok.png": ("ok", None)}
+    assert [(r["status"], r["error"]) for r in results["list"]] == [("ok", None), ("error", fifo)]

@@ -208,7 +208,7 @@ class DataModule:
     def setup_test_sets(self) -> list[str]:
         """Scan what evaluation reports on: each of `test_sets`, else this dataset's test split; returns names.
 
-        A set is named after its folder, or its folder and stem (`test_set_name`), made unique; the name
+        A set is named after its folder, or its folder and stem (`set_name_of`), made unique; the name
         names its `eval/<set>/` results folder.
         """
         self.test_samples = {}
@@ -224,7 +224,7 @@ class DataModule:
             self.test_sources["test"] = f"{self.source_name}: the {self.splits['test']} split"
         for source in self.test_sets:
             path = Path(source).expanduser()
-            base = name = test_set_name(path)
+            base = name = set_name_of(path)
             n = 1
             while name in self.test_samples:
                 n += 1
@@ -394,7 +394,7 @@ class DataModule:
         return DeviceDecodeLoader(loader, self.img_size, torch.device("cuda", torch.cuda.current_device()))
 
 
-def test_set_name(path: Path) -> str:
+def set_name_of(path: Path) -> str:
     """A test set's name: a manifest's folder and stem (`celebdf_faces/manifest.csv` -> celebdf_faces_manifest:
     every extraction's manifest is called manifest.csv), a split folder with its dataset's name
     (`celebdf/test` -> celebdf_test), any other folder its own name."""
