@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from deepfake.data import DataModule
@@ -158,3 +159,24 @@ def test_a_workers_user_error_comes_back_as_itself_and_stops_the_workers() -> No
         list(loader)
     assert str(caught.value) == "cannot read image /data/bad.txt: not an image"
     assert loader.loader._iterator is None  # workers shut down: nothing left for the exit handler to join
+
+
+def test_device_decodings_worker_error_comes_back_as_itself_too(tmp_path: Path) -> None:
+    """data.decode=gpu's loader (run here on the CPU): the same one-line error, the same shutdown."""
+    from deepfake.data.device_loader import DeviceDecodeLoader, PayloadFiles, collate_payloads
+    from deepfake.data.samples import Sample
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image\n")
+    good = tmp_path / "face.png"
+    Image.new("RGB", (SIZE, SIZE), (90, 90, 90)).save(good)
+    samples = [Sample(path=str(p), label=0, video=str(p), method="") for p in (good, good, bad, good)]
+    ds = FaceDataset(samples, None, seed=0, decode_size=SIZE, deferred=True)
+    loader = DataLoader(PayloadFiles(ds), batch_size=2, sampler=EpochSampler(4, shuffle=False),
+                        collate_fn=collate_payloads, num_workers=2, persistent_workers=True,
+                        worker_init_fn=init_worker)  # fmt: skip
+    device_loader = DeviceDecodeLoader(loader, SIZE, torch.device("cpu"))
+    with pytest.raises(DataError) as caught:
+        list(device_loader)
+    assert str(caught.value).startswith(f"cannot read image {bad}: cannot identify image file")
+    assert "\n" not in str(caught.value) and loader._iterator is None

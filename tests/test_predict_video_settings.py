@@ -33,7 +33,9 @@ def test_extraction_settings_round_trip_and_reach_a_manifest_run(tmp_path: Path)
         "frames_per_video": 8,
         "decode_max_side": 4096,
         "detector": {k: saved["detector"][k] for k in ("kind", "max_side", "min_face_size")},
-        "faces": {k: saved["faces"][k] for k in ("policy", "min_size", "min_score", "margin", "size", "align")},
+        "faces": {
+            k: saved["faces"][k] for k in ("policy", "min_size", "min_score", "margin", "size", "align")
+        },
     }
     assert read_settings(tmp_path) == prediction and saved["faces"]["format"] == "png"
     data = OmegaConf.create({"kind": "manifest", "manifest": str(tmp_path / "manifest.csv")})

@@ -26,7 +26,7 @@ from deepfake.data.balance import cap_frames_per_video, pos_weight, sample_weigh
 from deepfake.data.cache import build_cache
 from deepfake.data.clips import ClipDataset
 from deepfake.data.dataset import EpochSampler, FaceDataset, LimitedSampler, sbi_groups
-from deepfake.data.device_loader import DeviceDecodeLoader, collate_payloads
+from deepfake.data.device_loader import DeviceDecodeLoader, PayloadFiles, collate_payloads
 from deepfake.data.loader import SlotLoader
 from deepfake.data.manifest import read_manifest
 from deepfake.data.samples import FOLDER_LAYOUT, Sample, scan_folder, scan_split
@@ -383,7 +383,7 @@ class DataModule:
                               **options)  # fmt: skip
         # data.decode=gpu: workers ship payloads (JPEG bytes) of different lengths; the GPU decodes each batch.
         loader = DataLoader(
-            ds,
+            PayloadFiles(ds),
             batch_size=batch_size,
             sampler=sampler,
             pin_memory=self.pin_memory,
