@@ -6,9 +6,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from deepfake.cli import run_hydra, run_reporting_errors
+from deepfake.cli import run_hydra
 from deepfake.config import register_configs
-from deepfake.evaluation.scoring import evaluate
+from deepfake.exits import run_reporting_errors
+from deepfake.reporting.eval_sets import evaluate
 
 __all__ = ["evaluate"]
 

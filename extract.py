@@ -10,7 +10,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from deepfake.cli import run_hydra, run_reporting_errors
+from deepfake.cli import run_hydra
+from deepfake.exits import run_reporting_errors
 from deepfake.extraction.config import register_extract_config
 
 register_extract_config()

@@ -1,13 +1,19 @@
-"""Probability of fake per image: `python predict.py checkpoint=<run dir | .pt> input=<image | folder | list> output=preds.csv`."""
+"""Probability of fake per video or image:
+`python predict.py checkpoint=<run dir | .pt> input=<video | image | folder | list> output=preds.csv`.
+
+Videos are decoded, their faces found and cropped as extract.py did, scored and aggregated to one row each;
+images are face crops, one row each (deepfake.prediction.driver).
+"""
 
 from __future__ import annotations
 
 import hydra
 from omegaconf import DictConfig
 
-from deepfake.cli import run_hydra, run_reporting_errors
+from deepfake.cli import run_hydra
 from deepfake.config import register_configs
-from deepfake.evaluation.predict import predict
+from deepfake.exits import run_reporting_errors
+from deepfake.prediction.driver import predict
 
 __all__ = ["predict"]
 

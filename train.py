@@ -12,12 +12,13 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from deepfake.checks.preflight import run as run_check
-from deepfake.cli import run_hydra, run_reporting_errors
+from deepfake.cli import run_hydra
 from deepfake.config import register_configs
+from deepfake.exits import run_reporting_errors
 from deepfake.sweeps.sweep_job import run_job
 from deepfake.system.distributed import worker_hydra_overrides
 from deepfake.training.lr_finder import find_lr
+from deepfake.training.preflight import run as run_check
 from deepfake.training.runner import train
 
 __all__ = ["train"]

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 from rich.console import Console
 
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.reporting.progress import ProgressTracker, fan_out
 from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.system.hardware import HardwareManager

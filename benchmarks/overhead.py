@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from bare_step import bare_step
 
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.reporting.progress import ProgressTracker, fan_out
 from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.system.hardware import HardwareManager

@@ -36,10 +36,9 @@ from skimage import data
 
 from deepfake.config import PredictExtractionConfig
 from deepfake.evaluation.ensemble import Ensemble, ensemble_of
-from deepfake.extraction.detectors import FaceDetector
-from deepfake.extraction.pipeline import build_detector
+from deepfake.extraction.face_finder import FaceFinder, build_finder
 from deepfake.extraction.video import read_frames
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.prediction.run import cpu_threads
 from deepfake.prediction.settings import crop_settings
 from deepfake.prediction.videos import Aggregation, predict_videos, score_crops, video_crops
@@ -95,7 +94,7 @@ def timed() -> Iterator[Timed]:
 
 
 def one_round(
-    paths: list[str], keep: int, settings: DictConfig, detector: FaceDetector, score: Ensemble, workers: int
+    paths: list[str], keep: int, settings: DictConfig, detector: FaceFinder, score: Ensemble, workers: int
 ) -> tuple[dict[str, Timed], Timed, int]:
     """Each stage alone, then the pipeline: their timings and the faces classified."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -136,7 +135,7 @@ def main() -> None:
     overrides = OmegaConf.structured(PredictExtractionConfig)
     overrides.frames_per_video = args.keep
     settings = crop_settings(loaded, overrides)
-    detector = build_detector(settings.detector)
+    detector = build_finder(settings.detector)
     score = ensemble_of([loaded], device, Precision(device.type, None))
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -171,18 +171,17 @@ def test_validation_refuses_a_value_outside_the_choices(key: str, bad: str) -> N
 def test_consumers_use_the_single_choice_lists() -> None:
     """The modules that take these values check against the same tuples, not copies."""
     from deepfake.data import module
-    from deepfake.evaluation import predict
-    from deepfake.reporting import progress
-    from deepfake.system import distributed
+    from deepfake.prediction import driver
+    from deepfake.system import console, distributed
 
     assert module.KINDS is choices.DATA_KINDS
     assert module.BALANCE is choices.BALANCE
     assert module.CACHES is choices.CACHES
     assert module.DECODERS is choices.DECODERS
     assert module.FAKE_SYNTHESIS is choices.FAKE_SYNTHESIS
-    assert progress.MODES is choices.PROGRESS
+    assert console.MODES is choices.PROGRESS
     assert distributed.BACKENDS is choices.BACKENDS
-    assert predict.FORMATS is choices.PREDICTION_FORMATS
+    assert driver.FORMATS is choices.PREDICTION_FORMATS
 
 
 def test_data_module_error_lists_the_shared_choices(tmp_path: Path) -> None:

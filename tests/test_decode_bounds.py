@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from deepfake.errors import ConfigError
 from deepfake.extraction.config import validate
-from deepfake.extraction.detectors import MtcnnDetector, detect_downscaled
+from deepfake.extraction.face_finder import MtcnnFinder, detect_downscaled
 from deepfake.extraction.pipeline import _status, decoded_videos
 from deepfake.extraction.video import Decoded, from_shared, not_regular, read_frames, to_shared
 from deepfake.prediction.inputs import video_kind
@@ -126,7 +126,7 @@ def decoded_ok(decoded: Decoded) -> bool:
 def test_frames_too_small_for_the_smallest_face_have_no_face(side: int) -> None:
     """MTCNN's image pyramid is empty below its 20 px window (`torch.cat(): expected a non-empty list`)."""
     frames = [np.full((side, side, 3), 120, np.uint8)] * 3
-    assert detect_downscaled(MtcnnDetector("cpu"), frames, 640, 40, 32) == [[], [], []]
+    assert detect_downscaled(MtcnnFinder("cpu"), frames, 640, 40, 32) == [[], [], []]
 
 
 def test_extract_refuses_non_finite_and_unbounded_settings() -> None:

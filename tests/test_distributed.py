@@ -16,11 +16,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from deepfake.data.dataset import EpochSampler
+from deepfake.data.dataset import EpochSampler, ShardedSampler
 from deepfake.errors import ConfigError, UserError
 from deepfake.system.distributed import (
     DistContext,
-    ShardedSampler,
     gather_predictions,
     resolve_backend,
     worker_hydra_overrides,

@@ -27,7 +27,7 @@ from deepfake.data.sbi import landmark_path
 from deepfake.extraction.config import register_extract_config
 from deepfake.extraction.crops import invert, map_box
 from deepfake.extraction.pipeline import PAUSE_ENV, extract
-from deepfake.training.checkpoint import load_checkpoint
+from deepfake.runs.checkpoint import load_checkpoint
 from tests.conftest import CONF, FAST, ROOT, run_cli
 from tests.test_extract import make_ffpp_videos
 from tests.videos import VideoSet

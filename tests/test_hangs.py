@@ -56,7 +56,7 @@ def test_fifos_in_a_predict_folder_or_list_get_error_rows_instead_of_blocking(
     import shutil
     import threading
 
-    from deepfake.evaluation.predict import predict
+    from deepfake.prediction.driver import predict
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

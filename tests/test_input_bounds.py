@@ -21,8 +21,8 @@ from deepfake.config import to_config
 from deepfake.data.loader import SlotPool
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.inference import load_detector
-from deepfake.models import get_model
-from deepfake.training.checkpoint import build_state, save_checkpoint
+from deepfake.model.detector import get_model
+from deepfake.runs.checkpoint import build_state, save_checkpoint
 from tests.conftest import ROOT
 
 GiB = 2**30

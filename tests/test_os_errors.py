@@ -18,11 +18,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from deepfake.cli import run_reporting_errors
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError
-from deepfake.evaluation.predict import predict
-from deepfake.evaluation.scoring import evaluate
+from deepfake.exits import run_reporting_errors
+from deepfake.prediction.driver import predict
+from deepfake.reporting.eval_sets import evaluate
 from deepfake.runs.backup import ProjectBackup
 from deepfake.training.runner import train
 from tests.conftest import ROOT, make_folder_dataset, run_cli
@@ -289,7 +289,7 @@ def test_predict_into_a_read_only_folder_fails_before_inference(
     def no_inference(*args: Any) -> None:
         raise AssertionError("inference started although the output cannot be written")
 
-    monkeypatch.setattr("deepfake.evaluation.predict.load_ensemble", no_inference)
+    monkeypatch.setattr("deepfake.prediction.driver.load_ensemble", no_inference)
     folder = read_only(Path(tempfile.mkdtemp(dir=shared["base"])))
     cfg = {"checkpoint": str(shared["run"]), "input": str(shared["data"]), "output": str(folder / "p.csv")}
     code, err = run_unprivileged(tmp_path, predict, cfg)

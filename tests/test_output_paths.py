@@ -15,10 +15,10 @@ from omegaconf import DictConfig
 from deepfake.data.module import set_name_of
 from deepfake.errors import UserError
 from deepfake.evaluation.inference import load_detector
-from deepfake.evaluation.predict import predict
-from deepfake.evaluation.scoring import ensemble_dir, evaluate, results_dir
-from deepfake.models import get_model
-from deepfake.training.checkpoint import build_state, save_checkpoint
+from deepfake.model.detector import get_model
+from deepfake.prediction.driver import predict
+from deepfake.reporting.eval_sets import ensemble_dir, evaluate, results_dir
+from deepfake.runs.checkpoint import build_state, save_checkpoint
 from deepfake.training.runner import train
 from tests.conftest import FAST, make_folder_dataset
 

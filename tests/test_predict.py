@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deepfake.errors import ConfigError, UserError
-from deepfake.evaluation.predict import list_inputs, predict
+from deepfake.prediction.driver import list_inputs, predict
 from tests.conftest import ROOT, run_cli
 
 

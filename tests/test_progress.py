@@ -23,7 +23,8 @@ from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from deepfake.reporting import progress as progress_module
-from deepfake.reporting.progress import ProgressTracker, resolve_mode
+from deepfake.reporting.progress import ProgressTracker
+from deepfake.system.console import resolve_mode
 from tests.conftest import FAST, ROOT, make_folder_dataset, run_cli
 
 TRAIN = {"train/epoch_loss": 0.5, "train/epoch_img_per_s": 100.0}

@@ -11,7 +11,7 @@ import torch
 from deepfake.data import DataModule
 from deepfake.data.synthetic import generate_synthetic_dataset
 from deepfake.evaluation.metrics import detection_metrics
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.system.precision import Precision
 from deepfake.training.engine import validate
 

@@ -3,6 +3,8 @@
 Hydra merges `conf/` onto the schema, so an unknown key or a wrong type fails at composition time with the key's
 full name; `validate()` adds the value checks a type cannot express (ranges, choices). Python users build the
 same tree directly: `Config(base_path=..., use_drive=True)`.
+
+On the ground floor with `errors`, `choices` and `exits`. May import: those only.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from omegaconf import MISSING
 
 @dataclass
 class ModelConfig:
-    _target_: str = "deepfake.models.get_model"
+    _target_: str = "deepfake.model.detector.get_model"
     architecture: str = "tiny"
     pretrained: bool = False
     weights: str | None = None

@@ -25,14 +25,13 @@ from deepfake.data.augment import build_augment
 from deepfake.data.balance import cap_frames_per_video, pos_weight, sample_weights
 from deepfake.data.cache import build_cache
 from deepfake.data.clips import ClipDataset
-from deepfake.data.dataset import EpochSampler, FaceDataset, LimitedSampler, sbi_groups
+from deepfake.data.dataset import EpochSampler, FaceDataset, LimitedSampler, ShardedSampler, sbi_groups
 from deepfake.data.device_loader import DeviceDecodeLoader, PayloadFiles, collate_payloads
 from deepfake.data.loader import SlotLoader
 from deepfake.data.manifest import read_manifest
 from deepfake.data.samples import FOLDER_LAYOUT, Sample, scan_folder, scan_split
 from deepfake.data.transforms import eval_transform
 from deepfake.errors import ConfigError, DataError
-from deepfake.system.distributed import ShardedSampler
 from deepfake.system.interrupt import ignore_in_worker
 
 log = logging.getLogger(__name__)
@@ -127,7 +126,7 @@ class DataModule:
         self.samples: dict[str, list[Sample]] = {}
         self.test_samples: dict[str, list[Sample]] = {}
         self.sbi_sources: list[int] = []
-        # > 1 when the model takes clips (`deepfake.detectors.temporal`): items are videos of this many frames
+        # > 1 when the model takes clips (`deepfake.model.temporal`): items are videos of this many frames
         self.clip_frames = clip_frames
         self.test_frames: dict[str, list[Sample]] = {}
         if clip_frames > 1 and (self.fake_synthesis != "none" or self.decode == "gpu"):

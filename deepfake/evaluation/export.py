@@ -22,9 +22,9 @@ import torch
 from omegaconf import MISSING, OmegaConf
 from torch import nn
 
-from deepfake.cli import run_reporting_errors
 from deepfake.errors import ConfigError
 from deepfake.evaluation.inference import LoadedDetector, load_detector
+from deepfake.exits import run_reporting_errors
 from deepfake.runs.fileio import atomic_write
 
 log = logging.getLogger("deepfake")

@@ -19,10 +19,10 @@ from omegaconf import DictConfig
 from deepfake.config.checks import MAX_CLIP_FRAMES, MAX_IMG_SIZE
 from deepfake.errors import UserError
 from deepfake.evaluation.calibration import checked_temperature
-from deepfake.models import DeepfakeDetector, get_model
+from deepfake.model.detector import DeepfakeDetector, get_model
+from deepfake.runs.checkpoint import load_checkpoint, load_weights
 from deepfake.runs.safe_config import trusted_config
 from deepfake.system.precision import Precision
-from deepfake.training.checkpoint import load_checkpoint, load_weights
 
 #: Model keys that shape the network or its memory layout; the rest (pretrained, compile, ...) only train.
 _BUILD_KEYS = (

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from deepfake.extraction.crops import apply, crop_face, invert, select_faces
-from deepfake.extraction.detectors import Detection
+from deepfake.extraction.face_finder import Detection
 from deepfake.extraction.writer import FACE_COLUMNS, FACES_CSV
 
 

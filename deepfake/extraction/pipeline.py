@@ -8,12 +8,8 @@ handled in a fixed order, so an FF++ original is on disk before the fakes that r
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import time
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -21,18 +17,19 @@ from omegaconf import DictConfig
 
 from deepfake.errors import ConfigError
 from deepfake.extraction.config import validate
-from deepfake.extraction.detectors import (
+from deepfake.extraction.decode_pool import decoded_videos
+from deepfake.extraction.face_finder import (
     Detection,
-    FaceDetector,
-    MtcnnDetector,
-    YunetDetector,
+    FaceFinder,
+    MtcnnFinder,
+    build_finder,
     detect_downscaled,
 )
 from deepfake.extraction.faces import read_boxes, save_crops
 from deepfake.extraction.report import ExtractProgress, summary
 from deepfake.extraction.settings import changed_settings, write_settings
 from deepfake.extraction.sources import Job, list_videos, shard_slice
-from deepfake.extraction.video import MAX_SIDE, TIMEOUT_S, Decoded, exit_with, timed_read
+from deepfake.extraction.video import Decoded
 from deepfake.extraction.writer import (
     ShardWriter,
     assemble,
@@ -49,71 +46,6 @@ log = logging.getLogger(__name__)
 #: Test hook: seconds to sleep after a video's crops are written and before they are moved into place, so a
 #: test can `kill -9` an extraction in the middle of a video.
 PAUSE_ENV = "DEEPFAKE_EXTRACT_TEST_PAUSE"
-MAX_FRAMES_AHEAD = 1024  # decoded frames waiting for the detector, at most (about 6 GB of 1080p frames)
-
-
-def build_detector(cfg: DictConfig) -> FaceDetector:
-    if cfg.kind == "yunet":
-        return YunetDetector(cfg.model, cfg.score_threshold)
-    return MtcnnDetector(cfg.device, list(cfg.thresholds))
-
-
-def decoded_videos(
-    paths: list[str],
-    frames_per_video: int,
-    workers: int,
-    threads: bool = False,
-    max_side: int = MAX_SIDE,
-    timeout_s: float = TIMEOUT_S,
-) -> Iterator[tuple[Decoded, float]]:
-    """Decoded videos in `paths` order; with workers > 0 up to 2 per worker are decoded ahead, and no more than
-    MAX_FRAMES_AHEAD frames (each at most `max_side` on its longer side: 48 MB at 4096 x 4096). Workers are
-    processes, or with `threads` threads of this process (no start-up: FFmpeg decodes without the GIL).
-    Processes hand their frames over in shared memory, so a frame is never pickled or held twice."""
-    if workers == 0:
-        for path in paths:
-            yield timed_read(path, frames_per_video, max_side, timeout_s)
-        return
-    if threads:
-        pool: Executor = ThreadPoolExecutor(workers, thread_name_prefix="decode")
-    else:
-        # forkserver, not fork: the parent holds torch (and rich) threads, whose locks a fork would copy. Its
-        # server imports the main module once and forks each worker from it, where spawn would import it per worker.
-        ctx = multiprocessing.get_context("forkserver")
-        pool = ProcessPoolExecutor(workers, ctx, initializer=exit_with, initargs=(os.getpid(),))
-    pending: deque[Future] = deque()
-    try:
-        with pool:
-            try:
-                yield from _in_order(
-                    pool, paths, pending, frames_per_video, workers, (max_side, timeout_s, not threads)
-                )
-            finally:  # stopped early (an error, Ctrl-C): what has not started never will
-                for future in pending:
-                    future.cancel()
-    finally:  # the pool has stopped: free the frames decoded ahead, which nobody will read
-        for future in pending:
-            if not future.cancelled() and future.exception() is None:
-                future.result()[0].discard()
-
-
-def _in_order(
-    pool: Executor, paths: list[str], pending: deque[Future], frames_per_video: int, workers: int,
-    options: tuple[int, float, bool],
-) -> Iterator[tuple[Decoded, float]]:  # fmt: skip
-    queue = iter(paths)
-    ahead = max(1, min(2 * workers, MAX_FRAMES_AHEAD // frames_per_video))
-    for path in queue:
-        pending.append(pool.submit(timed_read, path, frames_per_video, *options))
-        if len(pending) >= ahead:
-            break
-    while pending:
-        decoded, seconds = pending[0].result()
-        pending.popleft()
-        path = next(queue, None)
-        if path is not None:
-            pending.append(pool.submit(timed_read, path, frames_per_video, *options))
-        yield decoded.unshared(), seconds
 
 
 def _status(decoded: Decoded, crops: int, frames_per_video: int) -> str:
@@ -125,7 +57,7 @@ def _status(decoded: Decoded, crops: int, frames_per_video: int) -> str:
 
 
 def _detections(
-    job: Job, decoded: Decoded, cfg: DictConfig, detector: FaceDetector, out: Path
+    job: Job, decoded: Decoded, cfg: DictConfig, detector: FaceFinder, out: Path
 ) -> list[list[Detection]]:
     """The FF++ original's boxes for a fake that reuses them (when the original has any), else detection."""
     reused = read_boxes(out / faces_dir(job.box_source)) if job.box_source else {}
@@ -138,7 +70,7 @@ def _detections(
 
 
 def extract_video(
-    job: Job, decoded: Decoded, seconds: float, cfg: DictConfig, detector: FaceDetector, writer: ShardWriter
+    job: Job, decoded: Decoded, seconds: float, cfg: DictConfig, detector: FaceFinder, writer: ShardWriter
 ) -> dict[str, object]:
     """Detect, crop and commit one decoded video; returns its videos.csv row."""
     t0 = time.perf_counter()
@@ -180,12 +112,12 @@ def extract_video(
 def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[str, object]]:
     """Decode in workers, detect here; on the CPU the detector gets the cores the decoders leave (MTCNN's many
     small per-box ops run faster on one thread than on threads that wait for a busy core)."""
-    detector = build_detector(cfg.detector)
+    detector = build_finder(cfg.detector)
     writer = ShardWriter(out, shard_name(cfg.shard.index, cfg.shard.count))
     workers = cfg.num_workers if cfg.num_workers >= 0 else max(1, (os.cpu_count() or 2) - 1)
     workers = min(workers, len(todo))
     threads = torch.get_num_threads()
-    if isinstance(detector, MtcnnDetector) and detector.device.type == "cpu":
+    if isinstance(detector, MtcnnFinder) and detector.device.type == "cpu":
         torch.set_num_threads(cfg.detector.threads or max(1, (os.cpu_count() or 1) - workers))
     rows: list[dict[str, object]] = []
     try:

@@ -1,6 +1,6 @@
 """What a person watching an extraction sees: progress with faces/s and an ETA, and the closing summary.
 
-Progress follows the project's convention (deepfake.reporting.progress): rich bars in a terminal or notebook, a plain
+Progress follows the project's convention (deepfake.system.console): rich bars in a terminal or notebook, a plain
 timed line in logs, SLURM and CI, nothing with `progress=off`.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from deepfake.reporting.progress import fmt_duration, resolve_mode
+from deepfake.system.console import fmt_duration, resolve_mode
 
 log = logging.getLogger(__name__)
 

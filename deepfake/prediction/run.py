@@ -14,8 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from deepfake.evaluation.inference import LoadedDetector
-from deepfake.extraction.detectors import FaceDetector, MtcnnDetector
-from deepfake.extraction.pipeline import build_detector
+from deepfake.extraction.face_finder import FaceFinder, MtcnnFinder, build_finder
 from deepfake.prediction.preview import overlay_masks, preview_dir, sheet_name, write_preview
 from deepfake.prediction.rows import FRAME_COLUMNS, frame_rows, frames_path, video_row, write_csv
 from deepfake.prediction.score import Scorer, clip_scorer
@@ -26,11 +25,11 @@ log = logging.getLogger("deepfake")
 
 
 @contextlib.contextmanager
-def cpu_threads(detector: FaceDetector, settings: DictConfig, workers: int) -> Iterator[None]:
+def cpu_threads(detector: FaceFinder, settings: DictConfig, workers: int) -> Iterator[None]:
     """As extract.py: a CPU MTCNN gets the cores the decoders leave (its many small per-box ops run faster on
     few threads); the classifying thread shares that count, so detection and classification each keep a core."""
     threads = torch.get_num_threads()
-    if isinstance(detector, MtcnnDetector) and detector.device.type == "cpu":
+    if isinstance(detector, MtcnnFinder) and detector.device.type == "cpu":
         torch.set_num_threads(settings.detector.threads or max(1, (os.cpu_count() or 1) - workers))
     try:
         yield
@@ -56,7 +55,7 @@ def video_rows(
     f = settings.faces
     log.info("cropping videos as extracted: %d frames, %s detector, margin %g, %d px, align %s, %s face(s)",
              settings.frames_per_video, settings.detector.kind, f.margin, f.size, f.align, f.policy)  # fmt: skip
-    detector = build_detector(settings.detector)
+    detector = build_finder(settings.detector)
     agg = Aggregation(cfg.aggregation.faces, cfg.aggregation.frames, cfg.aggregation.k)
     workers = min(workers, len(paths))
     batch_size = cfg.batch_size

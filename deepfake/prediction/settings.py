@@ -18,7 +18,7 @@ log = logging.getLogger("deepfake")
 
 def crop_settings(loaded: LoadedDetector, overrides: DictConfig) -> DictConfig:
     """{frames_per_video, decode_max_side, timeout_s, detector, faces} shaped like extract.py's config (so
-    `build_detector` takes its detector section); `overrides` holds the command line's keys, null where not
+    `build_finder` takes its detector section); `overrides` holds the command line's keys, null where not
     given. The time limit is the command line's or extract.py's default, never the checkpoint's."""
     base = OmegaConf.create(
         {

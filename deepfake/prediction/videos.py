@@ -1,7 +1,7 @@
 """Videos to scored faces: decode ahead in worker threads, detect, crop and score here, aggregate.
 
 The decode of the next videos overlaps the detection and scoring of the current one
-(`deepfake.extraction.pipeline.decoded_videos`, the pool extract.py uses); detection and crops are
+(`deepfake.extraction.decode_pool.decoded_videos`, the pool extract.py uses); detection and crops are
 extract.py's own code, so a video's crops match the training crops pixel for pixel.
 """
 
@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 
 from deepfake.evaluation.aggregate import over_faces, over_frames
 from deepfake.extraction.crops import crop_face, select_faces
-from deepfake.extraction.detectors import FaceDetector, detect_downscaled
-from deepfake.extraction.pipeline import decoded_videos
+from deepfake.extraction.decode_pool import decoded_videos
+from deepfake.extraction.face_finder import FaceFinder, detect_downscaled
 from deepfake.extraction.video import Decoded
 from deepfake.prediction.score import Scorer
 
@@ -58,7 +58,7 @@ class VideoResult:
 
 
 def video_crops(
-    decoded: Decoded, settings: DictConfig, detector: FaceDetector
+    decoded: Decoded, settings: DictConfig, detector: FaceFinder
 ) -> tuple[list[tuple[int, int]], np.ndarray]:
     """(frame index, face index) of each selected face and its crop (N, S, S, 3 uint8), made as extract.py
     makes them (`faces.save_crops`: select_faces, then crop_face with the same settings)."""
@@ -84,7 +84,7 @@ def score_crops(crops: np.ndarray, score: Scorer, device: torch.device, batch_si
 
 
 def detect_video(
-    decoded: Decoded, settings: DictConfig, detector: FaceDetector
+    decoded: Decoded, settings: DictConfig, detector: FaceFinder
 ) -> tuple[VideoResult, list[tuple[int, int]], np.ndarray]:
     """The detection half: a result (final when the video failed or has no face), its face keys and crops."""
     result = VideoResult(decoded.path, error=decoded.error, frames_decoded=len(decoded.frames))
@@ -130,7 +130,7 @@ def classify_video(
 def predict_videos(
     paths: list[str],
     settings: DictConfig,
-    detector: FaceDetector,
+    detector: FaceFinder,
     score: Scorer,
     agg: Aggregation,
     device: torch.device,

@@ -17,10 +17,10 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-from deepfake.cli import run_reporting_errors
 from deepfake.errors import UserError
 from deepfake.evaluation.metrics import binary_metrics, video_scores
 from deepfake.evaluation.predictions import VAL_PREDICTIONS, read_predictions
+from deepfake.exits import run_reporting_errors
 
 log = logging.getLogger("deepfake.plot")  # the name train.log has always shown
 

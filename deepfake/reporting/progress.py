@@ -19,19 +19,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from deepfake.choices import PROGRESS
+from deepfake.system.console import fmt_duration, resolve_mode
 from deepfake.system.sampler import Reading, format_reading
 
 log = logging.getLogger("deepfake")
-
-MODES = PROGRESS
-
-
-def fmt_duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
 def epoch_line(
@@ -55,16 +46,6 @@ def epoch_line(
     parts.append(f"{fmt_duration(took)}")
     parts.append(f"ETA {fmt_duration(eta)}")
     return " | ".join(parts)
-
-
-def resolve_mode(mode: str, console: Console) -> str:
-    """`auto`: bars where a person watches (a terminal or a notebook), plain lines in logs, SLURM and CI."""
-    if mode not in MODES:
-        raise ValueError(f"progress mode {mode!r} is not one of {', '.join(MODES)}")
-    if mode != "auto":
-        return mode
-    live_ok = (console.is_terminal and not console.is_dumb_terminal) or console.is_jupyter
-    return "rich" if live_ok else "plain"
 
 
 class ProgressTracker:

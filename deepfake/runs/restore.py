@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from deepfake.cli import run_reporting_errors
 from deepfake.errors import UserError
+from deepfake.exits import run_reporting_errors
 from deepfake.runs.backup import MANIFEST
 from deepfake.runs.fileio import CHUNK, copy_atomic, sha256_file
 from deepfake.runs.mirror import backup_archives

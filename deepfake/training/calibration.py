@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader
 
 from deepfake.evaluation.calibration import calibrate
 from deepfake.evaluation.ensemble import Ensemble, Member, score_loader
+from deepfake.runs.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from deepfake.system.distributed import gather_predictions
 from deepfake.system.precision import Precision
-from deepfake.training.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from deepfake.training.observers import Observer, Run
 
 log = logging.getLogger("deepfake")

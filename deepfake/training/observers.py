@@ -1,10 +1,11 @@
-"""The things that react to the training loop: TensorBoard, early stopping, checkpoints, progress, the
-metrics file and backups.
+"""The things that react to the training loop: TensorBoard, mask previews, early stopping, checkpoints,
+progress, the metrics file and backups (best.pt's temperature is `training.calibration`, the debug modes'
+observers `training.debug`).
 
 Each observer gets three events, in list order: `on_step` after an optimizer update, `on_epoch_end` after
 validation (with an `EpochEnd`), and `on_close` when the loop ends for any reason. An observer sees the run
-through `Run`, the few attributes and methods of the Trainer it may use, so adding one is a class here and
-a line in `Trainer.observers`.
+through `Run`, the few attributes and methods of the Trainer it may use, so adding one (a tracker such as
+MLflow or W&B, say) is a class here and a line in `Trainer.make_observers` (training/runner.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.reporting.tensorboard_views import best_scalars, log_val_epoch
 from deepfake.runs.backup import ProjectBackup
 from deepfake.system.distributed import DistContext
-from deepfake.training.checkpoint import Checkpointer
+from deepfake.training.checkpointer import Checkpointer
 from deepfake.training.early_stopping import Best, EarlyStopping
 from deepfake.training.engine import TrainState
 from deepfake.training.run_files import save_val_predictions

@@ -13,8 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from deepfake.cli import log_to_files
 from deepfake.errors import UserError
+from deepfake.exits import log_to_files
 from deepfake.runs.fileio import require_writable
 from deepfake.runs.mirror import check_mirror
 from deepfake.system.distributed import DistContext

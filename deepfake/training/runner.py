@@ -14,21 +14,21 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from deepfake.cli import error_message, log_to_files
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError, UserError
-from deepfake.evaluation.scoring import evaluate_best
+from deepfake.exits import error_message, log_to_files
 from deepfake.extraction.settings import manifest_settings
+from deepfake.reporting.eval_sets import evaluate_best
 from deepfake.reporting.model_summary import report_summary
 from deepfake.reporting.progress import ProgressTracker, fan_out
 from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.reporting.tensorboard_views import log_run_start
 from deepfake.runs.backup import ProjectBackup
+from deepfake.runs.checkpoint import build_state
 from deepfake.system import distributed
 from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
 from deepfake.training.build import instantiate
 from deepfake.training.calibration import CalibrationObserver
-from deepfake.training.checkpoint import build_state
 from deepfake.training.debug import check_verdict, debug_observers
 from deepfake.training.early_stopping import Best, improved
 from deepfake.training.engine import EpochHooks, TrainState, train_epoch, validate
@@ -78,7 +78,7 @@ def train(cfg: Config | DictConfig | dict) -> float:
         if cfg.check:
             raise ConfigError(
                 "check=true runs the pre-flight check, not training: use `python train.py check=true ...`, "
-                "or deepfake.checks.preflight.check(cfg) from Python"
+                "or deepfake.training.preflight.check(cfg) from Python"
             )
         if cfg.find_lr:
             raise ConfigError(
@@ -96,7 +96,7 @@ def train(cfg: Config | DictConfig | dict) -> float:
             return Trainer(cfg, run_dir, resume, overrides, ddp).run()
     except Exception as e:
         message = error_message(e)
-        if message is not None and handlers:  # this call's own train.log; Hydra's gets it from deepfake.cli
+        if message is not None and handlers:  # this call's own train.log; Hydra's gets it from deepfake.exits
             log_to_files(message, handlers)
         raise
     finally:

@@ -15,11 +15,12 @@ from omegaconf import DictConfig
 
 from deepfake.checks.start import start_checks
 from deepfake.data.module import resolve_num_workers
-from deepfake.detectors.temporal import clip_length
+from deepfake.model.temporal import clip_length
+from deepfake.runs.checkpoint import unwrap
 from deepfake.system import distributed
 from deepfake.system.hardware import HardwareManager, describe
 from deepfake.training.build import build_model, instantiate, seed_everything
-from deepfake.training.checkpoint import Checkpointer, unwrap
+from deepfake.training.checkpointer import Checkpointer
 from deepfake.training.debug import describe_limits, loader_limits
 from deepfake.training.early_stopping import EarlyStopping
 from deepfake.training.engine import LoopConfig, StepContext

@@ -1,9 +1,11 @@
-"""Face detectors behind one small protocol: MTCNN (weights in facenet-pytorch's wheel) and OpenCV's YuNet.
+"""Face finders behind one small protocol: MTCNN (weights in facenet-pytorch's wheel) and OpenCV's YuNet.
 
-A detector takes a batch of same-sized RGB frames and returns, per frame, its faces as `Detection`s in that
-frame's pixels. `detect_downscaled` runs any detector on copies no larger than `max_side`, and no larger than
-needed for the smallest face asked for to appear at the detector's own smallest size, then maps the boxes and
-landmarks back: a 1080p frame does not need 1080p detection, and the detector's cost follows the faces sought.
+Named finders, not detectors, so they cannot be mistaken for the deepfake detector (`deepfake.model`); the
+config section that picks one is still `detector` (extract.py's `detector=mtcnn|yunet`). A finder takes a
+batch of same-sized RGB frames and returns, per frame, its faces as `Detection`s in that frame's pixels.
+`detect_downscaled` runs any finder on copies no larger than `max_side`, and no larger than needed for the
+smallest face asked for to appear at the finder's own smallest size, then maps the boxes and landmarks back:
+a 1080p frame does not need 1080p detection, and the finder's cost follows the faces sought.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from PIL import Image
 
 from deepfake.errors import ConfigError
@@ -36,8 +39,8 @@ class Detection:
         return Detection(self.box * factor, self.score, lm)
 
 
-class FaceDetector(Protocol):
-    """What the pipeline needs from a detector."""
+class FaceFinder(Protocol):
+    """What extraction and prediction need from a face finder."""
 
     name: str
     min_face: int  # the smallest face, in pixels of its input, it finds reliably
@@ -48,7 +51,7 @@ class FaceDetector(Protocol):
 
 
 def detect_downscaled(
-    detector: FaceDetector,
+    detector: FaceFinder,
     frames: Sequence[np.ndarray],
     max_side: int,
     min_face: float,
@@ -82,7 +85,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-class MtcnnDetector:
+class MtcnnFinder:
     """MTCNN from facenet-pytorch 2.5.x: a whole batch of frames in one call, on the GPU when there is one."""
 
     name = "mtcnn"
@@ -126,7 +129,7 @@ class MtcnnDetector:
         return out
 
 
-class YunetDetector:
+class YunetFinder:
     """OpenCV's FaceDetectorYN with a YuNet `.onnx` file the user supplies (OpenCV's model zoo ships it)."""
 
     name = "yunet"
@@ -166,3 +169,10 @@ class YunetDetector:
                 )
             out.append(found)
         return out
+
+
+def build_finder(cfg: DictConfig) -> FaceFinder:
+    """The face finder an extraction config's `detector` section names (extract.py and predict.py alike)."""
+    if cfg.kind == "yunet":
+        return YunetFinder(cfg.model, cfg.score_threshold)
+    return MtcnnFinder(cfg.device, list(cfg.thresholds))

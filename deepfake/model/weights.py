@@ -19,7 +19,7 @@ from torch import nn
 
 from deepfake.errors import ConfigError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("deepfake.weights")  # the name train.log has always shown
 
 #: The share of the backbone's tensors that must load from `model.weights`.
 MIN_MATCHED = 0.9
@@ -80,7 +80,7 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     if not isinstance(content, dict):
         raise ConfigError(f"model.weights={path} holds no state dict (a mapping of names to tensors)")
     state = clean_state_dict({k: v for k, v in content.items() if isinstance(v, torch.Tensor)})
-    detector_head = ("head.1.weight", "head.fc.1.weight")  # per-image, clip model (`detectors.temporal`)
+    detector_head = ("head.1.weight", "head.fc.1.weight")  # per-image, clip model (`model.temporal`)
     if any(k in state for k in detector_head) and any(k.startswith("backbone.") for k in state):
         # A detector of this project (checkpoint or safetensors export): its backbone, without the head.
         state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}

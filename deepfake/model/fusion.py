@@ -15,8 +15,8 @@ from timm.models import adapt_input_conv
 from torch import nn
 
 from deepfake.choices import FUSIONS
-from deepfake.detectors.streams import CHANNELS, Stem
 from deepfake.errors import ConfigError
+from deepfake.model.streams import CHANNELS, Stem
 
 
 def check_streams(streams: Sequence[str], fusion: str) -> list[str]:

@@ -1,7 +1,7 @@
 """Probability of fake for new videos and images: what `python predict.py checkpoint=... input=...` runs.
 
-Each input is a video or an image by its content (`deepfake.prediction.inputs`). Videos go through the
-prediction room (decode, detect and crop as extract.py did, score, aggregate; `deepfake.prediction`). Images are
+Each input is a video or an image by its content (`deepfake.prediction.inputs`). Videos go through
+`deepfake.prediction.run` (decode, find faces and crop as extract.py did, score, aggregate). Images are
 face crops, decoded and resized exactly as evaluation does (same dataset class, the checkpoint's size and
 normalisation), batched through a DataLoader. A file that cannot be read is a row with an error in the output,
 never the end of the run.

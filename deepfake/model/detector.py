@@ -1,5 +1,5 @@
 """Detectors: a timm backbone, dropout and a one-logit head (label 1 = fake), optionally with extra input
-streams (`deepfake.detectors.fusion`) and a blend-mask head (`deepfake.detectors.mask_head`)."""
+streams (`deepfake.model.fusion`) and a blend-mask head (`deepfake.model.mask_head`)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from deepfake.config.checks import MAX_CLIP_FRAMES
-from deepfake.detectors.fusion import EarlyFusion, LateFusion, check_streams
-from deepfake.detectors.mask_head import MaskDecoder, mask_level
-from deepfake.detectors.temporal import TemporalHead
 from deepfake.errors import ConfigError
-from deepfake.weights import load_backbone_weights
+from deepfake.model.fusion import EarlyFusion, LateFusion, check_streams
+from deepfake.model.mask_head import MaskDecoder, mask_level
+from deepfake.model.temporal import TemporalHead
+from deepfake.model.weights import load_backbone_weights
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("deepfake.models")  # the name train.log has always shown
 
 #: Names the field uses, mapped to timm model names.
 ALIASES: dict[str, str] = {
@@ -123,7 +123,7 @@ class DeepfakeDetector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Fake logits (N,); a training batch that carries masks (a fourth channel, see
-        `deepfake.detectors.mask_head`) also gets the mask logits (N, 1, h, w) back."""
+        `deepfake.model.mask_head`) also gets the mask logits (N, 1, h, w) back."""
         if self.frames > 1:  # a clip's frames run through the backbone as one batch, the head pools them
             if x.ndim != 5:
                 raise ValueError(
@@ -200,8 +200,8 @@ def get_model(
 
     `weights` is a local .safetensors/.pth file of the backbone (the offline way to get pretrained
     weights), or a detector checkpoint of this project; its classifier or head is dropped and ours is freshly
-    initialised. A file that does not fit the architecture is refused (`deepfake.weights`). `frames` > 1 makes
-    a clip model whose head is a temporal transformer over the frames' features (`deepfake.detectors.temporal`).
+    initialised. A file that does not fit the architecture is refused (`deepfake.model.weights`). `frames` > 1 makes
+    a clip model whose head is a temporal transformer over the frames' features (`deepfake.model.temporal`).
     `freeze_backbone` trains the head only (a linear probe); `training.unfreeze_at_epoch` can lift it.
     rgb add SRM/DCT inputs fused `early` or `late`; `mask_head` adds the blend-mask decoder.
     """
