@@ -29,6 +29,7 @@ CALIBRATION = ("temperature", "none")
 STREAMS = ("rgb", "srm", "dct")
 FUSIONS = ("early", "late")
 MASK_LOSSES = ("bce", "dice")
+WANDB_MODES = ("online", "offline")
 
 #: Choice keys of the training config (`conf/train.yaml`), by dotted key.
 TRAIN: dict[str, tuple[str, ...]] = {
@@ -50,6 +51,7 @@ TRAIN: dict[str, tuple[str, ...]] = {
     "calibration": CALIBRATION,
     "model.fusion": FUSIONS,
     "training.mask_loss": MASK_LOSSES,
+    "logger.wandb.mode": WANDB_MODES,
 }
 
 #: Choice keys of `conf/predict.yaml` (`format` may also be null: taken from the output file's extension).

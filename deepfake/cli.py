@@ -6,7 +6,8 @@ The task's own errors are reported by `deepfake.exits.run_reporting_errors`, on 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from deepfake.exits import os_error_message, report
@@ -30,6 +31,15 @@ def run_hydra(main: Callable[[], Any]) -> None:
     except (HydraException, OmegaConfBaseException) as e:
         report(composition_message(e))
         raise SystemExit(2) from None
+    except (
+        AssertionError,
+        ValueError,
+    ) as e:  # Hydra's own, for a key under an unchosen option or `group=null`
+        message = option_override_message(e, sys.argv[1:])
+        if message is None:
+            raise
+        report(message)
+        raise SystemExit(2) from None
     except OSError as e:  # e.g. Hydra cannot create the run directory under a read-only base_path
         message = os_error_message(e)
         if message is None:
@@ -41,6 +51,27 @@ def run_hydra(main: Callable[[], Any]) -> None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = previous
+
+
+def option_override_message(e: BaseException, argv: Sequence[str]) -> str | None:
+    """Two Hydra slips that surface as bare exceptions: a key of a `logger` tracker that was not chosen
+    (`logger.mlflow.tracking_uri=...` without `logger=mlflow`), and `group=null` for a group with a default."""
+    text = str(e)
+    if "Unexpected type for root: NoneType" in text:
+        for arg in argv:
+            parts = arg.lstrip("+~").split("=", 1)[0].split(".")
+            if len(parts) > 2 and parts[0] == "logger":
+                return (
+                    f"{arg} sets the {parts[1]} tracker, which is not chosen: add logger={parts[1]} "
+                    f"(or a list, e.g. logger=[tensorboard,{parts[1]}])"
+                )
+        return None
+    if "Config group override must be a string or a list. Got NoneType" in text:
+        group = next(
+            (a.split("=")[0] for a in argv if a.endswith("=null") and "." not in a.split("=")[0]), "group"
+        )
+        return f"{group}=null is not an option: for none, pass {group}=[] (or ~{group})"
+    return None
 
 
 #: Lines of Hydra's and OmegaConf's reports that say where, not what: dropped from the one-line message.

@@ -13,11 +13,31 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from deepfake import choices
-from deepfake.config import Config, EvaluateConfig, PredictConfig
+from deepfake.config import (
+    Config,
+    CsvLoggerConfig,
+    EvaluateConfig,
+    LoggerConfig,
+    MlflowLoggerConfig,
+    PredictConfig,
+    TensorBoardLoggerConfig,
+    WandbLoggerConfig,
+)
 from deepfake.errors import ConfigError
 from tests.conftest import CONF
 
-GROUPS = ("model", "training", "data", "hardware", "distributed", "backup", "logging", "eval", "debug")
+GROUPS = (
+    "model",
+    "training",
+    "data",
+    "hardware",
+    "distributed",
+    "backup",
+    "logging",
+    "logger",
+    "eval",
+    "debug",
+)
 _MODEL_PRESET = {"model.architecture", "model.pretrained", "model.dropout_rate", "model.img_size"}
 #: Options that set a value other than the dataclass default on purpose, and the keys they set.
 PRESETS: dict[str, set[str]] = {
@@ -55,6 +75,23 @@ def _composed(cfg: DictConfig) -> dict[str, Any]:
     return _leaves(OmegaConf.to_container(cfg, resolve=False))
 
 
+def _every_tracker() -> LoggerConfig:
+    return LoggerConfig(
+        tensorboard=TensorBoardLoggerConfig(), csv=CsvLoggerConfig(), mlflow=MlflowLoggerConfig(),
+        wandb=WandbLoggerConfig(),
+    )  # fmt: skip
+
+
+def _logger_defaults(on: set[str]) -> dict[str, Any]:
+    """The `logger` node with the trackers in `on` at their dataclass defaults and the others off (null)."""
+    node = OmegaConf.to_container(OmegaConf.structured(_every_tracker()), resolve=False)
+    assert isinstance(node, dict)
+    for name in ("tensorboard", "csv", "mlflow", "wandb"):
+        if name not in on:
+            node[name] = None
+    return _leaves({"logger": node})
+
+
 def _options() -> list[str]:
     return [f"{group}/{path.stem}" for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
@@ -80,6 +117,8 @@ def test_yaml_defaults_match_the_dataclasses(option: str, compose_cfg: Callable[
     group, name = option.split("/")
     got = {k: v for k, v in _composed(compose_cfg([f"{group}={name}"])).items() if k.startswith(f"{group}.")}
     want = {k: v for k, v in _defaults(Config).items() if k.startswith(f"{group}.")}
+    if group == "logger":  # an option turns its trackers on: those at their dataclass defaults, the rest off
+        want = _logger_defaults({k.split(".")[1] for k, v in got.items() if k.count(".") > 1 or v == {}})
     assert got.keys() == want.keys()
     differ = {k for k in want if got[k] != want[k]}
     allowed = PRESETS.get(option, set())
@@ -161,7 +200,7 @@ def test_validation_refuses_a_value_outside_the_choices(key: str, bad: str) -> N
     allowed value in one message."""
     from deepfake.config import to_config
 
-    cfg = OmegaConf.structured(Config)
+    cfg = OmegaConf.structured(Config(logger=_every_tracker()))  # logger.wandb's choices need it on
     OmegaConf.update(cfg, key, bad)
     with pytest.raises(ConfigError) as err:
         to_config(cfg)

@@ -36,6 +36,7 @@ ROOMS = (
     "extraction",
     "explain",
     "evaluation",
+    "tracking",
     "reporting",
     "checks",
     "training",

@@ -25,6 +25,7 @@ from deepfake.config.schema import (
     CheckpointConfig,
     ColorJitterConfig,
     Config,
+    CsvLoggerConfig,
     CutoutConfig,
     DataConfig,
     DebugConfig,
@@ -39,8 +40,10 @@ from deepfake.config.schema import (
     GrayscaleConfig,
     HardwareConfig,
     JpegConfig,
+    LoggerConfig,
     LoggingConfig,
     LrFinderConfig,
+    MlflowLoggerConfig,
     ModelConfig,
     NoiseConfig,
     PredictAggregationConfig,
@@ -53,7 +56,9 @@ from deepfake.config.schema import (
     SbiConfig,
     SchedulerConfig,
     SyntheticConfig,
+    TensorBoardLoggerConfig,
     TrainingConfig,
+    WandbLoggerConfig,
 )
 from deepfake.errors import ConfigError
 
@@ -66,6 +71,7 @@ __all__ = [
     "CheckpointConfig",
     "ColorJitterConfig",
     "Config",
+    "CsvLoggerConfig",
     "CutoutConfig",
     "DataConfig",
     "DebugConfig",
@@ -80,8 +86,10 @@ __all__ = [
     "GrayscaleConfig",
     "HardwareConfig",
     "JpegConfig",
+    "LoggerConfig",
     "LoggingConfig",
     "LrFinderConfig",
+    "MlflowLoggerConfig",
     "ModelConfig",
     "NoiseConfig",
     "PredictAggregationConfig",
@@ -94,7 +102,9 @@ __all__ = [
     "SbiConfig",
     "SchedulerConfig",
     "SyntheticConfig",
+    "TensorBoardLoggerConfig",
     "TrainingConfig",
+    "WandbLoggerConfig",
     "register_configs",
     "to_config",
     "validate",
@@ -104,7 +114,7 @@ __all__ = [
 def register_configs() -> None:
     """Register the schemas so `conf/{train,evaluate,predict}.yaml` can name them first in their defaults."""
     store = ConfigStore.instance()
-    store.store(name="train_schema", node=Config)
+    store.store(name="train_schema", node=_train_schema())
     store.store(name="evaluate_schema", node=EvaluateConfig)
     store.store(name="predict_schema", node=PredictConfig)
     # conf/hydra/launcher/submitit_slurm.yaml shares the plugin's name, so `hydra/launcher=submitit_slurm` selects
@@ -114,6 +124,14 @@ def register_configs() -> None:
     )
     # conf/hparams_search/optuna.yaml: the study's direction follows training.monitor_mode.
     OmegaConf.register_new_resolver("optuna_direction", _optuna_direction, replace=True)
+
+
+def _train_schema() -> DictConfig:
+    """`Config` with an empty `logger` node: Hydra merges the chosen `logger=` options onto it and cannot remove a
+    key, so TensorBoard (the Python default) must not be there already for `logger=csv` to mean CSV alone."""
+    schema = OmegaConf.structured(Config)
+    schema.logger.tensorboard = None
+    return schema
 
 
 def _optuna_direction(mode: str) -> str:

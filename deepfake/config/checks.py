@@ -47,6 +47,7 @@ _NON_NEGATIVE: tuple[str, ...] = (
     "training.checkpoint.keep_top_k",
     "hardware.sample_every_n_seconds",
     "training.mask_loss_weight",
+    "logger.flush_timeout_s",
 )
 
 
@@ -54,6 +55,8 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value is out of range."""
     for key, choices in CHOICES.items():
         value = OmegaConf.select(cfg, key)
+        if value is None and OmegaConf.select(cfg, key.rpartition(".")[0]) is None:
+            continue  # an optional section that is off (logger.wandb unless logger=wandb)
         if value not in choices:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
     for key in _POSITIVE:

@@ -265,6 +265,47 @@ class LoggingConfig:
 
 
 @dataclass
+class TensorBoardLoggerConfig:
+    """`logger=tensorboard`: event files in the run directory (what it draws is set under `logging`)."""
+
+
+@dataclass
+class CsvLoggerConfig:
+    """`logger=csv`: `<run dir>/metrics.csv`, one row per logged step and per epoch."""
+
+
+@dataclass
+class MlflowLoggerConfig:
+    tracking_uri: str | None = None
+    experiment_name: str = "deepfake"
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class WandbLoggerConfig:
+    project: str = "deepfake"
+    entity: str | None = None
+    mode: str = "online"
+    group: str | None = None
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggerConfig:
+    """The `logger` group: which trackers observe the run. A tracker is on when its node is set; from Python the
+    default is TensorBoard alone (`register_configs` gives Hydra an empty node, so `logger=csv` means CSV alone)."""
+
+    tensorboard: TensorBoardLoggerConfig | None = field(default_factory=TensorBoardLoggerConfig)
+    csv: CsvLoggerConfig | None = None
+    mlflow: MlflowLoggerConfig | None = None
+    wandb: WandbLoggerConfig | None = None
+    log_model: bool = False
+    flush_timeout_s: float = 60.0
+
+
+@dataclass
 class EvalConfig:
     video_aggregation: str = "mean"
     video_topk: int = 5
@@ -325,6 +366,7 @@ class Config:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     find_lr: bool = False
     lr_finder: LrFinderConfig = field(default_factory=LrFinderConfig)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -254,19 +254,23 @@ def _eta(seconds: float | None) -> str:
 
 
 def fan_out(
-    tb: Any, tracker: ProgressTracker, global_step: Callable[[], int]
+    sinks: Sequence[Any], tracker: ProgressTracker, global_step: Callable[[], int]
 ) -> tuple[Callable[[int, dict[str, float]], None], Callable[[dict[str, float]], None]]:
-    """The loop's log callback and the sampler's reading callback, each feeding TensorBoard and the tracker.
+    """The loop's log callback and the sampler's reading callback, each feeding the scalar sinks (TensorBoard,
+    the experiment trackers: anything with `scalars(step, values)`) and the progress tracker.
 
     The reading callback runs on the sampler thread: it only writes scalars and swaps the tracker's reference.
     """
 
     def on_log(step: int, values: dict[str, float]) -> None:
-        tb.scalars(step, values)
+        for sink in sinks:
+            sink.scalars(step, values)
         tracker.log(step, values)
 
     def on_reading(reading: dict[str, float]) -> None:
-        tb.scalars(global_step(), reading)
+        step = global_step()
+        for sink in sinks:
+            sink.scalars(step, reading)
         tracker.hardware(reading)
 
     return on_log, on_reading

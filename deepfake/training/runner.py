@@ -27,6 +27,7 @@ from deepfake.runs.backup import ProjectBackup
 from deepfake.runs.checkpoint import build_state
 from deepfake.system import distributed
 from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
+from deepfake.tracking.trackers import check_trackers
 from deepfake.training.build import instantiate
 from deepfake.training.calibration import CalibrationObserver
 from deepfake.training.debug import check_verdict, debug_observers
@@ -43,6 +44,8 @@ from deepfake.training.observers import (
     Observer,
     ProgressObserver,
     TensorBoardObserver,
+    TrackerObserver,
+    build_trackers,
 )
 from deepfake.training.resume import (
     Resume,
@@ -85,6 +88,7 @@ def train(cfg: Config | DictConfig | dict) -> float:
                 "find_lr=true runs the LR range test, not training: use `python train.py find_lr=true ...`, "
                 "or deepfake.training.lr_finder.find_lr(cfg) from Python"
             )
+        check_trackers(cfg.logger)  # a missing package or a misread URI: refused before anything is built
     except UserError:
         discard_fresh_run_dir()
         raise
@@ -131,6 +135,7 @@ class Trainer(TrainerSetup):
         self.best = Best()
         self.final: dict[str, float] = {}  # the last validated epoch's metrics
         self.stop_reason = "completed"
+        self.outcome = "end"  # how the loop ended: end, interrupt, abort or crash (set by fit)
         self.labels_seen: np.ndarray | None = (
             None  # the last validation's labels, to explain an undefined metric
         )
@@ -144,7 +149,12 @@ class Trainer(TrainerSetup):
             self.setup()
             self.restore()
             self.observers = self.make_observers()
-            best = self.finish(self.fit())
+            try:
+                best = self.finish(self.fit())
+            except BaseException:
+                self.trackers.close("crash" if self.outcome == "end" else self.outcome)
+                raise
+            self.trackers.close("end")  # after finish: the plots, reports and test results they upload exist
         finally:
             self.close_loaders()
         check_verdict(self.observers)  # debug.overfit_batches: passed, or OverfitCheckFailed (exit 1)
@@ -184,10 +194,14 @@ class Trainer(TrainerSetup):
     def make_observers(self) -> list[Observer]:
         """The loop's observers, in the order they see each event (see `deepfake.training.observers`)."""
         cfg, tc = self.cfg, self.tc
+        self.trackers = build_trackers(
+            cfg, self.run_dir, self.ddp, self.resume, self.state.global_step, self.hw.describe_device(),
+            self.overrides,
+        )  # fmt: skip
         # A resumed run hides whatever the killed process logged after its checkpoint (TensorBoard purge).
         self.tb = TensorBoardLogger(
             self.run_dir,
-            enabled=cfg.logging.tensorboard and self.ddp.is_main,
+            enabled=cfg.logger.tensorboard is not None and cfg.logging.tensorboard and self.ddp.is_main,
             purge_step=self.state.global_step + 1 if self.resume else None,
         )
         if self.resume is None:
@@ -206,11 +220,14 @@ class Trainer(TrainerSetup):
             tc.num_epochs, self.num_batches, batch_size=self.train_loader.batch_size,
             mode=cfg.logging.progress, every_n_seconds=cfg.logging.every_n_seconds,
         )  # fmt: skip
-        self.on_log, on_reading = fan_out(self.tb, self.progress, lambda: self.state.global_step)
+        self.on_log, on_reading = fan_out(
+            [self.tb, self.trackers], self.progress, lambda: self.state.global_step
+        )
         self.sampler = self.hw.sampler(on_reading, disk_path=self.run_dir)
         masks = [MaskObserver(self.tb, distributed.local_module(self.model))] if cfg.model.mask_head else []
         return [
             TensorBoardObserver(self.tb),
+            TrackerObserver(self.trackers),
             *masks,
             EarlyStoppingObserver(self.early, tc.early_stopping.enabled),
             CheckpointObserver(self.checkpoints, tc.checkpoint.every_n_steps, self.num_batches),
@@ -363,6 +380,7 @@ class Trainer(TrainerSetup):
         )  # fmt: skip
         if self.extraction is not None:
             state["extraction"] = self.extraction
+        state["trackers"] = self.trackers.state_dict()  # a resume continues the same tracker runs
         return state
 
     def save(self, saved_at: str, new_best: Best | None = None) -> None:
