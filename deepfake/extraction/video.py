@@ -8,15 +8,14 @@ read comes back as a `Decoded` with its error text, never as an exception, so on
 Bounds: only regular files are opened (a FIFO would block the open forever), a video whose longer side
 exceeds `max_side` is converted to RGB downscaled (a 195 KB 8192 x 8192 H.264 file is 200 MB per RGB frame),
 and decoding stops at a deadline (`timeout_s`). Decode processes leave each frame in a shared-memory block
-(`SharedFrame`) instead of pickling it: the frames cross to the detecting process without a copy.
+(`deepfake.extraction.shared_frames`) instead of pickling it: the frames cross to the detecting process
+without a copy.
 """
 
 from __future__ import annotations
 
 import bisect
-import contextlib
 import math
-import mmap
 import os
 import signal
 import stat
@@ -25,17 +24,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
 
-try:
-    import _posixshmem  # what multiprocessing.shared_memory opens blocks with on POSIX
-except ImportError:  # Windows: no forkserver decode processes there, so no shared frames either
-    _posixshmem = None
+from deepfake.extraction.shared_frames import SharedFrame, discard, from_shared, to_shared
 
 
 class DecodeTimeout(Exception):
@@ -75,47 +70,6 @@ def decoded_size(width: int, height: int, max_side: int) -> tuple[int, int, floa
         return width, height, 1.0
     scale = max_side / longer
     return max(1, round(width * scale)), max(1, round(height * scale)), scale
-
-
-@dataclass(frozen=True)
-class SharedFrame:
-    """A frame a decode process left in a named shared-memory block; only the name crosses processes."""
-
-    name: str
-    shape: tuple[int, ...]
-
-
-def to_shared(image: np.ndarray) -> SharedFrame:
-    """Copy `image` into a new shared-memory block (registered with the resource tracker until read)."""
-    block = shared_memory.SharedMemory(create=True, size=max(1, image.nbytes))
-    view = np.ndarray(image.shape, np.uint8, buffer=block.buf)
-    view[...] = image
-    del view
-    block.close()  # the block outlives this mapping: `from_shared` maps it again and unlinks it
-    return SharedFrame(block.name, image.shape)
-
-
-def from_shared(frame: SharedFrame) -> np.ndarray:
-    """Map the block and unlink its name at once: its pages live exactly as long as the returned array
-    (numpy keeps the mmap alive), and nothing is left behind if this process dies."""
-    assert _posixshmem is not None
-    name = "/" + frame.name
-    fd = _posixshmem.shm_open(name, os.O_RDWR, mode=0o600)
-    try:
-        block = mmap.mmap(fd, max(1, math.prod(frame.shape)))
-    finally:
-        os.close(fd)
-    discard(frame)
-    return np.ndarray(frame.shape, np.uint8, buffer=block)
-
-
-def discard(frame: SharedFrame) -> None:
-    """Remove a block's name (its pages go with the last mapping) and tell the resource tracker."""
-    assert _posixshmem is not None
-    name = "/" + frame.name
-    with contextlib.suppress(FileNotFoundError):
-        _posixshmem.shm_unlink(name)
-    resource_tracker.unregister(name, "shared_memory")
 
 
 @dataclass(frozen=True)
