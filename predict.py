@@ -1,29 +1,9 @@
-"""Probability of fake per video or image:
-`python predict.py checkpoint=<run dir | .pt> input=<video | image | folder | list> output=preds.csv`.
+"""Is it fake? `python predict.py checkpoint=<run dir | .pt> input=<video | image | folder | list> output=preds.csv`
+(the same as `deepfake-predict ...`; the command lives in deepfake/commands/predict.py)."""
 
-Videos are decoded, their faces found and cropped as extract.py did, scored and aggregated to one row each;
-images are face crops, one row each (deepfake.prediction.driver).
-"""
-
-from __future__ import annotations
-
-import hydra
-from omegaconf import DictConfig
-
-from deepfake.cli import run_hydra
-from deepfake.config import register_configs
-from deepfake.exits import run_reporting_errors
-from deepfake.prediction.driver import predict
+from deepfake.commands.predict import predict, run
 
 __all__ = ["predict"]
 
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
-def main(cfg: DictConfig) -> None:
-    run_reporting_errors(predict, cfg)
-
-
 if __name__ == "__main__":
-    run_hydra(main)
+    run()

@@ -99,12 +99,15 @@ def _options() -> list[str]:
 def test_every_group_option_is_checked() -> None:
     """A new group folder under conf/ must be added to GROUPS, or its defaults go unchecked."""
     # conf/extract/ is extract.py's own tree: test_extract_defaults_match_the_dataclasses checks it. experiment/ holds
-    # `_global_` presets of published protocols, set on purpose (tests/test_experiments.py checks them).
+    # `_global_` presets of published protocols, set on purpose (tests/test_experiments.py checks them). explain/
+    # is predict.py's group (test_predict_explain_options_set_their_method).
     groups = {p.name for p in CONF.iterdir() if p.is_dir()} - {
         "hydra",
         "hparams_search",
         "extract",
         "experiment",
+        "perturb",  # evaluate.py's own group: test_perturb_options_match_the_dataclass
+        "explain",
     }
     assert groups == set(GROUPS)
     assert set(PRESETS) <= set(_options()), "an allow-listed preset no longer exists"
@@ -143,8 +146,35 @@ def test_root_yaml_defaults_match_the_dataclasses(
     assert got == want
 
 
+@pytest.mark.parametrize("name", [p.stem for p in sorted((CONF / "perturb").glob("*.yaml"))])
+def test_perturb_options_match_the_dataclass(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
+    """evaluate.py's perturb=<name>: the dataclass defaults, but for the preset's types (known choices)."""
+    got = {
+        k: v
+        for k, v in _composed(compose_cfg([f"perturb={name}"], "evaluate")).items()
+        if k.startswith("perturb.")
+    }
+    want = {k: v for k, v in _defaults(EvaluateConfig).items() if k.startswith("perturb.")}
+    assert got.keys() == want.keys()
+    assert {k for k in want if got[k] != want[k]} == (set() if name == "none" else {"perturb.types"})
+    assert set(got["perturb.types"]) <= set(choices.PERTURBATIONS)
+
+
 def test_predict_yaml_defaults_match_the_dataclass(compose_cfg: Callable[..., DictConfig]) -> None:
     assert _composed(compose_cfg([], "predict")) == _defaults(PredictConfig)
+
+
+@pytest.mark.parametrize("option", [p.stem for p in sorted((CONF / "explain").glob("*.yaml"))])
+def test_predict_explain_options_set_their_method(
+    option: str, compose_cfg: Callable[..., DictConfig]
+) -> None:
+    """`explain=<option>` sets explain.method to the option's name and nothing else; `explain.layer` still works."""
+    cfg = compose_cfg([f"explain={option}", "explain.layer=backbone.layer3"], "predict")
+    assert option in choices.EXPLAIN_METHODS
+    assert dict(cfg.explain) == {"method": option, "layer": "backbone.layer3"}
+    got = _composed(compose_cfg([f"explain={option}"], "predict"))
+    want = {**_defaults(PredictConfig), "explain.method": option}
+    assert got == want
 
 
 def _commented_choices(path: Path) -> dict[str, tuple[str, ...]]:
@@ -162,7 +192,7 @@ def _commented_choices(path: Path) -> dict[str, tuple[str, ...]]:
         comment = rest.partition("  # ")[2]
         if re.match(r"\w+ \| ", comment):  # `max |gradient|` is prose, not a list
             found[".".join(k for _, k in stack)] = tuple(
-                re.match(r"\w+", part)[0] for part in comment.split(" | ")
+                re.match(r"[\w+]+", part)[0] for part in comment.split(" | ")
             )
     return found
 
@@ -181,7 +211,8 @@ def test_yaml_comments_list_exactly_the_validated_choices() -> None:
     and every choice key has such a comment."""
     documented = {k: v for k, v in _yaml_choices().items() if k not in FREE_FORM}
     assert documented == choices.TRAIN
-    assert _commented_choices(CONF / "predict.yaml") == choices.PREDICT
+    explain = {f"explain.{k}": v for k, v in _commented_choices(CONF / "explain" / "none.yaml").items()}
+    assert {**_commented_choices(CONF / "predict.yaml"), **explain} == choices.PREDICT
     assert _commented_choices(CONF / "evaluate.yaml") == {"ensemble.mean": choices.ENSEMBLE_MEANS}
 
 

@@ -16,11 +16,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from deepfake.errors import ConfigError
+from deepfake.extraction.bounds import not_regular
 from deepfake.extraction.config import validate
 from deepfake.extraction.face_finder import MtcnnFinder, detect_downscaled
 from deepfake.extraction.pipeline import _status, decoded_videos
 from deepfake.extraction.shared_frames import from_shared, to_shared
-from deepfake.extraction.video import Decoded, not_regular, read_frames
+from deepfake.extraction.video import Decoded, read_frames
 from deepfake.prediction.inputs import video_kind
 from tests.videos import VideoSet, write_vfr_video, write_video, zero_display_matrix
 

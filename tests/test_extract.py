@@ -171,6 +171,10 @@ def test_config_values_are_checked() -> None:
         validate(OmegaConf.merge(base, {"faces": {"policy": "biggest"}}))
     with pytest.raises(ConfigError, match=r"reuse_source_boxes=true is for dataset=ffpp"):
         validate(OmegaConf.merge(base, {"dataset": {"reuse_source_boxes": True}}))
+    with pytest.raises(
+        ConfigError, match=r"dataset.masks=true crops FF\+\+'s mask videos: it is for dataset=ffpp"
+    ):
+        validate(OmegaConf.merge(base, {"dataset": {"masks": True}}))
 
 
 def make_ffpp_videos(root: Path, video: Path) -> Path:

@@ -201,12 +201,14 @@ def test_a_backup_folder_that_cannot_be_made_is_a_warning(
 def test_disk_full_while_writing_predictions_is_one_error_line(
     shared: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    fail_fsync_of(monkeypatch, ".preds.csv.", NO_SPACE)
+    fail_fsync_of(monkeypatch, "preds.csv", NO_SPACE, exact=True)  # the rows, appended as they are scored
     output = tmp_path / "preds.csv"
     cfg = {"checkpoint": str(shared["run"]), "input": str(shared["data"] / "test"), "output": str(output)}
     code, err = reported(predict, cfg, capsys=capsys)
     assert code == 2 and "Traceback" not in err
     assert err.startswith(f"error: cannot use {output}: No space left on device")
+    # The rows written before the disk filled stay, each complete: a rerun with space goes on from them.
+    assert output.read_text().startswith("path,prob,pred,") and output.read_text().endswith("\n")
 
 
 # -- read-only folders: root ignores file modes, so these run as an unprivileged user ------------------

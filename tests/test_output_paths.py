@@ -31,7 +31,7 @@ def test_predict_refuses_an_output_folder_before_reading_any_checkpoint(tmp_path
         predict({"checkpoint": str(tmp_path / "never-read.pt"), "input": str(tmp_path / "face.png"),
                  "output": str(tmp_path / "out.csv")})  # fmt: skip
     assert str(caught.value) == (
-        f"output {tmp_path / 'out.csv'} is a folder, not a file: pass output=<file>.csv or .json, e.g. "
+        f"output {tmp_path / 'out.csv'} is a folder, not a file: pass output=<file>.csv (or .jsonl, .json, .parquet), e.g. "
         f"output={tmp_path / 'out.csv' / 'preds.csv'}"
     )
     (tmp_path / "p.frames.csv").mkdir()

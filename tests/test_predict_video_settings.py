@@ -36,6 +36,7 @@ def test_extraction_settings_round_trip_and_reach_a_manifest_run(tmp_path: Path)
         "faces": {
             k: saved["faces"][k] for k in ("policy", "min_size", "min_score", "margin", "size", "align")
         },
+        "perturb": None,
     }
     assert read_settings(tmp_path) == prediction and saved["faces"]["format"] == "png"
     data = OmegaConf.create({"kind": "manifest", "manifest": str(tmp_path / "manifest.csv")})

@@ -31,6 +31,7 @@ class ModelConfig:
     streams: list[str] = field(default_factory=lambda: ["rgb"])
     fusion: str = "early"
     mask_head: bool = False
+    explain_layer: str | None = None
 
 
 @dataclass
@@ -171,6 +172,14 @@ class GrayscaleConfig:
 
 
 @dataclass
+class PerturbAugmentConfig:
+    enabled: bool = False
+    p: float = 0.3
+    types: list[str] = field(default_factory=lambda: ["CS", "CC", "BW", "GNC", "GB", "JPEG", "VC"])
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+
+
+@dataclass
 class CutoutConfig:
     enabled: bool = False
     p: float = 0.3
@@ -189,6 +198,7 @@ class AugmentConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     jpeg: JpegConfig = field(default_factory=JpegConfig)
     cutout: CutoutConfig = field(default_factory=CutoutConfig)
+    perturb: PerturbAugmentConfig = field(default_factory=PerturbAugmentConfig)
 
 
 @dataclass
@@ -315,11 +325,28 @@ class EvalConfig:
     out_dir: str | None = None
     tta: str = "none"
     calibrated: bool = True
+    score_test_split: bool = True
+    explain: str = "none"
+    explain_faces: int = 8
+    faithfulness_faces: int = 256
+    embeddings: bool = False
+    embedding_samples: int = 2000
 
 
 @dataclass
 class EnsembleConfig:
     mean: str = "prob"
+
+
+@dataclass
+class PerturbConfig:
+    """evaluate.py's robustness settings (`conf/perturb/`): empty `types` = no robustness evaluation."""
+
+    types: list[str] = field(default_factory=list)
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    seed: int = 0
+    examples: int = 0
+    extracted: str | None = None
 
 
 @dataclass
@@ -372,6 +399,7 @@ class Config:
     lr_finder: LrFinderConfig = field(default_factory=LrFinderConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     calibration: str = "temperature"
+    calibration_min_samples: int = 200
 
 
 @dataclass
@@ -380,6 +408,7 @@ class EvaluateConfig(Config):
 
     checkpoint: Any = MISSING  # one path, or a list of them (an ensemble)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
 
 
 @dataclass
@@ -421,6 +450,23 @@ class PredictAggregationConfig:
 
 
 @dataclass
+class ShardConfig:
+    """One deterministic slice of a job's inputs (extract.py's videos, predict.py's inputs): every `count`-th
+    one, starting at `index`."""
+
+    index: int = 0
+    count: int = 1
+
+
+@dataclass
+class ExplainConfig:
+    """predict.py's `explain` group: `explain=gradcam` picks conf/explain/gradcam.yaml."""
+
+    method: str = "none"
+    layer: str | None = None
+
+
+@dataclass
 class PredictConfig:
     """`predict.py`: everything else (architecture, size, normalisation) comes from the checkpoint."""
 
@@ -441,3 +487,8 @@ class PredictConfig:
     tta: str = "none"
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     calibrated: bool = True
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    overwrite: bool = False
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    progress: str = "auto"
+    every_n_seconds: float = 30.0

@@ -78,6 +78,12 @@ def set_logits(
     return raw
 
 
+def reported_probs(ensemble: Ensemble, raw: np.ndarray, calibrated: bool) -> np.ndarray:
+    """The ensemble's probabilities from its members' raw logits, after their temperatures if `calibrated`."""
+    use = ensemble.calibrated(torch.from_numpy(raw)) if calibrated else torch.from_numpy(raw)
+    return ensemble.combine(use).numpy()
+
+
 def scored_report(
     ensemble: Ensemble, raw: np.ndarray, samples: Sequence[Sample], eval_cfg: Mapping[str, Any], seed: int
 ) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -14,8 +14,10 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from deepfake.config.schema import ShardConfig
 from deepfake.errors import ConfigError
-from deepfake.extraction.video import MAX_FRAMES, MAX_SIDE, TIMEOUT_S
+from deepfake.extraction.bounds import MAX_FRAMES, MAX_SIDE, TIMEOUT_S
+from deepfake.perturbations.protocol import setting
 
 
 @dataclass
@@ -28,6 +30,7 @@ class DatasetConfig:
     real_dirs: list[str] = field(default_factory=lambda: ["real"])
     fake_dirs: list[str] = field(default_factory=lambda: ["fake"])
     reuse_source_boxes: bool = False
+    masks: bool = False
 
 
 @dataclass
@@ -56,9 +59,10 @@ class FacesConfig:
 
 
 @dataclass
-class ShardConfig:
-    index: int = 0
-    count: int = 1
+class PerturbConfig:
+    type: str | None = None
+    level: int | None = None
+    seed: int = 0
 
 
 @dataclass
@@ -77,6 +81,8 @@ class ExtractConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
+    splits: list[str] | None = None
 
 
 def register_extract_config() -> None:
@@ -135,6 +141,17 @@ def validate(cfg: DictConfig | ExtractConfig) -> DictConfig:
             raise ConfigError(
                 f"{key} is not set: pass {key}=/path/to/{'dataset' if key == 'root' else 'faces'}"
             )
+    _check_values(cfg)
+    if cfg.dataset.reuse_source_boxes and cfg.dataset.kind != "ffpp":
+        raise ConfigError("dataset.reuse_source_boxes=true is for dataset=ffpp (frame-aligned fakes) only")
+    _check_robustness(cfg)
+    if cfg.dataset.masks and cfg.dataset.kind != "ffpp":
+        raise ConfigError("dataset.masks=true crops FF++'s mask videos: it is for dataset=ffpp only")
+    return cfg
+
+
+def _check_values(cfg: DictConfig) -> None:
+    """Finite numbers, known choices, and each number in its range."""
     for key, value in _floats(OmegaConf.to_container(cfg, resolve=True)):
         if not math.isfinite(value):  # NaN passes every range check below (each comparison is False)
             raise ConfigError(f"{key}={value} is not a finite number")
@@ -155,6 +172,17 @@ def validate(cfg: DictConfig | ExtractConfig) -> DictConfig:
         if not low <= value <= high:
             bounds = f">= {low}" if high == math.inf else f"in [{low}, {high}]"
             raise ConfigError(f"{key}={value} must be {bounds}{note}")
-    if cfg.dataset.reuse_source_boxes and cfg.dataset.kind != "ffpp":
-        raise ConfigError("dataset.reuse_source_boxes=true is for dataset=ffpp (frame-aligned fakes) only")
-    return cfg
+
+
+def _check_robustness(cfg: DictConfig) -> None:
+    """`perturb` (a known type at a level in 1..5, or neither) and `splits` (null, or a non-empty list)."""
+    if cfg.perturb.type is not None:
+        if cfg.perturb.level is None:
+            raise ConfigError(f"perturb.type={cfg.perturb.type} needs perturb.level: 1 (mildest) to 5")
+        setting(cfg.perturb.type, cfg.perturb.level)  # a known type at a level in 1..5, or one clear error
+    elif cfg.perturb.level is not None:
+        raise ConfigError(
+            "perturb.level is set but perturb.type is not: pass both, e.g. perturb.type=GB perturb.level=3"
+        )
+    if cfg.splits is not None and not cfg.splits:
+        raise ConfigError("splits=[] keeps no video: pass e.g. splits=[test], or leave it null for all")

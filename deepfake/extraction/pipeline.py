@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from deepfake.errors import ConfigError
+from deepfake.errors import ConfigError, DataError, UserError
 from deepfake.extraction.config import validate
 from deepfake.extraction.decode_pool import decoded_videos
 from deepfake.extraction.face_finder import (
@@ -25,9 +25,11 @@ from deepfake.extraction.face_finder import (
     build_finder,
     detect_downscaled,
 )
-from deepfake.extraction.faces import read_boxes, save_crops
+from deepfake.extraction.faces import VideoFaces, read_boxes, save_crops
+from deepfake.extraction.masks import mask_frames
+from deepfake.extraction.perturbed_frames import perturbation_of
 from deepfake.extraction.report import ExtractProgress, summary
-from deepfake.extraction.settings import changed_settings, write_settings
+from deepfake.extraction.settings import changed_settings, read_settings, settings_of, write_settings
 from deepfake.extraction.sources import Job, list_videos, shard_slice
 from deepfake.extraction.video import Decoded
 from deepfake.extraction.writer import (
@@ -69,6 +71,18 @@ def _detections(
     )
 
 
+def _manifest_rows(job: Job, saved: VideoFaces, masks: bool) -> list[list[object]]:
+    """The video's manifest rows (paths relative to the output folder); with `masks`, each crop's mask or ""."""
+    s, folder = job.sample, faces_dir(job.rel)
+    rows: list[list[object]] = [
+        [f"{folder}/{name}", s.label, s.split, s.video, s.method, s.identity] for name in saved.files
+    ]
+    if masks:
+        names = saved.masks or [""] * len(rows)
+        rows = [[*r, f"{folder}/{m}" if m else ""] for r, m in zip(rows, names, strict=True)]
+    return rows
+
+
 def extract_video(
     job: Job, decoded: Decoded, seconds: float, cfg: DictConfig, detector: FaceFinder, writer: ShardWriter
 ) -> dict[str, object]:
@@ -76,7 +90,8 @@ def extract_video(
     t0 = time.perf_counter()
     s = job.sample
     row: dict[str, object] = {"source": job.rel, "video": s.video, "label": s.label, "split": s.split,
-                              "method": s.method, "frames_decoded": len(decoded.frames)}  # fmt: skip
+                              "method": s.method, "frames_decoded": len(decoded.frames),
+                              "perturb": perturb_name(cfg)}  # fmt: skip
     if decoded.info is not None:
         info = decoded.info
         row.update(frames_total=info.frames, width=info.width, height=info.height, fps=round(info.fps, 3),
@@ -93,12 +108,13 @@ def extract_video(
             decoded.frames = []
     if decoded.frames:
         tmp = writer.temp_dir(job.rel)
-        saved = save_crops(decoded.frames, detections, cfg.faces, tmp)
+        masks = None
+        if job.mask_video is not None:  # FF++'s mask frames at the fake's indices, cropped with its boxes
+            masks = mask_frames(Path(job.mask_video), cfg.frames_per_video, {i for i, _ in decoded.frames},
+                                cfg.decode_max_side, cfg.timeout_s)  # fmt: skip
+        saved = save_crops(decoded.frames, detections, cfg.faces, tmp, masks)
         crops, with_face = len(saved.files), saved.frames_with_face
-        folder = faces_dir(job.rel)
-        manifest = [
-            [f"{folder}/{name}", s.label, s.split, s.video, s.method, s.identity] for name in saved.files
-        ]
+        manifest = _manifest_rows(job, saved, writer.masks)
         pause = float(os.environ.get(PAUSE_ENV, "0"))
         if pause:
             time.sleep(pause)
@@ -109,11 +125,16 @@ def extract_video(
     return row
 
 
+def perturb_name(cfg: DictConfig) -> str:
+    """The videos.csv `perturb` cell: `<TYPE>-<level>`, empty for an ordinary extraction."""
+    return f"{cfg.perturb.type}-{cfg.perturb.level}" if cfg.perturb.type else ""
+
+
 def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[str, object]]:
     """Decode in workers, detect here; on the CPU the detector gets the cores the decoders leave (MTCNN's many
     small per-box ops run faster on one thread than on threads that wait for a busy core)."""
     detector = build_finder(cfg.detector)
-    writer = ShardWriter(out, shard_name(cfg.shard.index, cfg.shard.count))
+    writer = ShardWriter(out, shard_name(cfg.shard.index, cfg.shard.count), masks=cfg.dataset.masks)
     workers = cfg.num_workers if cfg.num_workers >= 0 else max(1, (os.cpu_count() or 2) - 1)
     workers = min(workers, len(todo))
     threads = torch.get_num_threads()
@@ -130,6 +151,7 @@ def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[st
                     workers,
                     max_side=cfg.decode_max_side,
                     timeout_s=cfg.timeout_s,
+                    reader=perturbation_of(cfg),
                 ),
                 strict=True,
             ):
@@ -158,6 +180,23 @@ def _check_rerun(out: Path, cfg: DictConfig) -> None:
     clear(out)
 
 
+def require_same_perturbation(out: Path, cfg: DictConfig) -> None:
+    """A rerun into `out` resumes it: refuse one whose robustness perturbation differs from the videos there."""
+    saved = read_settings(out)
+    if saved is None or not done_videos(out):
+        return
+    mine = settings_of(cfg)["perturb"]
+    if saved["perturb"] != mine:
+
+        def name(p: dict | None) -> str:
+            return "none" if p is None else f"{p['type']}-{p['level']} (seed {p['seed']})"
+
+        raise UserError(
+            f"{out} holds videos extracted with perturbation {name(saved['perturb'])}, but this run asks for "
+            f"{name(mine)}; give each setting its own out=, e.g. out=/data/robust/${{perturb.type}}-${{perturb.level}}"
+        )
+
+
 def extract(cfg: DictConfig) -> Path | None:
     """Run one shard of an extraction; returns manifest.csv once every video is done (else None)."""
     cfg = validate(cfg)
@@ -166,8 +205,16 @@ def extract(cfg: DictConfig) -> Path | None:
     jobs, notes = list_videos(cfg.dataset, root)
     for note in notes:
         log.warning(note)
+    if cfg.splits is not None:
+        jobs = [j for j in jobs if j.sample.split in cfg.splits]
+        if not jobs:
+            raise DataError(
+                f"no video of {root} is in splits={list(cfg.splits)}; the layout's splits are train, val, test"
+            )
     mine = shard_slice(jobs, cfg.shard.index, cfg.shard.count)
     out.mkdir(parents=True, exist_ok=True)
+    if not cfg.overwrite:
+        require_same_perturbation(out, cfg)  # the one setting with its own advice: an out= per setting
     _check_rerun(out, cfg)
     write_settings(out, cfg)  # what predict.py needs to crop as this extraction did (via the checkpoint)
     stale = stale_videos(out, [j.rel for j in mine])

@@ -3,6 +3,8 @@
 extract.py writes the file; training on `data=manifest` copies it into each checkpoint (key `extraction`);
 predict.py reads it back from the checkpoint. The file and the checkpoint are untrusted input: `checked`
 accepts only the known keys with values of the right type and range, and nothing in them is ever run.
+`perturb` records the robustness perturbation the frames went through (`extract.py perturb.type=...`), null
+for an ordinary extraction; evaluate.py's `perturb.extracted` reads it to know which setting a set is.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from deepfake.choices import PERTURBATION_LEVELS, PERTURBATIONS
 from deepfake.errors import UserError
+from deepfake.extraction.bounds import MAX_FRAMES, MAX_SIDE
 from deepfake.extraction.crops import POLICIES
-from deepfake.extraction.video import MAX_FRAMES, MAX_SIDE
 from deepfake.runs.fileio import atomic_write
 
 SETTINGS_FILE = "extraction.json"
@@ -45,13 +48,22 @@ def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+_PERTURB = {
+    "type": lambda v: v in PERTURBATIONS,
+    "level": lambda v: v in PERTURBATION_LEVELS and not isinstance(v, bool),
+    "seed": lambda v: isinstance(v, int) and not isinstance(v, bool),
+}
+
+
 def settings_of(cfg: DictConfig) -> dict[str, Any]:
     """The part of an extract config that decides what a crop looks like."""
+    perturb = cfg.get("perturb")
     return {
         "frames_per_video": int(cfg.frames_per_video),
         "decode_max_side": int(cfg.decode_max_side),
         "detector": {k: cfg.detector[k] for k in _DETECTOR},
         "faces": {k: cfg.faces[k] for k in _FACES},
+        "perturb": {k: perturb[k] for k in _PERTURB} if perturb is not None and perturb.type else None,
     }
 
 
@@ -82,6 +94,12 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
 
 
+def _perturbation_name(p: Any) -> str:
+    if isinstance(p, dict):
+        return f"{p.get('type')}-{p.get('level')} (seed {p.get('seed')})"
+    return "none" if p is None else str(p)
+
+
 def changed_settings(out: Path, cfg: DictConfig) -> list[str]:
     """`key: old -> new` for each recorded setting that differs from the extraction.json in `out` (keys an
     older file lacks are not compared); empty when there is no file."""
@@ -89,10 +107,16 @@ def changed_settings(out: Path, cfg: DictConfig) -> list[str]:
     if not path.is_file():
         return []
     try:
-        old = _flat(json.loads(path.read_text(encoding="utf-8")))
+        saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise UserError(f"{path} cannot be read as JSON ({e}); pass overwrite=true to start over") from None
-    new = _flat(recorded(cfg))
+    if not isinstance(saved, dict):
+        raise UserError(f"{path} holds no settings mapping; pass overwrite=true to start over")
+    mine = recorded(cfg)
+    for settings in (saved, mine):  # null or a mapping: compared as one value, not key by key
+        if "perturb" in settings:
+            settings["perturb"] = _perturbation_name(settings["perturb"])
+    old, new = _flat(saved), _flat(mine)
     return [f"{k}: {old[k]} -> {new[k]}" for k in sorted(old.keys() & new.keys()) if old[k] != new[k]]
 
 
@@ -123,6 +147,12 @@ def checked(raw: Any, source: str) -> dict[str, Any]:
             if not ok(values.get(key)):
                 raise bad(f"{section}.{key}")
         out[section] = {k: values[k] for k in rules}
+    perturb = raw.get("perturb")  # absent in files written before robustness extraction: none
+    if perturb is not None and not (
+        isinstance(perturb, dict) and all(ok(perturb.get(k)) for k, ok in _PERTURB.items())
+    ):
+        raise bad("perturb")
+    out["perturb"] = {k: perturb[k] for k in _PERTURB} if perturb is not None else None
     return out
 
 
@@ -143,3 +173,31 @@ def manifest_settings(data: DictConfig) -> dict[str, Any] | None:
     if data.get("kind") != "manifest" or not data.get("manifest"):
         return None
     return read_settings(Path(data.manifest).expanduser().parent)
+
+
+def extracted_sets(folder: Path) -> list[tuple[tuple[str, int], Path]]:
+    """The crop sets under `folder` that extract.py made with a robustness perturbation, as
+    ((type, level), manifest.csv), in the order of the type list then by level. A set folder is any folder
+    directly under `folder` (or `folder` itself) holding manifest.csv and an extraction.json whose `perturb`
+    is set; two sets of one setting are refused."""
+    if not folder.is_dir():
+        raise UserError(
+            f"perturb.extracted={folder} is not a folder; pass the folder holding the extracted sets"
+        )
+    found: dict[tuple[str, int], Path] = {}
+    for candidate in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
+        settings = read_settings(candidate) if (candidate / "manifest.csv").is_file() else None
+        if settings is None or settings["perturb"] is None:
+            continue
+        key = (settings["perturb"]["type"], settings["perturb"]["level"])
+        if key in found:
+            raise UserError(
+                f"{found[key].parent} and {candidate} both hold {key[0]}-{key[1]}; keep one of them"
+            )
+        found[key] = candidate / "manifest.csv"
+    if not found:
+        raise UserError(
+            f"no set under {folder} was extracted with a perturbation (manifest.csv and extraction.json with "
+            "perturb set): run `extract.py ... perturb.type=<TYPE> perturb.level=<level> out=<folder>/<TYPE>-<level>` first"
+        )
+    return sorted(found.items(), key=lambda kv: (PERTURBATIONS.index(kv[0][0]), kv[0][1]))

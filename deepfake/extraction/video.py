@@ -18,18 +18,18 @@ import bisect
 import math
 import os
 import signal
-import stat
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import numpy as np
 
+from deepfake.extraction.bounds import MAX_SIDE, TIMEOUT_S, not_regular
 from deepfake.extraction.shared_frames import SharedFrame, discard, from_shared, to_shared
 
 
@@ -39,27 +39,6 @@ class DecodeTimeout(Exception):
 
 #: What a broken or unreadable file raises inside PyAV/FFmpeg (FFmpegError covers invalid data and EOF).
 DECODE_ERRORS = (av.error.FFmpegError, OSError, ValueError, IndexError, EOFError, MemoryError, DecodeTimeout)
-MAX_FRAMES = 1024  # most frames_per_video: a video's kept frames are held in memory together
-MAX_SIDE = 4096  # default cap on a decoded frame's longer side (extract.py's decode_max_side)
-TIMEOUT_S = 300.0  # default time limit for decoding one file (extract.py's timeout_s)
-#: Not regular files, by kind: opening one for reading can block forever (a FIFO without a writer) or read
-#: without end (a character device).
-_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-            (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-            (stat.S_ISDIR, "a folder"))  # fmt: skip
-
-
-def not_regular(path: str | Path) -> str:
-    """Why `path` (links resolved) is no regular file to read, or "" when it is one (or cannot be statted:
-    its reader then reports the OSError)."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return ""
-    if stat.S_ISREG(mode):
-        return ""
-    kind = next((name for test, name in _SPECIAL if test(mode)), "not a regular file")
-    return f"not a regular file: {kind}; only regular files are read"
 
 
 def decoded_size(width: int, height: int, max_side: int) -> tuple[int, int, float]:
@@ -227,17 +206,30 @@ def read_frames(
     return out
 
 
+class FrameReader(Protocol):
+    """What reads a video instead of `read_frames` (`extraction.perturbed_frames.FramePerturbation`), with the
+    same size and time bounds."""
+
+    def read(self, path: str, frames_per_video: int, max_side: int, timeout_s: float) -> Decoded: ...
+
+
 def timed_read(
     path: str,
     frames_per_video: int,
     max_side: int = MAX_SIDE,
     timeout_s: float = TIMEOUT_S,
     shared: bool = False,
+    reader: FrameReader | None = None,
 ) -> tuple[Decoded, float]:
-    """`read_frames` and the seconds it took; what decode workers run (this module imports no torch).
-    `shared`: leave the frames in shared memory (a decode process), to be mapped with `Decoded.unshared`."""
+    """`read_frames` (or `reader.read`) and the seconds it took; what decode workers run (this module imports no
+    torch). `shared`: leave the frames in shared memory (a decode process), to be mapped with `Decoded.unshared`."""
     t0 = time.perf_counter()
-    decoded = read_frames(path, frames_per_video, max_side, timeout_s, to_shared if shared else None)
+    if reader is None:
+        decoded = read_frames(path, frames_per_video, max_side, timeout_s, to_shared if shared else None)
+    else:  # each frame is changed after decoding, then handed over
+        decoded = reader.read(path, frames_per_video, max_side, timeout_s)
+        if shared:
+            decoded.frames = [(i, to_shared(frame)) for i, frame in decoded.frames]
     return decoded, time.perf_counter() - t0
 
 

@@ -19,6 +19,7 @@ from deepfake.config.checks import MAX_CLIP_FRAMES
 from deepfake.errors import ConfigError
 from deepfake.model.fusion import EarlyFusion, LateFusion, check_streams
 from deepfake.model.mask_head import MaskDecoder, mask_level
+from deepfake.model.pretrained import require_pretrained
 from deepfake.model.temporal import TemporalHead
 from deepfake.model.weights import load_backbone_weights
 
@@ -53,6 +54,13 @@ def resolve_architecture(name: str) -> str:
     )
 
 
+def check_pretrained(architecture: str, pretrained: bool, weights: str | None) -> None:
+    """Fail at once, before any run folder or model exists, when `model.pretrained` weights are neither in the
+    local cache nor downloadable now (`deepfake.model.pretrained`); a local `model.weights` file replaces them."""
+    if pretrained and not weights:
+        require_pretrained(resolve_architecture(architecture), alias=architecture)
+
+
 class DeepfakeDetector(nn.Module):
     """Backbone + dropout + linear head returning one fake-logit per image.
 
@@ -71,10 +79,15 @@ class DeepfakeDetector(nn.Module):
         frames: int = 1,
         mask_decoder: nn.Module | None = None,
         mask_index: int = -1,
+        alias: str = "",
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.architecture = architecture
+        self.architecture = architecture  # the timm name: what checkpoints store and rebuild from
+        # As the user chose it (`tiny`, not timm's `test_resnet`), for logs and summaries.
+        self.display_name = (
+            f"{alias} (timm {architecture})" if alias and alias != architecture else architecture
+        )
         self.img_size = img_size
         self.channels_last = channels_last
         cfg = getattr(backbone, "pretrained_cfg", {}) or {}
@@ -87,6 +100,8 @@ class DeepfakeDetector(nn.Module):
         self.mask_decoder = mask_decoder
         self.mask_index = mask_index  # the `forward_intermediates` level the mask decoder reads
         self.backbone_frozen = False
+        # Grad-CAM's target layer (a module path); None = the family's default (deepfake.explain.target)
+        self.explain_layer: str | None = None
 
     def freeze_backbone(self, frozen: bool = True) -> None:
         """Train the head only (`frozen`) or everything; a frozen backbone also stays in eval mode, so its
@@ -195,6 +210,7 @@ def get_model(
     streams: Sequence[str] = ("rgb",),
     fusion: str = "early",
     mask_head: bool = False,
+    explain_layer: str | None = None,
 ) -> DeepfakeDetector:
     """Create a detector from an alias or any timm name.
 
@@ -203,7 +219,8 @@ def get_model(
     initialised. A file that does not fit the architecture is refused (`deepfake.model.weights`). `frames` > 1 makes
     a clip model whose head is a temporal transformer over the frames' features (`deepfake.model.temporal`).
     `freeze_backbone` trains the head only (a linear probe); `training.unfreeze_at_epoch` can lift it.
-    rgb add SRM/DCT inputs fused `early` or `late`; `mask_head` adds the blend-mask decoder.
+    rgb add SRM/DCT inputs fused `early` or `late`; `mask_head` adds the blend-mask decoder. `explain_layer`
+    is the module path Grad-CAM reads (checked when an explanation is made; None = the family's default).
     """
     name = resolve_architecture(architecture)
     streams = check_streams(streams, fusion)
@@ -225,6 +242,8 @@ def get_model(
     path = Path(weights).expanduser() if weights else None
     if path is not None and not path.is_file():
         raise ConfigError(f"model.weights={weights} does not exist; pass a .safetensors or .pth file")
+    if pretrained and path is None:
+        require_pretrained(name, alias=architecture)
 
     def make_backbone() -> nn.Module:
         return _backbone(
@@ -244,7 +263,9 @@ def get_model(
     model = DeepfakeDetector(
         backbone, dropout_rate=dropout_rate, architecture=name, img_size=size, channels_last=channels_last,
         head=head, frames=frames, mask_decoder=MaskDecoder(channels) if mask_head else None, mask_index=index,
+        alias=architecture,
     )  # fmt: skip
+    model.explain_layer = explain_layer
     if freeze_backbone:
         model.freeze_backbone()
     if channels_last:
@@ -252,8 +273,12 @@ def get_model(
     if compile:
         # In-place compile keeps state_dict keys free of the `_orig_mod.` prefix.
         model.compile()
+    shown = name if architecture == name else f"{architecture} (timm {name})"
     log.info(
-        "model %s: %.2fM parameters, input %dpx", name, sum(p.numel() for p in model.parameters()) / 1e6, size
+        "model %s: %.2fM parameters, input %dpx",
+        shown,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        size,
     )
     return model
 

@@ -1,186 +1,139 @@
 """Probability of fake for new videos and images: what `python predict.py checkpoint=... input=...` runs.
 
-Each input is a video or an image by its content (`deepfake.prediction.inputs`). Videos go through
-`deepfake.prediction.run` (decode, find faces and crop as extract.py did, score, aggregate). Images are
-face crops, decoded and resized exactly as evaluation does (same dataset class, the checkpoint's size and
-normalisation), batched through a DataLoader. A file that cannot be read is a row with an error in the output,
-never the end of the run.
+The inputs (`sources`: a file, a folder, a list file or a manifest, read lazily) are counted once (`plan`:
+each input once, this shard's slice, less those with a row already in the output), then scored a window at a
+time in input order (`windows`: images through the ensemble, videos through decode -> detect -> score) and each
+row is committed to the output as it comes (`store`: .csv/.jsonl appended, .parquet/.json written at the end;
+resume, shards and the merged output). Memory stays flat: no list of rows is ever kept. A file that cannot be
+read is a row with an error, never the end of the run.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset
 
-from deepfake.choices import AMP, ENSEMBLE_MEANS, FACE_AGGREGATION, PREDICTION_FORMATS, TTA, VIDEO_AGGREGATION
+from deepfake.choices import (
+    AMP,
+    ENSEMBLE_MEANS,
+    EXPLAIN_METHODS,
+    FACE_AGGREGATION,
+    PREDICTION_FORMATS,
+    PROGRESS,
+    TTA,
+    VIDEO_AGGREGATION,
+)
 from deepfake.config import PredictConfig
-from deepfake.data.dataset import FaceDataset
 from deepfake.data.module import default_num_workers
-from deepfake.data.samples import IMAGE_EXTENSIONS, Sample
-from deepfake.data.transforms import eval_transform
 from deepfake.errors import ConfigError, UserError
-from deepfake.evaluation.ensemble import Ensemble, Member, checkpoint_list, clip_length_of, load_ensemble
-from deepfake.evaluation.inference import scoring_precision
-from deepfake.extraction.video import not_regular
-from deepfake.prediction.inputs import NOT_A_VIDEO, VIDEO_EXTENSIONS, video_kind
-from deepfake.prediction.rows import COLUMNS, frames_path, image_row, write_csv
-from deepfake.prediction.run import video_rows
-from deepfake.runs.fileio import atomic_write, require_writable
+from deepfake.evaluation.ensemble import checkpoint_list, clip_length_of, load_ensemble
+from deepfake.evaluation.inference import LoadedDetector, scoring_precision
+from deepfake.prediction.explanations import Explainer
+from deepfake.prediction.fingerprint import fingerprint, run_settings
+from deepfake.prediction.images import predict_images, predict_paths
+from deepfake.prediction.plan import Plan, Selection
+from deepfake.prediction.report import Summary, answer, plan_line
+from deepfake.prediction.rows import SETTINGS, columns, typed
+from deepfake.prediction.run import VideoRows
+from deepfake.prediction.settings import crop_settings
+from deepfake.prediction.sources import list_inputs, open_source
+from deepfake.prediction.store import Layout, OutputStore
+from deepfake.prediction.windows import Scoring, scored
+from deepfake.runs.fileio import require_writable
+from deepfake.runs.rowfiles import read_document
+from deepfake.system.console import ItemProgress
 from deepfake.system.hardware import HardwareManager
-from deepfake.system.precision import Precision
+
+__all__ = ["Predictions", "list_inputs", "predict", "predict_images", "predict_paths"]
 
 log = logging.getLogger("deepfake")
 
-#: An image row's error when the checkpoint is a video-level clip model.
-CLIP_MODEL_IMAGE = "the checkpoint is a video-level clip model ({frames} frames per clip): it scores videos, not single images"
-LIST_SUFFIXES = (".txt", ".lst", ".list")
-INPUT_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
 FORMATS = PREDICTION_FORMATS
-
-
-def list_inputs(source: str | Path) -> list[str]:
-    """Image and video paths from one file, a folder (recursive, sorted) or a list file (one path per line).
-
-    In a list file, blank lines and `#` comments are skipped and relative paths are relative to the file's
-    folder; listed files that are missing become error rows later, like unreadable ones.
-    """
-    path = Path(source).expanduser()
-    if path.is_dir():
-        found = sorted(
-            # A dangling or looping link, a FIFO or a socket is kept: it gets a row with its error, as an
-            # unreadable file does.
-            str(p)
-            for p in path.rglob("*")
-            if p.suffix.lower() in INPUT_EXTENSIONS and not p.is_dir()
-        )
-        if not found:
-            raise UserError(f"input folder {path} holds no images or videos ({', '.join(INPUT_EXTENSIONS)})")
-        return found
-    if not path.exists():
-        raise UserError(
-            f"input {path} does not exist; pass a video, an image, a folder or a text file listing them"
-        )
-    if path.suffix.lower() not in LIST_SUFFIXES:
-        return [str(path)]
-    if why := not_regular(path):
-        raise UserError(f"list file {path}: {why}")
-    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-    listed = [line for line in lines if line and not line.startswith("#")]
-    if not listed:
-        raise UserError(f"list file {path} names no images or videos (one path per line)")
-    return [str(p if (p := Path(line).expanduser()).is_absolute() else path.parent / p) for line in listed]
-
-
-class ImageFiles(Dataset):
-    """Evaluation-decoded images; an unreadable file yields a blank image and its error instead of raising."""
-
-    def __init__(self, paths: Sequence[str], img_size: int) -> None:
-        samples = [Sample(path=p, label=0, video=p, method="") for p in paths]
-        self.faces = FaceDataset(samples, eval_transform(img_size), decode_size=img_size)
-        self.img_size = img_size
-
-    def __len__(self) -> int:
-        return len(self.faces)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
-        try:
-            image, _, _ = self.faces[index]
-            return image, index, ""
-        except Exception as e:  # any failure on one file is that file's problem: reported in its row
-            cause = e.__cause__ or e.__context__ or e  # the decoder's own message, not the training hint
-            blank = torch.zeros(3, self.img_size, self.img_size, dtype=torch.uint8)
-            return blank, index, f"{type(cause).__name__}: {cause}"
-
-
-def predict_paths(
-    model: torch.nn.Module,
-    paths: Sequence[str],
-    img_size: int,
-    precision: Precision,
-    device: torch.device,
-    batch_size: int = 64,
-    num_workers: int = 0,
-) -> tuple[np.ndarray, list[str]]:
-    """One model's fake probabilities (NaN where unreadable) and error messages ("" where fine), in order."""
-    ensemble = Ensemble([Member(model=model, img_size=img_size)], precision=precision)
-    return predict_images(ensemble, paths, device, batch_size, num_workers)
-
-
-@torch.no_grad()
-def predict_images(
-    ensemble: Ensemble, paths: Sequence[str], device: torch.device, batch_size: int = 64, num_workers: int = 0
-) -> tuple[np.ndarray, list[str]]:
-    """The ensemble's probabilities (NaN where unreadable) and error messages, in `paths` order.
-
-    Images are decoded once per distinct member input size, so each member scores exactly the pixels its
-    single prediction would.
-    """
-    logits = torch.empty(len(ensemble.members), len(paths), device=device)
-    errors = [""] * len(paths)
-    for size, which in ensemble.groups().items():
-        loader = DataLoader(
-            ImageFiles(paths, size),
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=device.type == "cuda",
-        )
-        for member in which:
-            ensemble.members[member].model.eval()
-        for images, index, messages in loader:
-            rows = torch.tensor(which, device=device).unsqueeze(1)
-            logits[rows, index.to(device).unsqueeze(0)] = ensemble.raw_logits(images.to(device), which)
-            for i, message in zip(index.tolist(), messages, strict=True):
-                errors[i] = errors[i] or message
-    probs = ensemble.combine(ensemble.calibrated(logits))  # stays on the device: one transfer at the end
-    out = probs.double().cpu().numpy()
-    out[[bool(e) for e in errors]] = np.nan
-    return out, errors
 
 
 def output_format(output: str, fmt: str | None) -> str:
     chosen = fmt or Path(output).suffix.lower().lstrip(".")
     if chosen not in FORMATS:
         raise ConfigError(
-            f"cannot tell the output format of {output!r}: name it .csv or .json, or set format=csv|json"
+            f"cannot tell the output format of {output!r}: name it .csv, .jsonl, .parquet or .json, "
+            "or set format=csv|jsonl|parquet|json"
         )
+    if chosen == "parquet":
+        try:
+            import pyarrow.parquet  # noqa: F401  (checked now: a long run must not end in a missing package)
+        except ImportError:
+            raise UserError(
+                "output=.parquet needs pyarrow: pip install 'deepfake[parquet]', or write .csv, .jsonl or .json"
+            ) from None
     return chosen
 
 
-def write_predictions(rows: list[dict[str, Any]], output: Path, fmt: str, meta: dict[str, Any]) -> None:
-    """CSV (one row per input) or JSON ({meta..., predictions: [...]}), written atomically."""
-    if fmt == "csv":
-        write_csv(output, COLUMNS, rows)
-        return
-    text = json.dumps({**meta, "predictions": rows}, indent=2)
-    atomic_write(output, lambda f: f.write(text.encode()))
+class Predictions(Sequence):
+    """The rows a run left in its output (the merged file, or this shard's part while others still run), read
+    back from disk on demand, in order; `plan` and `summary` describe the run."""
+
+    def __init__(self, path: Path, kind: str, plan: Plan, summary: Summary, missing: int) -> None:
+        self.path, self.kind, self.plan, self.summary, self.missing = path, kind, plan, summary, missing
+        self._cached: list[dict[str, Any]] | None = None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        _, rows = read_document(self.path, self.kind)
+        return (typed(row) for row in rows)
+
+    def _rows(self) -> list[dict[str, Any]]:
+        if self._cached is None:
+            self._cached = list(iter(self))  # not list(self): that asks __len__ first
+        return self._cached
+
+    def __len__(self) -> int:
+        return len(self._rows())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._rows()[index]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and self._rows() == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
-def predict(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Score every input video and image and write `cfg.output`; returns the rows written."""
+def _meta(cfg: DictConfig, loaded: Sequence[LoadedDetector], explainer: Explainer | None) -> dict[str, Any]:
+    """What a JSON document (and a Parquet file's metadata) says about the run besides its rows."""
+    temps = [d.temperature if cfg.calibrated else None for d in loaded]  # None: raw probabilities
+    one = len(loaded) == 1
+    meta = {
+        "checkpoint": str(loaded[0].path) if one else [str(d.path) for d in loaded],
+        "threshold": cfg.threshold,
+        "preprocess": loaded[0].model.preprocess if one else [d.model.preprocess for d in loaded],
+        "tta": cfg.tta,
+        "temperature": temps[0] if one else temps,
+        "aggregation": OmegaConf.to_container(cfg.aggregation, resolve=True),
+        "no_face_prob": cfg.no_face_prob,
+    }
+    if not one:
+        meta["ensemble_mean"] = cfg.ensemble.mean
+    if explainer is not None:
+        meta["explain"] = {"method": cfg.explain.method, "folder": str(explainer.folder)}
+    return meta
+
+
+def predict(cfg: DictConfig | Mapping[str, Any]) -> Predictions:
+    """Score every input of this shard that has no row yet, committing each row to `cfg.output` as it comes;
+    write the merged output once every input has a row. Returns the output's rows (read on demand)."""
     cfg = _checked(cfg)
     fmt = output_format(cfg.output, cfg.format)
     output = Path(cfg.output).expanduser()
     # Checked now, not after inference: a long run must not end in a write that was bound to fail.
-    for path, what in (
-        (output, "output"),
-        (frames_path(output), "per_frame's file") if cfg.per_frame else (None, ""),
-    ):
-        if path is not None and path.is_dir():
-            raise UserError(
-                f"{what} {path} is a folder, not a file: pass output=<file>.csv or .json, e.g. output={output / 'preds.csv'}"
-            )
+    _refuse_folders(output, cfg.per_frame)
     require_writable(output.parent, "the output folder", "pass output=<a path in a writable folder>")
     checkpoints = checkpoint_list(cfg.checkpoint)
-    paths = list_inputs(cfg.input)  # a wrong path fails before any checkpoint is read
+    source = open_source(cfg.input)  # a wrong path fails before any checkpoint is read
     hw = HardwareManager(**cfg.hardware)
     precision = scoring_precision(hw.precision(cfg.amp), cfg.amp)
     ensemble, loaded = load_ensemble(
@@ -188,74 +141,78 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     )
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
     hw.configure(workers)  # intra-op threads take the cores the loader workers leave
-    kinds = [video_kind(p) for p in paths]
     clip = clip_length_of(loaded)
+    explainer = None
+    if cfg.explain.method != "none":  # grad-cam and the layers checked before any scoring
+        explainer = Explainer(
+            ensemble.members, cfg.explain.method, cfg.explain.layer, cfg.tta, output, cfg.input, hw.device,
+            min(cfg.batch_size, 32), clip,
+        )  # fmt: skip
+    crop = crop_settings(loaded[0], cfg.extraction)
+    cols = columns(source.carried)
+    settings = run_settings(cfg, loaded, crop, precision, cfg.threshold, cols)
+    key = fingerprint(settings)
+    layout = Layout(output, fmt, cfg.shard.index, cfg.shard.count)
+    store = OutputStore(layout, cols, settings, key, _meta(cfg, loaded, explainer))
+    if cfg.overwrite:
+        store.clear()
+    done = store.open()
+    selection = Selection(source, cfg.shard.index, cfg.shard.count)
+    plan = selection.plan(done)
+    log.info(plan_line(plan, source.describe(), cfg.shard.index, cfg.shard.count))
     names = ", ".join(str(d.path) for d in loaded)
-    log.info("predicting %d inputs (%d videos) with %s (%s, %s)", len(paths), kinds.count("video"), names,
-             hw.device, precision.name)  # fmt: skip
-    by_path: dict[int, dict[str, Any]] = {}
-    images = [i for i, k in enumerate(kinds) if k == "image"]
-    if images and clip > 1:
-        for i in images:
-            by_path[i] = image_row(paths[i], None, CLIP_MODEL_IMAGE.format(frames=clip), cfg.threshold)
-    elif images:
-        probs, errors = predict_images(
-            ensemble, [paths[i] for i in images], hw.device, cfg.batch_size, workers
-        )
-        for i, prob, error in zip(images, probs, errors, strict=True):
-            by_path[i] = image_row(paths[i], float(prob), error, cfg.threshold)
-    for i in (i for i, k in enumerate(kinds) if k in ("not_video", "special")):
-        why = NOT_A_VIDEO if kinds[i] == "not_video" else not_regular(paths[i])
-        by_path[i] = {**image_row(paths[i], None, why, cfg.threshold), "frames_used": 0, "faces_found": 0}
-    videos = [i for i, k in enumerate(kinds) if k == "video"]
-    if videos:
-        found = video_rows(
-            [paths[i] for i in videos], cfg, loaded[0], ensemble, clip, hw.device, workers, output
-        )
-        by_path.update(zip(videos, found, strict=True))
-    rows = [by_path[i] for i in range(len(paths))]
-    temps = [d.temperature if cfg.calibrated else None for d in loaded]  # None: raw probabilities
-    meta = {
-        "checkpoint": str(loaded[0].path) if len(loaded) == 1 else [str(d.path) for d in loaded],
-        "threshold": cfg.threshold,
-        "preprocess": loaded[0].model.preprocess
-        if len(loaded) == 1
-        else [d.model.preprocess for d in loaded],
-        "tta": cfg.tta,
-        "temperature": temps[0] if len(temps) == 1 else temps,
-        "aggregation": dict(cfg.aggregation),
-        "no_face_prob": cfg.no_face_prob,
-    }
-    if len(loaded) > 1:
-        meta["ensemble_mean"] = cfg.ensemble.mean
-    write_predictions(rows, output, fmt, meta)
-    _report(rows, cfg)
-    return rows
-
-
-def _report(rows: list[dict[str, Any]], cfg: DictConfig) -> None:
-    """The summary lines; a single input also gets its answer printed as one line on stdout."""
-    bad = [row for row in rows if row["status"] == "error"]
-    fake = sum(row["pred"] == "fake" for row in rows)
-    scored = sum(row["pred"] is not None for row in rows)
-    log.info(
-        "wrote %d predictions to %s: %d fake, %d real at threshold %g",
-        len(rows) - len(bad), cfg.output, fake, scored - fake, cfg.threshold,
+    log.info("scoring with %s (%s, %s); settings %s", names, hw.device, precision.name, key)
+    scoring = Scoring(
+        ensemble, hw.device, cfg.batch_size, workers, cfg.threshold, clip,
+        videos=lambda: VideoRows(cfg, loaded[0], crop, ensemble, clip, hw.device, workers, output, bool(done),
+                                 explainer),
+        explainer=explainer,
     )  # fmt: skip
-    for row in rows:
-        if row["status"] == "no_face":
-            log.warning("  %s: no face found (prob %s)", row["path"], row["prob"])
-    if bad:
-        log.warning("%d file(s) could not be read (listed in %s):", len(bad), cfg.output)
-        for row in bad:
-            log.warning("  %s: %s", row["path"], row["error"])
-    if len(rows) == 1:
-        row = rows[0]
-        prob = "" if row["prob"] is None else f"{row['prob']:.4f} "
-        print(f"{row['path']}: {prob}{row['pred'] or ''} ({row['status']})".replace("  ", " "), flush=True)
+    t0 = time.perf_counter()
+    summary = Summary()
+    with (
+        scoring,
+        store.writer(cfg.per_frame) as sink,
+        ItemProgress(plan.todo, "inputs", None, cfg.progress, cfg.every_n_seconds) as progress,
+    ):
+        for entry, result in scored(selection.todo(done), scoring):
+            result.row = {**result.row, **entry.carried, SETTINGS: key}
+            sink.write(result)
+            summary.add(result.row, result.seconds, result.frames_decoded)
+            progress.update()
+    missing = store.assemble(selection)
+    for line in summary.lines(plan, time.perf_counter() - t0, str(output), cfg.threshold):
+        log.info(line)
+    return _finish(layout, plan, summary, missing)
 
 
-def _checked(cfg: DictConfig) -> DictConfig:
+def _finish(layout: Layout, plan: Plan, summary: Summary, missing: int) -> Predictions:
+    """The rows left on disk: the merged output when every input has a row, else this shard's part."""
+    output = layout.output
+    complete = missing == 0 and (output.is_file() or layout.streams)
+    if not complete:
+        log.info("%d input(s) have no row yet (other shards?); the merged %s is written by the last shard to "
+                 "finish, or by a rerun of any shard after they all have", missing, output)  # fmt: skip
+    found = Predictions(output if complete else layout.journal, layout.fmt if complete else layout.kind, plan,
+                        summary, missing)  # fmt: skip
+    if plan.inputs == 1 and complete:
+        print(answer(found[0]), flush=True)
+    return found
+
+
+def _refuse_folders(output: Path, per_frame: bool) -> None:
+    """The output (and per_frame's file beside it) must be files: a folder there fails only at the first
+    write, after inference."""
+    frames = Layout(output, "csv").frames_output
+    for path, what in ((output, "output"), (frames, "per_frame's file") if per_frame else (None, "")):
+        if path is not None and path.is_dir():
+            raise UserError(
+                f"{what} {path} is a folder, not a file: pass output=<file>.csv (or .jsonl, .json, .parquet), "
+                f"e.g. output={output / 'preds.csv'}"
+            )
+
+
+def _checked(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
     """Merge onto the schema (Python callers may pass a dict) and check the values a type cannot."""
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(PredictConfig), cfg)
@@ -271,12 +228,21 @@ def _checked(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"threshold must be in [0, 1] (got {cfg.threshold})")
     if cfg.batch_size <= 0:
         raise ConfigError(f"batch_size must be > 0 (got {cfg.batch_size})")
+    if not 0 <= cfg.shard.index < cfg.shard.count:
+        raise ConfigError(f"shard.index={cfg.shard.index} must be in [0, shard.count={cfg.shard.count})")
+    if cfg.overwrite and cfg.shard.count > 1:
+        raise ConfigError(
+            "overwrite=true with shard.count > 1 would delete the other shards' rows while they write them: "
+            f"delete {cfg.output} and {cfg.output}.parts/ first, or pass another output="
+        )
     for key, choices in (
+        ("progress", PROGRESS),
         ("amp", AMP),
         ("tta", TTA),
         ("ensemble.mean", ENSEMBLE_MEANS),
         ("aggregation.faces", FACE_AGGREGATION),
         ("aggregation.frames", VIDEO_AGGREGATION),
+        ("explain.method", EXPLAIN_METHODS),
     ):
         if OmegaConf.select(cfg, key) not in choices:
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is not one of {', '.join(choices)}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepfake.extraction.video import not_regular
+from deepfake.extraction.bounds import not_regular
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 NOT_A_VIDEO = "not a video: the file's content is no MP4/MOV, AVI, MKV or WebM container"

@@ -9,9 +9,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from deepfake.evaluation.inference import LoadedDetector
+from deepfake.extraction.bounds import MAX_SIDE, TIMEOUT_S
 from deepfake.extraction.config import DetectorConfig, FacesConfig
 from deepfake.extraction.settings import checked
-from deepfake.extraction.video import MAX_SIDE, TIMEOUT_S
 
 log = logging.getLogger("deepfake")
 

@@ -7,7 +7,8 @@ extract.py's own code, so a video's crops match the training crops pixel for pix
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -23,6 +24,9 @@ from deepfake.extraction.video import Decoded
 from deepfake.prediction.score import Scorer
 
 PREVIEW_FACES = 8  # most suspicious crops a video keeps for its contact sheet
+#: (video path, face keys, uint8 crops (N, S, S, 3), probabilities (N,)) -> overlays of the explained faces by
+#: index: `deepfake.prediction.explanations.Explainer.video`, whose overlays then stand in the contact sheet.
+FaceExplainer = Callable[[str, Sequence[tuple[int, int]], np.ndarray, np.ndarray], dict[int, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class VideoResult:
     error: str = ""
     prob: float | None = None
     frames_decoded: int = 0
+    seconds: float = 0.0  # decode, detection and scoring of this video (each stage's own time)
     frame_probs: list[tuple[int, float]] = field(
         default_factory=list
     )  # (frame index, prob), frames with faces
@@ -111,10 +116,13 @@ def classify_video(
     agg: Aggregation,
     device: torch.device,
     batch_size: int = 64,
+    explain: FaceExplainer | None = None,
 ) -> VideoResult:
-    """The scoring half: face, frame and video probabilities (nothing to do without faces)."""
+    """The scoring half: face, frame and video probabilities (nothing to do without faces); `explain` writes
+    the faces' explanations, and their overlays replace the crops the contact sheet shows."""
     if not keys:
         return result
+    t0 = time.perf_counter()
     probs = score_crops(crops, score, device, batch_size)
     result.face_probs = [(frame, face, float(p)) for (frame, face), p in zip(keys, probs, strict=True)]
     by_frame: dict[int, list[float]] = {}
@@ -123,12 +131,14 @@ def classify_video(
     result.frame_probs = [(frame, over_faces(ps, agg.faces)) for frame, ps in by_frame.items()]
     result.prob = over_frames([p for _, p in result.frame_probs], agg.frames, agg.k)
     order = np.argsort(-probs, kind="stable")[:PREVIEW_FACES]
-    result.top_faces = [(crops[i].copy(), float(probs[i]), keys[i][0]) for i in order]
+    shown = explain(result.path, keys, crops, probs) if explain is not None else {}
+    result.top_faces = [(shown.get(i, crops[i]).copy(), float(probs[i]), keys[i][0]) for i in order]
+    result.seconds += time.perf_counter() - t0
     return result
 
 
 def predict_videos(
-    paths: list[str],
+    paths: Sequence[str],
     settings: DictConfig,
     detector: FaceFinder,
     score: Scorer,
@@ -136,6 +146,7 @@ def predict_videos(
     device: torch.device,
     workers: int,
     batch_size: int = 64,
+    explain: FaceExplainer | None = None,
 ) -> Iterator[VideoResult]:
     """Each video's result in `paths` order. Three stages overlap: up to 2 videos per worker are decoded
     ahead in threads, and one video's crops are classified in a thread while the next one is detected."""
@@ -145,9 +156,11 @@ def predict_videos(
                              max_side=settings.decode_max_side, timeout_s=settings.timeout_s)  # fmt: skip
     with ThreadPoolExecutor(1, thread_name_prefix="classify") as pool:
         pending: Future[VideoResult] | None = None
-        for video, _ in decoded:
+        for video, decode_seconds in decoded:
+            t0 = time.perf_counter()
             staged = detect_video(video, settings, detector)
-            submitted = pool.submit(classify_video, *staged, score, agg, device, batch_size)
+            staged[0].seconds = decode_seconds + time.perf_counter() - t0
+            submitted = pool.submit(classify_video, *staged, score, agg, device, batch_size, explain)
             if pending is not None:
                 yield pending.result()
             pending = submitted

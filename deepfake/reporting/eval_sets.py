@@ -10,6 +10,7 @@ reports test sets only: nothing here picks a checkpoint.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -44,6 +45,7 @@ from deepfake.evaluation.ensemble import (
 from deepfake.evaluation.inference import load_detector, scoring_precision
 from deepfake.evaluation.metrics import video_scores
 from deepfake.evaluation.scoring import PREDICTION_COLUMNS, VIDEO_KEYS, scored_report, set_logits
+from deepfake.reporting.robustness import RobustnessHook, robustness_hook, robustness_request
 from deepfake.runs.checkpoint import load_checkpoint, unwrap
 from deepfake.runs.fileio import atomic_write, require_writable
 from deepfake.system.hardware import HardwareManager
@@ -95,10 +97,13 @@ def evaluate_sets(
     out_dir: Path,
     seed: int = 0,
     context: Mapping[str, Any] | None = None,
+    robustness: RobustnessHook | None = None,
 ) -> dict[str, dict]:
     """Predict and report every named set (see `DataModule.setup_test_sets`) into `out_dir/<set>/`.
 
     `data` holds one DataModule per member input size (`Ensemble.groups`), all over the same test sets.
+    `robustness` (evaluate.py's `perturb` group, `reporting.robustness.robustness_hook`) scores each set again
+    under the robustness settings, given its name, clean probabilities and results folder; what it returns goes into metrics.json.
     """
     reports = {}
     first = next(iter(data.values()))
@@ -116,6 +121,16 @@ def evaluate_sets(
         identity = evaluation_identity(source, ensemble, eval_cfg, context)
         folder = results_dir(out_dir, name, identity)
         report = {"set": folder.name, **(context or {}), "evaluation": identity, **report}
+        if robustness is not None:
+            report["robustness"] = robustness(name, probs, folder)
+        if eval_cfg["explain"] != "none" or eval_cfg["embeddings"]:
+            from deepfake.reporting.explanations import explain_set  # grad-cam and t-SNE: only when asked
+
+            datasets = {size: loader.dataset for size, loader in loaders.items()}
+            scores = explain_set(folder, folder.name, ensemble.members, ensemble.tta, datasets, samples, probs,
+                                 eval_cfg, device, seed)  # fmt: skip
+            if scores is not None:
+                report["faithfulness"] = scores
         write_set(folder, samples, probs, report, raw_probs if eval_cfg["calibrated"] else None)
         reports[folder.name] = report
         log.info("evaluated %s: %d images -> %s", name, len(samples), folder)
@@ -168,7 +183,10 @@ def results_table(reports: Mapping[str, dict]) -> str:
     ensemble's members get a row each (`<set> #k`) above the ensemble's row, and a legend of checkpoints."""
     table = Table(title="Test sets (label 1 = fake)", box=box.MARKDOWN)
     columns = ("set", "images", "videos", "AUC", "AUC CI", "AP", "EER", "ACC", "bACC", "log loss")
-    for column in (*columns, "LL raw", "LL cal", "ECE raw", "ECE cal", "video AUC", "video ACC", "video EER"):
+    faithful = any("faithfulness" in r for r in reports.values())  # eval.explain on a set with masks
+    explained = ("pointing game", "heat in mask", "mask area") if faithful else ()
+    for column in (*columns, "LL raw", "LL cal", "ECE raw", "ECE cal", "video AUC", "video ACC", "video EER",
+                   *explained):  # fmt: skip
         table.add_column(column, justify="left" if column == "set" else "right")
     legend: dict[str, str] = {}
     for name, r in reports.items():
@@ -185,12 +203,19 @@ def results_table(reports: Mapping[str, dict]) -> str:
                 *(_fmt(f[k]) for k in ("ap", "eer", "acc", "balanced_acc", "loss")),
                 *(_fmt(c[when][k]) for k in ("log_loss", "ece") for when in ("raw", "calibrated")),
                 *(_fmt(v[k]) for k in VIDEO_KEYS),
+                *(_faithfulness(entry if entry is r else {}) if faithful else ()),
             )
     console = Console(file=io.StringIO(), width=220, color_system=None, force_terminal=False)
     console.print(table)
     for key, path in legend.items():
         console.print(f"{key}: {path}")
     return console.file.getvalue().rstrip()
+
+
+def _faithfulness(report: Mapping[str, Any]) -> tuple[str, ...]:
+    """The pointing game, heat in mask and its chance level (the mask area) of a set, "n/a" without masks."""
+    scores = report.get("faithfulness", {})
+    return tuple(_fmt(scores.get(k, math.nan)) for k in ("pointing_game", "heat_in_mask", "mask_area"))
 
 
 def _fmt(x: float) -> str:
@@ -243,10 +268,12 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     """
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise UserError("no checkpoint given: pass checkpoint=<run directory or .pt file>")
+    perturb = robustness_request(cfg.perturb)  # checked before any checkpoint is read
     paths = checkpoint_list(cfg.checkpoint)
     loaded = [load_detector(path) for path in paths]  # every member's file checked before any work
     first = loaded[0]
     run_cfg = evaluation_config(first.config, cfg, overrides)
+    check_explanations(loaded, run_cfg, overrides)
     if run_cfg.eval.out_dir:
         out_dir = Path(run_cfg.eval.out_dir).expanduser()
     else:  # an ensemble's results are no member's: they get their own folder
@@ -259,19 +286,8 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     ensemble = ensemble_of(
         loaded, hw.device, precision, run_cfg.eval.tta, cfg.ensemble.mean, run_cfg.eval.calibrated
     )
-    data = {
-        size: instantiate(
-            run_cfg.data,
-            img_size=size,
-            batch_size=run_cfg.training.batch_size,
-            eval_batch_size=run_cfg.training.eval_batch_size,
-            seed=run_cfg.seed,
-            pin_memory=hw.device.type == "cuda",
-            clip_frames=clip,
-            _convert_="all",
-        )
-        for size in ensemble.groups()
-    }
+    modules_for = functools.partial(data_modules, run_cfg, list(ensemble.groups()), hw.device, clip)
+    data = modules_for()
     names = {size: module.setup_test_sets() for size, module in data.items()}[ensemble.members[0].img_size]
     log.info("evaluating %s on %s (%s, %s)", ", ".join(paths), ", ".join(names), hw.device, precision.name)
     context = (
@@ -279,7 +295,49 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
         if len(loaded) == 1
         else {"checkpoints": [str(d.path) for d in loaded]}
     )
-    return evaluate_sets(ensemble, data, names, hw.device, run_cfg.eval, out_dir, run_cfg.seed, context)
+    hook = robustness_hook(perturb, names, ensemble, data, hw.device, run_cfg.eval, modules_for)
+    return evaluate_sets(ensemble, data, names, hw.device, run_cfg.eval, out_dir, run_cfg.seed, context, hook)
+
+
+def data_modules(
+    run_cfg: DictConfig,
+    sizes: Sequence[int],
+    device: torch.device,
+    clip: int,
+    test_sets: list[str] | None = None,
+) -> dict[int, DataModule]:
+    """One DataModule per member input size over the run config's test sets, or over `test_sets`."""
+    sets = {} if test_sets is None else {"test_sets": test_sets}
+    return {
+        size: instantiate(
+            run_cfg.data,
+            img_size=size,
+            batch_size=run_cfg.training.batch_size,
+            eval_batch_size=run_cfg.training.eval_batch_size,
+            seed=run_cfg.seed,
+            pin_memory=device.type == "cuda",
+            clip_frames=clip,
+            _convert_="all",
+            **sets,
+        )
+        for size in sizes
+    }
+
+
+def check_explanations(loaded: Sequence[Any], run_cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """`model.explain_layer=` on the command line replaces every member's own; with `eval.explain` on, grad-cam
+    and each member's layer are checked before any scoring."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    if "model.explain_layer" in keys:
+        for member in loaded:
+            member.model.explain_layer = run_cfg.model.explain_layer
+    if run_cfg.eval.explain != "none":
+        from deepfake.explain.cam import require_gradcam
+        from deepfake.explain.target import cam_target
+
+        require_gradcam("eval.explain")
+        for member in loaded:
+            cam_target(member.model, None, "model.explain_layer")
 
 
 def ensemble_dir(paths: Sequence[Path]) -> Path:
@@ -292,12 +350,12 @@ def ensemble_dir(paths: Sequence[Path]) -> Path:
 
 def evaluation_config(saved: DictConfig | None, cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     """The checkpoint's run config, with the overridden keys, `hardware` and `data.test_sets` taken from `cfg`."""
-    own = ("checkpoint", "ensemble")  # evaluate.py's keys, not a training run's
+    own = ("checkpoint", "ensemble", "perturb")  # evaluate.py's keys, not a training run's
     current = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k not in own}
     base = to_config(saved) if saved is not None else to_config(current)
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
-        if override.is_delete() or key.split(".")[0] in ("checkpoint", "ensemble", "hydra"):
+        if override.is_delete() or key.split(".")[0] in (*own, "hydra"):
             continue
         OmegaConf.update(base, key, OmegaConf.select(cfg, key), merge=False)
     base.hardware = cfg.hardware

@@ -29,9 +29,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
-from deepfake import __version__
 from deepfake.runs.fileio import CHUNK, HashingWriter, atomic_write, remove_stale_temps
 from deepfake.runs.mirror import Mirror, prune_backups
+from deepfake.version import __version__
 
 log = logging.getLogger("deepfake.backup")  # the name train.log has always shown
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepfake import __version__
 from deepfake.errors import UserError, one_line
 from deepfake.runs.fileio import atomic_write
+from deepfake.version import __version__
 
 log = logging.getLogger("deepfake.checkpoint")  # the name train.log has always shown
 

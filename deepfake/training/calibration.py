@@ -4,7 +4,8 @@ The observer runs when the loop ends normally, before the metrics file and the e
 the result). Every rank loads best.pt's weights and predicts its validation shard (with `eval.tta`, as
 validation did); rank 0 fits the temperature on the gathered logits (`deepfake.evaluation.calibration`),
 writes it into best.pt as `calibration`, draws plots/reliability.png and hands the before/after log loss
-and ECE to metrics.json. Only best.pt carries it: last.pt is the resume state, whose weights may differ.
+and ECE to metrics.json. Only best.pt carries it: last.pt is the resume state, whose weights may differ. With
+fewer than `calibration_min_samples` validation images nothing is fitted, and the log says why.
 """
 
 from __future__ import annotations
@@ -56,6 +57,15 @@ class CalibrationObserver(Observer):
         )
         labels, logits, _ = gather_predictions(run.ddp, labels, logits[0], index)
         if not run.ddp.is_main:
+            return
+        if len(labels) < run.cfg.calibration_min_samples:
+            log.warning(
+                "calibration skipped: %d validation images, fewer than calibration_min_samples=%d. A temperature "
+                "fitted on so few follows their noise and can make the probabilities worse (higher ECE) on new "
+                "data; best.pt's probabilities stay raw. Validate on more images, or set "
+                "calibration_min_samples=%d to fit one anyway", len(labels), run.cfg.calibration_min_samples,
+                len(labels),
+            )  # fmt: skip
             return
         result = calibrate(logits, labels, run.cfg.eval.tta)
         if result is None:

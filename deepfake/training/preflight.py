@@ -132,7 +132,7 @@ def _model(cfg: DictConfig, report: Report, hw: HardwareManager | None) -> Any:
         return None
     params = sum(p.numel() for p in model.parameters())
     report.add(
-        "model", "info", f"{model.architecture}: {params / 1e6:.2f}M parameters, input {model.img_size}px"
+        "model", "info", f"{model.display_name}: {params / 1e6:.2f}M parameters, input {model.img_size}px"
     )
     return model.to(hw.device) if hw is not None else model
 

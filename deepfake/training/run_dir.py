@@ -125,8 +125,9 @@ def discard_fresh_run_dir() -> None:
         return
     shutil.rmtree(run_dir, ignore_errors=True)
     if run_dir.parent.parent.name in ("outputs", "debug"):  # the default <base>/outputs/<date>/<time>
-        with contextlib.suppress(OSError):  # only if now empty
+        with contextlib.suppress(OSError):  # each only if now empty
             run_dir.parent.rmdir()
+            run_dir.parent.parent.rmdir()
 
 
 def open_run(

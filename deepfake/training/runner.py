@@ -18,6 +18,7 @@ from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError, UserError
 from deepfake.exits import error_message, log_to_files
 from deepfake.extraction.settings import manifest_settings
+from deepfake.model.detector import check_pretrained
 from deepfake.reporting.eval_sets import evaluate_best
 from deepfake.reporting.model_summary import report_summary
 from deepfake.reporting.progress import ProgressTracker, fan_out
@@ -30,7 +31,7 @@ from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
 from deepfake.tracking.trackers import check_trackers
 from deepfake.training.build import instantiate
 from deepfake.training.calibration import CalibrationObserver
-from deepfake.training.debug import check_verdict, debug_observers
+from deepfake.training.debug import check_verdict, debug_observers, is_debug_run
 from deepfake.training.early_stopping import Best, improved
 from deepfake.training.engine import EpochHooks, TrainState, train_epoch, validate
 from deepfake.training.memory import OutOfMemory, oom_message
@@ -60,6 +61,7 @@ from deepfake.training.run_dir import discard_fresh_run_dir, open_run
 from deepfake.training.run_files import (
     adopt_val_predictions,
     log_best,
+    log_next_steps,
     val_metrics,
     warn_if_undefined,
     write_metrics,
@@ -88,6 +90,8 @@ def train(cfg: Config | DictConfig | dict) -> float:
                 "find_lr=true runs the LR range test, not training: use `python train.py find_lr=true ...`, "
                 "or deepfake.training.lr_finder.find_lr(cfg) from Python"
             )
+        if not cfg.resume:  # a resumed run's model comes from its checkpoint
+            check_pretrained(cfg.model.architecture, cfg.model.pretrained, cfg.model.weights)
         check_trackers(cfg.logger)  # a missing package or a misread URI: refused before anything is built
     except UserError:
         discard_fresh_run_dir()
@@ -330,6 +334,8 @@ class Trainer(TrainerSetup):
         self.progress.phase("validate")
         train_stats = distributed.reduce_train_stats(self.ddp, train_stats)
         val, predictions = self._validate(distributed.local_module(self.model), "val")
+        if self.faithfulness is not None:
+            val.update(self.faithfulness(distributed.local_module(self.model), self.device))
         if self.ema is not None:
             val.update(self._validate(self.ema.module, "val_ema")[0])
         monitored = val.get(tc.monitor)
@@ -417,12 +423,18 @@ class Trainer(TrainerSetup):
         if outcome == "interrupt":
             self._stopped_by_signal()
         log_best(self.tc.monitor, self.best, self.labels_seen, self.checkpoints.last)
-        if self.test_sets and self.ddp.is_main and self.checkpoints.best.is_file():
+        has_best = self.ddp.is_main and self.checkpoints.best.is_file()
+        if self.test_sets and has_best:
+            which = "data.test_sets" if self.cfg.data.test_sets else "the data's test split"
+            log.info("scoring best.pt (epoch %s, chosen on %s) on %s: a report, never a selection",
+                     self.best.epoch, self.tc.monitor, which)  # fmt: skip
             evaluate_best(
                 self.run_dir, self.model, self.data, self.test_sets, self.precision, self.device, self.cfg
             )
         if self.tb.enabled:
             log.info("inspect with: tensorboard --logdir %s", self.run_dir)
+        if has_best and not is_debug_run(self.cfg):
+            log_next_steps(self.run_dir)
         return float(self.best.value) if self.best.value is not None else math.nan
 
     def _stopped_by_signal(self) -> None:
