@@ -146,7 +146,7 @@ def test_torchrun_two_cpu_processes_match_one_process(tmp_path: Path) -> None:
     run = runs[0]
     assert list(cwd.iterdir()) == []
     assert sorted(p.name for p in run.iterdir()) == [
-        ".hydra", "backups", "checkpoints", "hardware.json", "metrics.json", "model_summary.json", "plots", "train.log",
+        ".hydra", "backups", "checkpoints", "eval", "hardware.json", "metrics.json", "model_summary.json", "plots", "train.log",
         "val_predictions.csv",
     ]  # fmt: skip
     assert len(list((run / "backups").glob("*.tar.gz"))) == 1  # one end-of-run backup, not one per rank

@@ -235,5 +235,5 @@ def test_run_ends_with_plots_of_the_best_epoch(piped_run: tuple[subprocess.Compl
         with Image.open(run / "plots" / name) as im:
             assert im.format == "PNG" and im.width >= 500 and im.height >= 400
             assert np.asarray(im.convert("L")).std() > 5  # drawn on, not blank
-    assert "plots: plots/loss.png, plots/val_metrics.png, plots/roc.png" in proc.stdout
+    assert "plots: plots/loss.png, plots/reliability.png, plots/roc.png, plots/val_metrics.png" in proc.stdout
     assert metrics["best"]["epoch"] in (1, 2)

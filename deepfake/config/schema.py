@@ -229,6 +229,13 @@ class DataConfig:
     decode: str = "cpu"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     test_sets: list[str] = field(default_factory=list)
+    train_methods: list[str] = field(default_factory=list)
+    train_methods_mode: str = "only"
+    test_methods: list[str] = field(default_factory=list)
+    val_fraction: float = 0.0
+    layout: str = "auto"
+    geometry: str = "resize"
+    format_align: str = "none"
 
 
 @dataclass

@@ -23,6 +23,7 @@ from torchvision.transforms.v2 import functional as TF
 from deepfake.choices import ENSEMBLE_MEANS, TTA
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.inference import LoadedDetector, load_detector
+from deepfake.evaluation.threshold import checked_val_threshold
 from deepfake.evaluation.tta import tta_logits
 from deepfake.model.temporal import clip_length
 from deepfake.system.precision import Precision
@@ -36,6 +37,7 @@ class Member:
     img_size: int  # the input size it was trained at
     temperature: float = 1.0  # divides its logit; 1 = uncalibrated
     name: str = ""  # the checkpoint it came from
+    val_threshold: float | None = None  # the raw probability of best validation balanced accuracy, if known
 
 
 class Ensemble:
@@ -137,6 +139,7 @@ def ensemble_of(
             img_size=d.img_size,
             temperature=d.temperature if calibrated and d.temperature is not None else 1.0,
             name=str(d.path),
+            val_threshold=checked_val_threshold(d.checkpoint.get("metrics")),
         )
         for d in loaded
     ]

@@ -119,31 +119,6 @@ def note_one_frame_videos() -> None:
     )
 
 
-def method_metrics(
-    labels: np.ndarray, probs: np.ndarray, methods: Sequence[str], threshold: float = 0.5
-) -> dict[str, dict[str, float]]:
-    """Per manipulation method (real included): image count, ACC, and for fake methods AUC against all reals.
-
-    AUC per method is the FF++ convention (each method's fakes ranked against the same real images); it shows
-    which manipulations a detector misses, which one pooled AUC hides.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    labels = np.asarray(labels, dtype=np.int64)
-    probs = np.asarray(probs, dtype=np.float64)
-    methods = np.asarray(methods, dtype=object).astype(str)
-    real = labels == 0
-    out: dict[str, dict[str, float]] = {}
-    for method in sorted(set(methods.tolist())):
-        mask = methods == method
-        entry = {"n": int(mask.sum()), "acc": float(np.mean((probs[mask] >= threshold) == labels[mask]))}
-        if labels[mask].all() and real.any():
-            pair = mask | real
-            entry["auc"] = float(roc_auc_score(labels[pair], probs[pair]))
-        out[method] = entry
-    return out
-
-
 def weighted_auc(labels: np.ndarray, probs: np.ndarray) -> Callable[[np.ndarray], float]:
     """ROC AUC under per-item weights, equal to `roc_auc_score(..., sample_weight=w)` (ties count half).
 

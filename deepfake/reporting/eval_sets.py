@@ -45,6 +45,7 @@ from deepfake.evaluation.ensemble import (
 from deepfake.evaluation.inference import load_detector, scoring_precision
 from deepfake.evaluation.metrics import video_scores
 from deepfake.evaluation.scoring import PREDICTION_COLUMNS, VIDEO_KEYS, scored_report, set_logits
+from deepfake.evaluation.threshold import checked_val_threshold
 from deepfake.reporting.robustness import RobustnessHook, robustness_hook, robustness_request
 from deepfake.runs.checkpoint import load_checkpoint, unwrap
 from deepfake.runs.fileio import atomic_write, require_writable
@@ -135,6 +136,8 @@ def evaluate_sets(
         reports[folder.name] = report
         log.info("evaluated %s: %d images -> %s", name, len(samples), folder)
     log.info("\n%s", results_table(reports))
+    if any(len(r.get("per_method", {})) > 1 for r in reports.values()):
+        log.info("\n%s", method_table(reports))
     return reports
 
 
@@ -212,6 +215,30 @@ def results_table(reports: Mapping[str, dict]) -> str:
     return console.file.getvalue().rstrip()
 
 
+def method_table(reports: Mapping[str, dict]) -> str:
+    """Each set's per-method (per-generator) rows: counts, ranking metrics and accuracies (`per_method`)."""
+    table = Table(
+        title="Per method (AUC, AP: its fakes against its own reals, else the set's shared reals; ACC: its images)",
+        box=box.MARKDOWN,
+    )
+    columns = ("set", "method", "images", "real", "fake", "reals", "AUC", "AP", "video AUC", "ACC",
+               "ACC real", "ACC fake", "ACC@val thr")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("set", "method", "reals") else "right")
+    for name, r in reports.items():
+        for method, m in r.get("per_method", {}).items():
+            table.add_row(
+                name, method, str(m["n"]), str(m["n_real"]), str(m["n_fake"]), m["reals"] or "-",
+                *(_fmt(m[k]) for k in ("auc", "ap", "video_auc", "acc", "real_acc", "fake_acc", "acc_at_val_threshold")),
+            )  # fmt: skip
+    console = Console(file=io.StringIO(), width=220, color_system=None, force_terminal=False)
+    console.print(table)
+    thresholds = {n: r["val_threshold"] for n, r in reports.items() if r.get("val_threshold") is not None}
+    for name, t in thresholds.items():
+        console.print(f"{name}: validation-chosen threshold {t:.4f} (best balanced accuracy on validation)")
+    return console.file.getvalue().rstrip()
+
+
 def _faithfulness(report: Mapping[str, Any]) -> tuple[str, ...]:
     """The pointing game, heat in mask and its chance level (the mask area) of a set, "n/a" without masks."""
     scores = report.get("faithfulness", {})
@@ -242,7 +269,8 @@ def evaluate_best(
     bare = unwrap(model)
     bare.load_state_dict(state["model"])
     temperature = checked_temperature(str(best), state.get("calibration")) if cfg.eval.calibrated else None
-    member = Member(model=bare, img_size=int(bare.img_size), temperature=temperature or 1.0, name=str(best))
+    member = Member(model=bare, img_size=int(bare.img_size), temperature=temperature or 1.0, name=str(best),
+                    val_threshold=checked_val_threshold(state.get("metrics")))  # fmt: skip
     ensemble = Ensemble([member], tta=cfg.eval.tta, precision=scoring_precision(precision, cfg.training.amp))
     out_dir = Path(cfg.eval.out_dir) if cfg.eval.out_dir else run_dir / "eval"
     return evaluate_sets(

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from deepfake.evaluation.metrics import detection_metrics
 from deepfake.evaluation.predictions import VAL_PREDICTIONS, write_predictions
+from deepfake.evaluation.threshold import balanced_threshold
 from deepfake.runs.fileio import atomic_write, copy_atomic
 from deepfake.system.console import command_for
 from deepfake.training.early_stopping import Best
@@ -30,7 +31,9 @@ def write_hardware(run_dir: Path, summary: dict[str, Any]) -> None:
 def val_metrics(
     labels: np.ndarray, probs: np.ndarray, index: np.ndarray, videos: np.ndarray, prefix: str, cfg: DictConfig
 ) -> dict[str, float]:
-    return detection_metrics(
+    """The epoch's validation metrics, and `<prefix>/threshold`: the probability of best balanced accuracy,
+    which the checkpoints keep with their metrics and the test sets report an accuracy at."""
+    out = detection_metrics(
         labels,
         probs,
         videos[index],
@@ -39,6 +42,8 @@ def val_metrics(
         cfg.eval.video_aggregation,
         cfg.eval.video_topk,
     )
+    out[f"{prefix}/threshold"] = balanced_threshold(labels, probs)
+    return out
 
 
 def save_val_predictions(
