@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import closing
 from pathlib import Path
 
 import torch
@@ -141,21 +142,14 @@ def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[st
     if isinstance(detector, MtcnnFinder) and detector.device.type == "cpu":
         torch.set_num_threads(cfg.detector.threads or max(1, (os.cpu_count() or 1) - workers))
     rows: list[dict[str, object]] = []
+    decoded = decoded_videos([j.sample.path for j in todo], cfg.frames_per_video, workers,
+                             max_side=cfg.decode_max_side, timeout_s=cfg.timeout_s, reader=perturbation_of(cfg))  # fmt: skip
     try:
-        with ExtractProgress(len(todo), cfg.progress, cfg.every_n_seconds) as progress:
-            for job, (decoded, seconds) in zip(
-                todo,
-                decoded_videos(
-                    [j.sample.path for j in todo],
-                    cfg.frames_per_video,
-                    workers,
-                    max_side=cfg.decode_max_side,
-                    timeout_s=cfg.timeout_s,
-                    reader=perturbation_of(cfg),
-                ),
-                strict=True,
-            ):
-                rows.append(extract_video(job, decoded, seconds, cfg, detector, writer))
+        # closing(): an interrupt stops the pool and frees the frames decoded ahead now, not whenever the
+        # traceback that holds the generator is dropped (after the resource tracker has warned of leaks).
+        with ExtractProgress(len(todo), cfg.progress, cfg.every_n_seconds) as progress, closing(decoded):
+            for job, (video, seconds) in zip(todo, decoded, strict=True):
+                rows.append(extract_video(job, video, seconds, cfg, detector, writer))
                 progress.update(int(rows[-1]["faces"]))
     finally:
         torch.set_num_threads(threads)
