@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from deepfake.data.module import set_name_of
+from deepfake.data.sources import set_name_of
 from deepfake.errors import UserError
 from deepfake.evaluation.inference import load_detector
 from deepfake.model.detector import get_model

@@ -38,7 +38,7 @@ from deepfake.data.loader import SlotLoader
 from deepfake.data.methods import by_method, counts, select_splits
 from deepfake.data.perturbed import PerturbedCrops
 from deepfake.data.samples import Sample
-from deepfake.data.sources import cache_dir, dataset_root, read_rows, scan_test_set, split_rows
+from deepfake.data.sources import cache_dir, dataset_root, read_rows, scan_test_set, set_name_of, split_rows
 from deepfake.data.transforms import eval_transform, format_aligner
 from deepfake.errors import ConfigError, DataError
 from deepfake.perturbations.protocol import Setting
@@ -413,17 +413,6 @@ class DataModule:
             **options,
         )
         return DeviceDecodeLoader(loader, self.img_size, torch.device("cuda", torch.cuda.current_device()))
-
-
-def set_name_of(path: Path) -> str:
-    """A test set's name: a manifest's folder and stem (`celebdf_faces/manifest.csv` -> celebdf_faces_manifest:
-    every extraction's manifest is called manifest.csv), a split folder with its dataset's name
-    (`celebdf/test` -> celebdf_test), any other folder its own name."""
-    if path.suffix.lower() == ".csv":
-        return f"{path.parent.name}_{path.stem}" if path.parent.name else path.stem
-    if path.name in ("train", "val", "test") and path.parent.name:
-        return f"{path.parent.name}_{path.name}"
-    return path.name or "test"
 
 
 def init_worker(worker_id: int) -> None:
