@@ -154,6 +154,9 @@ def _check_single_keys(cfg: DictConfig) -> None:
         raise ConfigError(f"training.grad_clip.max must be > 0 (got {cfg.training.grad_clip.max})")
     if not 0.0 < cfg.eval.threshold < 1.0:
         raise ConfigError(f"eval.threshold must be in (0, 1) (got {cfg.eval.threshold})")
+    target = cfg.eval.get("target_fpr")
+    if target is not None and not 0.0 < target < 1.0:
+        raise ConfigError(f"eval.target_fpr must be in (0, 1), e.g. 0.01, or null for none (got {target})")
     if not 0.0 < cfg.eval.confidence < 1.0:
         raise ConfigError(f"eval.confidence must be in (0, 1), e.g. 0.95 (got {cfg.eval.confidence})")
     every = cfg.training.checkpoint.every_n_steps

@@ -327,6 +327,7 @@ class EvalConfig:
     video_aggregation: str = "mean"
     video_topk: int = 5
     threshold: float = 0.5
+    target_fpr: float | None = 0.01
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     out_dir: str | None = None
@@ -481,7 +482,7 @@ class PredictConfig:
     input: str = MISSING
     output: str = "preds.csv"
     format: str | None = None
-    threshold: float = 0.5
+    threshold: Any = 0.5  # a probability, or "val_fpr" (the checkpoint's validation threshold)
     batch_size: int = 64
     num_workers: int = -1
     amp: str = "auto"

@@ -37,6 +37,7 @@ class Member:
     img_size: int  # the input size it was trained at
     temperature: float = 1.0  # divides its logit; 1 = uncalibrated
     name: str = ""  # the checkpoint it came from
+    operating_point: dict | None = None  # its validation threshold for eval.target_fpr, if it has one
     val_threshold: float | None = None  # the raw probability of best validation balanced accuracy, if known
 
 
@@ -139,6 +140,7 @@ def ensemble_of(
             img_size=d.img_size,
             temperature=d.temperature if calibrated and d.temperature is not None else 1.0,
             name=str(d.path),
+            operating_point=d.operating_point,
             val_threshold=checked_val_threshold(d.checkpoint.get("metrics")),
         )
         for d in loaded

@@ -17,7 +17,8 @@ from deepfake.data.samples import Sample
 from deepfake.evaluation.aggregate import TOPK
 from deepfake.evaluation.calibration import expected_calibration_error
 from deepfake.evaluation.ensemble import Ensemble, Member, score_loader
-from deepfake.evaluation.metrics import binary_metrics, bootstrap_auc_ci, video_scores
+from deepfake.evaluation.metrics import binary_metrics, bootstrap_auc_ci, tpr_at_fpr, video_scores
+from deepfake.evaluation.operating_point import measured_at, threshold_of
 from deepfake.evaluation.per_method import per_method_metrics
 from deepfake.evaluation.threshold import reported_threshold
 
@@ -69,10 +70,12 @@ def set_report(
             **{k: frame[k] for k in FRAME_KEYS},
             "acc_at_val_threshold": at_val,
             "auc_ci": bootstrap_auc_ci(labels, probs, videos, ci["samples"], ci["confidence"], seed),
+            "tpr_at_fpr": tpr_at_fpr(labels, probs),
         },
         "video": {
             **{k: video[k] for k in VIDEO_KEYS},
             "auc_ci": bootstrap_auc_ci(v_labels, v_probs, None, ci["samples"], ci["confidence"], seed),
+            "tpr_at_fpr": tpr_at_fpr(v_labels, v_probs),
         },
         "per_method": methods,
         "bootstrap": {**ci, "resampled": "videos"},
@@ -123,6 +126,15 @@ def scored_report(
         "raw": probability_metrics(labels, raw_probs),
         "calibrated": probability_metrics(labels, ensemble.combine(torch.from_numpy(calibrated)).numpy()),
     }
+    point = ensemble.members[0].operating_point if len(ensemble.members) == 1 else None
+    if point is not None:  # the test set's FPR and TPR at the threshold chosen on validation: a measurement
+        temperature = ensemble.members[0].temperature if eval_cfg["calibrated"] else None
+        report["operating_point"] = {
+            "target_fpr": point["target_fpr"],
+            "chosen_on": "validation",
+            "validation": {k: point.get(k) for k in ("fpr", "tpr", "images")},
+            **measured_at(labels, probs, threshold_of(point, temperature)),
+        }
     if len(ensemble.members) > 1:
         report["ensemble"] = {"members": len(ensemble.members), "mean": ensemble.mean, "tta": ensemble.tta}
         report["members"] = [

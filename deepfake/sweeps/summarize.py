@@ -295,7 +295,8 @@ def to_markdown(summary: SweepSummary) -> str:
 
 
 def figure(summary: SweepSummary) -> Any:
-    """Horizontal bars of each job's best monitored value (final value as a dot); failed jobs are labelled."""
+    """Horizontal bars of each job's best monitored value, labelled with it (final value as a dot); the axis
+    spans the values, not 0 to them, so close jobs stay apart. Failed jobs get no bar and say their status."""
     from matplotlib.figure import Figure
 
     rows = summary.rows
@@ -306,19 +307,31 @@ def figure(summary: SweepSummary) -> Any:
     fig = Figure(figsize=(10, height), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     y = list(range(len(rows)))
-    best = [r.best if _finite(r.best) else 0.0 for r in rows]
-    colors = ["tab:gray" if r.failed else "tab:blue" for r in rows]
-    ax.barh(y, best, color=colors, label=f"best {summary.monitor}")
-    finals = [(i, r.final[summary.monitor]) for i, r in enumerate(rows) if summary.monitor in r.final]
+    finals = [
+        (i, r.final[summary.monitor]) for i, r in enumerate(rows) if _finite(r.final.get(summary.monitor))
+    ]
+    values = [r.best for r in rows if _finite(r.best)] + [v for _, v in finals]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = 0.15 * (high - low) or 0.05 * (abs(high) or 1.0)
+    left, right = low - pad, high + pad
+    scored = [i for i, r in enumerate(rows) if _finite(r.best)]
+    bars = ax.barh(
+        scored,
+        [rows[i].best - left for i in scored],
+        left=left,
+        color="tab:blue",
+        label=f"best {summary.monitor}",
+    )
+    ax.bar_label(bars, labels=[f"{rows[i].best:.4f}" for i in scored], padding=3, fontsize=8)
     if finals:
         ax.plot([v for _, v in finals], [i for i, _ in finals], "o", color="tab:orange", label="final")
     for i, r in enumerate(rows):
         if not _finite(r.best):
-            ax.text(0, i, f" {r.status}", va="center", color="tab:red")
+            ax.text(left, i, f" {r.status}", va="center", color="tab:red")
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, 1.05 * max(best) or 1.0)
-    ax.set_xlabel(summary.monitor or "monitored metric")
+    ax.set_xlim(left, right + pad)  # room for the value labels
+    ax.set_xlabel(f"{summary.monitor or 'monitored metric'} (the axis starts at {left:.4g}, not 0)")
     ax.set_title(f"{summary.monitor} per job")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig

@@ -45,6 +45,7 @@ class Run(Protocol):
     state: TrainState
     stop_reason: str
     calibration: dict[str, Any] | None
+    operating_point: dict[str, Any] | None
 
     def save(self, saved_at: str, new_best: Best | None = None) -> None: ...
 

@@ -136,6 +136,8 @@ def write_metrics(
     state: TrainState,
     duration: float,
     calibration: dict[str, Any] | None = None,
+    operating_point: dict[str, Any] | None = None,
+    code: dict[str, Any] | None = None,
 ) -> None:
     payload = {
         "monitor": cfg.training.monitor,
@@ -147,8 +149,12 @@ def write_metrics(
         "global_step": state.global_step,
         "duration_s": round(duration, 2),
     }
+    if code:  # the git commit the run's code came from, and whether the checkout had uncommitted changes
+        payload["code"] = code
     if calibration is not None:  # best.pt's temperature and the validation log loss and ECE before/after it
         payload["calibration"] = calibration
+    if operating_point is not None:  # best.pt's threshold for eval.target_fpr and its validation FPR and TPR
+        payload["operating_point"] = operating_point
     text = json.dumps(json_safe(payload), indent=2, allow_nan=False)
     atomic_write(run_dir / "metrics.json", lambda f: f.write(text.encode()))
 
