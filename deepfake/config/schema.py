@@ -500,3 +500,40 @@ class PredictConfig:
     shard: ShardConfig = field(default_factory=ShardConfig)
     progress: str = "auto"
     every_n_seconds: float = 30.0
+
+
+@dataclass
+class ServeSection:
+    """`serve.py`'s own keys (conf/serve.yaml says what each means)."""
+
+    max_concurrent: int = 1
+    max_upload_mb: float = 200.0
+    max_duration_s: float = 600.0
+    token_env: str = "DEEPFAKE_SERVE_TOKEN"
+    password_env: str = "DEEPFAKE_SERVE_PASSWORD"
+    explain: bool = False
+    page: bool = True
+    shutdown_timeout_s: float = 30.0
+
+
+@dataclass
+class ServeConfig:
+    """`serve.py`: predict.py's scoring keys (the same values give the same probabilities), the address and
+    the `serve` section."""
+
+    checkpoint: Any = MISSING
+    host: str = "127.0.0.1"
+    port: int = 8000
+    threshold: float = 0.5
+    batch_size: int = 64
+    num_workers: int = 1
+    amp: str = "auto"
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    no_face_prob: float | None = 0.5
+    aggregation: PredictAggregationConfig = field(default_factory=PredictAggregationConfig)
+    extraction: PredictExtractionConfig = field(default_factory=PredictExtractionConfig)
+    tta: str = "none"
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    calibrated: bool = True
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    serve: ServeSection = field(default_factory=ServeSection)

@@ -51,7 +51,7 @@ from deepfake.runs.rowfiles import read_document
 from deepfake.system.console import ItemProgress
 from deepfake.system.hardware import HardwareManager
 
-__all__ = ["Predictions", "list_inputs", "predict", "predict_images", "predict_paths"]
+__all__ = ["Predictions", "checked_config", "list_inputs", "predict", "predict_images", "predict_paths"]
 
 log = logging.getLogger("deepfake")
 
@@ -130,7 +130,7 @@ def _meta(
 def predict(cfg: DictConfig | Mapping[str, Any]) -> Predictions:
     """Score every input of this shard that has no row yet, committing each row to `cfg.output` as it comes;
     write the merged output once every input has a row. Returns the output's rows (read on demand)."""
-    cfg = _checked(cfg)
+    cfg = checked_config(cfg)
     fmt = output_format(cfg.output, cfg.format)
     output = Path(cfg.output).expanduser()
     # Checked now, not after inference: a long run must not end in a write that was bound to fail.
@@ -218,7 +218,7 @@ def _refuse_folders(output: Path, per_frame: bool) -> None:
             )
 
 
-def _checked(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
+def checked_config(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
     """Merge onto the schema (Python callers may pass a dict) and check the values a type cannot."""
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(PredictConfig), cfg)
