@@ -34,6 +34,7 @@ from deepfake.data.module import default_num_workers
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.ensemble import checkpoint_list, clip_length_of, load_ensemble
 from deepfake.evaluation.inference import LoadedDetector, scoring_precision
+from deepfake.evaluation.threshold import checked_val_threshold, reported_threshold
 from deepfake.prediction.explanations import Explainer
 from deepfake.prediction.fingerprint import fingerprint, run_settings
 from deepfake.prediction.images import predict_images, predict_paths
@@ -120,7 +121,12 @@ def _meta(
         "aggregation": OmegaConf.to_container(cfg.aggregation, resolve=True),
         "no_face_prob": cfg.no_face_prob,
     }
-    if not one:
+    if one:  # evaluate's acc_at_val_threshold, for `python -m deepfake.evaluation.from_predictions`
+        d = loaded[0]
+        meta["val_threshold"] = reported_threshold(
+            checked_val_threshold(d.checkpoint.get("metrics")), temps[0] if temps[0] is not None else 1.0
+        )
+    else:
         meta["ensemble_mean"] = cfg.ensemble.mean
     if explainer is not None:
         meta["explain"] = {"method": cfg.explain.method, "folder": str(explainer.folder)}
