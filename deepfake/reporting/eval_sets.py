@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,6 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
 from deepfake.config import to_config, validate
 from deepfake.data.module import DataModule
@@ -44,11 +41,12 @@ from deepfake.evaluation.ensemble import (
     ensemble_of,
 )
 from deepfake.evaluation.inference import load_detector, scoring_precision
-from deepfake.evaluation.metrics import FPR_TARGETS, fpr_key, video_scores
+from deepfake.evaluation.metrics import FPR_TARGETS, video_scores
 from deepfake.evaluation.operating_point import checked_operating_point
-from deepfake.evaluation.scoring import PREDICTION_COLUMNS, VIDEO_KEYS, scored_report, set_logits
+from deepfake.evaluation.scoring import PREDICTION_COLUMNS, scored_report, set_logits
 from deepfake.evaluation.threshold import checked_val_threshold
 from deepfake.reporting.report import write_after_evaluation
+from deepfake.reporting.results_tables import method_table, results_table
 from deepfake.reporting.robustness import RobustnessHook, robustness_hook, robustness_request
 from deepfake.runs.checkpoint import load_checkpoint, unwrap
 from deepfake.runs.fileio import atomic_write, require_writable
@@ -56,9 +54,6 @@ from deepfake.system.hardware import HardwareManager
 from deepfake.system.precision import Precision
 
 log = logging.getLogger("deepfake")
-
-TABLE_FPR = 0.01  # the results table's operating-point column: TPR at 1% FPR
-TPR_COLUMN = "TPR@1%"
 
 
 def write_set(
@@ -127,7 +122,7 @@ def evaluate_sets(
 
     `data` holds one DataModule per member input size (`Ensemble.groups`), all over the same test sets.
     `robustness` (evaluate.py's `perturb` group, `reporting.robustness.robustness_hook`) scores each set again
-    under the robustness settings, given its name and clean probabilities; what it returns goes into metrics.json.
+    under the robustness settings, given its name, clean probabilities and results folder; what it returns goes into metrics.json.
     """
     reports = {}
     first = next(iter(data.values()))
@@ -138,100 +133,70 @@ def evaluate_sets(
                 raise UserError(f"test set {name} lists different images at different input sizes")
         loaders = {size: module.test_dataloader(name) for size, module in data.items()}
         raw = set_logits(ensemble, loaders, samples, device)
+        for loader in loaders.values():
+            loader.close()  # persistent workers: not kept alive until the process ends
         probs, raw_probs, report = scored_report(ensemble, raw, samples, eval_cfg, seed)
-        report = {"set": name, **(context or {}), **report}
+        source = getattr(first, "test_sources", {}).get(name, name)
+        identity = evaluation_identity(source, ensemble, eval_cfg, context)
+        folder = results_dir(out_dir, name, identity)
+        report = {"set": folder.name, **(context or {}), "evaluation": identity, **report}
         if robustness is not None:
-            report["robustness"] = robustness(name, probs)
+            report["robustness"] = robustness(name, probs, folder)
         if eval_cfg["explain"] != "none" or eval_cfg["embeddings"]:
             from deepfake.reporting.explanations import explain_set  # grad-cam and t-SNE: only when asked
 
             datasets = {size: loader.dataset for size, loader in loaders.items()}
-            scores = explain_set(out_dir / name, name, ensemble.members, ensemble.tta, datasets, samples, probs,
+            scores = explain_set(folder, folder.name, ensemble.members, ensemble.tta, datasets, samples, probs,
                                  eval_cfg, device, seed)  # fmt: skip
             if scores is not None:
                 report["faithfulness"] = scores
-        write_set(out_dir / name, samples, probs, report, raw_probs if eval_cfg["calibrated"] else None)
-        reports[name] = report
-        log.info("evaluated %s: %d images -> %s", name, len(samples), out_dir / name)
+        write_set(folder, samples, probs, report, raw_probs if eval_cfg["calibrated"] else None)
+        reports[folder.name] = report
+        log.info("evaluated %s: %d images -> %s", name, len(samples), folder)
     log.info("\n%s", results_table(reports))
     if any(len(r.get("per_method", {})) > 1 for r in reports.values()):
         log.info("\n%s", method_table(reports))
     return reports
 
 
-def results_table(reports: Mapping[str, dict]) -> str:
-    """One plain-text table of all sets (frame metrics, AUC interval, calibration, video metrics); an
-    ensemble's members get a row each (`<set> #k`) above the ensemble's row, and a legend of checkpoints."""
-    table = Table(title="Test sets (label 1 = fake)", box=box.MARKDOWN)
-    columns = ("set", "images", "videos", "AUC", "AUC CI", "AP", "EER", TPR_COLUMN, "ACC", "bACC", "log loss")
-    faithful = any("faithfulness" in r for r in reports.values())  # eval.explain on a set with masks
-    explained = ("pointing game", "heat in mask", "mask area") if faithful else ()
-    for column in (*columns, "LL raw", "LL cal", "ECE raw", "ECE cal", "video AUC", "video ACC", "video EER",
-                   *explained):  # fmt: skip
-        table.add_column(column, justify="left" if column == "set" else "right")
-    legend: dict[str, str] = {}
-    for name, r in reports.items():
-        rows = [(f"{name} #{k + 1}", m) for k, m in enumerate(r.get("members", []))]
-        legend.update({f"#{k + 1}": m["checkpoint"] for k, m in enumerate(r.get("members", []))})
-        for label, entry in [*rows, (f"{name} ensemble" if rows else name, r)]:
-            f, v, c = entry["frame"], entry["video"], entry["calibration"]
-            table.add_row(
-                label,
-                str(r["counts"]["images"]),
-                str(r["counts"]["videos"]),
-                _fmt(f["auc"]),
-                _fmt_ci(f["auc_ci"]),
-                _fmt(f["ap"]),
-                _fmt(f["eer"]),
-                _fmt(f.get("tpr_at_fpr", {}).get(fpr_key(TABLE_FPR))),
-                *(_fmt(f[k]) for k in ("acc", "balanced_acc", "loss")),
-                *(_fmt(c[when][k]) for k in ("log_loss", "ece") for when in ("raw", "calibrated")),
-                *(_fmt(v[k]) for k in VIDEO_KEYS),
-                *(_faithfulness(entry if entry is r else {}) if faithful else ()),
-            )
-    console = Console(file=io.StringIO(), width=220, color_system=None, force_terminal=False)
-    console.print(table)
-    for key, path in legend.items():
-        console.print(f"{key}: {path}")
-    return console.file.getvalue().rstrip()
+def evaluation_identity(
+    source: str, ensemble: Ensemble, eval_cfg: Mapping[str, Any], context: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """What makes two evaluations' results the same: the data, the checkpoint(s) and the settings that change
+    the numbers. Recorded in metrics.json (`evaluation`) and compared before a results folder is reused."""
+    checkpoints = dict(context or {})
+    settings = {k: eval_cfg[k] for k in ("threshold", "video_aggregation", "calibrated") if k in eval_cfg}
+    settings.update(tta=ensemble.tta, video_topk=int(eval_cfg.get("video_topk", TOPK)))
+    if len(ensemble.members) > 1:
+        settings["ensemble_mean"] = ensemble.mean
+    return {"data": source, **checkpoints, "settings": settings}
 
 
-def method_table(reports: Mapping[str, dict]) -> str:
-    """Each set's per-method (per-generator) rows: counts, ranking metrics and accuracies (`per_method`)."""
-    table = Table(
-        title="Per method (AUC, AP: its fakes against its own reals, else the set's shared reals; ACC: its images)",
-        box=box.MARKDOWN,
-    )
-    columns = ("set", "method", "images", "real", "fake", "reals", "AUC", "AP", "video AUC", "ACC",
-               "ACC real", "ACC fake", "ACC@val thr")  # fmt: skip
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("set", "method", "reals") else "right")
-    for name, r in reports.items():
-        for method, m in r.get("per_method", {}).items():
-            table.add_row(
-                name, method, str(m["n"]), str(m["n_real"]), str(m["n_fake"]), m["reals"] or "-",
-                *(_fmt(m[k]) for k in ("auc", "ap", "video_auc", "acc", "real_acc", "fake_acc", "acc_at_val_threshold")),
-            )  # fmt: skip
-    console = Console(file=io.StringIO(), width=220, color_system=None, force_terminal=False)
-    console.print(table)
-    thresholds = {n: r["val_threshold"] for n, r in reports.items() if r.get("val_threshold") is not None}
-    for name, t in thresholds.items():
-        console.print(f"{name}: validation-chosen threshold {t:.4f} (best balanced accuracy on validation)")
-    return console.file.getvalue().rstrip()
-
-
-def _faithfulness(report: Mapping[str, Any]) -> tuple[str, ...]:
-    """The pointing game, heat in mask and its chance level (the mask area) of a set, "n/a" without masks."""
-    scores = report.get("faithfulness", {})
-    return tuple(_fmt(scores.get(k, math.nan)) for k in ("pointing_game", "heat_in_mask", "mask_area"))
-
-
-def _fmt(x: float) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{x:.4f}"
-
-
-def _fmt_ci(ci: Sequence[float]) -> str:
-    return "n/a" if any(math.isnan(c) for c in ci) else f"{ci[0]:.4f}-{ci[1]:.4f}"
+def results_dir(out_dir: Path, name: str, identity: Mapping[str, Any]) -> Path:
+    """`out_dir/<name>`, unless it holds another evaluation's results (other data, checkpoints or settings, or
+    results too old to say): then the first free `<name>_<k>`, and the log says so. Nothing is overwritten
+    but the results of the same evaluation."""
+    candidate, k = name, 1
+    while True:
+        folder = out_dir / candidate
+        metrics = folder / "metrics.json"
+        if not folder.exists() or (not metrics.exists() and not any(folder.iterdir())):
+            break
+        try:
+            earlier = json.loads(metrics.read_text()).get("evaluation")
+        except (OSError, ValueError):
+            earlier = None
+        if earlier == json.loads(
+            json.dumps(identity)
+        ):  # compared as JSON reads them back (lists, not tuples)
+            log.info("replacing the earlier results of the same evaluation in %s", folder)
+            break
+        k += 1
+        candidate = f"{name}_{k}"
+    if candidate != name:
+        log.warning("%s holds another evaluation's results (other data, checkpoints or settings): this "
+                    "evaluation's go to %s", out_dir / name, folder)  # fmt: skip
+    return folder
 
 
 def evaluate_best(
@@ -290,7 +255,10 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     first = loaded[0]
     run_cfg = evaluation_config(first.config, cfg, overrides)
     check_explanations(loaded, run_cfg, overrides)
-    out_dir = Path(run_cfg.eval.out_dir).expanduser() if run_cfg.eval.out_dir else first.run_dir / "eval"
+    if run_cfg.eval.out_dir:
+        out_dir = Path(run_cfg.eval.out_dir).expanduser()
+    else:  # an ensemble's results are no member's: they get their own folder
+        out_dir = first.run_dir / "eval" if len(loaded) == 1 else ensemble_dir([d.path for d in loaded])
     require_writable(out_dir, "the results folder", "pass eval.out_dir=<a writable folder>")
     hw = HardwareManager(**run_cfg.hardware)
     hw.configure(resolve_num_workers(run_cfg.data.num_workers))
@@ -308,7 +276,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
         if len(loaded) == 1
         else {"checkpoints": [str(d.path) for d in loaded]}
     )
-    hook = robustness_hook(perturb, names, ensemble, data, hw.device, run_cfg.eval, out_dir, modules_for)
+    hook = robustness_hook(perturb, names, ensemble, data, hw.device, run_cfg.eval, modules_for)
     reports = evaluate_sets(
         ensemble, data, names, hw.device, run_cfg.eval, out_dir, run_cfg.seed, context, hook
     )
@@ -355,6 +323,14 @@ def check_explanations(loaded: Sequence[Any], run_cfg: DictConfig, overrides: Se
         require_gradcam("eval.explain")
         for member in loaded:
             cam_target(member.model, None, "model.explain_layer")
+
+
+def ensemble_dir(paths: Sequence[Path]) -> Path:
+    """`ensembles/<stems>-<digest>` in the working directory: an ensemble's own results folder, named by its
+    members (the digest of their full paths keeps two ensembles of same-named files apart)."""
+    digest = hashlib.sha256("\n".join(str(p) for p in paths).encode()).hexdigest()[:8]
+    stems = "+".join(p.parent.parent.name if p.parent.name == "checkpoints" else p.stem for p in paths)
+    return Path("ensembles") / f"{stems[:80]}-{digest}"
 
 
 def evaluation_config(saved: DictConfig | None, cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
