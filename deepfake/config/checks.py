@@ -21,9 +21,10 @@ _POSITIVE: tuple[str, ...] = (
     "training.log_every_n_steps",
     "logging.every_n_seconds",
     "distributed.timeout_min",
+    "hardware.adapt_margin",
 )
 #: Optional sizes: null means the model's or the loader's own choice.
-_POSITIVE_OR_NULL: tuple[str, ...] = ("data.img_size", "model.img_size")
+_POSITIVE_OR_NULL: tuple[str, ...] = ("data.img_size", "model.img_size", "hardware.num_threads")
 _NON_NEGATIVE: tuple[str, ...] = (
     "training.weight_decay",
     "training.scheduler.warmup_epochs",

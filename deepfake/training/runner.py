@@ -159,6 +159,7 @@ class Trainer(TrainerSetup):
             resume, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
             scaler=self.precision.scaler, ema=self.ema, replan=needs_replan(resume, self.cfg, self.steps_per_epoch),
         )  # fmt: skip
+        self.hw.threads.load_state_dict(resume.train_state.get("threads"), self.cfg.hardware.num_threads)
         progress = restore_progress(resume, state, self.early, self.checkpoints)
         self.best, self.final, self.elapsed_before = progress.best, progress.metrics, progress.elapsed_s
         if self.ddp.is_main:
@@ -285,6 +286,7 @@ class Trainer(TrainerSetup):
         return train_epoch(self.step_context, self.train_loader, state, self.loop, self.num_batches, hooks)
 
     def _on_step(self, state: TrainState) -> None:
+        self.hw.threads.after_step()  # times the step; during the thread probe, sets the next step's count
         for observer in self.observers:
             observer.on_step(self, state)
 
@@ -299,6 +301,7 @@ class Trainer(TrainerSetup):
         """Validate, pick the best, and hand the epoch to the observers."""
         tc, state = self.tc, self.state
         state.batch_in_epoch = 0
+        self.hw.threads.end_pass()  # a thread probe still running ends with the epoch's training
         self.progress.phase("validate")
         train_stats = distributed.reduce_train_stats(self.ddp, train_stats)
         val, predictions = self._validate(distributed.local_module(self.model), "val")
@@ -342,6 +345,7 @@ class Trainer(TrainerSetup):
             "steps_per_epoch": self.steps_per_epoch,
             "num_train_samples": len(self.train_loader.dataset),
             "world_size": self.ddp.world_size,  # a mid-epoch position indexes this many shards
+            "threads": self.hw.threads.state_dict(),  # the intra-op count (and a running probe): exact resume
             "elapsed_s": self.elapsed(),
             "saved_at": saved_at,
         }

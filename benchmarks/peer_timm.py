@@ -1,0 +1,199 @@
+"""This project's `train.py` against timm's own `train.py` on the same data and settings (issue 25).
+
+    python benchmarks/peer_timm.py /path/to/pytorch-image-models/train.py            # 2 pairs x (0, 2) workers
+    python benchmarks/peer_timm.py /work/ref/timm/train.py --ref 3b392c2 --pairs 3   # the project at a commit
+
+Both read one generated ImageFolder (2,400 train and 800 val JPEGs at 64 px: the project's synthetic faces,
+flattened to `<split>/{real,fake}/<image>.jpg`) and train `test_resnet` with AdamW at 2e-3 (weight decay 0.05),
+a per-step cosine schedule after one warm-up epoch, batch 64, 3 epochs, fp32 on the CPU, gradient norm
+clipped at 1, random resized crops of 80-100% of the area and horizontal flips, no colour jitter, no label
+smoothing. timm's script is run from its checkout, so it imports that checkout's timm.
+
+Runs alternate in pairs (project then timm, then timm then project, ...), for each worker count, so both see
+the same moments of a shared machine. Printed per run: the training images/s of each epoch as the run logs
+them (timm: 64 / mean update time; the project: images / epoch time), the whole-process wall time, and the
+machine's load: the load average and the busy share of all cores during the run, with the part not used by
+the run itself ("others"). The summary gives, per worker count, the median over pairs of project / timm for
+training images/s (each run's median epoch) and for wall time. Goals: images/s >= 1.0, wall <= 1.05.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_EPOCH = re.compile(r"epoch (\d+)/\d+ \|.*\| ([\d.]+) img/s \|")
+TIMM_LAST_UPDATE = re.compile(r"Train: (\d+) \[\s*\d+/\d+ \(100%\)\].*?\(\s*[\d.]+s,\s*([\d.]+)/s\)")
+IMG_SIZE, BATCH, LR, WD, TRAIN_VIDEOS, VAL_VIDEOS, FRAMES = 64, 64, 2e-3, 0.05, 300, 100, 8
+
+
+@dataclass
+class Run:
+    rates: list[float]  # training images/s per epoch
+    wall: float
+    load: float  # 1-minute load average at the run's end
+    busy: float  # share of all cores busy during the run
+    others: float  # of which not this run's processes
+
+
+def make_imagefolder(out: Path) -> Path:
+    """`out/{train,val}/{real,fake}/<video>_<frame>.jpg`: the synthetic faces as timm's ImageFolder reads them
+    (one folder per class: timm names a class after an image's parent folder)."""
+    from deepfake.data.synthetic import generate_synthetic_dataset
+
+    src = generate_synthetic_dataset(
+        out / "synthetic",
+        img_size=IMG_SIZE,
+        videos_per_split={"train": TRAIN_VIDEOS, "val": VAL_VIDEOS},
+        frames_per_video=FRAMES,
+    )
+    folder = out / "imagefolder"
+    for split in ("train", "val"):
+        for label in ("real", "fake"):
+            (folder / split / label).mkdir(parents=True, exist_ok=True)
+            for image in sorted((src / split / label).rglob("*.jpg")):
+                os.link(image, folder / split / label / f"{image.parent.name}_{image.name}")
+    return folder
+
+
+def project_cmd(root: Path, data: Path, base: Path, workers: int, epochs: int) -> list[str]:
+    return [
+        sys.executable, str(root / "train.py"), f"base_path={base}", "data=folder", f"data.root={data}",
+        "model=tiny", f"data.img_size={IMG_SIZE}", f"data.num_workers={workers}", "data.augment.crop=true",
+        "data.augment.crop_scale=[0.8,1.0]", "data.augment.hflip=true", f"training.batch_size={BATCH}",
+        f"training.num_epochs={epochs}", f"training.learning_rate={LR}", f"training.weight_decay={WD}",
+        "training.amp=off", "training.scheduler.name=cosine", "training.scheduler.warmup_epochs=1",
+        "training.grad_clip.max=1.0", "hardware.device=cpu", "logging.progress=plain", "seed=42",
+    ]  # fmt: skip
+
+
+def timm_cmd(train_py: Path, data: Path, base: Path, workers: int, epochs: int) -> list[str]:
+    return [
+        sys.executable, str(train_py), "--data-dir", str(data), "--train-split", "train", "--val-split", "val",
+        "--model", "test_resnet", "--num-classes", "2", "--img-size", str(IMG_SIZE), "--crop-pct", "1.0",
+        "--batch-size", str(BATCH), "--opt", "adamw", "--lr", str(LR), "--weight-decay", str(WD),
+        "--sched", "cosine", "--sched-on-updates", "--warmup-epochs", "1", "--warmup-lr", str(LR / 100),
+        "--min-lr", "1e-6", "--cooldown-epochs", "0", "--epochs", str(epochs), "--clip-grad", "1.0",
+        "--smoothing", "0", "--scale", "0.8", "1.0", "--color-jitter", "0", "--hflip", "0.5",
+        "--workers", str(workers), "--device", "cpu", "--log-interval", "50", "--seed", "42",
+        "--output", str(base), "--experiment", "timm",
+    ]  # fmt: skip
+
+
+def run_process(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[str, float, float, float]:
+    """(log text, wall seconds, machine busy share, share used by this process tree) of one run."""
+    cpu0, t0 = psutil.cpu_times(), time.perf_counter()
+    child0 = os.times()
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    cpu1, child1 = psutil.cpu_times(), os.times()
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:2])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    total = sum(cpu1) - sum(cpu0)
+    idle = (cpu1.idle + getattr(cpu1, "iowait", 0)) - (cpu0.idle + getattr(cpu0, "iowait", 0))
+    own = (child1.children_user + child1.children_system) - (child0.children_user + child0.children_system)
+    cores = psutil.cpu_count() or 1
+    return done.stdout + done.stderr, wall, 1 - idle / max(total, 1e-9), own / max(wall * cores, 1e-9)
+
+
+def run_project(root: Path, data: Path, workers: int, epochs: int) -> Run:
+    with tempfile.TemporaryDirectory(prefix="peer-project-") as tmp:
+        env = {**os.environ, "PYTHONPATH": str(root), "DEEPFAKE_CACHE": str(Path(tmp) / "cache")}
+        _, wall, busy, own = run_process(project_cmd(root, data, Path(tmp), workers, epochs), Path(tmp), env)
+        (log,) = Path(tmp).glob("outputs/*/*/train.log")
+        rates = [float(m.group(2)) for m in PROJECT_EPOCH.finditer(log.read_text())]
+    return Run(rates, wall, os.getloadavg()[0], busy, max(0.0, busy - own))
+
+
+def run_timm(train_py: Path, data: Path, workers: int, epochs: int) -> Run:
+    with tempfile.TemporaryDirectory(prefix="peer-timm-") as tmp:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        text, wall, busy, own = run_process(
+            timm_cmd(train_py, data, Path(tmp), workers, epochs), Path(tmp), env
+        )
+    rates = [float(m.group(2)) for m in TIMM_LAST_UPDATE.finditer(text)]
+    return Run(rates, wall, os.getloadavg()[0], busy, max(0.0, busy - own))
+
+
+def checkout(ref: str, where: Path) -> Path:
+    """A detached worktree of this repository at `ref` (removed by the caller's temporary directory)."""
+    path = where / f"ref-{ref}"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), ref], check=True,
+                   capture_output=True)  # fmt: skip
+    return path
+
+
+def show(name: str, workers: int, run: Run) -> None:
+    rates = ", ".join(f"{r:.0f}" for r in run.rates)
+    print(f"  {name:<8} {workers} workers: img/s per epoch {rates:<18} median {statistics.median(run.rates):6.0f}"
+          f" | wall {run.wall:6.1f} s | load {run.load:4.1f}, busy {run.busy:4.0%} (others {run.others:4.0%})",
+          flush=True)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("timm_train", type=Path, help="timm's train.py, in a pytorch-image-models checkout")
+    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--workers", default="0,2", help="loader worker counts, comma-separated")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--root", type=Path, default=ROOT, help="the project checkout to measure")
+    parser.add_argument("--ref", help="measure the project at this git commit instead (a temporary worktree)")
+    args = parser.parse_args()
+    train_py = args.timm_train.resolve()
+    if not train_py.is_file():
+        raise SystemExit(f"error: {train_py} is not a file; pass the path of timm's train.py")
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    with tempfile.TemporaryDirectory(prefix="peer-timm-data-") as tmp:
+        root = checkout(args.ref, Path(tmp)) if args.ref else args.root.resolve()
+        try:
+            data = make_imagefolder(Path(tmp))
+            print(f"project {root} ({args.ref or 'working tree'}) vs {train_py}; {psutil.cpu_count()} CPUs, "
+                  f"load average {os.getloadavg()[0]:.2f} at the start", flush=True)  # fmt: skip
+            ratios: dict[int, list[tuple[float, float]]] = {w: [] for w in worker_counts}
+            for pair in range(args.pairs):
+                for workers in worker_counts:
+                    print(f"pair {pair + 1}, {workers} workers:", flush=True)
+                    order = ("project", "timm") if pair % 2 == 0 else ("timm", "project")
+                    runs: dict[str, Run] = {}
+                    for name in order:
+                        runs[name] = (
+                            run_project(root, data, workers, args.epochs)
+                            if name == "project"
+                            else run_timm(train_py, data, workers, args.epochs)
+                        )
+                        show(name, workers, runs[name])
+                    ours, theirs = runs["project"], runs["timm"]
+                    rate = statistics.median(ours.rates) / statistics.median(theirs.rates)
+                    ratios[workers].append((rate, ours.wall / theirs.wall))
+                    print(
+                        f"  project / timm: images/s {rate:.2f}, wall {ours.wall / theirs.wall:.2f}",
+                        flush=True,
+                    )
+        finally:
+            if args.ref:
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(root)], check=False
+                )
+    print(f"summary, median over {args.pairs} pair(s) (goals: images/s >= 1.0, wall <= 1.05):")
+    for workers, pairs in ratios.items():
+        rates, walls = [p[0] for p in pairs], [p[1] for p in pairs]
+        print(f"  {workers} workers: images/s {statistics.median(rates):.2f} "
+              f"(pairs {', '.join(f'{r:.2f}' for r in rates)}), wall {statistics.median(walls):.2f} "
+              f"(pairs {', '.join(f'{w:.2f}' for w in walls)})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
