@@ -239,3 +239,49 @@ def test_an_older_checkpoint_keeps_the_formula_count(caplog: pytest.LogCaptureFi
         tuner.load_state_dict(None)
     assert tuner.chooser is not None and not tuner.chooser.pending
     assert "no thread count (an older run): keeping 1, no probe" in caplog.text
+
+
+class PacedModel(torch.nn.Module):
+    """A scorer whose batches take `per_image[count]` per image on the fake clock."""
+
+    def __init__(self, clock: FakeClock, per_image: dict[int, float]) -> None:
+        super().__init__()
+        self.clock, self.per_image = clock, per_image
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.clock.t += len(images) * self.per_image[torch.get_num_threads()]
+        return images.float().mean((1, 2, 3))
+
+
+def test_evaluate_and_predict_time_their_batches_through_the_ensemble() -> None:
+    """`score_loader` (evaluate, the end-of-training scores) paces its batches through `Ensemble.threads`."""
+    from deepfake.evaluation.ensemble import Ensemble, Member, score_loader
+
+    clock, per_image = FakeClock(), {1: 0.004, 2: 0.001}
+    ensemble = Ensemble([Member(PacedModel(clock, per_image), img_size=8)])
+    torch.set_num_threads(1)
+    ensemble.threads = ThreadTuner(ThreadChooser([1, 2], start=1, clock=clock), unit="image")
+    batches = [
+        (torch.zeros(n, 3, 8, 8, dtype=torch.uint8), torch.zeros(n), torch.arange(n)) for n in [32] * 20
+    ]
+    labels, logits, _ = score_loader(ensemble, batches, torch.device("cpu"))
+    assert logits.shape == (1, 640) and len(labels) == 640
+    chooser = ensemble.threads.chooser
+    assert chooser is not None and chooser.count == 2 and torch.get_num_threads() == 2
+    assert chooser.decision is not None and chooser.decision.per_unit == pytest.approx(per_image)
+
+
+def test_extraction_times_mtcnn_on_the_cpu_unless_detector_threads_pins_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from deepfake.extraction.detectors import MtcnnDetector
+    from deepfake.extraction.pipeline import detector_threads
+
+    monkeypatch.setattr("deepfake.extraction.pipeline.available_cores", lambda: 2)
+    mtcnn = MtcnnDetector.__new__(MtcnnDetector)  # the thread choice reads only its device
+    mtcnn.device = torch.device("cpu")
+    timed = detector_threads(mtcnn, None, workers=1)
+    assert timed.chooser is not None and timed.chooser.candidates == [1, 2] and torch.get_num_threads() == 1
+    assert detector_threads(mtcnn, 2, workers=1).chooser is None and torch.get_num_threads() == 2
+    mtcnn.device = torch.device("cuda")
+    assert detector_threads(mtcnn, None, workers=1).chooser is None

@@ -35,6 +35,7 @@ from deepfake.prediction.run import video_rows
 from deepfake.runs.fileio import atomic_write, require_writable
 from deepfake.system.hardware import HardwareManager
 from deepfake.system.precision import Precision
+from deepfake.system.thread_probe import paced
 
 log = logging.getLogger("deepfake")
 
@@ -130,7 +131,7 @@ def predict_images(
         )
         for member in which:
             ensemble.members[member].model.eval()
-        for images, index, messages in loader:
+        for images, index, messages in paced(loader, ensemble.threads, units=lambda batch: len(batch[0])):
             rows = torch.tensor(which, device=device).unsqueeze(1)
             logits[rows, index.to(device).unsqueeze(0)] = ensemble.raw_logits(images.to(device), which)
             for i, message in zip(index.tolist(), messages, strict=True):
@@ -174,7 +175,8 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         checkpoints, hw.device, precision, cfg.tta, cfg.ensemble.mean, cfg.calibrated
     )
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
-    hw.configure(workers)  # intra-op threads take the cores the loader workers leave
+    hw.configure(workers, unit="image")  # starts where the loader workers leave cores; the images time it
+    ensemble.threads = hw.threads
     kinds = [video_kind(p) for p in paths]
     clip = clip_length_of(loaded)
     names = ", ".join(str(d.path) for d in loaded)

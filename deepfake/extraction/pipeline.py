@@ -33,6 +33,8 @@ from deepfake.extraction.settings import write_settings
 from deepfake.extraction.sources import Job, list_videos, shard_slice
 from deepfake.extraction.video import Decoded, exit_with, timed_read
 from deepfake.extraction.writer import ShardWriter, assemble, done_videos, faces_dir, shard_name
+from deepfake.system.thread_probe import ThreadChooser, ThreadTuner, candidate_counts, paced
+from deepfake.system.threads import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,28 @@ log = logging.getLogger(__name__)
 #: test can `kill -9` an extraction in the middle of a video.
 PAUSE_ENV = "DEEPFAKE_EXTRACT_TEST_PAUSE"
 MAX_FRAMES_AHEAD = 1024  # decoded frames waiting for the detector, at most (about 6 GB of 1080p frames)
+
+
+def detector_threads(detector: FaceDetector, pinned: int | None, workers: int) -> ThreadTuner:
+    """The detecting thread's intra-op count: on the CPU MTCNN starts with the cores the decoders leave and
+    then times the candidate counts over the first videos (its many small per-box ops often run faster on
+    fewer threads); `detector.threads` pins it. Elsewhere (a GPU, YuNet's OpenCV) torch's count is left alone."""
+    if not (isinstance(detector, MtcnnDetector) and detector.device.type == "cpu"):
+        return ThreadTuner(None, "frame")
+    cores = available_cores()
+    start = pinned or max(1, cores - workers)
+    torch.set_num_threads(start)
+    candidates = candidate_counts(cores, None, start)
+    if pinned or len(candidates) < 2:
+        log.info(
+            "CPU threads for detection: %d (%s)",
+            start,
+            f"detector.threads={pinned}" if pinned else "one core",
+        )
+        return ThreadTuner(None, "frame")
+    log.info("CPU threads for detection: %d to start (%d core(s) - %d decode worker(s)), then timed against %s",
+             start, cores, workers, ", ".join(map(str, candidates)))  # fmt: skip
+    return ThreadTuner(ThreadChooser(candidates, start), "frame")
 
 
 def build_detector(cfg: DictConfig) -> FaceDetector:
@@ -150,16 +174,16 @@ def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[st
     workers = cfg.num_workers if cfg.num_workers >= 0 else max(1, (os.cpu_count() or 2) - 1)
     workers = min(workers, len(todo))
     threads = torch.get_num_threads()
-    if isinstance(detector, MtcnnDetector) and detector.device.type == "cpu":
-        torch.set_num_threads(cfg.detector.threads or max(1, (os.cpu_count() or 1) - workers))
+    tuner = detector_threads(detector, cfg.detector.threads, workers)
     rows: list[dict[str, object]] = []
     try:
         with ExtractProgress(len(todo), cfg.progress, cfg.every_n_seconds) as progress:
-            for job, (decoded, seconds) in zip(
+            videos = zip(
                 todo,
                 decoded_videos([j.sample.path for j in todo], cfg.frames_per_video, workers),
                 strict=True,
-            ):
+            )
+            for job, (decoded, seconds) in paced(videos, tuner, units=lambda v: max(1, len(v[1][0].frames))):
                 rows.append(extract_video(job, decoded, seconds, cfg, detector, writer))
                 progress.update(int(rows[-1]["faces"]))
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,26 +13,25 @@ import torch
 from omegaconf import DictConfig
 
 from deepfake.evaluation.inference import LoadedDetector
-from deepfake.extraction.detectors import FaceDetector, MtcnnDetector
-from deepfake.extraction.pipeline import build_detector
+from deepfake.extraction.detectors import FaceDetector
+from deepfake.extraction.pipeline import build_detector, detector_threads
 from deepfake.prediction.preview import overlay_masks, preview_dir, sheet_name, write_preview
 from deepfake.prediction.rows import FRAME_COLUMNS, frame_rows, frames_path, video_row, write_csv
 from deepfake.prediction.score import Scorer, clip_scorer
 from deepfake.prediction.settings import crop_settings
 from deepfake.prediction.videos import Aggregation, predict_videos
+from deepfake.system.thread_probe import ThreadTuner, paced
 
 log = logging.getLogger("deepfake")
 
 
 @contextlib.contextmanager
-def cpu_threads(detector: FaceDetector, settings: DictConfig, workers: int) -> Iterator[None]:
-    """As extract.py: a CPU MTCNN gets the cores the decoders leave (its many small per-box ops run faster on
-    few threads); the classifying thread shares that count, so detection and classification each keep a core."""
+def cpu_threads(detector: FaceDetector, settings: DictConfig, workers: int) -> Iterator[ThreadTuner]:
+    """As extract.py: a CPU MTCNN starts with the cores the decoders leave and times the counts over the first
+    videos (`detector_threads`); the classifying thread starts with the count it first sees. Restored after."""
     threads = torch.get_num_threads()
-    if isinstance(detector, MtcnnDetector) and detector.device.type == "cpu":
-        torch.set_num_threads(settings.detector.threads or max(1, (os.cpu_count() or 1) - workers))
     try:
-        yield
+        yield detector_threads(detector, settings.detector.threads, workers)
     finally:
         torch.set_num_threads(threads)
 
@@ -63,8 +61,9 @@ def video_rows(
     if clip > 1:
         score, batch_size = clip_scorer(score, clip), sys.maxsize  # all of a video's crops in one call
     rows, per_frame, taken = [], [], set()
-    with cpu_threads(detector, settings, workers):
-        for result in predict_videos(paths, settings, detector, score, agg, device, workers, batch_size):
+    with cpu_threads(detector, settings, workers) as tuner:
+        results = predict_videos(paths, settings, detector, score, agg, device, workers, batch_size)
+        for result in paced(results, tuner, units=lambda r: max(1, r.frames_decoded)):
             rows.append(video_row(result, cfg.threshold, cfg.no_face_prob))
             per_frame.extend(frame_rows(result))
             if cfg.preview and result.status != "error":
