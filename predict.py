@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from deepfake.cli import run_hydra, run_reporting_errors
+from deepfake.cli import run_and_leave, run_reporting_errors
 from deepfake.config import register_configs
 from deepfake.evaluation.predict import predict
 
@@ -20,4 +20,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_hydra(main)
+    run_and_leave(main)

@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from deepfake.checks.preflight import run as run_check
-from deepfake.cli import run_hydra, run_reporting_errors
+from deepfake.cli import run_and_leave, run_reporting_errors
 from deepfake.config import register_configs
 from deepfake.sweeps.sweep_job import run_job
 from deepfake.system.distributed import worker_hydra_overrides
@@ -39,4 +39,4 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     sys.argv += worker_hydra_overrides()  # torchrun ranks > 0 share rank 0's run directory
-    run_hydra(main)
+    run_and_leave(main)

@@ -31,7 +31,7 @@ from deepfake.training.calibration import CalibrationObserver
 from deepfake.training.checkpoint import build_state
 from deepfake.training.debug import check_verdict, debug_observers
 from deepfake.training.early_stopping import Best, improved
-from deepfake.training.engine import EpochHooks, TrainState, train_epoch, validate
+from deepfake.training.engine import EpochHooks, TrainState, predict_split, train_epoch
 from deepfake.training.memory import OutOfMemory, oom_message
 from deepfake.training.observers import (
     BackupObserver,
@@ -138,6 +138,8 @@ class Trainer(TrainerSetup):
         self.observers: list[Observer] = []
         self.extraction = manifest_settings(cfg.data)  # saved in checkpoints: predict.py crops videos alike
         self.calibration: dict[str, Any] | None = None  # best.pt's fitted temperature, for metrics.json
+        # The best epoch's validation (epoch, labels, logits), when this process validated it.
+        self.best_logits: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def run(self) -> float:
         self.setup()
@@ -290,12 +292,17 @@ class Trainer(TrainerSetup):
         for observer in self.observers:
             observer.on_step(self, state)
 
-    def _validate(self, model: torch.nn.Module, prefix: str) -> tuple[dict[str, float], tuple]:
-        """Each rank predicts its shard; all ranks get the whole split, so the metrics are a single run's."""
-        predictions = distributed.gather_predictions(
-            self.ddp, *validate(model, self.val_loader, self.precision, self.device, self.cfg.eval.tta)
+    def _validate(self, model: torch.nn.Module, prefix: str) -> tuple[dict[str, float], tuple, np.ndarray]:
+        """Each rank predicts its shard; all ranks get the whole split, so the metrics are a single run's.
+        Returns the metrics, (labels, probabilities, indices) and the logits, all in dataset order."""
+        labels, probs, index, logits = predict_split(
+            model, self.val_loader, self.precision, self.device, self.cfg.eval.tta
         )
-        return val_metrics(*predictions, self.val_videos, prefix, self.cfg), predictions
+        labels, scores, index = distributed.gather_predictions(
+            self.ddp, labels, np.stack([probs, logits], axis=1), index
+        )
+        predictions = (labels, np.ascontiguousarray(scores[:, 0]), index)
+        return val_metrics(*predictions, self.val_videos, prefix, self.cfg), predictions, scores[:, 1]
 
     def end_epoch(self, epoch: int, train_stats: dict[str, float], started: float) -> EpochEnd:
         """Validate, pick the best, and hand the epoch to the observers."""
@@ -304,7 +311,7 @@ class Trainer(TrainerSetup):
         self.hw.threads.end_pass()  # a thread probe still running ends with the epoch's training
         self.progress.phase("validate")
         train_stats = distributed.reduce_train_stats(self.ddp, train_stats)
-        val, predictions = self._validate(distributed.local_module(self.model), "val")
+        val, predictions, logits = self._validate(distributed.local_module(self.model), "val")
         if self.ema is not None:
             val.update(self._validate(self.ema.module, "val_ema")[0])
         monitored = val.get(tc.monitor)
@@ -328,6 +335,8 @@ class Trainer(TrainerSetup):
         )  # fmt: skip
         for observer in self.observers:
             observer.on_epoch_end(self, end)
+        if is_best and self.best.epoch == epoch + 1:  # best.pt holds these weights: calibration reuses them
+            self.best_logits = (epoch + 1, predictions[0], logits)
         return end
 
     # ----- saving -----
