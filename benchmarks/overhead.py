@@ -5,6 +5,10 @@ they alternate, and the reported figure is the median over pairs of (project ste
 
     python benchmarks/overhead.py                      # CPU-sized defaults, under 2 minutes
     python benchmarks/overhead.py --model resnet50 --img-size 224 --batch 128 --steps 50   # on a GPU
+    python benchmarks/overhead.py --ref 3b392c2        # that commit's own overhead.py first, then this one
+
+The project's side includes the per-step work of the thread chooser in its costliest mode (adapt_threads
+watching the step time) with a single candidate, so the count stays the bare loop's.
 """
 
 from __future__ import annotations
@@ -12,17 +16,21 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 
 import torch
 from bare_step import bare_step
+from refs import checkout, project_env
 
 from deepfake.models import get_model
 from deepfake.reporting.progress import ProgressTracker, fan_out
 from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.system.hardware import HardwareManager
+from deepfake.system.thread_probe import ThreadChooser, ThreadTuner
 from deepfake.training.engine import EpochHooks, LoopConfig, StepContext, TrainState, train_epoch
 
 
@@ -53,7 +61,14 @@ def project_loop(model, batches, precision, device, logdir: str, hw: HardwareMan
     progress.start()
     sampler.start()
     progress.start_epoch(0)
-    hooks = EpochHooks(log=on_log, on_step=progress.step)
+    count = torch.get_num_threads()
+    tuner = ThreadTuner(ThreadChooser([count], count, adapt=True))
+
+    def on_step(s: TrainState) -> None:
+        tuner.after_step()
+        progress.step(s)
+
+    hooks = EpochHooks(log=on_log, on_step=on_step)
     train_epoch(StepContext(model, opt, precision, device), batches, state, LoopConfig(), len(batches), hooks)
     sampler.stop()
     progress.close()
@@ -77,7 +92,16 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=5)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto")
+    p.add_argument("--ref", help="first run this benchmark as it was at that git commit, then this one")
     args = p.parse_args()
+    if args.ref:
+        own = [a for a in sys.argv[1:] if not a.startswith("--ref") and a != args.ref]
+        with checkout(args.ref) as root:
+            print(f"--- {args.ref}:", flush=True)
+            subprocess.run(
+                [sys.executable, str(root / "benchmarks" / "overhead.py"), *own], env=project_env(root)
+            )
+        print("--- this checkout:", flush=True)
 
     hw = HardwareManager(device=args.device)
     hw.configure()

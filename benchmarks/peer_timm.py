@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from refs import ROOT, checkout, project_env
 
-ROOT = Path(__file__).resolve().parents[1]
 PROJECT_EPOCH = re.compile(r"epoch (\d+)/\d+ \|.*\| ([\d.]+) img/s \|")
 TIMM_LAST_UPDATE = re.compile(r"Train: (\d+) \[\s*\d+/\d+ \(100%\)\].*?\(\s*[\d.]+s,\s*([\d.]+)/s\)")
 IMG_SIZE, BATCH, LR, WD, TRAIN_VIDEOS, VAL_VIDEOS, FRAMES = 64, 64, 2e-3, 0.05, 300, 100, 8
@@ -109,7 +109,7 @@ def run_process(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[str, fl
 
 def run_project(root: Path, data: Path, workers: int, epochs: int) -> Run:
     with tempfile.TemporaryDirectory(prefix="peer-project-") as tmp:
-        env = {**os.environ, "PYTHONPATH": str(root), "DEEPFAKE_CACHE": str(Path(tmp) / "cache")}
+        env = project_env(root, DEEPFAKE_CACHE=str(Path(tmp) / "cache"))
         _, wall, busy, own = run_process(project_cmd(root, data, Path(tmp), workers, epochs), Path(tmp), env)
         (log,) = Path(tmp).glob("outputs/*/*/train.log")
         rates = [float(m.group(2)) for m in PROJECT_EPOCH.finditer(log.read_text())]
@@ -126,19 +126,31 @@ def run_timm(train_py: Path, data: Path, workers: int, epochs: int) -> Run:
     return Run(rates, wall, os.getloadavg()[0], busy, max(0.0, busy - own))
 
 
-def checkout(ref: str, where: Path) -> Path:
-    """A detached worktree of this repository at `ref` (removed by the caller's temporary directory)."""
-    path = where / f"ref-{ref}"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), ref], check=True,
-                   capture_output=True)  # fmt: skip
-    return path
-
-
 def show(name: str, workers: int, run: Run) -> None:
     rates = ", ".join(f"{r:.0f}" for r in run.rates)
     print(f"  {name:<8} {workers} workers: img/s per epoch {rates:<18} median {statistics.median(run.rates):6.0f}"
           f" | wall {run.wall:6.1f} s | load {run.load:4.1f}, busy {run.busy:4.0%} (others {run.others:4.0%})",
           flush=True)  # fmt: skip
+
+
+def pairs(root: Path, train_py: Path, data: Path, worker_counts: list[int], args: argparse.Namespace) -> dict:
+    """Interleaved pairs per worker count; {workers: [(images/s ratio, wall ratio), ...]}."""
+    ratios: dict[int, list[tuple[float, float]]] = {w: [] for w in worker_counts}
+    for pair in range(args.pairs):
+        for workers in worker_counts:
+            print(f"pair {pair + 1}, {workers} workers:", flush=True)
+            runs: dict[str, Run] = {}
+            for name in ("project", "timm") if pair % 2 == 0 else ("timm", "project"):
+                if name == "project":
+                    runs[name] = run_project(root, data, workers, args.epochs)
+                else:
+                    runs[name] = run_timm(train_py, data, workers, args.epochs)
+                show(name, workers, runs[name])
+            ours, theirs = runs["project"], runs["timm"]
+            rate = statistics.median(ours.rates) / statistics.median(theirs.rates)
+            ratios[workers].append((rate, ours.wall / theirs.wall))
+            print(f"  project / timm: images/s {rate:.2f}, wall {ours.wall / theirs.wall:.2f}", flush=True)
+    return ratios
 
 
 def main() -> None:
@@ -156,40 +168,17 @@ def main() -> None:
     if not train_py.is_file():
         raise SystemExit(f"error: {train_py} is not a file; pass the path of timm's train.py")
     worker_counts = [int(w) for w in args.workers.split(",")]
-    with tempfile.TemporaryDirectory(prefix="peer-timm-data-") as tmp:
-        root = checkout(args.ref, Path(tmp)) if args.ref else args.root.resolve()
-        try:
-            data = make_imagefolder(Path(tmp))
-            print(f"project {root} ({args.ref or 'working tree'}) vs {train_py}; {psutil.cpu_count()} CPUs, "
-                  f"load average {os.getloadavg()[0]:.2f} at the start", flush=True)  # fmt: skip
-            ratios: dict[int, list[tuple[float, float]]] = {w: [] for w in worker_counts}
-            for pair in range(args.pairs):
-                for workers in worker_counts:
-                    print(f"pair {pair + 1}, {workers} workers:", flush=True)
-                    order = ("project", "timm") if pair % 2 == 0 else ("timm", "project")
-                    runs: dict[str, Run] = {}
-                    for name in order:
-                        runs[name] = (
-                            run_project(root, data, workers, args.epochs)
-                            if name == "project"
-                            else run_timm(train_py, data, workers, args.epochs)
-                        )
-                        show(name, workers, runs[name])
-                    ours, theirs = runs["project"], runs["timm"]
-                    rate = statistics.median(ours.rates) / statistics.median(theirs.rates)
-                    ratios[workers].append((rate, ours.wall / theirs.wall))
-                    print(
-                        f"  project / timm: images/s {rate:.2f}, wall {ours.wall / theirs.wall:.2f}",
-                        flush=True,
-                    )
-        finally:
-            if args.ref:
-                subprocess.run(
-                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(root)], check=False
-                )
+    with (
+        tempfile.TemporaryDirectory(prefix="peer-timm-") as tmp,
+        checkout(args.ref, args.root.resolve()) as root,
+    ):
+        data = make_imagefolder(Path(tmp))
+        print(f"project {root} ({args.ref or 'working tree'}) vs {train_py}; {psutil.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.2f} at the start", flush=True)  # fmt: skip
+        ratios = pairs(root, train_py, data, worker_counts, args)
     print(f"summary, median over {args.pairs} pair(s) (goals: images/s >= 1.0, wall <= 1.05):")
-    for workers, pairs in ratios.items():
-        rates, walls = [p[0] for p in pairs], [p[1] for p in pairs]
+    for workers, found in ratios.items():
+        rates, walls = [p[0] for p in found], [p[1] for p in found]
         print(f"  {workers} workers: images/s {statistics.median(rates):.2f} "
               f"(pairs {', '.join(f'{r:.2f}' for r in rates)}), wall {statistics.median(walls):.2f} "
               f"(pairs {', '.join(f'{w:.2f}' for w in walls)})")  # fmt: skip
