@@ -7,7 +7,9 @@ Both read one generated ImageFolder (2,400 train and 800 val JPEGs at 64 px: the
 flattened to `<split>/{real,fake}/<image>.jpg`) and train `test_resnet` with AdamW at 2e-3 (weight decay 0.05),
 a per-step cosine schedule after one warm-up epoch, batch 64, 3 epochs, fp32 on the CPU, gradient norm
 clipped at 1, random resized crops of 80-100% of the area and horizontal flips, no colour jitter, no label
-smoothing. timm's script is run from its checkout, so it imports that checkout's timm.
+smoothing. timm's script is run from its checkout, so it imports that checkout's timm; with 0 workers through a
+launcher that drops the `persistent_workers` argument torch refuses without workers (timm's train.py at
+aa4b5850 always passes it).
 
 Runs alternate in pairs (project then timm, then timm then project, ...), for each worker count, so both see
 the same moments of a shared machine. Printed per run: the training images/s of each epoch as the run logs
@@ -78,9 +80,26 @@ def project_cmd(root: Path, data: Path, base: Path, workers: int, epochs: int) -
     ]  # fmt: skip
 
 
+# timm's create_loader always asks for persistent workers, which torch refuses without workers: with
+# --workers 0, timm's own train.py runs through this launcher, which drops that one argument.
+NO_WORKERS_LAUNCHER = """
+import runpy, sys, torch.utils.data as data
+init = data.DataLoader.__init__
+def without_persistence(self, *args, **kwargs):
+    if not kwargs.get("num_workers"):
+        kwargs.pop("persistent_workers", None)
+    init(self, *args, **kwargs)
+data.DataLoader.__init__ = without_persistence
+sys.argv = sys.argv[1:]
+sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0])  # as `python train.py` would: the checkout's own timm
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def timm_cmd(train_py: Path, data: Path, base: Path, workers: int, epochs: int) -> list[str]:
+    launcher = [] if workers else ["-c", NO_WORKERS_LAUNCHER]
     return [
-        sys.executable, str(train_py), "--data-dir", str(data), "--train-split", "train", "--val-split", "val",
+        sys.executable, *launcher, str(train_py), "--data-dir", str(data), "--train-split", "train", "--val-split", "val",
         "--model", "test_resnet", "--num-classes", "2", "--img-size", str(IMG_SIZE), "--crop-pct", "1.0",
         "--batch-size", str(BATCH), "--opt", "adamw", "--lr", str(LR), "--weight-decay", str(WD),
         "--sched", "cosine", "--sched-on-updates", "--warmup-epochs", "1", "--warmup-lr", str(LR / 100),
