@@ -187,7 +187,7 @@ def test_paced_times_per_item_and_settles_at_the_end_of_the_pass() -> None:
     """evaluate and predict: units are images, so a short last batch is not mistaken for a fast count."""
     clock = FakeClock()
     torch.set_num_threads(2)
-    tuner = ThreadTuner(ThreadChooser([1, 2], start=2, clock=clock), unit="image")
+    tuner = ThreadTuner(ThreadChooser([1, 2], start=2, clock=clock), unit="batch", per="image")
     batches = [64] * (1 + PROBE_UNITS - 2) + [10]  # the pass ends two units before the schedule does
     per_image = {1: 0.002, 2: 0.001}
     for n in paced(batches, tuner, units=lambda b: b):
@@ -196,6 +196,9 @@ def test_paced_times_per_item_and_settles_at_the_end_of_the_pass() -> None:
     assert chooser is not None and not chooser.probing and chooser.count == 2
     assert chooser.decision is not None and chooser.decision.cut_short
     assert chooser.decision.per_unit == pytest.approx(per_image)
+    assert chooser.decision.describe("batch", "image") == (
+        "2 intra-op (fastest; median per image over 11 batches, cut short: 1 thread 2 ms, 2 threads 1 ms)"
+    )
     assert list(paced([1, 2], ThreadTuner(None))) == [1, 2]  # a fixed count: the items only
 
 
@@ -260,7 +263,7 @@ def test_evaluate_and_predict_time_their_batches_through_the_ensemble() -> None:
     clock, per_image = FakeClock(), {1: 0.004, 2: 0.001}
     ensemble = Ensemble([Member(PacedModel(clock, per_image), img_size=8)])
     torch.set_num_threads(1)
-    ensemble.threads = ThreadTuner(ThreadChooser([1, 2], start=1, clock=clock), unit="image")
+    ensemble.threads = ThreadTuner(ThreadChooser([1, 2], start=1, clock=clock), unit="batch", per="image")
     batches = [
         (torch.zeros(n, 3, 8, 8, dtype=torch.uint8), torch.zeros(n), torch.arange(n)) for n in [32] * 20
     ]

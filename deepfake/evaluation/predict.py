@@ -175,7 +175,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         checkpoints, hw.device, precision, cfg.tta, cfg.ensemble.mean, cfg.calibrated
     )
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
-    hw.configure(workers, unit="image")  # starts where the loader workers leave cores; the images time it
+    hw.configure(workers, unit="batch", per="image")  # the first image batches time the thread count
     ensemble.threads = hw.threads
     kinds = [video_kind(p) for p in paths]
     clip = clip_length_of(loaded)

@@ -318,7 +318,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     out_dir = Path(run_cfg.eval.out_dir).expanduser() if run_cfg.eval.out_dir else first.run_dir / "eval"
     require_writable(out_dir, "the results folder", "pass eval.out_dir=<a writable folder>")
     hw = HardwareManager(**run_cfg.hardware)
-    hw.configure(resolve_num_workers(run_cfg.data.num_workers), unit="image")
+    hw.configure(resolve_num_workers(run_cfg.data.num_workers), unit="batch", per="image")
     precision = scoring_precision(hw.precision(run_cfg.training.amp), run_cfg.training.amp)
     clip = clip_length_of(loaded)
     ensemble = ensemble_of(

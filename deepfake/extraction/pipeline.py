@@ -49,7 +49,7 @@ def detector_threads(detector: FaceDetector, pinned: int | None, workers: int) -
     then times the candidate counts over the first videos (its many small per-box ops often run faster on
     fewer threads); `detector.threads` pins it. Elsewhere (a GPU, YuNet's OpenCV) torch's count is left alone."""
     if not (isinstance(detector, MtcnnDetector) and detector.device.type == "cpu"):
-        return ThreadTuner(None, "frame")
+        return ThreadTuner(None, "video", "frame")
     cores = available_cores()
     start = pinned or max(1, cores - workers)
     torch.set_num_threads(start)
@@ -60,10 +60,10 @@ def detector_threads(detector: FaceDetector, pinned: int | None, workers: int) -
             start,
             f"detector.threads={pinned}" if pinned else "one core",
         )
-        return ThreadTuner(None, "frame")
+        return ThreadTuner(None, "video", "frame")
     log.info("CPU threads for detection: %d to start (%d core(s) - %d decode worker(s)), then timed against %s",
              start, cores, workers, ", ".join(map(str, candidates)))  # fmt: skip
-    return ThreadTuner(ThreadChooser(candidates, start), "frame")
+    return ThreadTuner(ThreadChooser(candidates, start), "video", "frame")
 
 
 def build_detector(cfg: DictConfig) -> FaceDetector:

@@ -79,10 +79,11 @@ class HardwareManager:
             raise ConfigError(f"hardware.device={requested!r} is not one of auto, cpu, cuda, cuda:N, mps")
         return torch.device(requested), "requested"
 
-    def configure(self, loader_workers: int = 0, unit: str = "step") -> ThreadPlan:
+    def configure(self, loader_workers: int = 0, unit: str = "step", per: str | None = None) -> ThreadPlan:
         """Apply the global speed/determinism switches for this process. The thread count starts where the
-        loader workers leave cores (deepfake.system.threads); on the CPU the first `unit`s of work then time
-        the candidate counts (`self.threads`, deepfake.system.thread_probe) unless something fixes the count."""
+        loader workers leave cores (deepfake.system.threads); on the CPU the first `unit`s of work (steps,
+        batches) then time the candidate counts, per `per` (an image) if the units differ in size
+        (`self.threads`, deepfake.system.thread_probe), unless something fixes the count."""
         # torchrun's local ranks share this machine's cores, each with its own workers.
         cores = max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         plan = thread_plan(cores, loader_workers, self.device.type, self.num_threads, TORCH_THREADS)
@@ -102,7 +103,7 @@ class HardwareManager:
         else:
             why = plan.reason if self.num_threads else f"{plan.reason}; not timed: {blocker}"
             log.info("CPU threads: %d intra-op (%s)", plan.threads, why)
-        self.threads = ThreadTuner(chooser, unit)
+        self.threads = ThreadTuner(chooser, unit, per)
         note = wait_policy_note(plan)
         if note:
             log.warning(note)

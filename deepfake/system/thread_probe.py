@@ -43,6 +43,10 @@ PROBE_SHARE = 0.1  # adapt: at most this share of all units are spent in probes
 T = TypeVar("T")
 
 
+def plural(word: str) -> str:
+    return word + ("es" if word.endswith(("ch", "sh", "s", "x")) else "s")
+
+
 def candidate_counts(cores: int, ceiling: int | None = None, start: int | None = None) -> list[int]:
     """The counts worth timing: every one up to 4, beyond that the top, its half and quarter, and `start`
     (the formula's count). The top is the cores, capped at torch's own choice (`ceiling`: physical cores or
@@ -72,19 +76,19 @@ class Decision:
     units: int  # units of work the probe spanned
     cut_short: bool = False  # ended before its schedule (an epoch or a pass ended)
 
-    def describe(self, unit: str) -> str:
+    def describe(self, unit: str, per: str | None = None) -> str:
+        """One line: the count, why, and each count's median time per `per` (an image, a frame) over the
+        probe's `unit`s (steps, batches, videos)."""
+        if not self.per_unit:
+            return f"{self.count} intra-op (nothing timed: the probe ended after {self.units} {unit}(s))"
         times = ", ".join(
             f"{c} thread{'s' if c > 1 else ''} {t * 1e3:.3g} ms" for c, t in sorted(self.per_unit.items())
         )
-        if not self.per_unit:
-            return f"{self.count} intra-op (no {unit} was timed: the probe ended after {self.units})"
-        how = (
-            "fastest"
-            if self.per_unit[self.count] == min(self.per_unit.values())
-            else "as fast, fewer threads"
-        )
+        fastest = self.per_unit[self.count] == min(self.per_unit.values())
+        how = "fastest" if fastest else "as fast, fewer threads"
         short = ", cut short" if self.cut_short else ""
-        return f"{self.count} intra-op ({how}; median per {unit} over {self.units} {unit}s{short}: {times})"
+        over = f"{self.units} {plural(unit)}"
+        return f"{self.count} intra-op ({how}; median per {per or unit} over {over}{short}: {times})"
 
 
 class ThreadChooser:
@@ -114,9 +118,8 @@ class ThreadChooser:
         self.position: int | None = None  # index of the running probe's current unit; None: no probe
         self.samples: dict[int, list[float]] = {}
         self.last: float | None = None  # when the previous unit ended; None after a pause
-        self.reference: float | None = (
-            None  # adapt: median time per unit at the chosen count, after the probe
-        )
+        # adapt: the median time per unit at the chosen count, measured once the probe is over
+        self.reference: float | None = None
         self.recent: deque[float] = deque(maxlen=WINDOW)
         self.since = 0  # units since the last probe ended
         self.decision: Decision | None = None  # the latest probe's, for the log
@@ -220,9 +223,9 @@ class ThreadTuner:
     `torch.set_num_threads` sets the calling thread's OpenMP count: call it from the thread that does the work.
     """
 
-    def __init__(self, chooser: ThreadChooser | None, unit: str = "step") -> None:
+    def __init__(self, chooser: ThreadChooser | None, unit: str = "step", per: str | None = None) -> None:
         self.chooser = chooser
-        self.unit = unit
+        self.unit, self.per = unit, per or unit  # what is timed (a step, a batch), and per what (an image)
 
     @property
     def count(self) -> int:
@@ -246,12 +249,14 @@ class ThreadTuner:
         if chooser.probing and not probing:
             if chooser.drifted is None:
                 names = ", ".join(map(str, chooser.candidates))
-                log.info("CPU threads: timing %s intra-op thread(s) over the next %ss", names, self.unit)
+                log.info(
+                    "CPU threads: timing %s intra-op thread(s) over the next %s", names, plural(self.unit)
+                )
             else:
                 log.info("CPU threads: the time per %s moved to %.2fx its pace after the last probe; timing "
-                         "the counts again", self.unit, chooser.drifted)  # fmt: skip
+                         "the counts again", self.per, chooser.drifted)  # fmt: skip
         if chooser.decision is not decided and chooser.decision is not None:
-            log.info("CPU threads: %s", chooser.decision.describe(self.unit))
+            log.info("CPU threads: %s", chooser.decision.describe(self.unit, self.per))
         if count != torch.get_num_threads():
             torch.set_num_threads(count)
 
