@@ -1,7 +1,7 @@
 """This project's `train.py` against timm's own `train.py` on the same data and settings (issue 25).
 
-    python benchmarks/peer_timm.py /path/to/pytorch-image-models/train.py            # 2 pairs x (0, 2) workers
-    python benchmarks/peer_timm.py /work/ref/timm/train.py --ref 3b392c2 --pairs 3   # the project at a commit
+    python benchmarks/peer_timm.py /path/to/pytorch-image-models/train.py            # 2 rounds x (0, 2) workers
+    python benchmarks/peer_timm.py /work/ref/timm/train.py --ref 3b392c2 --pairs 3   # + the project at a commit
 
 Both read one generated ImageFolder (2,400 train and 800 val JPEGs at 64 px: the project's synthetic faces,
 flattened to `<split>/{real,fake}/<image>.jpg`) and train `test_resnet` with AdamW at 2e-3 (weight decay 0.05),
@@ -11,12 +11,14 @@ smoothing. timm's script is run from its checkout, so it imports that checkout's
 launcher that drops the `persistent_workers` argument torch refuses without workers (timm's train.py at
 aa4b5850 always passes it).
 
-Runs alternate in pairs (project then timm, then timm then project, ...), for each worker count, so both see
-the same moments of a shared machine. Printed per run: the training images/s of each epoch as the run logs
+Runs alternate in rounds (project then timm, then timm then project; with `--ref`, the project at that commit
+joins each round and the order rotates), for each worker count, so all see the same moments of a shared
+machine. Printed per run: the training images/s of each epoch as the run logs
 them (timm: 64 / mean update time; the project: images / epoch time), the whole-process wall time, and the
 machine's load: the load average and the busy share of all cores during the run, with the part not used by
-the run itself ("others"). The summary gives, per worker count, the median over pairs of project / timm for
-training images/s (each run's median epoch) and for wall time. Goals: images/s >= 1.0, wall <= 1.05.
+the run itself ("others"). The summary gives, per worker count, the median over rounds of project / timm for
+training images/s (each run's median epoch) and for wall time, and with `--ref` project / before. Goals:
+images/s >= 1.0, wall <= 1.05.
 """
 
 from __future__ import annotations
@@ -152,24 +154,44 @@ def show(name: str, workers: int, run: Run) -> None:
           flush=True)  # fmt: skip
 
 
-def pairs(root: Path, train_py: Path, data: Path, worker_counts: list[int], args: argparse.Namespace) -> dict:
-    """Interleaved pairs per worker count; {workers: [(images/s ratio, wall ratio), ...]}."""
-    ratios: dict[int, list[tuple[float, float]]] = {w: [] for w in worker_counts}
-    for pair in range(args.pairs):
-        for workers in worker_counts:
-            print(f"pair {pair + 1}, {workers} workers:", flush=True)
-            runs: dict[str, Run] = {}
-            for name in ("project", "timm") if pair % 2 == 0 else ("timm", "project"):
-                if name == "project":
-                    runs[name] = run_project(root, data, workers, args.epochs)
-                else:
-                    runs[name] = run_timm(train_py, data, workers, args.epochs)
-                show(name, workers, runs[name])
-            ours, theirs = runs["project"], runs["timm"]
-            rate = statistics.median(ours.rates) / statistics.median(theirs.rates)
-            ratios[workers].append((rate, ours.wall / theirs.wall))
-            print(f"  project / timm: images/s {rate:.2f}, wall {ours.wall / theirs.wall:.2f}", flush=True)
+def rounds(
+    roots: dict[str, Path], train_py: Path, data: Path, workers: int, args: argparse.Namespace
+) -> dict:
+    """`args.pairs` rounds for one worker count, each running the project checkouts in `roots` and timm in a
+    rotating order; {name: [(images/s, wall) ratio to timm in each round]}."""
+    ratios: dict[str, list[tuple[float, float]]] = {name: [] for name in roots}
+    names = [*roots, "timm"]
+    for r in range(args.pairs):
+        print(f"round {r + 1}, {workers} workers:", flush=True)
+        runs: dict[str, Run] = {}
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            if name == "timm":
+                runs[name] = run_timm(train_py, data, workers, args.epochs)
+            else:
+                runs[name] = run_project(roots[name], data, workers, args.epochs)
+            show(name, workers, runs[name])
+        theirs = runs["timm"]
+        for name in roots:
+            rate = statistics.median(runs[name].rates) / statistics.median(theirs.rates)
+            ratios[name].append((rate, runs[name].wall / theirs.wall))
+            print(f"  {name} / timm: images/s {rate:.2f}, wall {ratios[name][-1][1]:.2f}", flush=True)
     return ratios
+
+
+def summary(ratios: dict[str, list[tuple[float, float]]], workers: int) -> None:
+    for name, found in ratios.items():
+        rates, walls = [p[0] for p in found], [p[1] for p in found]
+        print(f"  {workers} workers, {name} / timm: images/s {statistics.median(rates):.2f} "
+              f"(rounds {', '.join(f'{r:.2f}' for r in rates)}), wall {statistics.median(walls):.2f} "
+              f"(rounds {', '.join(f'{w:.2f}' for w in walls)})")  # fmt: skip
+    if "before" in ratios:
+        after = statistics.median(r for r, _ in ratios["project"]) / statistics.median(
+            r for r, _ in ratios["before"]
+        )
+        wall = statistics.median(w for _, w in ratios["project"]) / statistics.median(
+            w for _, w in ratios["before"]
+        )
+        print(f"  {workers} workers, project / before: images/s {after:.2f}, wall {wall:.2f}")
 
 
 def main() -> None:
@@ -177,30 +199,26 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("timm_train", type=Path, help="timm's train.py, in a pytorch-image-models checkout")
-    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=2, help="rounds per worker count")
     parser.add_argument("--workers", default="0,2", help="loader worker counts, comma-separated")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--root", type=Path, default=ROOT, help="the project checkout to measure")
-    parser.add_argument("--ref", help="measure the project at this git commit instead (a temporary worktree)")
+    parser.add_argument("--ref", help="also run the project at this git commit (`before`) in every round")
     args = parser.parse_args()
     train_py = args.timm_train.resolve()
     if not train_py.is_file():
         raise SystemExit(f"error: {train_py} is not a file; pass the path of timm's train.py")
     worker_counts = [int(w) for w in args.workers.split(",")]
-    with (
-        tempfile.TemporaryDirectory(prefix="peer-timm-") as tmp,
-        checkout(args.ref, args.root.resolve()) as root,
-    ):
+    with tempfile.TemporaryDirectory(prefix="peer-timm-") as tmp, checkout(args.ref) as before:
+        roots = {"project": args.root.resolve(), **({"before": before} if args.ref else {})}
         data = make_imagefolder(Path(tmp))
-        print(f"project {root} ({args.ref or 'working tree'}) vs {train_py}; {psutil.cpu_count()} CPUs, "
+        shown = ", ".join(f"{name} {root}" for name, root in roots.items())
+        print(f"{shown} ({args.ref or 'no ref'}) vs {train_py}; {psutil.cpu_count()} CPUs, "
               f"load average {os.getloadavg()[0]:.2f} at the start", flush=True)  # fmt: skip
-        ratios = pairs(root, train_py, data, worker_counts, args)
-    print(f"summary, median over {args.pairs} pair(s) (goals: images/s >= 1.0, wall <= 1.05):")
-    for workers, found in ratios.items():
-        rates, walls = [p[0] for p in found], [p[1] for p in found]
-        print(f"  {workers} workers: images/s {statistics.median(rates):.2f} "
-              f"(pairs {', '.join(f'{r:.2f}' for r in rates)}), wall {statistics.median(walls):.2f} "
-              f"(pairs {', '.join(f'{w:.2f}' for w in walls)})")  # fmt: skip
+        found = {workers: rounds(roots, train_py, data, workers, args) for workers in worker_counts}
+    print(f"summary, medians over {args.pairs} round(s) (goals: images/s >= 1.0, wall <= 1.05):")
+    for workers, ratios in found.items():
+        summary(ratios, workers)
 
 
 if __name__ == "__main__":
