@@ -5,16 +5,17 @@ No formula knows whether the cores are free: two threads beside two 64 px loader
 2-core machine, and collapse to a fifth of one thread's speed when two other processes keep the cores busy
 (an OpenMP team moves at its slowest thread's pace). So the first units of work are timed, in blocks of
 `BLOCK` consecutive units per candidate (the first of each block settles the switch and is not timed), over
-`ROUNDS` rounds in alternating order, so that every candidate sees the same moments of a shared machine. The
-units count: training steps update the model as usual, only their thread count varies.
+`ROUNDS` rounds in alternating order, so that every candidate sees the same moments of a shared machine. A
+count whose block came out `DROP` times slower than another's is timed no more, so a collapsing count costs
+one block. The units count: training steps update the model as usual, only their thread count varies.
 
-Exactness. The counts the probe uses depend only on the unit's index, never on a timing, so a resumed run
-(the probe's position and timings travel in the checkpoint) uses the same count for every step as the run it
-continues; only the choice at the probe's end reads the clock, and after it the chosen count is saved and
-restored. A resume after the probe is therefore bit-identical; one from a checkpoint taken during the probe is
-bit-identical when it chooses the same count (its remaining probe steps are timed on the new process). With
-`adapt` a drift of the step time starts a new probe: faster on a machine whose load changes, but a resumed run
-no longer repeats the counts of the run it continues.
+Exactness. The probe's remaining units (their counts) and its timings travel in the checkpoint, so a resumed
+run continues the probe where it stopped and runs each step at the count the run it continues used, up to
+the probe's next decision (dropping a count, choosing one), which reads the clock again; after the probe the
+chosen count is saved and restored. A resume after the probe is therefore bit-identical, and one from a
+checkpoint taken during it is when it decides alike (a count clearly faster than the others always is). With
+`adapt` a drift of the step time starts a new probe: faster on a machine whose load changes, but a resumed
+run no longer repeats the counts of the run it continues.
 
 `ThreadChooser` is the pure decision (a clock is passed in); `ThreadTuner` applies its counts to torch and logs.
 """
@@ -35,9 +36,9 @@ log = logging.getLogger("deepfake.hardware")
 
 BLOCK = 3  # consecutive units per candidate and round; the first settles the switch and is not timed
 ROUNDS = 2  # rounds over the candidates, ascending then descending
-TOLERANCE = (
-    0.05  # a count within 5% of the fastest is as fast: the fewest such threads win (they leave cores)
-)
+# A count within TOLERANCE of the fastest is as fast: the fewest such threads win (they leave cores to others).
+TOLERANCE = 0.05
+DROP = 1.4  # a count this much slower than another once its block is timed is timed no more in this probe
 WINDOW = 8  # adapt: units in the running median of the step time
 PROBE_SHARE = 0.1  # adapt: at most this share of all units are spent in probes
 T = TypeVar("T")
@@ -115,8 +116,10 @@ class ThreadChooser:
         self.clock = clock
         self.adapt, self.drift = adapt, drift
         self.pending = probe and len(self.candidates) > 1  # a probe starts after the first unit
-        self.position: int | None = None  # index of the running probe's current unit; None: no probe
+        self.plan: list[tuple[int, bool]] = []  # a running probe's units, the current one first; [] = none
         self.samples: dict[int, list[float]] = {}
+        self.dropped: set[int] = set()  # counts the running probe found clearly slower
+        self.units = 0  # units the running probe has spent
         self.last: float | None = None  # when the previous unit ended; None after a pause
         # adapt: the median time per unit at the chosen count, measured once the probe is over
         self.reference: float | None = None
@@ -127,22 +130,22 @@ class ThreadChooser:
 
     @property
     def probing(self) -> bool:
-        return self.position is not None
+        return bool(self.plan)
 
     def step(self, units: float = 1.0) -> int:
         """A unit of work (`units` items of it: images, frames) just ended; the count for the next one."""
         now = self.clock()
         per_unit = None if self.last is None else (now - self.last) / max(units, 1e-9)
         self.last = now
-        if self.position is not None:
-            plan = probe_schedule(self.candidates)
-            count, timed = plan[self.position]
+        if self.plan:
+            count, timed = self.plan.pop(0)
+            self.units += 1
             if timed and per_unit is not None:
                 self.samples[count].append(per_unit)
-            self.position += 1
-            if self.position < len(plan):
-                self.count = plan[self.position][0]
-            else:
+            self._drop_slow()
+            if self.plan and len(set(self.candidates) - self.dropped) > 1:
+                self.count = self.plan[0][0]
+            else:  # the schedule is done, or every count but one was dropped: nothing left to compare
                 self._choose(cut_short=False)
         elif self.pending:
             self._start_probe()
@@ -157,26 +160,40 @@ class ThreadChooser:
 
     def settle(self) -> int:
         """End a running probe now, choosing from the units timed so far (an epoch or a pass ended)."""
-        if self.position is not None:
+        if self.plan:
             self._choose(cut_short=True)
         return self.count
 
     def _start_probe(self, drifted: float | None = None) -> None:
         self.pending, self.drifted = False, drifted
         self.samples = {c: [] for c in self.candidates}
-        self.position = 0
-        self.count = probe_schedule(self.candidates)[0][0]
+        self.plan, self.units, self.dropped = probe_schedule(self.candidates), 0, set()
+        self.count = self.plan[0][0]
+
+    def _medians(self) -> dict[int, float]:
+        return {c: statistics.median(s) for c, s in self.samples.items() if s}
+
+    def _drop_slow(self) -> None:
+        """Take a count whose block is done out of the rest of the probe once it is clearly slower than
+        another (`DROP` x its median): on a loaded machine a collapsing count costs one block, not all."""
+        if self.plan and self.plan[0][1]:  # the current count's block is still being timed
+            return
+        medians = self._medians()
+        if len(medians) < 2:
+            return
+        fastest = min(medians.values())
+        self.dropped |= {c for c, t in medians.items() if t > DROP * fastest}
+        self.plan = [(c, timed) for c, timed in self.plan if c not in self.dropped]
 
     def _choose(self, cut_short: bool) -> None:
-        timed = {c: statistics.median(s) for c, s in self.samples.items() if s}
+        timed = self._medians()
         if timed:
             fastest = min(timed.values())
             self.count = min(c for c, t in timed.items() if t <= fastest * (1 + TOLERANCE))
         else:  # nothing timed (a pass of one or two units): back to the count the run started with
             self.count = self.start
-        units = self.position or 0
-        self.decision = Decision(self.count, timed, units, cut_short)
-        self.position, self.reference, self.since = None, None, 0
+        self.decision = Decision(self.count, timed, self.units, cut_short)
+        self.plan, self.reference, self.since = [], None, 0
         self.recent.clear()
 
     def _watch(self, per_unit: float) -> None:
@@ -194,23 +211,27 @@ class ThreadChooser:
             self._start_probe(drifted=ratio)
 
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint keeps: the count, and a running probe's position and timings."""
+        """What a checkpoint keeps: the count, and a running probe's remaining units and timings."""
         return {
             "count": self.count,
             "start": self.start,
             "candidates": list(self.candidates),
             "pending": self.pending,
-            "position": self.position,
+            "plan": [[c, timed] for c, timed in self.plan],
+            "units": self.units,
+            "dropped": sorted(self.dropped),
             "samples": {c: list(s) for c, s in self.samples.items()},
         }
 
     def load_state_dict(self, saved: Mapping[str, Any]) -> None:
-        """Continue a saved run: its count, and its probe where it stopped (same counts for the same units)."""
+        """Continue a saved run: its count, and its probe where it stopped (the same counts for the same units)."""
         self.count = int(saved["count"])
         self.start = int(saved.get("start", self.count))
         self.candidates = [int(c) for c in saved["candidates"]]
         self.pending = bool(saved["pending"])
-        self.position = None if saved["position"] is None else int(saved["position"])
+        self.plan = [(int(c), bool(timed)) for c, timed in saved.get("plan", [])]
+        self.units = int(saved.get("units", 0))
+        self.dropped = {int(c) for c in saved.get("dropped", [])}
         self.samples = {int(c): [float(t) for t in s] for c, s in saved["samples"].items()}
         self.last, self.reference, self.since = None, None, 0
         self.recent.clear()
@@ -265,7 +286,15 @@ class ThreadTuner:
         if self.chooser is not None:
             return self.chooser.state_dict()
         count = torch.get_num_threads()
-        return {"count": count, "candidates": [count], "pending": False, "position": None, "samples": {}}
+        return {
+            "count": count,
+            "candidates": [count],
+            "pending": False,
+            "plan": [],
+            "units": 0,
+            "dropped": [],
+            "samples": {},
+        }
 
     def load_state_dict(self, saved: Mapping[str, Any] | None, pinned: int | None = None) -> None:
         """Continue with a checkpoint's count (and probe); `pinned` (hardware.num_threads) wins if given.
