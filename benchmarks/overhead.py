@@ -6,6 +6,7 @@ they alternate, and the reported figure is the median over pairs of (project ste
     python benchmarks/overhead.py                      # CPU-sized defaults, under 2 minutes
     python benchmarks/overhead.py --model resnet50 --img-size 224 --batch 128 --steps 50   # on a GPU
     python benchmarks/overhead.py --ref 3b392c2        # that commit's own overhead.py first, then this one
+    python benchmarks/overhead.py --threads 1          # both loops on one intra-op thread: steadier when shared
 
 The project's side includes the per-step work of the thread chooser in its costliest mode (adapt_threads
 watching the step time) with a single candidate, so the count stays the bare loop's.
@@ -92,18 +93,23 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=5)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto")
+    p.add_argument(
+        "--threads", type=int, help="intra-op threads of both loops (1 is steadier on a shared CPU)"
+    )
     p.add_argument("--ref", help="first run this benchmark as it was at that git commit, then this one")
     args = p.parse_args()
     if args.ref:
-        own = [a for a in sys.argv[1:] if not a.startswith("--ref") and a != args.ref]
+        skip = {"--ref", args.ref, "--threads", str(args.threads)}
+        own = [a for a in sys.argv[1:] if a not in skip and not a.startswith(("--ref=", "--threads="))]
+        # That commit's script may have no --threads: torch's own count is OMP_NUM_THREADS, its ceiling.
+        threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
         with checkout(args.ref) as root:
             print(f"--- {args.ref}:", flush=True)
-            subprocess.run(
-                [sys.executable, str(root / "benchmarks" / "overhead.py"), *own], env=project_env(root)
-            )
+            script = root / "benchmarks" / "overhead.py"
+            subprocess.run([sys.executable, str(script), *own], env=project_env(root, **threads))
         print("--- this checkout:", flush=True)
 
-    hw = HardwareManager(device=args.device)
+    hw = HardwareManager(device=args.device, num_threads=args.threads)
     hw.configure()
     device, precision = hw.device, hw.precision(args.amp)
     g = torch.Generator().manual_seed(0)
