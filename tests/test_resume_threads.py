@@ -79,10 +79,10 @@ def test_a_probed_run_resumes_bit_identical(
         run = run or run_dir_of(tmp_path / "stopped")
         saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["train_state"]
         assert saved["global_step"] == stop_after
-        if stop_after == 6:  # steps 2-6 were the probe's first five: step 7 times 2 threads once more
-            threads = saved["threads"]
-            assert (threads["units"], threads["count"], threads["plan"][0]) == (5, 2, [2, True])
-            assert len(threads["samples"][1]) == BLOCK - 1 and len(threads["samples"][2]) == 1
+        if stop_after == 6:  # steps 2-6 were the probe's first five (2, the running count, first): step 7
+            threads = saved["threads"]  # times 1 thread once more, then 1 is dropped and the probe ends
+            assert (threads["units"], threads["count"], threads["plan"][0]) == (5, 1, [1, True])
+            assert len(threads["samples"][2]) == BLOCK - 1 and len(threads["samples"][1]) == 1
     train(make_config(tmp_path / "stopped", data, **PROBING, resume=str(run)))
     resumed = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     for key in ("model", "optimizer", "scheduler", "ema", "monitor"):

@@ -6,8 +6,8 @@ No formula knows whether the cores are free: two threads beside two 64 px loader
 (an OpenMP team moves at its slowest thread's pace). So the first units of work are timed, in blocks of
 `BLOCK` consecutive units per candidate (the first of each block settles the switch and is not timed), over
 `ROUNDS` rounds in alternating order, so that every candidate sees the same moments of a shared machine. A
-count whose block came out `DROP` times slower than another's is timed no more, so a collapsing count costs
-one block. The units count: training steps update the model as usual, only their thread count varies.
+count whose block came out `DROP` times slower than another's is timed no more, nor one whose single step
+took `COLLAPSE` times another's median, so a collapsing count costs a step. The units count: training steps update the model as usual, only their thread count varies.
 
 Exactness. The probe's remaining units (their counts) and its timings travel in the checkpoint, so a resumed
 run continues the probe where it stopped and runs each step at the count the run it continues used, up to
@@ -39,6 +39,7 @@ ROUNDS = 2  # rounds over the candidates, ascending then descending
 # A count within TOLERANCE of the fastest is as fast: the fewest such threads win (they leave cores to others).
 TOLERANCE = 0.05
 DROP = 1.4  # a count this much slower than another once its block is timed is timed no more in this probe
+COLLAPSE = 3.0  # ...and one whose any single unit is this much slower, at once (a busy machine's thread team)
 WINDOW = 8  # adapt: units in the running median of the step time
 PROBE_SHARE = 0.1  # adapt: at most this share of all units are spent in probes
 T = TypeVar("T")
@@ -59,11 +60,14 @@ def candidate_counts(cores: int, ceiling: int | None = None, start: int | None =
     return sorted(counts)
 
 
-def probe_schedule(candidates: Sequence[int]) -> list[tuple[int, bool]]:
-    """(count, timed) for each unit of one probe: blocks of `BLOCK` units, rounds in alternating order."""
+def probe_schedule(candidates: Sequence[int], first: int | None = None) -> list[tuple[int, bool]]:
+    """(count, timed) for each unit of one probe: blocks of `BLOCK` units, rounds in alternating order. The
+    first round starts with `first` (the count already running: the yardstick the others are dropped against),
+    then the others in ascending order."""
+    order = sorted(candidates, key=lambda c: (c != first, c))
     plan = []
     for r in range(ROUNDS):
-        for count in candidates if r % 2 == 0 else list(reversed(candidates)):
+        for count in order if r % 2 == 0 else order[::-1]:
             plan += [(count, i > 0) for i in range(BLOCK)]
     return plan
 
@@ -142,7 +146,7 @@ class ThreadChooser:
             self.units += 1
             if timed and per_unit is not None:
                 self.samples[count].append(per_unit)
-            self._drop_slow()
+            self._drop_slow(count, per_unit)
             if self.plan and len(set(self.candidates) - self.dropped) > 1:
                 self.count = self.plan[0][0]
             else:  # the schedule is done, or every count but one was dropped: nothing left to compare
@@ -167,22 +171,24 @@ class ThreadChooser:
     def _start_probe(self, drifted: float | None = None) -> None:
         self.pending, self.drifted = False, drifted
         self.samples = {c: [] for c in self.candidates}
-        self.plan, self.units, self.dropped = probe_schedule(self.candidates), 0, set()
+        self.plan, self.units, self.dropped = probe_schedule(self.candidates, self.count), 0, set()
         self.count = self.plan[0][0]
 
     def _medians(self) -> dict[int, float]:
         return {c: statistics.median(s) for c, s in self.samples.items() if s}
 
-    def _drop_slow(self) -> None:
-        """Take a count whose block is done out of the rest of the probe once it is clearly slower than
-        another (`DROP` x its median): on a loaded machine a collapsing count costs one block, not all."""
-        if self.plan and self.plan[0][1]:  # the current count's block is still being timed
-            return
+    def _drop_slow(self, count: int, per_unit: float | None) -> None:
+        """Take a count out of the rest of the probe once it is clearly slower than another: any of its units
+        (the untimed first included) `COLLAPSE` x another count's median, or its block's median `DROP` x. On a
+        loaded machine a collapsing count then costs one step."""
         medians = self._medians()
-        if len(medians) < 2:
-            return
-        fastest = min(medians.values())
-        self.dropped |= {c for c, t in medians.items() if t > DROP * fastest}
+        others = [t for c, t in medians.items() if c != count]
+        if per_unit is not None and others and per_unit > COLLAPSE * min(others):
+            self.dropped.add(count)
+        block_done = not (self.plan and self.plan[0][1])  # the next unit settles another count, or none left
+        if block_done and len(medians) > 1:
+            fastest = min(medians.values())
+            self.dropped |= {c for c, t in medians.items() if t > DROP * fastest}
         self.plan = [(c, timed) for c, timed in self.plan if c not in self.dropped]
 
     def _choose(self, cut_short: bool) -> None:
@@ -205,7 +211,7 @@ class ThreadChooser:
         if self.reference is None:
             self.reference = now  # the chosen count's steady pace, measured once the probe is over
             return
-        cooldown = len(probe_schedule(self.candidates)) * (1 / PROBE_SHARE - 1)
+        cooldown = len(self.candidates) * ROUNDS * BLOCK * (1 / PROBE_SHARE - 1)
         ratio = now / self.reference
         if self.since >= cooldown and abs(ratio - 1) > self.drift:
             self._start_probe(drifted=ratio)
