@@ -33,22 +33,26 @@ from refs import ROOT, checkout, project_env
 from deepfake.system.threads import available_cores
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/\d+ \|.*\| ([\d.]+) img/s \|")
+THREADS_LINE = re.compile(r"CPU threads: (\d+) intra-op")
 BUSY_LOOP = "import time\ntime.sleep({delay})\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
 
 
-def epoch_rates(base: Path) -> list[float]:
-    """Per-epoch images/s from the one run under `base` (its train.log's epoch summary lines)."""
+def epoch_rates(base: Path) -> tuple[list[float], str]:
+    """Per-epoch images/s from the one run under `base` (its train.log's epoch summary lines), and the intra-op
+    thread counts it logged (the starting count, then each probe's choice)."""
     logs = list(base.glob("outputs/*/*/train.log"))
     if len(logs) != 1:
         raise SystemExit(f"expected one run under {base}, found {len(logs)}")
-    return [float(m.group(2)) for m in EPOCH_LINE.finditer(logs[0].read_text())]
+    text = logs[0].read_text()
+    threads = "->".join(THREADS_LINE.findall(text))
+    return [float(m.group(2)) for m in EPOCH_LINE.finditer(text)], threads
 
 
 def run_train(
     base: Path, overrides: list[str], busy: int, limit_s: int, root: Path = ROOT, late: float = 0.0
-) -> tuple[list[float], float]:
-    """(per-epoch images/s, wall seconds) of one training process of `root`'s code, beside `busy` busy loops
-    that start `late` seconds after it."""
+) -> tuple[list[float], str, float]:
+    """(per-epoch images/s, thread counts, wall seconds) of one training process of `root`'s code, beside
+    `busy` busy loops that start `late` seconds after it."""
     loop = BUSY_LOOP.format(seconds=limit_s, delay=late)
     loops = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(busy)]
     try:
@@ -72,7 +76,7 @@ def run_train(
         for p in loops:
             p.kill()
             p.wait()
-    return epoch_rates(base), wall
+    return *epoch_rates(base), wall
 
 
 def main() -> None:
@@ -100,7 +104,9 @@ def main() -> None:
     if "before" in names and not args.ref:
         raise SystemExit("error: the `before` variant needs --ref <git commit>")
     print(f"{cores} core(s) available; load average {os.getloadavg()[0]:.2f} before the first run")
-    print(f"{'variant':<14} {'load':<8} {'img/s per epoch':<28} {'median':>8} {'wall s':>7} {'load avg':>8}")
+    print(
+        f"{'variant':<14} {'load':<8} {'img/s per epoch':<24} {'median':>7} {'wall s':>7} {'load avg':>8}  threads"
+    )
     medians: dict[tuple[str, str], float] = {}
     with checkout(args.ref) as before:
         for name in names:
@@ -108,11 +114,13 @@ def main() -> None:
                 overrides = [f"training.num_epochs={args.epochs}", *variants[name], *args.overrides]
                 with tempfile.TemporaryDirectory(prefix="busy-") as tmp:
                     root = before if name == "before" else ROOT
-                    rates, wall = run_train(Path(tmp), overrides, busy, args.limit_s, root, args.late)
+                    rates, threads, wall = run_train(
+                        Path(tmp), overrides, busy, args.limit_s, root, args.late
+                    )
                 medians[name, load] = statistics.median(rates)
                 shown = ", ".join(f"{r:.0f}" for r in rates)
-                print(f"{name:<14} {load:<8} {shown:<28} {medians[name, load]:>8.0f} {wall:>7.1f} "
-                      f"{os.getloadavg()[0]:>8.1f}", flush=True)  # fmt: skip
+                print(f"{name:<14} {load:<8} {shown:<24} {medians[name, load]:>7.0f} {wall:>7.1f} "
+                      f"{os.getloadavg()[0]:>8.1f}  {threads}", flush=True)  # fmt: skip
             ratio = medians[name, f"{args.busy} busy"] / medians[name, "quiet"]
             print(f"{name}: busy / quiet = {ratio:.2f} (goal >= 0.6)", flush=True)
     if {"default", "torch-default"} <= set(args.variants.split(",")):

@@ -38,6 +38,7 @@ import psutil
 from refs import ROOT, checkout, project_env
 
 PROJECT_EPOCH = re.compile(r"epoch (\d+)/\d+ \|.*\| ([\d.]+) img/s \|")
+THREADS_LINE = re.compile(r"CPU threads: (\d+) intra-op")
 TIMM_LAST_UPDATE = re.compile(r"Train: (\d+) \[\s*\d+/\d+ \(100%\)\].*?\(\s*[\d.]+s,\s*([\d.]+)/s\)")
 IMG_SIZE, BATCH, LR, WD, TRAIN_VIDEOS, VAL_VIDEOS, FRAMES = 64, 64, 2e-3, 0.05, 300, 100, 8
 
@@ -49,6 +50,7 @@ class Run:
     load: float  # 1-minute load average at the run's end
     busy: float  # share of all cores busy during the run
     others: float  # of which not this run's processes
+    threads: str = ""  # the project's intra-op counts as logged: the start, then the timed choice
 
 
 def make_imagefolder(out: Path) -> Path:
@@ -133,8 +135,10 @@ def run_project(root: Path, data: Path, workers: int, epochs: int) -> Run:
         env = project_env(root, DEEPFAKE_CACHE=str(Path(tmp) / "cache"))
         _, wall, busy, own = run_process(project_cmd(root, data, Path(tmp), workers, epochs), Path(tmp), env)
         (log,) = Path(tmp).glob("outputs/*/*/train.log")
-        rates = [float(m.group(2)) for m in PROJECT_EPOCH.finditer(log.read_text())]
-    return Run(rates, wall, os.getloadavg()[0], busy, max(0.0, busy - own))
+        text = log.read_text()
+    rates = [float(m.group(2)) for m in PROJECT_EPOCH.finditer(text)]
+    threads = "->".join(THREADS_LINE.findall(text))
+    return Run(rates, wall, os.getloadavg()[0], busy, max(0.0, busy - own), threads)
 
 
 def run_timm(train_py: Path, data: Path, workers: int, epochs: int) -> Run:
@@ -149,9 +153,10 @@ def run_timm(train_py: Path, data: Path, workers: int, epochs: int) -> Run:
 
 def show(name: str, workers: int, run: Run) -> None:
     rates = ", ".join(f"{r:.0f}" for r in run.rates)
+    threads = f" | threads {run.threads}" if run.threads else ""
     print(f"  {name:<8} {workers} workers: img/s per epoch {rates:<18} median {statistics.median(run.rates):6.0f}"
-          f" | wall {run.wall:6.1f} s | load {run.load:4.1f}, busy {run.busy:4.0%} (others {run.others:4.0%})",
-          flush=True)  # fmt: skip
+          f" | wall {run.wall:6.1f} s | load {run.load:4.1f}, busy {run.busy:4.0%} (others {run.others:4.0%})"
+          f"{threads}", flush=True)  # fmt: skip
 
 
 def rounds(
