@@ -1,28 +1,10 @@
-"""Extract face crops from videos: `python extract.py dataset=ffpp root=/data/FaceForensics++ out=/data/ffpp_faces`.
+"""Videos to face crops: `python extract.py dataset=ffpp root=/data/FaceForensics++ out=/data/ffpp_faces` (the same
+as `deepfake-extract ...`; the command lives in deepfake/commands/extract.py).
 
-Writes `out/faces/<video>/<frame>.png` (+ landmarks), `out/manifest.csv` (train on it with `python train.py
-data=manifest data.manifest=out/manifest.csv`) and `out/videos.csv` (one row per video, with a status). A rerun
-into the same `out` resumes; `-m shard.count=N 'shard.index=range(N)'` splits the videos over N jobs.
+Imports nothing heavy: the decode workers' forkserver imports this module, and needs no torch.
 """
 
-from __future__ import annotations
-
-import hydra
-from omegaconf import DictConfig
-
-from deepfake.cli import run_reporting_errors
-from deepfake.extraction.config import register_extract_config
-
-register_extract_config()
-
-
-@hydra.main(version_base="1.3", config_path="conf/extract", config_name="extract")
-def main(cfg: DictConfig) -> None:
-    # Imported here, not above: the decode workers' forkserver imports this module, and needs no torch.
-    from deepfake.extraction.pipeline import extract
-
-    run_reporting_errors(extract, cfg)
-
+from deepfake.commands.extract import run
 
 if __name__ == "__main__":
-    main()
+    run()

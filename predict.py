@@ -1,23 +1,9 @@
-"""Probability of fake per image: `python predict.py checkpoint=<run dir | .pt> input=<image | folder | list> output=preds.csv`."""
+"""Is it fake? `python predict.py checkpoint=<run dir | .pt> input=<video | image | folder | list> output=preds.csv`
+(the same as `deepfake-predict ...`; the command lives in deepfake/commands/predict.py)."""
 
-from __future__ import annotations
-
-import hydra
-from omegaconf import DictConfig
-
-from deepfake.cli import run_and_leave, run_reporting_errors
-from deepfake.config import register_configs
-from deepfake.evaluation.predict import predict
+from deepfake.commands.predict import predict, run
 
 __all__ = ["predict"]
 
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
-def main(cfg: DictConfig) -> None:
-    run_reporting_errors(predict, cfg)
-
-
 if __name__ == "__main__":
-    run_and_leave(main)
+    run()

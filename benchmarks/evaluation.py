@@ -16,8 +16,8 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from deepfake.evaluation.metrics import bootstrap_auc_ci
-from deepfake.evaluation.predict import predict_paths
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
+from deepfake.prediction.driver import predict_paths
 from deepfake.system.hardware import HardwareManager
 
 

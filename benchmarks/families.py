@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.system.hardware import HardwareManager
 from deepfake.training.engine import LoopConfig, StepContext, TrainState, train_epoch
 

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 from rich.console import Console
 
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.reporting.progress import ProgressTracker, fan_out
 from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.system.hardware import HardwareManager
@@ -67,7 +67,7 @@ def run_round(variant: str, steps: int, ctx: dict, log_dir: Path) -> Rate:
     console = Console(file=io.StringIO(), force_terminal=True, width=120) if variant == "rich" else None
     tracker = ProgressTracker(1, steps, batch_size=len(batches[0][0]), mode=variant, console=console)
 
-    on_log, on_reading = fan_out(tb, tracker, lambda: state.global_step)
+    on_log, on_reading = fan_out([tb], tracker, lambda: state.global_step)
     sampler = hw.sampler(on_reading, disk_path=log_dir)
     t0, c0 = time.perf_counter(), time.process_time()
     with tracker, sampler:

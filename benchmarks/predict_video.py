@@ -1,7 +1,13 @@
-"""Videos per second of `predict.py` on videos: each stage alone, then the overlapped pipeline.
+"""Videos per second of `predict.py` on videos: each stage alone, then the overlapped pipeline; or a bulk run.
 
     python benchmarks/predict_video.py                      # 8 clips x 60 frames at 320x240, 8 kept per video
     python benchmarks/predict_video.py --clips 16 --keep 32 --architecture efficientnet_b0
+    python benchmarks/predict_video.py --bulk 200           # predict.py's whole driver over a folder of 200 clips
+
+`--bulk N` runs `predict()` itself (folder source, windows, rows committed to a .jsonl as they come) over N clips
+and reports videos/s (over the whole call, and between the first and the last row) and the process's memory
+(RSS, sampled every 0.2 s against the rows written): the peak in the first, middle and last third of the rows,
+so a run whose memory grows with the rows shows it.
 
 Stages, each timed alone over all clips: decode (`read_frames`, seek decode of the kept frames), detect and
 crop (MTCNN through `video_crops`, extract.py's code) and classify (`score_crops` through the scorer callable,
@@ -17,8 +23,10 @@ the best round of each (other processes only ever add time).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,10 +44,9 @@ from skimage import data
 
 from deepfake.config import PredictExtractionConfig
 from deepfake.evaluation.ensemble import Ensemble, ensemble_of
-from deepfake.extraction.detectors import FaceDetector
-from deepfake.extraction.pipeline import build_detector
+from deepfake.extraction.face_finder import FaceFinder, build_finder
 from deepfake.extraction.video import read_frames
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.prediction.run import cpu_threads
 from deepfake.prediction.settings import crop_settings
 from deepfake.prediction.videos import Aggregation, predict_videos, score_crops, video_crops
@@ -47,14 +54,14 @@ from deepfake.system.precision import Precision
 
 
 def write_clips(folder: Path, clips: int, frames: int, width: int, height: int) -> list[str]:
-    """The astronaut's head (a 120-148 px square) drifting across the coffee photo, H.264, keyframe every 30."""
+    """The astronaut's head (a 120-180 px square) drifting across the coffee photo, H.264, keyframe every 30."""
     photo, coffee = data.astronaut(), data.coffee()
     back = np.asarray(Image.fromarray(coffee).resize((width, height)))
     paths = []
     for c in range(clips):
-        side = 120 + 4 * c
+        side = 120 + 4 * (c % 16)  # 120-180 px: any clip count fits the 240 px frame
         face = np.asarray(Image.fromarray(photo[20:300, 100:380]).resize((side, side)))
-        path = folder / f"clip_{c:02d}.mp4"
+        path = folder / f"clip_{c:03d}.mp4"
         with av.open(str(path), "w") as container:
             stream = container.add_stream("libx264", rate=30)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -95,7 +102,7 @@ def timed() -> Iterator[Timed]:
 
 
 def one_round(
-    paths: list[str], keep: int, settings: DictConfig, detector: FaceDetector, score: Ensemble, workers: int
+    paths: list[str], keep: int, settings: DictConfig, detector: FaceFinder, score: Ensemble, workers: int
 ) -> tuple[dict[str, Timed], Timed, int]:
     """Each stage alone, then the pipeline: their timings and the faces classified."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -113,6 +120,61 @@ def one_round(
     return stages, pipeline, sum(len(c) for c in crops)
 
 
+def bulk_run(args: argparse.Namespace) -> None:
+    """predict() over a folder of `args.bulk` clips with an untrained checkpoint; videos/s and the memory trace."""
+    from deepfake.prediction.driver import predict
+    from deepfake.runs.checkpoint import build_state, save_checkpoint
+
+    logging.basicConfig(level=logging.INFO, format="  | %(message)s")  # predict's plan, progress and summary
+
+    model = get_model(architecture=args.architecture, pretrained=False, img_size=args.img_size).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "clips"
+        folder.mkdir()
+        write_clips(folder, args.bulk, args.frames, 320, 240)
+        checkpoint = save_checkpoint(Path(tmp) / "untrained.pt", build_state(model=model))
+        output = Path(tmp) / "preds.jsonl"
+        trace: list[tuple[float, int, float]] = []  # (seconds, rows written, RSS MB)
+        stop = threading.Event()
+
+        def sample() -> None:
+            process = psutil.Process()
+            while not stop.wait(0.2):
+                rows = output.read_bytes().count(b"\n") if output.is_file() else 0
+                trace.append((time.perf_counter(), rows, process.memory_info().rss / 2**20))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        cfg = {"checkpoint": str(checkpoint), "input": str(folder), "output": str(output), "progress": "plain",
+               "every_n_seconds": 15, "num_workers": args.workers, "extraction": {"frames_per_video": args.keep}}  # fmt: skip
+        rss0 = psutil.Process().memory_info().rss / 2**20
+        t0 = time.perf_counter()
+        sampler.start()
+        done = predict(cfg)
+        wall = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
+    statuses = dict(done.summary.counts)
+    writing = [(t, n) for t, n, _ in trace if n > 0]
+    steady = (
+        (writing[-1][1] - writing[0][1]) / (writing[-1][0] - writing[0][0])
+        if len(writing) > 1
+        else float("nan")
+    )
+    print(f"bulk: {args.bulk} clips ({args.frames} frames at 320x240, {args.keep} kept), {args.architecture} at "
+          f"{args.img_size} px on {'cuda' if torch.cuda.is_available() else 'cpu'}, {args.workers} decode worker(s); "
+          f"load average {os.getloadavg()[0]:.2f}; statuses {statuses}")  # fmt: skip
+    print(f"  {args.bulk / wall:.2f} videos/s over the whole call ({wall:.1f} s, model load and start-up included); "
+          f"{steady:.2f} videos/s from the first row to the last")  # fmt: skip
+    thirds = [(0, args.bulk / 3), (args.bulk / 3, 2 * args.bulk / 3), (2 * args.bulk / 3, args.bulk + 1)]
+    peaks = [max((m for _, n, m in trace if lo <= n < hi), default=float("nan")) for lo, hi in thirds]
+    print(f"  RSS before the call {rss0:.0f} MB; peak while rows 0-{args.bulk // 3} were written {peaks[0]:.0f} MB, "
+          f"middle third {peaks[1]:.0f} MB, last third {peaks[2]:.0f} MB")  # fmt: skip
+    for pct in (10, 25, 50, 75, 90):
+        at = next(((n, m) for _, n, m in trace if n >= args.bulk * pct / 100), None)
+        if at is not None:
+            print(f"  RSS at {pct:3d}% ({at[0]} rows): {at[1]:.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -126,7 +188,11 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds of (each stage alone, then the pipeline)"
     )
+    parser.add_argument("--bulk", type=int, default=0, help="N > 0: predict.py's driver over N clips instead")
     args = parser.parse_args()
+    if args.bulk:
+        bulk_run(args)
+        return
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = get_model(architecture=args.architecture, pretrained=False, img_size=args.img_size).eval()
@@ -136,7 +202,7 @@ def main() -> None:
     overrides = OmegaConf.structured(PredictExtractionConfig)
     overrides.frames_per_video = args.keep
     settings = crop_settings(loaded, overrides)
-    detector = build_detector(settings.detector)
+    detector = build_finder(settings.detector)
     score = ensemble_of([loaded], device, Precision(device.type, None))
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,7 +19,7 @@ import torch
 from bare_step import bare_step
 from torch.utils.flop_counter import FlopCounterMode
 
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.system.hardware import HardwareManager
 
 

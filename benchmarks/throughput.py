@@ -22,7 +22,7 @@ from bare_step import bare_step
 from hydra import compose, initialize_config_dir
 
 from deepfake.config import register_configs
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.system.hardware import HardwareManager
 from deepfake.system.precision import Precision
 from deepfake.training.runner import train

@@ -22,13 +22,19 @@ DECODERS = ("cpu", "gpu")
 VIDEO_AGGREGATION = ("mean", "max", "median", "topk", "confident")
 FACE_AGGREGATION = ("max", "mean")
 BACKENDS = ("auto", "gloo", "nccl")
-PREDICTION_FORMATS = ("csv", "json")
+PREDICTION_FORMATS = ("csv", "jsonl", "parquet", "json")
 TTA = ("none", "flip")
 ENSEMBLE_MEANS = ("prob", "logit")
 CALIBRATION = ("temperature", "none")
 STREAMS = ("rgb", "srm", "dct")
 FUSIONS = ("early", "late")
 MASK_LOSSES = ("bce", "dice")
+EXPLAIN_METHODS = ("none", "gradcam", "hirescam", "gradcam++")
+WANDB_MODES = ("online", "offline")
+#: Robustness perturbations (`deepfake.perturbations.protocol.TYPES` describes each): DeeperForensics-1.0's
+#: seven, then real JPEG and an antialiased resize; each at levels 1 (mildest) to 5.
+PERTURBATIONS = ("CS", "CC", "BW", "GNC", "GB", "JPEG", "VC", "JPEGQ", "RESIZE")
+PERTURBATION_LEVELS = (1, 2, 3, 4, 5)
 
 #: Choice keys of the training config (`conf/train.yaml`), by dotted key.
 TRAIN: dict[str, tuple[str, ...]] = {
@@ -50,6 +56,8 @@ TRAIN: dict[str, tuple[str, ...]] = {
     "calibration": CALIBRATION,
     "model.fusion": FUSIONS,
     "training.mask_loss": MASK_LOSSES,
+    "eval.explain": EXPLAIN_METHODS,
+    "logger.wandb.mode": WANDB_MODES,
 }
 
 #: Choice keys of `conf/predict.yaml` (`format` may also be null: taken from the output file's extension).
@@ -60,4 +68,6 @@ PREDICT: dict[str, tuple[str, ...]] = {
     "aggregation.frames": VIDEO_AGGREGATION,
     "tta": TTA,
     "ensemble.mean": ENSEMBLE_MEANS,
+    "explain.method": EXPLAIN_METHODS,
+    "progress": PROGRESS,
 }

@@ -1,4 +1,6 @@
-"""User-facing errors: raised for bad input, printed as one message without a traceback."""
+"""User-facing errors: raised for bad input, printed as one message without a traceback (`deepfake.exits`)."""
+
+import signal
 
 
 class UserError(Exception):
@@ -11,3 +13,16 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """The dataset is missing, empty or malformed."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on a signal (`deepfake.system.interrupt`); `exit_code` is what the process should exit with."""
+
+    def __init__(self, signum: int, message: str = "", abort: bool = False) -> None:
+        super().__init__(message or f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.abort = abort
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

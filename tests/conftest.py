@@ -141,6 +141,8 @@ FAST = [
     "training.batch_size=8",
     "training.num_epochs=2",
     "training.log_every_n_steps=1",
+    "calibration_min_samples=0",  # tiny validation splits: fit the temperature anyway (its tests read it)
+    "eval.score_test_split=false",  # ~0.6 CPU-s a run; tests/test_run_end.py and test_quickstart.py cover it
 ]
 
 

@@ -27,6 +27,8 @@ COMMON = {
     "hardware.device": "cpu",
     "hardware.deterministic": True,
     "hardware.num_threads": 1,  # tiny tensors: one thread is faster and steadier on a shared 2-core box
+    "calibration_min_samples": 0,  # tiny validation splits: fit the temperature anyway (its tests read it)
+    "eval.score_test_split": False,  # ~0.6 CPU-s a run; tests/test_run_end.py covers it
 }
 
 
@@ -59,9 +61,11 @@ def restore_torch_globals() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def fail_fsync_of(monkeypatch: pytest.MonkeyPatch, name: str, error: BaseException) -> None:
-    """Make the fsync of any file whose name contains `name` raise `error`: the moment a full disk (or a
-    kill) strikes a write, after part of the file is already on disk."""
+def fail_fsync_of(
+    monkeypatch: pytest.MonkeyPatch, name: str, error: BaseException, exact: bool = False
+) -> None:
+    """Make the fsync of any file whose name contains `name` (is `name`, with `exact`) raise `error`: the moment
+    a full disk (or a kill) strikes a write, after part of the file is already on disk."""
     real = os.fsync
 
     def fsync(fd: int) -> None:
@@ -69,7 +73,8 @@ def fail_fsync_of(monkeypatch: pytest.MonkeyPatch, name: str, error: BaseExcepti
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             target = ""
-        if name in Path(target).name:
+        found = Path(target).name
+        if found == name if exact else name in found:
             raise error
         real(fd)
 

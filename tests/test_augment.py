@@ -8,10 +8,12 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
+from deepfake.config import validate
 from deepfake.data import DataModule
 from deepfake.data.augment import FaceCrop, build_augment
 from deepfake.data.decode import decode_file
 from deepfake.errors import ConfigError
+from deepfake.perturbations.image import color_saturation, gaussian_blur
 
 SIZE = 32
 ALL_ON = {
@@ -162,3 +164,31 @@ def test_face_crop_fast_path_equals_the_v2_path() -> None:
         image, boxes = crop(tv_tensors.Image(pattern()), tv_tensors.BoundingBoxes([[0, 0, 8, 8]], format="XYXY",
                                                                                  canvas_size=(SIZE, SIZE)))  # fmt: skip
         assert torch.equal(fast, image.as_subclass(torch.Tensor)) and boxes.canvas_size == (SIZE, SIZE)
+
+
+def perturbed(types: list[str], levels: list[int], seed: int) -> torch.Tensor:
+    return apply(only(perturb={"enabled": True, "p": 1.0, "types": types, "levels": levels}), seed)
+
+
+def test_perturb_applies_a_protocol_perturbation_drawn_per_sample() -> None:
+    """DeeperForensics' `--type random --level random`: one (type, level) per sample, from torch's seed."""
+    hwc = pattern().permute(1, 2, 0).numpy()
+    dark = perturbed(["CC"], [5], seed=0)
+    assert torch.equal(
+        dark, torch.from_numpy((hwc.astype(np.float32) * 0.35).astype(np.uint8)).permute(2, 0, 1)
+    )
+    grey = torch.from_numpy(color_saturation(hwc, 0.0)).permute(2, 0, 1)
+    blurred = torch.from_numpy(gaussian_blur(hwc, 21)).permute(2, 0, 1)
+    outs = [perturbed(["CS", "GB"], [5], seed) for seed in range(10)]
+    kinds = ["CS" if torch.equal(o, grey) else "GB" if torch.equal(o, blurred) else "?" for o in outs]
+    assert "?" not in kinds and {"CS", "GB"} == set(kinds)
+    assert torch.equal(perturbed(["GNC", "VC"], [1, 5], 3), perturbed(["GNC", "VC"], [1, 5], 3))
+
+
+def test_perturb_keys_are_checked(compose_cfg) -> None:
+    cfg = compose_cfg(["data.augment.perturb.enabled=true", "data.augment.perturb.types=[GB,blur]"])
+    with pytest.raises(ConfigError, match=r"data\.augment\.perturb\.types holds unknown type\(s\) blur"):
+        validate(cfg)
+    cfg = compose_cfg(["data.augment.perturb.enabled=true", "data.decode=gpu"])
+    with pytest.raises(ConfigError, match=r"data\.augment\.perturb runs on the CPU .* use data\.decode=cpu"):
+        validate(cfg)

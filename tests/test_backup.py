@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import logging
@@ -11,6 +12,7 @@ import random
 import shutil
 import tarfile
 import tempfile
+import zlib
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -118,12 +120,29 @@ def test_backup_restore_into_new_folder_and_resume_there(tmp_path: Path) -> None
     )  # the original is untouched
 
 
+def _content_changing_flip(blob: bytes, start: int) -> int:
+    """The first byte from `start` whose low bit, flipped, changes what the gzip stream holds.
+
+    Some deflate bits (Huffman-table slack, block padding) change nothing; flipping one is no tampering.
+    """
+    raw = gzip.decompress(blob)
+    for i in range(start, len(blob)):
+        flipped = bytearray(blob)
+        flipped[i] ^= 0x01
+        try:
+            if gzip.decompress(bytes(flipped)) != raw:
+                return i
+        except (OSError, EOFError, zlib.error):
+            return i
+    raise AssertionError("no byte changes the archive")
+
+
 @pytest.mark.cli
 def test_restore_refuses_tampered_and_escaping_archives(tmp_path: Path) -> None:
     run = fake_run(tmp_path / "run")
     archive = ProjectBackup(run).create_backup("end")
     blob = bytearray(archive.read_bytes())
-    blob[len(blob) // 2] ^= 0x01
+    blob[_content_changing_flip(bytes(blob), len(blob) // 2)] ^= 0x01
     tampered = tmp_path / "tampered.tar.gz"
     tampered.write_bytes(bytes(blob))
     with pytest.raises(UserError, match=r"damaged|altered"):

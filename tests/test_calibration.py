@@ -100,14 +100,16 @@ def test_the_fit_reuses_the_best_epochs_logits_and_predicts_only_without_them(
 
     from omegaconf import OmegaConf
 
+    from deepfake.runs.checkpoint import save_checkpoint
     from deepfake.training.calibration import CalibrationObserver
-    from deepfake.training.checkpoint import save_checkpoint
 
     best = tmp_path / "checkpoints" / "best.pt"
     save_checkpoint(best, {"train_state": {"epoch": 2}, "model": {}})
     logits, labels = overconfident(400)
     run = SimpleNamespace(
-        cfg=OmegaConf.create({"calibration": "temperature", "eval": {"tta": "none"}}),
+        cfg=OmegaConf.create(
+            {"calibration": "temperature", "calibration_min_samples": 100, "eval": {"tta": "none"}}
+        ),
         ddp=SimpleNamespace(barrier=lambda: None, is_main=True),
         run_dir=tmp_path, best_logits=(2, labels, logits), calibration=None,
     )  # fmt: skip

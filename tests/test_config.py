@@ -24,7 +24,7 @@ def test_default_tree_composes(compose_cfg) -> None:
 def test_model_presets_set_architecture(compose_cfg, name: str) -> None:
     cfg = compose_cfg([f"model={name}"])
     assert cfg.model.architecture == name
-    assert cfg.model._target_ == "deepfake.models.get_model"
+    assert cfg.model._target_ == "deepfake.model.detector.get_model"
 
 
 def test_schema_rejects_unknown_key_and_wrong_type(compose_cfg) -> None:

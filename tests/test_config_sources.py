@@ -13,11 +13,31 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from deepfake import choices
-from deepfake.config import Config, EvaluateConfig, PredictConfig
+from deepfake.config import (
+    Config,
+    CsvLoggerConfig,
+    EvaluateConfig,
+    LoggerConfig,
+    MlflowLoggerConfig,
+    PredictConfig,
+    TensorBoardLoggerConfig,
+    WandbLoggerConfig,
+)
 from deepfake.errors import ConfigError
 from tests.conftest import CONF
 
-GROUPS = ("model", "training", "data", "hardware", "distributed", "backup", "logging", "eval", "debug")
+GROUPS = (
+    "model",
+    "training",
+    "data",
+    "hardware",
+    "distributed",
+    "backup",
+    "logging",
+    "logger",
+    "eval",
+    "debug",
+)
 _MODEL_PRESET = {"model.architecture", "model.pretrained", "model.dropout_rate", "model.img_size"}
 #: Options that set a value other than the dataclass default on purpose, and the keys they set.
 PRESETS: dict[str, set[str]] = {
@@ -55,6 +75,23 @@ def _composed(cfg: DictConfig) -> dict[str, Any]:
     return _leaves(OmegaConf.to_container(cfg, resolve=False))
 
 
+def _every_tracker() -> LoggerConfig:
+    return LoggerConfig(
+        tensorboard=TensorBoardLoggerConfig(), csv=CsvLoggerConfig(), mlflow=MlflowLoggerConfig(),
+        wandb=WandbLoggerConfig(),
+    )  # fmt: skip
+
+
+def _logger_defaults(on: set[str]) -> dict[str, Any]:
+    """The `logger` node with the trackers in `on` at their dataclass defaults and the others off (null)."""
+    node = OmegaConf.to_container(OmegaConf.structured(_every_tracker()), resolve=False)
+    assert isinstance(node, dict)
+    for name in ("tensorboard", "csv", "mlflow", "wandb"):
+        if name not in on:
+            node[name] = None
+    return _leaves({"logger": node})
+
+
 def _options() -> list[str]:
     return [f"{group}/{path.stem}" for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
@@ -62,12 +99,15 @@ def _options() -> list[str]:
 def test_every_group_option_is_checked() -> None:
     """A new group folder under conf/ must be added to GROUPS, or its defaults go unchecked."""
     # conf/extract/ is extract.py's own tree: test_extract_defaults_match_the_dataclasses checks it. experiment/ holds
-    # `_global_` presets of published protocols, set on purpose (tests/test_experiments.py checks them).
+    # `_global_` presets of published protocols, set on purpose (tests/test_experiments.py checks them). explain/
+    # is predict.py's group (test_predict_explain_options_set_their_method).
     groups = {p.name for p in CONF.iterdir() if p.is_dir()} - {
         "hydra",
         "hparams_search",
         "extract",
         "experiment",
+        "perturb",  # evaluate.py's own group: test_perturb_options_match_the_dataclass
+        "explain",
     }
     assert groups == set(GROUPS)
     assert set(PRESETS) <= set(_options()), "an allow-listed preset no longer exists"
@@ -80,6 +120,8 @@ def test_yaml_defaults_match_the_dataclasses(option: str, compose_cfg: Callable[
     group, name = option.split("/")
     got = {k: v for k, v in _composed(compose_cfg([f"{group}={name}"])).items() if k.startswith(f"{group}.")}
     want = {k: v for k, v in _defaults(Config).items() if k.startswith(f"{group}.")}
+    if group == "logger":  # an option turns its trackers on: those at their dataclass defaults, the rest off
+        want = _logger_defaults({k.split(".")[1] for k, v in got.items() if k.count(".") > 1 or v == {}})
     assert got.keys() == want.keys()
     differ = {k for k in want if got[k] != want[k]}
     allowed = PRESETS.get(option, set())
@@ -104,8 +146,35 @@ def test_root_yaml_defaults_match_the_dataclasses(
     assert got == want
 
 
+@pytest.mark.parametrize("name", [p.stem for p in sorted((CONF / "perturb").glob("*.yaml"))])
+def test_perturb_options_match_the_dataclass(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
+    """evaluate.py's perturb=<name>: the dataclass defaults, but for the preset's types (known choices)."""
+    got = {
+        k: v
+        for k, v in _composed(compose_cfg([f"perturb={name}"], "evaluate")).items()
+        if k.startswith("perturb.")
+    }
+    want = {k: v for k, v in _defaults(EvaluateConfig).items() if k.startswith("perturb.")}
+    assert got.keys() == want.keys()
+    assert {k for k in want if got[k] != want[k]} == (set() if name == "none" else {"perturb.types"})
+    assert set(got["perturb.types"]) <= set(choices.PERTURBATIONS)
+
+
 def test_predict_yaml_defaults_match_the_dataclass(compose_cfg: Callable[..., DictConfig]) -> None:
     assert _composed(compose_cfg([], "predict")) == _defaults(PredictConfig)
+
+
+@pytest.mark.parametrize("option", [p.stem for p in sorted((CONF / "explain").glob("*.yaml"))])
+def test_predict_explain_options_set_their_method(
+    option: str, compose_cfg: Callable[..., DictConfig]
+) -> None:
+    """`explain=<option>` sets explain.method to the option's name and nothing else; `explain.layer` still works."""
+    cfg = compose_cfg([f"explain={option}", "explain.layer=backbone.layer3"], "predict")
+    assert option in choices.EXPLAIN_METHODS
+    assert dict(cfg.explain) == {"method": option, "layer": "backbone.layer3"}
+    got = _composed(compose_cfg([f"explain={option}"], "predict"))
+    want = {**_defaults(PredictConfig), "explain.method": option}
+    assert got == want
 
 
 def _commented_choices(path: Path) -> dict[str, tuple[str, ...]]:
@@ -123,7 +192,7 @@ def _commented_choices(path: Path) -> dict[str, tuple[str, ...]]:
         comment = rest.partition("  # ")[2]
         if re.match(r"\w+ \| ", comment):  # `max |gradient|` is prose, not a list
             found[".".join(k for _, k in stack)] = tuple(
-                re.match(r"\w+", part)[0] for part in comment.split(" | ")
+                re.match(r"[\w+]+", part)[0] for part in comment.split(" | ")
             )
     return found
 
@@ -142,7 +211,8 @@ def test_yaml_comments_list_exactly_the_validated_choices() -> None:
     and every choice key has such a comment."""
     documented = {k: v for k, v in _yaml_choices().items() if k not in FREE_FORM}
     assert documented == choices.TRAIN
-    assert _commented_choices(CONF / "predict.yaml") == choices.PREDICT
+    explain = {f"explain.{k}": v for k, v in _commented_choices(CONF / "explain" / "none.yaml").items()}
+    assert {**_commented_choices(CONF / "predict.yaml"), **explain} == choices.PREDICT
     assert _commented_choices(CONF / "evaluate.yaml") == {"ensemble.mean": choices.ENSEMBLE_MEANS}
 
 
@@ -161,7 +231,7 @@ def test_validation_refuses_a_value_outside_the_choices(key: str, bad: str) -> N
     allowed value in one message."""
     from deepfake.config import to_config
 
-    cfg = OmegaConf.structured(Config)
+    cfg = OmegaConf.structured(Config(logger=_every_tracker()))  # logger.wandb's choices need it on
     OmegaConf.update(cfg, key, bad)
     with pytest.raises(ConfigError) as err:
         to_config(cfg)
@@ -171,18 +241,17 @@ def test_validation_refuses_a_value_outside_the_choices(key: str, bad: str) -> N
 def test_consumers_use_the_single_choice_lists() -> None:
     """The modules that take these values check against the same tuples, not copies."""
     from deepfake.data import module
-    from deepfake.evaluation import predict
-    from deepfake.reporting import progress
-    from deepfake.system import distributed
+    from deepfake.prediction import driver
+    from deepfake.system import console, distributed
 
     assert module.KINDS is choices.DATA_KINDS
     assert module.BALANCE is choices.BALANCE
     assert module.CACHES is choices.CACHES
     assert module.DECODERS is choices.DECODERS
     assert module.FAKE_SYNTHESIS is choices.FAKE_SYNTHESIS
-    assert progress.MODES is choices.PROGRESS
+    assert console.MODES is choices.PROGRESS
     assert distributed.BACKENDS is choices.BACKENDS
-    assert predict.FORMATS is choices.PREDICTION_FORMATS
+    assert driver.FORMATS is choices.PREDICTION_FORMATS
 
 
 def test_data_module_error_lists_the_shared_choices(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from deepfake.data.augment import build_augment
 from deepfake.data.dataset import FaceDataset
 from deepfake.data.samples import scan_split
 from deepfake.data.sbi import MASK_SCALE, UNKNOWN_MASK, self_blend
-from deepfake.detectors.mask_head import mask_loss
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
+from deepfake.model.mask_head import mask_loss
 from deepfake.reporting.masks import log_mask_grid
 from tests.conftest import make_folder_dataset
 

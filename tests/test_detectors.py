@@ -10,11 +10,11 @@ from scipy import fft, ndimage
 from torch import nn
 
 from deepfake.config import Config, to_config
-from deepfake.detectors.fusion import widen_stem
-from deepfake.detectors.mask_head import mask_level, mask_loss, mask_overlay
-from deepfake.detectors.streams import SRM_KERNELS, SRM_SCALES, FADFilter, SRMFilter
 from deepfake.errors import ConfigError
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
+from deepfake.model.fusion import widen_stem
+from deepfake.model.mask_head import mask_level, mask_loss, mask_overlay
+from deepfake.model.streams import SRM_KERNELS, SRM_SCALES, FADFilter, SRMFilter
 
 BACKBONES = {"cnn": "tiny", "vit": "vit_tiny_patch16_224"}
 FAMILIES = [

@@ -16,11 +16,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from deepfake.data.dataset import EpochSampler
+from deepfake.data.dataset import EpochSampler, ShardedSampler
 from deepfake.errors import ConfigError, UserError
 from deepfake.system.distributed import (
     DistContext,
-    ShardedSampler,
     gather_predictions,
     resolve_backend,
     worker_hydra_overrides,
@@ -147,7 +146,7 @@ def test_torchrun_two_cpu_processes_match_one_process(tmp_path: Path) -> None:
     run = runs[0]
     assert list(cwd.iterdir()) == []
     assert sorted(p.name for p in run.iterdir()) == [
-        ".hydra", "backups", "checkpoints", "hardware.json", "metrics.json", "model_summary.json", "plots", "train.log",
+        ".hydra", "backups", "checkpoints", "eval", "hardware.json", "metrics.json", "model_summary.json", "plots", "train.log",
         "val_predictions.csv",
     ]  # fmt: skip
     assert len(list((run / "backups").glob("*.tar.gz"))) == 1  # one end-of-run backup, not one per rank

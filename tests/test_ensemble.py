@@ -19,12 +19,12 @@ from torchvision.transforms.v2 import functional as TF
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.calibration import expected_calibration_error
 from deepfake.evaluation.ensemble import Ensemble, Member, checkpoint_list
-from deepfake.evaluation.predict import predict
-from deepfake.evaluation.scoring import evaluate
 from deepfake.evaluation.tta import tta_logits
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
+from deepfake.prediction.driver import predict
+from deepfake.reporting.eval_sets import evaluate
+from deepfake.runs.checkpoint import build_state, save_checkpoint
 from deepfake.system.precision import Precision
-from deepfake.training.checkpoint import build_state, save_checkpoint
 from deepfake.training.engine import validate
 from tests.conftest import make_flat_test_set
 from tests.runs import restore_torch_globals

@@ -23,7 +23,8 @@ from sklearn.metrics import (
 from deepfake.data import DataModule
 from deepfake.data.samples import Sample
 from deepfake.errors import DataError
-from deepfake.evaluation.scoring import evaluate, set_report
+from deepfake.evaluation.scoring import set_report
+from deepfake.reporting.eval_sets import evaluate
 from tests.conftest import ROOT, make_flat_test_set, make_folder_dataset, run_cli
 
 

@@ -9,15 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 from deepfake.data.dataset import FaceDataset
 from deepfake.data.samples import scan_split
 from deepfake.data.transforms import eval_transform
 from deepfake.errors import ConfigError
 from deepfake.evaluation.export import export
-from deepfake.evaluation.inference import load_detector
-from tests.conftest import ROOT, run_cli
+from deepfake.evaluation.inference import TRAINING_ONLY, load_detector
+from deepfake.extraction.config import register_extract_config
+from deepfake.extraction.settings import settings_of
+from deepfake.prediction.driver import predict
+from deepfake.runs.checkpoint import load_checkpoint
+from tests.conftest import CONF, ROOT, run_cli
+from tests.videos import VideoSet
 
+register_extract_config()
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript"))
 
 
@@ -98,3 +105,43 @@ def test_unknown_format_and_missing_onnx_are_user_errors(tmp_path: Path) -> None
     if not HAS_ONNX:
         with pytest.raises(ConfigError, match=r"format=onnx needs .*pip install onnx onnxscript"):
             export(tmp_path, "onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated")
+def test_an_export_predicts_a_video_as_its_checkpoint_does(
+    trained_run: dict, test_videos: VideoSet, tmp_path: Path
+) -> None:
+    """The extraction settings, the temperature and any other entry prediction needs travel in every export."""
+    state = load_checkpoint(trained_run["run"] / "checkpoints" / "best.pt")
+    with initialize_config_dir(config_dir=str(CONF / "extract"), version_base="1.3"):
+        extraction = settings_of(compose("extract", ["root=/r", "out=/o", "frames_per_video=3",
+                                                     "detector.min_face_size=20", "detector.device=cpu"]))  # fmt: skip
+    state |= {"extraction": extraction, "provenance": {"faces": "ffpp c23"}}  # any plain entry is carried
+    checkpoint = tmp_path / "run" / "checkpoints" / "best.pt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save(state, checkpoint)
+    exported = export(checkpoint, "safetensors", tmp_path / "m.safetensors")
+    rows = {
+        name: predict({"checkpoint": str(path), "input": str(test_videos.pan), "num_workers": 0,
+                       "output": str(tmp_path / f"{name}.csv")})[0]
+        for name, path in (("checkpoint", checkpoint), ("export", exported))
+    }  # fmt: skip
+    assert rows["checkpoint"]["status"] == rows["export"]["status"] == "ok"
+    assert rows["checkpoint"]["frames_used"] == rows["export"]["frames_used"] == 3  # not extract.py's 32
+    assert rows["export"]["prob"] == pytest.approx(rows["checkpoint"]["prob"], abs=1e-6)
+    loaded = load_detector(exported)
+    assert loaded.temperature == load_detector(checkpoint).temperature is not None
+    assert (loaded.checkpoint["extraction"], loaded.checkpoint["provenance"]) == (
+        extraction,
+        state["provenance"],
+    )
+    assert (
+        "optimizer" not in loaded.checkpoint and "train_state" not in loaded.checkpoint
+    )  # training state stays
+    extra = {"metadata.json": ""}
+    torch.jit.load(str(export(checkpoint, "torchscript", tmp_path / "m.ts")), _extra_files=extra)
+    meta = json.loads(extra["metadata.json"])
+    assert {"calibration", "extraction", "provenance"} <= set(json.loads(meta["carried"]))
+    assert not set(json.loads(meta["carried"])) & TRAINING_ONLY  # resume state (optimizer, tracker ids) stays
+    assert json.loads(meta["extraction"]) == extraction

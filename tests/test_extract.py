@@ -16,7 +16,7 @@ from deepfake.data.samples import Sample
 from deepfake.errors import ConfigError, DataError
 from deepfake.extraction.config import ExtractConfig, validate
 from deepfake.extraction.crops import apply, crop_face, invert, select_faces, similarity, template
-from deepfake.extraction.detectors import Detection, YunetDetector, detect_downscaled
+from deepfake.extraction.face_finder import Detection, YunetFinder, detect_downscaled
 from deepfake.extraction.pipeline import extract_video
 from deepfake.extraction.report import ExtractProgress, summary
 from deepfake.extraction.sources import Job, list_videos, shard_slice
@@ -153,12 +153,12 @@ def test_large_frames_are_detected_downscaled_and_boxes_mapped_back() -> None:
 
 def test_yunet_needs_a_model_file_and_opencv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match=r"detector.model=None is not a file.*face_detection_yunet"):
-        YunetDetector(None)
+        YunetFinder(None)
     model = tmp_path / "m.onnx"
     model.write_bytes(b"onnx")
     monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
     with pytest.raises(ConfigError, match=r"pip install opencv-python-headless"):
-        YunetDetector(str(model))
+        YunetFinder(str(model))
 
 
 def test_config_values_are_checked() -> None:
@@ -171,6 +171,10 @@ def test_config_values_are_checked() -> None:
         validate(OmegaConf.merge(base, {"faces": {"policy": "biggest"}}))
     with pytest.raises(ConfigError, match=r"reuse_source_boxes=true is for dataset=ffpp"):
         validate(OmegaConf.merge(base, {"dataset": {"reuse_source_boxes": True}}))
+    with pytest.raises(
+        ConfigError, match=r"dataset.masks=true crops FF\+\+'s mask videos: it is for dataset=ffpp"
+    ):
+        validate(OmegaConf.merge(base, {"dataset": {"masks": True}}))
 
 
 def make_ffpp_videos(root: Path, video: Path) -> Path:
@@ -331,7 +335,7 @@ def test_yunet_rows_become_detections(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "cv2", cv2)
     model = tmp_path / "yunet.onnx"
     model.write_bytes(b"onnx")
-    found = YunetDetector(str(model)).detect(
+    found = YunetFinder(str(model)).detect(
         [np.full((60, 80, 3), 9, np.uint8), np.zeros((60, 80, 3), np.uint8)]
     )
     assert fake.sizes == [(80, 60), (80, 60)] and found[1] == []

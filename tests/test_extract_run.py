@@ -27,7 +27,7 @@ from deepfake.data.sbi import landmark_path
 from deepfake.extraction.config import register_extract_config
 from deepfake.extraction.crops import invert, map_box
 from deepfake.extraction.pipeline import PAUSE_ENV, extract
-from deepfake.training.checkpoint import load_checkpoint
+from deepfake.runs.checkpoint import load_checkpoint
 from tests.conftest import CONF, FAST, ROOT, run_cli
 from tests.test_extract import make_ffpp_videos
 from tests.videos import VideoSet
@@ -235,6 +235,37 @@ def test_ffpp_fakes_reuse_their_originals_boxes(test_videos: VideoSet, tmp_path:
     moved = read_manifest(out / "manifest.csv")
     assert {r.split for r in moved if r.identity == "000_003"} == {"val"} and len(moved) == len(rows)
     assert {r["split"] for r in csv_rows(out / "videos.csv")} == {"val"}
+
+
+@pytest.mark.slow
+def test_ffpp_masks_are_cropped_with_their_fakes_boxes(
+    test_videos: VideoSet, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each fake's mask video is cropped at the fake's frames with its boxes into faces/<video>/masks/ and named
+    in the manifest's mask column. The mask videos here are copies of the fakes themselves, so each mask crop
+    must be its face crop in grey, pixel for pixel; a fake without a mask video gets an empty cell and a note."""
+    root = make_ffpp_videos(tmp_path / "ffpp", test_videos.five)
+    for pair in ("000_003", "003_000", "010_011"):  # 011_010 has none
+        dest = root / "manipulated_sequences/Deepfakes/masks/videos" / f"{pair}.mp4"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(test_videos.five, dest)
+    out = tmp_path / "out"
+    cfg = extract_cfg(root, out, "dataset=ffpp", "dataset.reuse_source_boxes=true", "dataset.masks=true")
+    extract(cfg)
+    assert (out / "manifest.csv").read_text().splitlines()[0] == "path,label,split,video,method,identity,mask"
+    rows = read_manifest(out / "manifest.csv")  # every named mask file exists
+    masked = [r for r in rows if r.mask]
+    assert {r.video for r in masked} == {"Deepfakes/000_003", "Deepfakes/003_000", "Deepfakes/010_011"}
+    assert len(masked) == 15 and not [r for r in rows if r.label == 0 and r.mask]
+    for r in masked:
+        assert Path(r.mask) == Path(r.path).parent / "masks" / Path(r.path).name
+        face = np.asarray(Image.open(r.path).convert("L"))
+        assert np.array_equal(np.asarray(Image.open(r.mask)), face)
+    assert not [r for r in rows if r.video == "Deepfakes/011_010" and r.mask]
+    assert (
+        "1 fake(s) have no mask video (e.g. manipulated_sequences/Deepfakes/masks/videos/011_010.mp4"
+        in caplog.text
+    )
 
 
 @pytest.mark.cli

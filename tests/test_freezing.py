@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from deepfake.checks.start import config_findings
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.system.precision import Precision
 from deepfake.training.engine import LoopConfig, StepContext, TrainState, train_epoch
 from deepfake.training.freezing import BackboneSchedule

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.system.precision import Precision
 from deepfake.training.engine import EpochHooks, LoopConfig, StepContext, TrainState, train_epoch
 from tests.conftest import FAST

@@ -13,10 +13,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from deepfake.errors import UserError
-from deepfake.evaluation.predict import predict
+from deepfake.prediction.driver import predict
 from deepfake.reporting.plot import plot_run
 from deepfake.reporting.tensorboard import TensorBoardLogger
-from deepfake.training.checkpoint import load_checkpoint, save_checkpoint, saved_epoch
+from deepfake.runs.checkpoint import load_checkpoint, save_checkpoint, saved_epoch
 from deepfake.training.run_dir import earlier_run_files, refuse_earlier_run
 from deepfake.training.runner import train
 from tests.conftest import make_flat_test_set, make_folder_dataset
@@ -132,7 +132,7 @@ def test_a_stale_best_is_reset_with_a_warning_when_it_cannot_be_rebuilt(
 def test_disk_full_while_writing_best_pt_is_one_error_line_and_records_no_best(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from deepfake.cli import run_reporting_errors
+    from deepfake.exits import run_reporting_errors
 
     fail_fsync_of(monkeypatch, ".best.pt.", OSError(28, "No space left on device"))
     with pytest.raises(SystemExit) as exit_info:

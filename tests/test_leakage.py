@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfake.checks.preflight import check
 from deepfake.checks.start import dataset_findings
 from deepfake.data.decode import decode_file
 from deepfake.data.manifest import write_manifest
@@ -19,6 +18,7 @@ from deepfake.data.samples import Sample, scan_folder
 from deepfake.data.verify import find_leaks, inspect_images
 from deepfake.errors import DataError
 from deepfake.evaluation.metrics import detection_metrics, note_one_frame_videos
+from deepfake.training.preflight import check
 from tests.conftest import FAST, make_folder_dataset
 
 

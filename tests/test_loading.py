@@ -14,7 +14,7 @@ from deepfake.data.convert import main as convert_main
 from deepfake.data.dataset import EpochSampler, FaceDataset
 from deepfake.data.device_loader import DeviceDecodeLoader, collate_payloads
 from deepfake.errors import ConfigError, DataError
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.system.precision import Precision
 from deepfake.training.engine import LoopConfig, StepContext, TrainState, train_epoch
 from tests.conftest import FAST, make_folder_dataset

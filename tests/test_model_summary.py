@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.reporting.model_summary import report_summary, summarize
 
 

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from deepfake.errors import ConfigError
-from deepfake.models import ALIASES, DeepfakeDetector, get_model, resolve_architecture
+from deepfake.model.detector import ALIASES, DeepfakeDetector, get_model, resolve_architecture
 
 
 def test_aliases_resolve_to_timm_models() -> None:

@@ -8,15 +8,15 @@ import torch
 from skimage import data
 from torch import nn
 
-from deepfake.extraction.detectors import MtcnnDetector
+from deepfake.extraction.face_finder import MtcnnFinder
 
 
 @pytest.mark.slow  # importing facenet-pytorch alone takes ~1.7 s
 def test_cpu_mtcnn_pools_channels_last_and_finds_what_nchw_finds() -> None:
     """NCHW max-pooling took a third of the CPU MTCNN's time (4-16x slower than channels-last); the boxes,
     scores and landmarks must stay NCHW's up to float rounding, so crops stay those of earlier extractions."""
-    detector = MtcnnDetector("cpu")
-    reference = MtcnnDetector("cpu")
+    detector = MtcnnFinder("cpu")
+    reference = MtcnnFinder("cpu")
     reference.model.to(memory_format=torch.contiguous_format)
     layouts: dict[str, list[bool]] = {"cl": [], "nchw": []}
     for name, model in (("cl", detector.model), ("nchw", reference.model)):

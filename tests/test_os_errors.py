@@ -18,11 +18,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from deepfake.cli import run_reporting_errors
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError
-from deepfake.evaluation.predict import predict
-from deepfake.evaluation.scoring import evaluate
+from deepfake.exits import run_reporting_errors
+from deepfake.prediction.driver import predict
+from deepfake.reporting.eval_sets import evaluate
 from deepfake.runs.backup import ProjectBackup
 from deepfake.training.runner import train
 from tests.conftest import ROOT, make_folder_dataset, run_cli
@@ -201,12 +201,14 @@ def test_a_backup_folder_that_cannot_be_made_is_a_warning(
 def test_disk_full_while_writing_predictions_is_one_error_line(
     shared: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    fail_fsync_of(monkeypatch, ".preds.csv.", NO_SPACE)
+    fail_fsync_of(monkeypatch, "preds.csv", NO_SPACE, exact=True)  # the rows, appended as they are scored
     output = tmp_path / "preds.csv"
     cfg = {"checkpoint": str(shared["run"]), "input": str(shared["data"] / "test"), "output": str(output)}
     code, err = reported(predict, cfg, capsys=capsys)
     assert code == 2 and "Traceback" not in err
     assert err.startswith(f"error: cannot use {output}: No space left on device")
+    # The rows written before the disk filled stay, each complete: a rerun with space goes on from them.
+    assert output.read_text().startswith("path,prob,pred,") and output.read_text().endswith("\n")
 
 
 # -- read-only folders: root ignores file modes, so these run as an unprivileged user ------------------
@@ -289,7 +291,7 @@ def test_predict_into_a_read_only_folder_fails_before_inference(
     def no_inference(*args: Any) -> None:
         raise AssertionError("inference started although the output cannot be written")
 
-    monkeypatch.setattr("deepfake.evaluation.predict.load_ensemble", no_inference)
+    monkeypatch.setattr("deepfake.prediction.driver.load_ensemble", no_inference)
     folder = read_only(Path(tempfile.mkdtemp(dir=shared["base"])))
     cfg = {"checkpoint": str(shared["run"]), "input": str(shared["data"]), "output": str(folder / "p.csv")}
     code, err = run_unprivileged(tmp_path, predict, cfg)

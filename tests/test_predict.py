@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deepfake.errors import ConfigError, UserError
-from deepfake.evaluation.predict import list_inputs, predict
+from deepfake.prediction.driver import list_inputs, predict
 from tests.conftest import ROOT, run_cli
 
 
@@ -93,8 +93,8 @@ def test_inputs_and_options_are_checked(tmp_path: Path) -> None:
         list_inputs(tmp_path / "empty")
     (tmp_path / "one.webp").write_bytes(b"")
     assert list_inputs(tmp_path / "one.webp") == [str(tmp_path / "one.webp")]
-    with pytest.raises(ConfigError, match=r"name it \.csv or \.json"):
-        predict({"checkpoint": "x.pt", "input": str(tmp_path), "output": "preds.parquet"})
+    with pytest.raises(ConfigError, match=r"name it \.csv, \.jsonl, \.parquet or \.json"):
+        predict({"checkpoint": "x.pt", "input": str(tmp_path), "output": "preds.txt"})
     with pytest.raises(ConfigError, match=r"threshold must be in \[0, 1\]"):
         predict({"checkpoint": "x.pt", "input": str(tmp_path), "threshold": 1.5})
     with pytest.raises(ConfigError, match="input is not set"):

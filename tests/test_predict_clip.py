@@ -17,10 +17,10 @@ from PIL import Image
 
 from deepfake.data.clips import clip_positions
 from deepfake.evaluation.ensemble import Ensemble, Member
-from deepfake.evaluation.predict import predict
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
+from deepfake.prediction.driver import predict
 from deepfake.prediction.score import clip_scorer
-from deepfake.training.checkpoint import build_state, save_checkpoint
+from deepfake.runs.checkpoint import build_state, save_checkpoint
 
 
 def clip_model(frames: int = 3) -> torch.nn.Module:

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from deepfake.detectors.mask_head import mask_overlay
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
+from deepfake.model.mask_head import mask_overlay
 from deepfake.prediction.preview import overlay_masks
 from deepfake.prediction.videos import VideoResult
 

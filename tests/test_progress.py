@@ -23,7 +23,8 @@ from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from deepfake.reporting import progress as progress_module
-from deepfake.reporting.progress import ProgressTracker, resolve_mode
+from deepfake.reporting.progress import ProgressTracker
+from deepfake.system.console import resolve_mode
 from tests.conftest import FAST, ROOT, make_folder_dataset, run_cli
 
 TRAIN = {"train/epoch_loss": 0.5, "train/epoch_img_per_s": 100.0}
@@ -234,5 +235,5 @@ def test_run_ends_with_plots_of_the_best_epoch(piped_run: tuple[subprocess.Compl
         with Image.open(run / "plots" / name) as im:
             assert im.format == "PNG" and im.width >= 500 and im.height >= 400
             assert np.asarray(im.convert("L")).std() > 5  # drawn on, not blank
-    assert "plots: plots/loss.png, plots/val_metrics.png, plots/roc.png" in proc.stdout
+    assert "plots: plots/loss.png, plots/reliability.png, plots/roc.png, plots/val_metrics.png" in proc.stdout
     assert metrics["best"]["epoch"] in (1, 2)

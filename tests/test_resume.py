@@ -14,8 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import deepfake.reporting.tensorboard
 from deepfake.errors import ConfigError, UserError
+from deepfake.runs.checkpoint import save_checkpoint
 from deepfake.system.interrupt import TrainingInterrupted
-from deepfake.training.checkpoint import save_checkpoint
 from deepfake.training.runner import train
 from tests.conftest import make_folder_dataset
 from tests.runs import EPOCHS, STEPS_PER_EPOCH, make_config, restore_torch_globals, run_dir_of

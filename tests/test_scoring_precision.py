@@ -12,8 +12,8 @@ import torch
 from omegaconf import OmegaConf
 
 from deepfake.evaluation.inference import load_detector
-from deepfake.evaluation.predict import predict, predict_paths
-from deepfake.evaluation.scoring import evaluate
+from deepfake.prediction.driver import predict, predict_paths
+from deepfake.reporting.eval_sets import evaluate
 from deepfake.system.hardware import HardwareManager
 from deepfake.system.precision import Precision
 from deepfake.training.runner import train

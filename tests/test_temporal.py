@@ -17,12 +17,12 @@ from deepfake.data.augment import FaceCrop, build_augment
 from deepfake.data.clips import ClipDataset, clip_positions
 from deepfake.data.dataset import sample_seed
 from deepfake.data.samples import Sample
-from deepfake.detectors.temporal import clip_length
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.export import export
 from deepfake.evaluation.inference import load_detector
-from deepfake.evaluation.scoring import evaluate
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
+from deepfake.model.temporal import clip_length
+from deepfake.reporting.eval_sets import evaluate
 from deepfake.system.interrupt import TrainingInterrupted
 from deepfake.training.runner import train
 from tests.conftest import make_folder_dataset

@@ -294,11 +294,10 @@ def test_evaluate_and_predict_time_their_batches_through_the_ensemble() -> None:
 def test_extraction_times_mtcnn_on_the_cpu_unless_detector_threads_pins_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from deepfake.extraction.detectors import MtcnnDetector
-    from deepfake.extraction.pipeline import detector_threads
+    from deepfake.extraction.face_finder import MtcnnFinder, detector_threads
 
-    monkeypatch.setattr("deepfake.extraction.pipeline.available_cores", lambda: 2)
-    mtcnn = MtcnnDetector.__new__(MtcnnDetector)  # the thread choice reads only its device
+    monkeypatch.setattr("deepfake.extraction.face_finder.available_cores", lambda: 2)
+    mtcnn = MtcnnFinder.__new__(MtcnnFinder)  # the thread choice reads only its device
     mtcnn.device = torch.device("cpu")
     timed = detector_threads(mtcnn, None, workers=1)
     assert timed.chooser is not None and timed.chooser.candidates == [1, 2] and torch.get_num_threads() == 1

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from deepfake.config import Config
 from deepfake.data import DataModule
 from deepfake.evaluation.metrics import detection_metrics
-from deepfake.models import get_model
+from deepfake.model.detector import get_model
 from deepfake.system.precision import Precision
 from deepfake.training.engine import validate
 from tests.conftest import FAST, ROOT, run_cli

@@ -23,8 +23,8 @@ from omegaconf import OmegaConf
 from deepfake.config import Config
 from deepfake.errors import UserError
 from deepfake.evaluation.export import export
-from deepfake.evaluation.predict import predict
-from deepfake.evaluation.scoring import evaluate
+from deepfake.prediction.driver import predict
+from deepfake.reporting.eval_sets import evaluate
 from deepfake.runs.backup import ProjectBackup
 from deepfake.runs.restore import restore
 from deepfake.runs.safe_config import allowed_targets, check_untrusted
@@ -282,7 +282,7 @@ def test_every_target_the_conf_tree_names_is_allowed() -> None:
     targets = conf_targets()
     assert ("training.optimizer", "torch.optim.AdamW") in targets and (
         "model",
-        "deepfake.models.get_model",
+        "deepfake.model.detector.get_model",
     ) in targets
     allowed = allowed_targets()
     for key, target in targets:
@@ -318,7 +318,7 @@ def test_defaults_old_paths_and_optimizers_pass() -> None:
             "training.optimizer.foreach._target_ is 'torch.load'",
         ),
         ({"training": {"optimizer": {"_target_": "os.system", "command": "x"}}}, "'os.system'"),
-        ({"model": {"_target_": "deepfake.models.get_model", "_args_": ["x"]}}, "model sets _args_"),
+        ({"model": {"_target_": "deepfake.model.detector.get_model", "_args_": ["x"]}}, "model sets _args_"),
         ({"data": {"test_sets": [{"_target_": "os.system"}]}}, "data.test_sets[0]._target_ is 'os.system'"),
         ({"eval": {"_partial_": True, "_args_": []}}, "eval sets _args_, _partial_"),
         ({"_target_": "os.system"}, "the root._target_ is 'os.system'"),
@@ -406,8 +406,10 @@ def test_legacy_targets_are_accepted_and_replaced_by_importable_current_paths() 
     saved = {
         "training": {"scheduler": {"_target_": "deepfake.schedulers.create_scheduler", "_partial_": True}},
         "backup": {"_target_": "deepfake.backup.ProjectBackup", "every_n_epochs": 1},
+        "model": {"_target_": "deepfake.models.get_model", "architecture": "tiny"},  # before 26's rooms
     }
     config = trusted_config(saved, "old.pt")
+    assert config.model._target_ == "deepfake.model.detector.get_model"
     assert config.training.scheduler._target_ == "deepfake.training.schedulers.create_scheduler"
     assert config.backup._target_ == "deepfake.runs.backup.ProjectBackup"
     assert config.backup.every_n_epochs == 1 and config.training.scheduler._partial_ is True
@@ -419,8 +421,8 @@ def test_saved_model_settings_the_builder_cannot_take_are_one_user_error(
 ) -> None:
     """A tampered `model` section of a checkpoint's config ends in one message naming the file, not a traceback."""
     from deepfake.evaluation.inference import load_detector
-    from deepfake.models import get_model
-    from deepfake.training.checkpoint import build_state, save_checkpoint
+    from deepfake.model.detector import get_model
+    from deepfake.runs.checkpoint import build_state, save_checkpoint
 
     state = build_state(model=get_model("tiny", img_size=32, frames=2))
     state["config"] = {"model": {key: value}}

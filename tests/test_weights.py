@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 from deepfake.errors import ConfigError
-from deepfake.models import get_model
-from deepfake.training.checkpoint import build_state, save_checkpoint
-from deepfake.weights import MIN_MATCHED
+from deepfake.model.detector import get_model
+from deepfake.model.weights import MIN_MATCHED
+from deepfake.runs.checkpoint import build_state, save_checkpoint
 
 
 def random_state(name: str) -> dict[str, torch.Tensor]:

@@ -1,6 +1,5 @@
-"""Checks before training time is spent: the cheap start checks (structure, leakage, config sanity) and
-the `check=true` pre-flight, which builds the model and data and times a step without writing a run.
+"""The cheap start checks (`start`): config sanity, class balance and split leakage, run before any training
+time is spent (`check_on_start=true`) and shown in full by the pre-flight (`training.preflight`, `check=true`).
 
-May import: `deepfake.data`, `deepfake.models`, `deepfake.system`, `deepfake.runs`, and the training engine's
-`LoopConfig` and step. Never the runner.
+May import: every room below it (in practice `deepfake.data` and the ground floor). Training imports it.
 """

@@ -3,6 +3,8 @@
 Hydra merges `conf/` onto the schema, so an unknown key or a wrong type fails at composition time with the key's
 full name; `validate()` adds the value checks a type cannot express (ranges, choices). Python users build the
 same tree directly: `Config(base_path=..., use_drive=True)`.
+
+On the ground floor with `errors`, `choices` and `exits`. May import: those only.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from deepfake.config.schema import (
     CheckpointConfig,
     ColorJitterConfig,
     Config,
+    CsvLoggerConfig,
     CutoutConfig,
     DataConfig,
     DebugConfig,
@@ -33,12 +36,15 @@ from deepfake.config.schema import (
     EnsembleConfig,
     EvalConfig,
     EvaluateConfig,
+    ExplainConfig,
     GradClipConfig,
     GrayscaleConfig,
     HardwareConfig,
     JpegConfig,
+    LoggerConfig,
     LoggingConfig,
     LrFinderConfig,
+    MlflowLoggerConfig,
     ModelConfig,
     NoiseConfig,
     PredictAggregationConfig,
@@ -50,8 +56,11 @@ from deepfake.config.schema import (
     SamConfig,
     SbiConfig,
     SchedulerConfig,
+    ShardConfig,
     SyntheticConfig,
+    TensorBoardLoggerConfig,
     TrainingConfig,
+    WandbLoggerConfig,
 )
 from deepfake.errors import ConfigError
 
@@ -64,6 +73,7 @@ __all__ = [
     "CheckpointConfig",
     "ColorJitterConfig",
     "Config",
+    "CsvLoggerConfig",
     "CutoutConfig",
     "DataConfig",
     "DebugConfig",
@@ -74,12 +84,15 @@ __all__ = [
     "EnsembleConfig",
     "EvalConfig",
     "EvaluateConfig",
+    "ExplainConfig",
     "GradClipConfig",
     "GrayscaleConfig",
     "HardwareConfig",
     "JpegConfig",
+    "LoggerConfig",
     "LoggingConfig",
     "LrFinderConfig",
+    "MlflowLoggerConfig",
     "ModelConfig",
     "NoiseConfig",
     "PredictAggregationConfig",
@@ -91,8 +104,11 @@ __all__ = [
     "SamConfig",
     "SbiConfig",
     "SchedulerConfig",
+    "ShardConfig",
     "SyntheticConfig",
+    "TensorBoardLoggerConfig",
     "TrainingConfig",
+    "WandbLoggerConfig",
     "register_configs",
     "to_config",
     "validate",
@@ -102,7 +118,7 @@ __all__ = [
 def register_configs() -> None:
     """Register the schemas so `conf/{train,evaluate,predict}.yaml` can name them first in their defaults."""
     store = ConfigStore.instance()
-    store.store(name="train_schema", node=Config)
+    store.store(name="train_schema", node=_train_schema())
     store.store(name="evaluate_schema", node=EvaluateConfig)
     store.store(name="predict_schema", node=PredictConfig)
     # conf/hydra/launcher/submitit_slurm.yaml shares the plugin's name, so `hydra/launcher=submitit_slurm` selects
@@ -112,6 +128,14 @@ def register_configs() -> None:
     )
     # conf/hparams_search/optuna.yaml: the study's direction follows training.monitor_mode.
     OmegaConf.register_new_resolver("optuna_direction", _optuna_direction, replace=True)
+
+
+def _train_schema() -> DictConfig:
+    """`Config` with an empty `logger` node: Hydra merges the chosen `logger=` options onto it and cannot remove a
+    key, so TensorBoard (the Python default) must not be there already for `logger=csv` to mean CSV alone."""
+    schema = OmegaConf.structured(Config)
+    schema.logger.tensorboard = None
+    return schema
 
 
 def _optuna_direction(mode: str) -> str:

@@ -4,10 +4,11 @@ full name and an example of a value that works."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from deepfake.choices import STREAMS
+from deepfake.choices import PERTURBATION_LEVELS, PERTURBATIONS, STREAMS
 from deepfake.choices import TRAIN as CHOICES
 from deepfake.errors import ConfigError
 
@@ -22,6 +23,8 @@ _POSITIVE: tuple[str, ...] = (
     "logging.every_n_seconds",
     "distributed.timeout_min",
     "hardware.adapt_margin",
+    "eval.explain_faces",
+    "eval.embedding_samples",
 )
 #: Optional sizes: null means the model's or the loader's own choice.
 _POSITIVE_OR_NULL: tuple[str, ...] = ("data.img_size", "model.img_size", "hardware.num_threads")
@@ -42,6 +45,9 @@ _NON_NEGATIVE: tuple[str, ...] = (
     "training.checkpoint.keep_top_k",
     "hardware.sample_every_n_seconds",
     "training.mask_loss_weight",
+    "calibration_min_samples",
+    "eval.faithfulness_faces",
+    "logger.flush_timeout_s",
 )
 
 
@@ -49,6 +55,8 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value is out of range."""
     for key, choices in CHOICES.items():
         value = OmegaConf.select(cfg, key)
+        if value is None and OmegaConf.select(cfg, key.rpartition(".")[0]) is None:
+            continue  # an optional section that is off (logger.wandb unless logger=wandb)
         if value not in choices:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
     for key in _POSITIVE:
@@ -66,6 +74,7 @@ def validate(cfg: DictConfig) -> None:
     _check_single_keys(cfg)
     _check_recipes(cfg)
     _check_optimisation(cfg.training, cfg.model.freeze_backbone)
+    _check_perturb_augment(cfg.data)
 
 
 def _check_optimisation(tc: DictConfig, freeze_backbone: bool) -> None:
@@ -177,6 +186,48 @@ def _check_families(cfg: DictConfig) -> None:
         raise ConfigError(
             "model.mask_head=true cannot follow model.fusion=late (several backbones, no single feature "
             "map); use model.fusion=early or model.mask_head=false"
+        )
+
+
+def check_perturbations(types: Sequence[object], levels: Sequence[object], key: str) -> None:
+    """`<key>.types` and `<key>.levels`: known perturbation types and levels, each once, neither empty."""
+    unknown = [str(t) for t in types if t not in PERTURBATIONS]
+    if unknown:
+        raise ConfigError(
+            f"{key}.types holds unknown type(s) {', '.join(unknown)}; known: {', '.join(PERTURBATIONS)}"
+        )
+    if not levels or any(isinstance(lv, bool) or lv not in PERTURBATION_LEVELS for lv in levels):
+        raise ConfigError(
+            f"{key}.levels must be a non-empty list of {', '.join(map(str, PERTURBATION_LEVELS))} (got {list(levels)})"
+        )
+    if len(set(types)) != len(types) or len(set(levels)) != len(levels):
+        raise ConfigError(
+            f"{key}.types and {key}.levels must not repeat an entry (got {list(types)}, {list(levels)})"
+        )
+
+
+def check_evaluate_perturb(perturb: DictConfig) -> None:
+    """evaluate.py's `perturb` group: the settings to score, the examples to save."""
+    if perturb.types:
+        check_perturbations(list(perturb.types), list(perturb.levels), "perturb")
+    if perturb.examples < 0:
+        raise ConfigError(f"perturb.examples must be >= 0 (got {perturb.examples}); 0 = save no examples")
+    if perturb.examples and not perturb.types:
+        raise ConfigError(
+            "perturb.examples shows faces under perturb.types, which is empty: pick perturb=deeperforensics or set perturb.types"
+        )
+
+
+def _check_perturb_augment(data: DictConfig) -> None:
+    """`data.augment.perturb`: known types and levels, and CPU decoding (the perturbations are numpy code)."""
+    section = data.augment.perturb
+    if not section.enabled:
+        return
+    check_perturbations(list(section.types), list(section.levels), "data.augment.perturb")
+    if data.decode == "gpu":
+        raise ConfigError(
+            "data.augment.perturb runs on the CPU in the loader workers, but data.decode=gpu augments on the "
+            "GPU: use data.decode=cpu with it"
         )
 
 

@@ -14,7 +14,7 @@ from omegaconf import MISSING
 
 @dataclass
 class ModelConfig:
-    _target_: str = "deepfake.models.get_model"
+    _target_: str = "deepfake.model.detector.get_model"
     architecture: str = "tiny"
     pretrained: bool = False
     weights: str | None = None
@@ -31,6 +31,7 @@ class ModelConfig:
     streams: list[str] = field(default_factory=lambda: ["rgb"])
     fusion: str = "early"
     mask_head: bool = False
+    explain_layer: str | None = None
 
 
 @dataclass
@@ -171,6 +172,14 @@ class GrayscaleConfig:
 
 
 @dataclass
+class PerturbAugmentConfig:
+    enabled: bool = False
+    p: float = 0.3
+    types: list[str] = field(default_factory=lambda: ["CS", "CC", "BW", "GNC", "GB", "JPEG", "VC"])
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+
+
+@dataclass
 class CutoutConfig:
     enabled: bool = False
     p: float = 0.3
@@ -189,6 +198,7 @@ class AugmentConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     jpeg: JpegConfig = field(default_factory=JpegConfig)
     cutout: CutoutConfig = field(default_factory=CutoutConfig)
+    perturb: PerturbAugmentConfig = field(default_factory=PerturbAugmentConfig)
 
 
 @dataclass
@@ -267,6 +277,47 @@ class LoggingConfig:
 
 
 @dataclass
+class TensorBoardLoggerConfig:
+    """`logger=tensorboard`: event files in the run directory (what it draws is set under `logging`)."""
+
+
+@dataclass
+class CsvLoggerConfig:
+    """`logger=csv`: `<run dir>/metrics.csv`, one row per logged step and per epoch."""
+
+
+@dataclass
+class MlflowLoggerConfig:
+    tracking_uri: str | None = None
+    experiment_name: str = "deepfake"
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class WandbLoggerConfig:
+    project: str = "deepfake"
+    entity: str | None = None
+    mode: str = "online"
+    group: str | None = None
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggerConfig:
+    """The `logger` group: which trackers observe the run. A tracker is on when its node is set; from Python the
+    default is TensorBoard alone (`register_configs` gives Hydra an empty node, so `logger=csv` means CSV alone)."""
+
+    tensorboard: TensorBoardLoggerConfig | None = field(default_factory=TensorBoardLoggerConfig)
+    csv: CsvLoggerConfig | None = None
+    mlflow: MlflowLoggerConfig | None = None
+    wandb: WandbLoggerConfig | None = None
+    log_model: bool = False
+    flush_timeout_s: float = 60.0
+
+
+@dataclass
 class EvalConfig:
     video_aggregation: str = "mean"
     video_topk: int = 5
@@ -276,11 +327,28 @@ class EvalConfig:
     out_dir: str | None = None
     tta: str = "none"
     calibrated: bool = True
+    score_test_split: bool = True
+    explain: str = "none"
+    explain_faces: int = 8
+    faithfulness_faces: int = 256
+    embeddings: bool = False
+    embedding_samples: int = 2000
 
 
 @dataclass
 class EnsembleConfig:
     mean: str = "prob"
+
+
+@dataclass
+class PerturbConfig:
+    """evaluate.py's robustness settings (`conf/perturb/`): empty `types` = no robustness evaluation."""
+
+    types: list[str] = field(default_factory=list)
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    seed: int = 0
+    examples: int = 0
+    extracted: str | None = None
 
 
 @dataclass
@@ -327,11 +395,13 @@ class Config:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     find_lr: bool = False
     lr_finder: LrFinderConfig = field(default_factory=LrFinderConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     calibration: str = "temperature"
+    calibration_min_samples: int = 200
 
 
 @dataclass
@@ -340,6 +410,7 @@ class EvaluateConfig(Config):
 
     checkpoint: Any = MISSING  # one path, or a list of them (an ensemble)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
 
 
 @dataclass
@@ -379,6 +450,23 @@ class PredictAggregationConfig:
 
 
 @dataclass
+class ShardConfig:
+    """One deterministic slice of a job's inputs (extract.py's videos, predict.py's inputs): every `count`-th
+    one, starting at `index`."""
+
+    index: int = 0
+    count: int = 1
+
+
+@dataclass
+class ExplainConfig:
+    """predict.py's `explain` group: `explain=gradcam` picks conf/explain/gradcam.yaml."""
+
+    method: str = "none"
+    layer: str | None = None
+
+
+@dataclass
 class PredictConfig:
     """`predict.py`: everything else (architecture, size, normalisation) comes from the checkpoint."""
 
@@ -399,3 +487,8 @@ class PredictConfig:
     tta: str = "none"
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     calibrated: bool = True
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    overwrite: bool = False
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    progress: str = "auto"
+    every_n_seconds: float = 30.0

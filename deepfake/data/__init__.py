@@ -1,4 +1,8 @@
-"""Datasets, transforms and loaders; every source becomes manifest rows, images stay uint8."""
+"""Datasets, transforms and loaders; every source becomes manifest rows, images stay uint8.
+
+May import: the ground floor, `deepfake.system` and `deepfake.runs` (atomic writes). Owns the samplers,
+sharded ones included (`dataset.ShardedSampler`), so system code needs no data code.
+"""
 
 import warnings
 

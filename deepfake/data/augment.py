@@ -4,7 +4,8 @@ The standard ones (face-safe random resized crop, flip, colour jitter) plus the 
 (JPEG re-compression, Gaussian blur, downscale-then-upscale, Gaussian noise, grayscale, cutout) that mimic
 how fakes are laundered on the web. All are torchvision v2 ops on tensors, so they run unchanged on the CPU
 in loader workers or on the GPU after `data.decode=gpu`; randomness comes from torch's generator, which the
-dataset seeds per sample from (seed, epoch, index).
+dataset seeds per sample from (seed, epoch, index). `perturb` (the robustness protocol's perturbations,
+`deepfake.perturbations`) is numpy code and runs on the CPU only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.io import decode_jpeg, encode_jpeg
@@ -24,6 +26,7 @@ from torchvision.transforms.v2 import functional as TF
 from deepfake.config import AugmentConfig
 from deepfake.data.decode import resize
 from deepfake.errors import ConfigError
+from deepfake.perturbations.protocol import frame_rng, perturb_single, settings
 
 _DEFAULTS: dict[str, Any] = asdict(AugmentConfig())
 # Cutout hides pixels but not the blend behind them: its blend mask (model.mask_head) rightly passes through.
@@ -149,6 +152,32 @@ class RandomGaussianNoise(v2.Transform):
         return (inpt + noise.to(torch.int16)).clamp_(0, 255).to(torch.uint8)
 
 
+class Perturb(v2.Transform):
+    """One of the robustness protocol's perturbations (`deepfake.perturbations`): a (type, level) drawn
+    uniformly from `types` x `levels`, as DeeperForensics' `--type random --level random` does, applied at
+    the image's canonical size before any other augmentation. VC encodes the image as a one-frame H.264 clip
+    (an intra frame). The numpy generator is seeded from torch's, so the sample's seed fixes every draw."""
+
+    def __init__(self, types: Sequence[str], levels: Sequence[int]) -> None:
+        super().__init__()
+        self.settings = settings(types, levels, key="data.augment.perturb")
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        pick, seed = torch.randint(len(self.settings), ()), torch.randint(2**62, ())
+        return {"setting": self.settings[int(pick)], "seed": int(seed)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):  # the blend mask follows geometry only
+            return inpt
+        if inpt.device.type != "cpu":
+            raise ConfigError("data.augment.perturb runs on the CPU: use it with data.decode=cpu")
+        out = perturb_single(
+            params["setting"], inpt.permute(1, 2, 0).numpy(), frame_rng(params["seed"], "", 0)
+        )
+        image = torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
+        return tv_tensors.wrap(image, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else image
+
+
 def _range(name: str, value: Sequence[float], lo: float, hi: float) -> tuple[float, float]:
     if len(value) != 2 or not lo <= value[0] <= value[1] <= hi:
         raise ConfigError(
@@ -187,6 +216,8 @@ def build_augment(img_size: int, options: Mapping[str, Any] | None = None) -> v2
     """The training pipeline as configured: uint8 (3, S, S) in, uint8 (3, img_size, img_size) out."""
     o = augment_options(options)
     steps: list[v2.Transform] = []
+    if c := _on(o, "perturb"):  # first: the protocol perturbs whole frames, before any crop
+        steps.append(_maybe(Perturb(c["types"], c["levels"]), c["p"]))
     if o["crop"]:
         steps.append(FaceCrop(img_size, _range("crop_scale", o["crop_scale"], 0.01, 1.0), flip=o["hflip"]))
     else:

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from deepfake.cli import run_reporting_errors
 from deepfake.data.layouts import FFPP_METHODS, convert_celebdf, convert_dfdc, convert_ffpp
 from deepfake.data.manifest import write_manifest
 from deepfake.data.samples import Sample, scan_folder
 from deepfake.errors import DataError
+from deepfake.exits import run_reporting_errors
 
 KINDS = ("folder", "ffpp", "celebdf", "dfdc")
 

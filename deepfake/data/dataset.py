@@ -48,7 +48,7 @@ class FaceDataset(Dataset):
     Images come from `cache` when given, else are decoded (`decode_size` = S). Indices past the samples are
     SBI fakes of `sbi_sources[index - len(samples)]`. With `deferred`, items are undecoded payloads plus
     their seed, and `finish` runs later on the device (`data.decode=gpu`). With `masks`, each image gets its
-    blend mask as a fourth channel (`deepfake.detectors.mask_head`): SBI fakes their own, real faces an empty
+    blend mask as a fourth channel (`deepfake.model.mask_head`): SBI fakes their own, real faces an empty
     one, other fakes the "unknown" value; the mask follows the image's geometric augmentations.
     """
 
@@ -278,3 +278,52 @@ class LimitedSampler(Sampler[tuple[int, ...]]):
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.start)
+
+
+class ShardedSampler(Sampler[tuple[int, int]]):
+    """One rank's share of an EpochSampler's permutation: positions rank, rank + W, rank + 2W, ...
+
+    `pad=True` (training) repeats the first indices so every rank gets the same number of samples, hence
+    the same number of steps, as torch's DistributedSampler does. `pad=False` (evaluation) keeps every
+    sample exactly once over all ranks; shards then differ by at most one. `set_epoch(epoch, start)` skips
+    the first `start` samples of this rank's shard, so a resume with the same world size continues exactly.
+    """
+
+    def __init__(self, base: EpochSampler, rank: int, world_size: int, pad: bool) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        self.base = base
+        self.rank = rank
+        self.world_size = world_size
+        self.pad = pad
+        self.start = 0
+
+    @property
+    def epoch(self) -> int:
+        return self.base.epoch
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.base.set_epoch(epoch)
+        self.start = start
+
+    def order(self) -> list[int]:
+        """This rank's indices for the current epoch, in the order it visits them."""
+        order = self.base.order()
+        if self.pad and order and len(order) % self.world_size:
+            total = -(-len(order) // self.world_size) * self.world_size
+            order = (order * (total // len(order) + 1))[:total]
+        return order[self.rank :: self.world_size]
+
+    def _shard_len(self) -> int:
+        n = self.base.num_samples
+        if self.pad:
+            return -(-n // self.world_size) if n else 0
+        return len(range(self.rank, n, self.world_size))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.base.epoch
+        for i in self.order()[self.start :]:
+            yield i, epoch
+
+    def __len__(self) -> int:
+        return max(0, self._shard_len() - self.start)

@@ -1,4 +1,7 @@
-"""Manifest CSV files: `path,label[,split][,video][,method][,identity]`, paths relative to the file.
+"""Manifest CSV files: `path,label[,split][,video][,method][,identity][,mask]`, paths relative to the file.
+
+`mask` names a fake's manipulation mask (a grayscale image aligned with its crop: `extract.py dataset=ffpp
+masks=true` writes FF++'s), which evaluation's explanations score their heatmaps against.
 
 A manifest is the one on-disk form of a dataset: the converters write it, `data=manifest` reads it, and the
 folder layout is scanned into the same rows in memory.
@@ -18,6 +21,7 @@ from deepfake.errors import DataError
 from deepfake.runs.fileio import atomic_write
 
 COLUMNS = ("path", "label", "split", "video", "method", "identity")
+MASK = "mask"  # optional: written only when some row has a mask
 REQUIRED = ("path", "label")
 _LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
 _SHOWN = 5  # problems listed by name before "and N more"
@@ -57,6 +61,13 @@ def read_manifest(path: str | Path, check_files: bool = True) -> list[Sample]:
         missing = missing_files(rows)
         if missing:
             raise DataError(missing_files_message(path, rows, missing))
+        masks = [i for i, r in enumerate(rows) if r.mask and not os.path.isfile(r.mask)]
+        if masks:
+            shown = [f"line {i + 2}: {rows[i].mask}" for i in masks]
+            raise DataError(
+                f"manifest {path}: {len(masks)} row(s) name missing mask files: {_listing(shown)}. Fix the "
+                "mask paths (relative to the manifest's folder) or empty those cells."
+            )
     return rows
 
 
@@ -70,12 +81,12 @@ def missing_files_message(path: Path, rows: Sequence[Sample], missing: Sequence[
 
 def _check_header(path: Path, header: list[str]) -> None:
     missing = [c for c in REQUIRED if c not in header]
-    unknown = [c for c in header if c not in COLUMNS]
+    unknown = [c for c in header if c not in (*COLUMNS, MASK)]
     if missing or unknown:
         found = ",".join(header) or "(empty file)"
         raise DataError(
             f"manifest {path} has the header {found!r}; expected the columns {','.join(REQUIRED)} and "
-            f"optionally {','.join(COLUMNS[2:])}"
+            f"optionally {','.join((*COLUMNS[2:], MASK))}"
             + (f" (missing: {', '.join(missing)})" if missing else "")
             + (f" (unknown: {', '.join(unknown)})" if unknown else "")
         )
@@ -92,6 +103,7 @@ def _row(record: dict[str, str | None], base: Path) -> Sample:
     full = os.path.normpath(base / rel)
     # Without a video column each image is its own video, so no video-level grouping is invented.
     video = get("video") or os.path.splitext(rel)[0]
+    mask = get(MASK)
     return Sample(
         path=full,
         label=label,
@@ -99,6 +111,7 @@ def _row(record: dict[str, str | None], base: Path) -> Sample:
         method=get("method") or ("fake" if label else "real"),
         split=get("split"),
         identity=get("identity"),
+        mask=os.path.normpath(base / mask) if mask else "",
     )
 
 
@@ -113,12 +126,18 @@ def write_manifest(rows: Iterable[Sample], out: str | Path) -> Path:
     """Write rows atomically with paths relative to the manifest's folder (so the tree can move as a whole)."""
     out = Path(out).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
+    rows = list(rows)
+    masks = any(r.mask for r in rows)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow((*COLUMNS, MASK) if masks else COLUMNS)
+
+    def rel(p: str) -> str:
+        return Path(os.path.relpath(p, out.parent)).as_posix()
+
     for r in rows:
-        rel = Path(os.path.relpath(r.path, out.parent)).as_posix()
-        writer.writerow([rel, r.label, r.split, r.video, r.method, r.identity])
+        mask = [rel(r.mask) if r.mask else ""] if masks else []
+        writer.writerow([rel(r.path), r.label, r.split, r.video, r.method, r.identity, *mask])
     atomic_write(out, lambda f: f.write(buf.getvalue().encode()))
     return out
 

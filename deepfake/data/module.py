@@ -25,14 +25,15 @@ from deepfake.data.augment import build_augment
 from deepfake.data.balance import cap_frames_per_video, pos_weight, sample_weights
 from deepfake.data.cache import build_cache
 from deepfake.data.clips import ClipDataset
-from deepfake.data.dataset import EpochSampler, FaceDataset, LimitedSampler, sbi_groups
+from deepfake.data.dataset import EpochSampler, FaceDataset, LimitedSampler, ShardedSampler, sbi_groups
 from deepfake.data.device_loader import DeviceDecodeLoader, collate_payloads
 from deepfake.data.loader import SlotLoader
 from deepfake.data.manifest import read_manifest
+from deepfake.data.perturbed import PerturbedCrops
 from deepfake.data.samples import FOLDER_LAYOUT, Sample, scan_folder, scan_split
 from deepfake.data.transforms import eval_transform
 from deepfake.errors import ConfigError, DataError
-from deepfake.system.distributed import ShardedSampler
+from deepfake.perturbations.protocol import Setting
 from deepfake.system.interrupt import ignore_in_worker
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class DataModule:
         self.samples: dict[str, list[Sample]] = {}
         self.test_samples: dict[str, list[Sample]] = {}
         self.sbi_sources: list[int] = []
-        # > 1 when the model takes clips (`deepfake.detectors.temporal`): items are videos of this many frames
+        # > 1 when the model takes clips (`deepfake.model.temporal`): items are videos of this many frames
         self.clip_frames = clip_frames
         self.test_frames: dict[str, list[Sample]] = {}
         if clip_frames > 1 and (self.fake_synthesis != "none" or self.decode == "gpu"):
@@ -253,15 +254,18 @@ class DataModule:
             return scan_split(path, self.splits["test"], self.real_dirs, self.fake_dirs)
         return scan_split(path.parent, path.name, self.real_dirs, self.fake_dirs)
 
-    def test_dataloader(self, name: str) -> SlotLoader | DeviceDecodeLoader:
-        """Loader over one set from `setup_test_sets`, in sample order, with the evaluation transform."""
+    def test_dataloader(
+        self, name: str, perturb: Setting | None = None, seed: int = 0
+    ) -> SlotLoader | DeviceDecodeLoader:
+        """Loader over one set from `setup_test_sets`, in sample order, with the evaluation transform; with
+        `perturb`, every crop under that robustness setting, seeded by `seed` (`deepfake.data.perturbed`)."""
         ds: FaceDataset | ClipDataset
+        rows = self.test_frames[name] if self.clip_frames > 1 else self.test_samples[name]
+        crops = PerturbedCrops(rows, perturb, seed, self.img_size) if perturb is not None else None
         if self.clip_frames > 1:
-            ds = self._clips(self.test_frames[name], eval_transform(self.img_size))
+            ds = self._clips(rows, eval_transform(self.img_size), cache=crops)
         else:
-            ds = FaceDataset(
-                self.test_samples[name], eval_transform(self.img_size), decode_size=self.img_size
-            )
+            ds = FaceDataset(rows, eval_transform(self.img_size), decode_size=self.img_size, cache=crops)
         return self._loader(ds, EpochSampler(len(ds), shuffle=False), self.eval_batch_size, drop_last=False)
 
     def _plan_sbi(self) -> None:

@@ -1,4 +1,4 @@
-"""The one internal dataset form: manifest rows (path, label, split, video, method, identity).
+"""The one internal dataset form: manifest rows (path, label, split, video, method, identity, mask).
 
 Folder layouts and the dataset converters all produce these rows, so every loader, metric and check sees
 the same records whether they came from a CSV manifest or a folder scan.
@@ -29,6 +29,9 @@ class Sample:
     method: str  # manipulation method for fakes; the source (or class folder) for reals
     split: str = ""  # train / val / test as named in the manifest; empty when the source has none
     identity: str = ""  # group that must stay within one split (FF++: the video pair); empty if unknown
+    mask: str = (
+        ""  # a fake's manipulation mask, an image aligned with the face crop (FF++'s masks); empty if unknown
+    )
 
 
 def is_image(path: str | Path) -> bool:

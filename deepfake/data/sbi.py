@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -161,3 +162,17 @@ def self_blend(
     mask = blend_mask(g, x.shape[-2], x.shape[-1], x.device, landmarks)
     out = x + mask * (perturb(g, x) - x)
     return out.round_().clamp_(0, 255).to(torch.uint8), mask
+
+
+def sbi_examples(dataset: Any, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (N, 3, S, S) SBI fakes of a dataset's first `count` real faces and their masks (N, S, S) in [0, 1].
+
+    Each is blended with a generator seeded by its index: the same fakes every call, so epochs compare. The
+    validation split holds no known masks; the mask head's previews and the explanations' faithfulness score
+    in training blend these. `dataset` is a `deepfake.data.dataset.FaceDataset` (its `samples` and `load`).
+    """
+    reals = [i for i, s in enumerate(dataset.samples) if s.label == 0][:count]
+    pairs = [self_blend(dataset.load(i), torch.Generator().manual_seed(i)) for i in reals]
+    if not pairs:
+        return torch.zeros(0, 3, 1, 1, dtype=torch.uint8), torch.zeros(0, 1, 1)
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])

@@ -1,6 +1,10 @@
-"""Scoring detectors: metrics, rebuilding a model from a checkpoint, flip TTA, ensembles, temperature
-calibration, test-set scoring, per-image predictions, `predict.py` and `python -m deepfake.export`.
+"""Scoring detectors, as numbers: metrics, faces -> frame -> video aggregation, rebuilding a model from a
+checkpoint (`inference`), flip TTA, ensembles (the one scorer every prediction path calls), temperature
+calibration, a test set's metrics (`scoring`), per-image prediction CSVs, and `python -m deepfake.export`.
 
-May import: `deepfake.system`, `deepfake.runs`, `deepfake.data`, `deepfake.models`, `deepfake.reporting`, and
-`deepfake.training.checkpoint`/`engine` (reading checkpoints, the shared `validate` loop). Never the runner.
+New scoring work (robustness grids, explanation grids) lands here as numbers; what draws or renders them is
+`deepfake.reporting`, above.
+
+May import: the ground floor, `deepfake.system`, `deepfake.runs`, `deepfake.data`, `deepfake.model`,
+`deepfake.extraction` and `deepfake.explain`. Never reporting, training or prediction.
 """

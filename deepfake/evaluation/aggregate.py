@@ -45,7 +45,7 @@ def over_frames(probs: Sequence[float] | np.ndarray, mode: str = "mean", k: int 
 
 def confident(p: np.ndarray) -> float:
     """Selim Seferbekov's `confident_strategy` (1st place, DFDC 2020; github.com/selimsef/dfdc_deepfake_challenge,
-    README "Averaging predictions"): when more than n // 2.5 frames, and more than 11, lie above 0.8, the mean
+    docs/prediction.md, Aggregation): when more than n // 2.5 frames, and more than 11, lie above 0.8, the mean
     of those; else when more than 0.9 n frames lie below 0.2, the mean of those; else the plain mean."""
     fakes = p[p > CONFIDENT_FAKE]
     if len(fakes) > len(p) // CONFIDENT_FAKE_DIVISOR and len(fakes) > CONFIDENT_MIN_FAKES:

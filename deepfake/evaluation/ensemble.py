@@ -21,10 +21,10 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from deepfake.choices import ENSEMBLE_MEANS, TTA
-from deepfake.detectors.temporal import clip_length
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.inference import LoadedDetector, load_detector
 from deepfake.evaluation.tta import tta_logits
+from deepfake.model.temporal import clip_length
 from deepfake.system.precision import Precision
 from deepfake.system.thread_probe import ThreadTuner, paced
 

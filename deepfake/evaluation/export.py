@@ -1,10 +1,11 @@
 """Export a trained detector: `python -m deepfake.export checkpoint=<run dir | .pt> format=safetensors|torchscript|onnx`.
 
-- safetensors: weights plus metadata (architecture, preprocess, config, calibration); `predict.py` and
-  `evaluate.py` load it like a checkpoint, and nothing in it executes code when loaded.
+- safetensors: weights plus metadata (architecture, preprocess, config, and what prediction needs: the
+  extraction settings, the calibration, a validation threshold, any entry of the checkpoint that is not training
+  state); `predict.py` and `evaluate.py` load it like the checkpoint, and nothing in it executes code when loaded.
 - torchscript / onnx: a standalone graph from uint8 images (N, 3, S, S) at the saved size S to the
-  probability of fake (N,); normalisation and the fitted temperature (if any) are inside, the preprocess
-  JSON (and the calibration, in ONNX metadata) ride along.
+  probability of fake (N,); normalisation and the fitted temperature (if any) are inside, the same metadata
+  rides along (ONNX metadata_props; TorchScript extra files `metadata.json` and `preprocess.json`).
 onnx needs the optional `onnx` and `onnxscript` packages (`pip install 'deepfake[export]'`).
 """
 
@@ -17,14 +18,15 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import MISSING, OmegaConf
 from torch import nn
 
-from deepfake.cli import run_reporting_errors
 from deepfake.errors import ConfigError
-from deepfake.evaluation.inference import LoadedDetector, load_detector
+from deepfake.evaluation.inference import CARRIED, TRAINING_ONLY, LoadedDetector, load_detector
+from deepfake.exits import run_reporting_errors
 from deepfake.runs.fileio import atomic_write
 
 log = logging.getLogger("deepfake")
@@ -72,17 +74,36 @@ def export(
     return out
 
 
+def carried(loaded: LoadedDetector) -> dict[str, Any]:
+    """The checkpoint's entries that prediction needs (`extraction`, `calibration`, a `threshold`, ...): every
+    entry that is not training state, as plain JSON data."""
+    out = {}
+    for key, value in loaded.checkpoint.items():
+        if key in TRAINING_ONLY or value is None:
+            continue
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            log.warning("export: %s's '%s' is not plain data (numbers, text, lists, mappings); not carried",
+                        loaded.path, key)  # fmt: skip
+            continue
+        out[key] = value
+    return out
+
+
 def _metadata(loaded: LoadedDetector) -> dict[str, str]:
+    """Everything beside the weights, as text: what to rebuild (architecture, preprocess, config) and what
+    prediction needs (the carried entries, each as JSON, listed under `carried`)."""
     config = OmegaConf.to_yaml(loaded.config) if loaded.config is not None else ""
-    meta = {
+    extra = carried(loaded)
+    return {
         "format": "deepfake-detector",
         "architecture": loaded.model.architecture,
         "preprocess": json.dumps(loaded.model.preprocess),
         "config": config,
+        CARRIED: json.dumps(sorted(extra)),
+        **{key: json.dumps(value) for key, value in extra.items()},
     }
-    if loaded.temperature is not None:  # checked on load: finite, > 0
-        meta["calibration"] = json.dumps(loaded.checkpoint["calibration"])
-    return meta
 
 
 def _safetensors(loaded: LoadedDetector, out: Path, opset: int) -> None:
@@ -105,7 +126,10 @@ def _torchscript(loaded: LoadedDetector, out: Path, opset: int) -> None:
         # Deprecated upstream in favour of torch.export, but still what libtorch (C++) and Triton load.
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=Warning)
         traced = torch.jit.trace(model, _example(loaded))
-        extra = {"preprocess.json": json.dumps(loaded.model.preprocess)}
+        extra = {
+            "preprocess.json": json.dumps(loaded.model.preprocess),
+            "metadata.json": json.dumps(_metadata(loaded)),  # the safetensors export's metadata, as one file
+        }
         atomic_write(out, lambda f: torch.jit.save(traced, f, _extra_files=extra))
 
 

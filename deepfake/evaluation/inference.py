@@ -18,10 +18,19 @@ from omegaconf import DictConfig
 
 from deepfake.errors import UserError
 from deepfake.evaluation.calibration import checked_temperature
-from deepfake.models import DeepfakeDetector, get_model
+from deepfake.model.detector import DeepfakeDetector, get_model
+from deepfake.runs.checkpoint import load_checkpoint
 from deepfake.runs.safe_config import trusted_config
 from deepfake.system.precision import Precision
-from deepfake.training.checkpoint import load_checkpoint
+
+#: What a checkpoint holds for training alone (the network, resume state, its run's record); every other entry
+#: (`extraction`, `calibration`, a validation `threshold`, ...) is what prediction needs, and exports carry it.
+TRAINING_ONLY = frozenset(
+    {"version", "model", "architecture", "preprocess", "config", "optimizer", "scheduler", "scaler", "ema",
+     "train_state", "monitor", "rng", "metrics", "trackers"}
+)  # fmt: skip
+#: The safetensors metadata key listing the carried entries (each stored as JSON under its own name).
+CARRIED = "carried"
 
 #: Model keys that shape the network or its memory layout; the rest (pretrained, compile, ...) only train.
 _BUILD_KEYS = (
@@ -121,6 +130,7 @@ def build_detector(
     kwargs.setdefault("frames", int(preprocess.get("frames", 1)))  # a clip model says so in its preprocess
     model = get_model(architecture=architecture, pretrained=False, **kwargs)
     model.img_size = int(preprocess["img_size"])
+    model.explain_layer = model_cfg.get("explain_layer")  # where Grad-CAM reads it, as trained
     with torch.no_grad():
         model.mean.copy_(torch.tensor(preprocess["mean"]).view_as(model.mean))
         model.std.copy_(torch.tensor(preprocess["std"]).view_as(model.std))
@@ -159,12 +169,20 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
             weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a Mapping)
     except Exception as e:
         raise UserError(f"{path} cannot be read as safetensors ({type(e).__name__}: {e})") from None
+    # Exports older than `carried` held `calibration` alone.
+    carried = _json_metadata(path, meta, CARRIED, '["calibration"]')
+    if not (
+        isinstance(carried, list) and all(isinstance(k, str) and k not in TRAINING_ONLY for k in carried)
+    ):
+        raise UserError(
+            f"{path}: its '{CARRIED}' metadata is not a list of entry names; export the checkpoint again"
+        )
     return {
         "model": weights,
         "architecture": meta.get("architecture", ""),
         "preprocess": _json_metadata(path, meta, "preprocess", "{}"),
         "config": meta.get("config", ""),
-        "calibration": _json_metadata(path, meta, "calibration", "null"),
+        **{key: _json_metadata(path, meta, key, "null") for key in carried},
     }
 
 

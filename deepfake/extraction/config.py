@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from deepfake.config.schema import ShardConfig
 from deepfake.errors import ConfigError
+from deepfake.perturbations.protocol import setting
 
 
 @dataclass
@@ -24,6 +26,7 @@ class DatasetConfig:
     real_dirs: list[str] = field(default_factory=lambda: ["real"])
     fake_dirs: list[str] = field(default_factory=lambda: ["fake"])
     reuse_source_boxes: bool = False
+    masks: bool = False
 
 
 @dataclass
@@ -52,9 +55,10 @@ class FacesConfig:
 
 
 @dataclass
-class ShardConfig:
-    index: int = 0
-    count: int = 1
+class PerturbConfig:
+    type: str | None = None
+    level: int | None = None
+    seed: int = 0
 
 
 @dataclass
@@ -70,6 +74,8 @@ class ExtractConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
+    splits: list[str] | None = None
 
 
 def register_extract_config() -> None:
@@ -125,4 +131,21 @@ def validate(cfg: DictConfig | ExtractConfig) -> DictConfig:
         raise ConfigError(f"detector.max_side={cfg.detector.max_side} must be >= 0 (0 = detect at full size)")
     if cfg.dataset.reuse_source_boxes and cfg.dataset.kind != "ffpp":
         raise ConfigError("dataset.reuse_source_boxes=true is for dataset=ffpp (frame-aligned fakes) only")
+    _check_robustness(cfg)
+    if cfg.dataset.masks and cfg.dataset.kind != "ffpp":
+        raise ConfigError("dataset.masks=true crops FF++'s mask videos: it is for dataset=ffpp only")
     return cfg
+
+
+def _check_robustness(cfg: DictConfig) -> None:
+    """`perturb` (a known type at a level in 1..5, or neither) and `splits` (null, or a non-empty list)."""
+    if cfg.perturb.type is not None:
+        if cfg.perturb.level is None:
+            raise ConfigError(f"perturb.type={cfg.perturb.type} needs perturb.level: 1 (mildest) to 5")
+        setting(cfg.perturb.type, cfg.perturb.level)  # a known type at a level in 1..5, or one clear error
+    elif cfg.perturb.level is not None:
+        raise ConfigError(
+            "perturb.level is set but perturb.type is not: pass both, e.g. perturb.type=GB perturb.level=3"
+        )
+    if cfg.splits is not None and not cfg.splits:
+        raise ConfigError("splits=[] keeps no video: pass e.g. splits=[test], or leave it null for all")

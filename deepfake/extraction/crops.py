@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from deepfake.extraction.detectors import Detection
+from deepfake.extraction.face_finder import Detection
 
 #: ArcFace's 5-point template in its 112 x 112 crop (eyes, nose tip, mouth corners; x, y).
 ARCFACE_112 = np.array(

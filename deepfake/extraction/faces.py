@@ -8,6 +8,7 @@ frame), and `faces.csv` with each crop's box in crop and frame pixels and the fr
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from deepfake.extraction.crops import apply, crop_face, invert, select_faces
-from deepfake.extraction.detectors import Detection
+from deepfake.extraction.face_finder import Detection
+from deepfake.extraction.masks import save_mask
 from deepfake.extraction.writer import FACE_COLUMNS, FACES_CSV
 
 
@@ -25,6 +27,7 @@ class VideoFaces:
     """What was written for one video: crop file names per frame index, and the faces.csv rows."""
 
     files: list[str] = field(default_factory=list)
+    masks: list[str] = field(default_factory=list)  # with mask frames: each crop's mask file ("" without one)
     frames_with_face: int = 0
     rows: list[list[object]] = field(default_factory=list)
 
@@ -34,8 +37,10 @@ def save_crops(
     detections: list[list[Detection]],
     faces: DictConfig,
     folder: Path,
+    masks: Mapping[int, np.ndarray] | None = None,
 ) -> VideoFaces:
-    """Crop the selected faces of each frame into `folder` and write its faces.csv."""
+    """Crop the selected faces of each frame into `folder` and write its faces.csv; with `masks` (FF++'s mask
+    frames by index), each crop's mask cropped alike into `folder/masks/` (`deepfake.extraction.masks`)."""
     out = VideoFaces()
     ext = "jpg" if faces.format == "jpg" else "png"
     for (index, frame), found in zip(frames, detections, strict=True):
@@ -52,6 +57,15 @@ def save_crops(
             if crop.landmarks is not None:
                 np.save(folder / f"{name}.npy", crop.landmarks.astype(np.float32))
             out.files.append(f"{name}.{ext}")
+            if masks is not None:
+                mask = masks.get(index)
+                out.masks.append(
+                    ""
+                    if mask is None
+                    else save_mask(
+                        folder, name, mask, frame.shape, det, faces.margin, faces.size, faces.align
+                    )
+                )
             out.rows.append([f"{name}.{ext}", index, k, round(det.score, 5),
                              *np.round(crop.box, 2), *np.round(det.box.astype(np.float64), 3),
                              *np.round(crop.matrix.reshape(-1), 6)])  # fmt: skip

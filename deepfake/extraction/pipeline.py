@@ -8,101 +8,38 @@ handled in a fixed order, so an FF++ original is on disk before the fakes that r
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import time
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
+from deepfake.errors import DataError, UserError
 from deepfake.extraction.config import validate
-from deepfake.extraction.detectors import (
+from deepfake.extraction.decode_pool import decoded_videos
+from deepfake.extraction.face_finder import (
     Detection,
-    FaceDetector,
-    MtcnnDetector,
-    YunetDetector,
+    FaceFinder,
+    build_finder,
     detect_downscaled,
+    detector_threads,
 )
-from deepfake.extraction.faces import read_boxes, save_crops
+from deepfake.extraction.faces import VideoFaces, read_boxes, save_crops
+from deepfake.extraction.masks import mask_frames
+from deepfake.extraction.perturbed_frames import perturbation_of
 from deepfake.extraction.report import ExtractProgress, summary
-from deepfake.extraction.settings import write_settings
+from deepfake.extraction.settings import read_settings, settings_of, write_settings
 from deepfake.extraction.sources import Job, list_videos, shard_slice
-from deepfake.extraction.video import Decoded, exit_with, timed_read
+from deepfake.extraction.video import Decoded
 from deepfake.extraction.writer import ShardWriter, assemble, done_videos, faces_dir, shard_name
-from deepfake.system.thread_probe import ThreadChooser, ThreadTuner, candidate_counts, paced
-from deepfake.system.threads import available_cores
+from deepfake.system.thread_probe import paced
 
 log = logging.getLogger(__name__)
 
 #: Test hook: seconds to sleep after a video's crops are written and before they are moved into place, so a
 #: test can `kill -9` an extraction in the middle of a video.
 PAUSE_ENV = "DEEPFAKE_EXTRACT_TEST_PAUSE"
-MAX_FRAMES_AHEAD = 1024  # decoded frames waiting for the detector, at most (about 6 GB of 1080p frames)
-
-
-def detector_threads(detector: FaceDetector, pinned: int | None, workers: int) -> ThreadTuner:
-    """The detecting thread's intra-op count: on the CPU MTCNN starts with the cores the decoders leave and
-    then times the candidate counts over the first videos (its many small per-box ops often run faster on
-    fewer threads); `detector.threads` pins it. Elsewhere (a GPU, YuNet's OpenCV) torch's count is left alone."""
-    if not (isinstance(detector, MtcnnDetector) and detector.device.type == "cpu"):
-        return ThreadTuner(None, "video", "frame")
-    cores = available_cores()
-    start = pinned or max(1, cores - workers)
-    torch.set_num_threads(start)
-    candidates = candidate_counts(cores, None, start)
-    if pinned or len(candidates) < 2:
-        log.info(
-            "CPU threads for detection: %d (%s)",
-            start,
-            f"detector.threads={pinned}" if pinned else "one core",
-        )
-        return ThreadTuner(None, "video", "frame")
-    log.info("CPU threads for detection: %d to start (%d core(s) - %d decode worker(s)), then timed against %s",
-             start, cores, workers, ", ".join(map(str, candidates)))  # fmt: skip
-    return ThreadTuner(ThreadChooser(candidates, start), "video", "frame")
-
-
-def build_detector(cfg: DictConfig) -> FaceDetector:
-    if cfg.kind == "yunet":
-        return YunetDetector(cfg.model, cfg.score_threshold)
-    return MtcnnDetector(cfg.device, list(cfg.thresholds))
-
-
-def decoded_videos(
-    paths: list[str], frames_per_video: int, workers: int, threads: bool = False
-) -> Iterator[tuple[Decoded, float]]:
-    """Decoded videos in `paths` order; with workers > 0 up to 2 per worker are decoded ahead, and no more than
-    MAX_FRAMES_AHEAD frames (decoded frames wait in memory at full size: 6 MB each at 1080p). Workers are
-    processes, or with `threads` threads of this process (no start-up: FFmpeg decodes without the GIL)."""
-    if workers == 0:
-        for path in paths:
-            yield timed_read(path, frames_per_video)
-        return
-    if threads:
-        pool: Executor = ThreadPoolExecutor(workers, thread_name_prefix="decode")
-    else:
-        # forkserver, not fork: the parent holds torch (and rich) threads, whose locks a fork would copy. Its
-        # server imports the main module once and forks each worker from it, where spawn would import it per worker.
-        ctx = multiprocessing.get_context("forkserver")
-        pool = ProcessPoolExecutor(workers, ctx, initializer=exit_with, initargs=(os.getpid(),))
-    with pool:
-        pending: deque[Future] = deque()
-        queue = iter(paths)
-        ahead = max(1, min(2 * workers, MAX_FRAMES_AHEAD // frames_per_video))
-        for path in queue:
-            pending.append(pool.submit(timed_read, path, frames_per_video))
-            if len(pending) >= ahead:
-                break
-        while pending:
-            result = pending.popleft().result()
-            path = next(queue, None)
-            if path is not None:
-                pending.append(pool.submit(timed_read, path, frames_per_video))
-            yield result
 
 
 def _status(decoded: Decoded, crops: int, frames_per_video: int) -> str:
@@ -114,7 +51,7 @@ def _status(decoded: Decoded, crops: int, frames_per_video: int) -> str:
 
 
 def _detections(
-    job: Job, decoded: Decoded, cfg: DictConfig, detector: FaceDetector, out: Path
+    job: Job, decoded: Decoded, cfg: DictConfig, detector: FaceFinder, out: Path
 ) -> list[list[Detection]]:
     """The FF++ original's boxes for a fake that reuses them (when the original has any), else detection."""
     reused = read_boxes(out / faces_dir(job.box_source)) if job.box_source else {}
@@ -126,14 +63,27 @@ def _detections(
     )
 
 
+def _manifest_rows(job: Job, saved: VideoFaces, masks: bool) -> list[list[object]]:
+    """The video's manifest rows (paths relative to the output folder); with `masks`, each crop's mask or ""."""
+    s, folder = job.sample, faces_dir(job.rel)
+    rows: list[list[object]] = [
+        [f"{folder}/{name}", s.label, s.split, s.video, s.method, s.identity] for name in saved.files
+    ]
+    if masks:
+        names = saved.masks or [""] * len(rows)
+        rows = [[*r, f"{folder}/{m}" if m else ""] for r, m in zip(rows, names, strict=True)]
+    return rows
+
+
 def extract_video(
-    job: Job, decoded: Decoded, seconds: float, cfg: DictConfig, detector: FaceDetector, writer: ShardWriter
+    job: Job, decoded: Decoded, seconds: float, cfg: DictConfig, detector: FaceFinder, writer: ShardWriter
 ) -> dict[str, object]:
     """Detect, crop and commit one decoded video; returns its videos.csv row."""
     t0 = time.perf_counter()
     s = job.sample
     row: dict[str, object] = {"source": job.rel, "video": s.video, "label": s.label, "split": s.split,
-                              "method": s.method, "frames_decoded": len(decoded.frames)}  # fmt: skip
+                              "method": s.method, "frames_decoded": len(decoded.frames),
+                              "perturb": perturb_name(cfg)}  # fmt: skip
     if decoded.info is not None:
         info = decoded.info
         row.update(frames_total=info.frames, width=info.width, height=info.height, fps=round(info.fps, 3),
@@ -150,12 +100,12 @@ def extract_video(
             decoded.frames = []
     if decoded.frames:
         tmp = writer.temp_dir(job.rel)
-        saved = save_crops(decoded.frames, detections, cfg.faces, tmp)
+        masks = None
+        if job.mask_video is not None:  # FF++'s mask frames at the fake's indices, cropped with its boxes
+            masks = mask_frames(Path(job.mask_video), cfg.frames_per_video, {i for i, _ in decoded.frames})
+        saved = save_crops(decoded.frames, detections, cfg.faces, tmp, masks)
         crops, with_face = len(saved.files), saved.frames_with_face
-        folder = faces_dir(job.rel)
-        manifest = [
-            [f"{folder}/{name}", s.label, s.split, s.video, s.method, s.identity] for name in saved.files
-        ]
+        manifest = _manifest_rows(job, saved, writer.masks)
         pause = float(os.environ.get(PAUSE_ENV, "0"))
         if pause:
             time.sleep(pause)
@@ -166,11 +116,16 @@ def extract_video(
     return row
 
 
+def perturb_name(cfg: DictConfig) -> str:
+    """The videos.csv `perturb` cell: `<TYPE>-<level>`, empty for an ordinary extraction."""
+    return f"{cfg.perturb.type}-{cfg.perturb.level}" if cfg.perturb.type else ""
+
+
 def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[str, object]]:
     """Decode in workers, detect here; on the CPU the detector gets the cores the decoders leave (MTCNN's many
     small per-box ops run faster on one thread than on threads that wait for a busy core)."""
-    detector = build_detector(cfg.detector)
-    writer = ShardWriter(out, shard_name(cfg.shard.index, cfg.shard.count))
+    detector = build_finder(cfg.detector)
+    writer = ShardWriter(out, shard_name(cfg.shard.index, cfg.shard.count), masks=cfg.dataset.masks)
     workers = cfg.num_workers if cfg.num_workers >= 0 else max(1, (os.cpu_count() or 2) - 1)
     workers = min(workers, len(todo))
     threads = torch.get_num_threads()
@@ -180,7 +135,9 @@ def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[st
         with ExtractProgress(len(todo), cfg.progress, cfg.every_n_seconds) as progress:
             videos = zip(
                 todo,
-                decoded_videos([j.sample.path for j in todo], cfg.frames_per_video, workers),
+                decoded_videos(
+                    [j.sample.path for j in todo], cfg.frames_per_video, workers, reader=perturbation_of(cfg)
+                ),
                 strict=True,
             )
             for job, (decoded, seconds) in paced(videos, tuner, units=lambda v: max(1, len(v[1][0].frames))):
@@ -192,6 +149,23 @@ def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[st
     return rows
 
 
+def require_same_perturbation(out: Path, cfg: DictConfig) -> None:
+    """A rerun into `out` resumes it: refuse one whose robustness perturbation differs from the videos there."""
+    saved = read_settings(out)
+    if saved is None or not done_videos(out):
+        return
+    mine = settings_of(cfg)["perturb"]
+    if saved["perturb"] != mine:
+
+        def name(p: dict | None) -> str:
+            return "none" if p is None else f"{p['type']}-{p['level']} (seed {p['seed']})"
+
+        raise UserError(
+            f"{out} holds videos extracted with perturbation {name(saved['perturb'])}, but this run asks for "
+            f"{name(mine)}; give each setting its own out=, e.g. out=/data/robust/${{perturb.type}}-${{perturb.level}}"
+        )
+
+
 def extract(cfg: DictConfig) -> Path | None:
     """Run one shard of an extraction; returns manifest.csv once every video is done (else None)."""
     cfg = validate(cfg)
@@ -200,8 +174,15 @@ def extract(cfg: DictConfig) -> Path | None:
     jobs, notes = list_videos(cfg.dataset, root)
     for note in notes:
         log.warning(note)
+    if cfg.splits is not None:
+        jobs = [j for j in jobs if j.sample.split in cfg.splits]
+        if not jobs:
+            raise DataError(
+                f"no video of {root} is in splits={list(cfg.splits)}; the layout's splits are train, val, test"
+            )
     mine = shard_slice(jobs, cfg.shard.index, cfg.shard.count)
     out.mkdir(parents=True, exist_ok=True)
+    require_same_perturbation(out, cfg)
     write_settings(out, cfg)  # what predict.py needs to crop as this extraction did (via the checkpoint)
     done = done_videos(out)
     todo = [j for j in mine if j.rel not in done]

@@ -3,6 +3,8 @@
 extract.py writes the file; training on `data=manifest` copies it into each checkpoint (key `extraction`);
 predict.py reads it back from the checkpoint. The file and the checkpoint are untrusted input: `checked`
 accepts only the known keys with values of the right type and range, and nothing in them is ever run.
+`perturb` records the robustness perturbation the frames went through (`extract.py perturb.type=...`), null
+for an ordinary extraction; evaluate.py's `perturb.extracted` reads it to know which setting a set is.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from deepfake.choices import PERTURBATION_LEVELS, PERTURBATIONS
 from deepfake.errors import UserError
 from deepfake.extraction.crops import POLICIES
 from deepfake.runs.fileio import atomic_write
@@ -40,12 +43,21 @@ def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+_PERTURB = {
+    "type": lambda v: v in PERTURBATIONS,
+    "level": lambda v: v in PERTURBATION_LEVELS and not isinstance(v, bool),
+    "seed": lambda v: isinstance(v, int) and not isinstance(v, bool),
+}
+
+
 def settings_of(cfg: DictConfig) -> dict[str, Any]:
     """The part of an extract config that decides what a crop looks like."""
+    perturb = cfg.get("perturb")
     return {
         "frames_per_video": int(cfg.frames_per_video),
         "detector": {k: cfg.detector[k] for k in _DETECTOR},
         "faces": {k: cfg.faces[k] for k in _FACES},
+        "perturb": {k: perturb[k] for k in _PERTURB} if perturb is not None and perturb.type else None,
     }
 
 
@@ -79,6 +91,12 @@ def checked(raw: Any, source: str) -> dict[str, Any]:
             if not ok(values.get(key)):
                 raise bad(f"{section}.{key}")
         out[section] = {k: values[k] for k in rules}
+    perturb = raw.get("perturb")  # absent in files written before robustness extraction: none
+    if perturb is not None and not (
+        isinstance(perturb, dict) and all(ok(perturb.get(k)) for k, ok in _PERTURB.items())
+    ):
+        raise bad("perturb")
+    out["perturb"] = {k: perturb[k] for k in _PERTURB} if perturb is not None else None
     return out
 
 
@@ -99,3 +117,31 @@ def manifest_settings(data: DictConfig) -> dict[str, Any] | None:
     if data.get("kind") != "manifest" or not data.get("manifest"):
         return None
     return read_settings(Path(data.manifest).expanduser().parent)
+
+
+def extracted_sets(folder: Path) -> list[tuple[tuple[str, int], Path]]:
+    """The crop sets under `folder` that extract.py made with a robustness perturbation, as
+    ((type, level), manifest.csv), in the order of the type list then by level. A set folder is any folder
+    directly under `folder` (or `folder` itself) holding manifest.csv and an extraction.json whose `perturb`
+    is set; two sets of one setting are refused."""
+    if not folder.is_dir():
+        raise UserError(
+            f"perturb.extracted={folder} is not a folder; pass the folder holding the extracted sets"
+        )
+    found: dict[tuple[str, int], Path] = {}
+    for candidate in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
+        settings = read_settings(candidate) if (candidate / "manifest.csv").is_file() else None
+        if settings is None or settings["perturb"] is None:
+            continue
+        key = (settings["perturb"]["type"], settings["perturb"]["level"])
+        if key in found:
+            raise UserError(
+                f"{found[key].parent} and {candidate} both hold {key[0]}-{key[1]}; keep one of them"
+            )
+        found[key] = candidate / "manifest.csv"
+    if not found:
+        raise UserError(
+            f"no set under {folder} was extracted with a perturbation (manifest.csv and extraction.json with "
+            "perturb set): run `extract.py ... perturb.type=<TYPE> perturb.level=<level> out=<folder>/<TYPE>-<level>` first"
+        )
+    return sorted(found.items(), key=lambda kv: (PERTURBATIONS.index(kv[0][0]), kv[0][1]))

@@ -19,6 +19,7 @@ from deepfake.data.layouts import (
 )
 from deepfake.data.samples import Sample
 from deepfake.errors import DataError
+from deepfake.extraction.masks import ffpp_mask_video
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Job:
     sample: Sample
     rel: str  # posix path relative to the dataset root: the key in videos.csv and the crops' folder
     box_source: str | None = None  # FF++ fakes: rel of the original they are frame-aligned with
+    mask_video: str | None = None  # FF++ fakes with dataset.masks: their mask video (absolute path)
 
 
 def list_videos(ds: DictConfig, root: Path) -> tuple[list[Job], list[str]]:
@@ -54,8 +56,20 @@ def list_videos(ds: DictConfig, root: Path) -> tuple[list[Job], list[str]]:
             # A fake <target>_<source> shows the frames of original <target> with another face swapped in.
             target = r.video.split("/", 1)[1].split("_")[0]
             source = next((by_video[k] for k in (f"{s}/{target}" for s in ds.sources) if k in by_video), None)
-        jobs.append(Job(r, rel[r.path], source))
+        jobs.append(Job(r, rel[r.path], source, _mask_source(ds, root, rel[r.path], r.label)))
+    unmasked = [j.rel for j in jobs if ds.kind == "ffpp" and ds.masks and j.sample.label and not j.mask_video]
+    if unmasked:
+        notes = [*notes, f"{len(unmasked)} fake(s) have no mask video (e.g. {ffpp_mask_video(unmasked[0])} for "
+                         f"{unmasked[0]}): their crops get no mask"]  # fmt: skip
     return sorted(jobs, key=lambda j: j.rel), notes
+
+
+def _mask_source(ds: DictConfig, root: Path, rel: str, label: int) -> str | None:
+    """An FF++ fake's mask video with `dataset.masks`, when it exists."""
+    if ds.kind != "ffpp" or not ds.masks or label != 1:
+        return None
+    mask = ffpp_mask_video(rel)
+    return str(root / mask) if mask is not None and (root / mask).is_file() else None
 
 
 def shard_slice(jobs: list[Job], index: int, count: int) -> list[Job]:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Protocol
 
 import av
 import numpy as np
@@ -129,10 +130,19 @@ def read_frames(path: str | Path, frames_per_video: int) -> Decoded:
     return out
 
 
-def timed_read(path: str, frames_per_video: int) -> tuple[Decoded, float]:
-    """`read_frames` and the seconds it took; what decode workers run (this module imports no torch)."""
+class FrameReader(Protocol):
+    """What reads a video instead of `read_frames` (`extraction.perturbed_frames.FramePerturbation`)."""
+
+    def read(self, path: str, frames_per_video: int) -> Decoded: ...
+
+
+def timed_read(path: str, frames_per_video: int, reader: FrameReader | None = None) -> tuple[Decoded, float]:
+    """`read_frames` (or `reader.read`) and the seconds it took; what decode workers run (no torch here)."""
     t0 = time.perf_counter()
-    return read_frames(path, frames_per_video), time.perf_counter() - t0
+    decoded = (
+        reader.read(path, frames_per_video) if reader is not None else read_frames(path, frames_per_video)
+    )
+    return decoded, time.perf_counter() - t0
 
 
 def exit_with(parent: int) -> None:

@@ -18,13 +18,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from deepfake.data.convert import carve_val
-from deepfake.data.manifest import COLUMNS
+from deepfake.data.manifest import COLUMNS, MASK
 from deepfake.data.samples import Sample
 from deepfake.runs.fileio import atomic_write
 
 VIDEO_COLUMNS = (
     "source", "video", "label", "split", "method", "status", "frames_total", "frames_decoded",
-    "frames_with_face", "faces", "width", "height", "fps", "rotation", "seconds", "error",
+    "frames_with_face", "faces", "width", "height", "fps", "rotation", "seconds", "error", "perturb",
 )  # fmt: skip
 FACE_COLUMNS = ("file", "frame", "face", "score", "x1", "y1", "x2", "y2",
                 "frame_x1", "frame_y1", "frame_x2", "frame_y2", "m00", "m01", "m02", "m10", "m11", "m12")  # fmt: skip
@@ -79,8 +79,10 @@ def done_videos(out: Path) -> dict[str, dict[str, str]]:
 class ShardWriter:
     """One shard's writer; only one process may run a given shard of an output folder at a time."""
 
-    def __init__(self, out: Path, shard: str) -> None:
+    def __init__(self, out: Path, shard: str, masks: bool = False) -> None:
         self.out = out
+        self.masks = masks  # dataset.masks: manifest rows carry the mask column
+        self.columns = (*COLUMNS, MASK) if masks else COLUMNS
         self.partial = out / ".partial" / shard
         shutil.rmtree(self.partial, ignore_errors=True)
         self.partial.mkdir(parents=True)
@@ -95,7 +97,7 @@ class ShardWriter:
         committed = {faces_dir(r["source"]) for r in videos}
         rows = [r for r in _complete_lines(self.manifest_part) if os.path.dirname(r["path"]) in committed]
         _rewrite(self.videos_part, VIDEO_COLUMNS, videos)
-        _rewrite(self.manifest_part, COLUMNS, rows)
+        _rewrite(self.manifest_part, self.columns, rows)
 
     def temp_dir(self, rel: str) -> Path:
         tmp = self.partial / os.path.splitext(rel)[0].replace("/", "__")
@@ -149,6 +151,6 @@ def assemble(out: Path, expected: Iterable[str], val_fraction: float = 0.0) -> l
         split_of = {s.video: s.split for s in carve_val(samples, val_fraction)}
         rows = [{**r, "split": split_of[r["video"]]} for r in rows]
         videos = [{**v, "split": split_of.get(v["video"], v["split"])} for v in videos]
-    _rewrite(out / "manifest.csv", COLUMNS, rows)
+    _rewrite(out / "manifest.csv", (*COLUMNS, MASK) if any(r.get(MASK) for r in rows) else COLUMNS, rows)
     _rewrite(out / "videos.csv", VIDEO_COLUMNS, videos)
     return []

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as F
 
-from deepfake.detectors.mask_head import mask_overlay
+from deepfake.model.mask_head import mask_overlay
 from deepfake.prediction.videos import VideoResult
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -1,22 +1,52 @@
 """What predict.py writes: one row per input (video or image), and with per_frame=true one row per face.
 
 Columns of a row: path, prob, pred, frames_used (frames with a face, whose probabilities the video's is made
-of), faces_found (faces scored), status (ok | no_face | error) and error. Images are face crops scored as they
-are: frames_used and faces_found stay empty.
+of), faces_found (faces scored), status (ok | no_face | error) and error; then the manifest's columns when the
+input is a manifest that has them (label, split, video, method, identity); last `settings`, the fingerprint of
+the settings the row was scored with (`deepfake.prediction.fingerprint`), which resume checks. Images are face
+crops scored as they are: frames_used and faces_found stay empty.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from deepfake.prediction.videos import VideoResult
-from deepfake.runs.fileio import atomic_write
 
 COLUMNS = ("path", "prob", "pred", "frames_used", "faces_found", "status", "error")
+SETTINGS = "settings"  # the last column: the settings fingerprint
 FRAME_COLUMNS = ("path", "frame", "face", "face_prob", "frame_prob")
+#: Column types (Parquet's schema, and reading a CSV back); any other column is text.
+TYPES = {"prob": "float", "frames_used": "int", "faces_found": "int", "label": "int",
+         "frame": "int", "face": "int", "face_prob": "float", "frame_prob": "float"}  # fmt: skip
+STATUSES = ("ok", "no_face", "error")
+
+
+@dataclass
+class Scored:
+    """One input's row, its per-face rows (videos) and the seconds it took (decode, detect, score)."""
+
+    row: dict[str, Any]
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    frames_decoded: int | None = None  # videos: frames decoded (the summary flags few with a face)
+
+
+def columns(carried: Sequence[str]) -> tuple[str, ...]:
+    """The output's columns for an input that carries the manifest columns `carried`."""
+    return (*COLUMNS, *carried, SETTINGS)
+
+
+def typed(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row read back from CSV (text, None for an empty cell) with its numbers as numbers."""
+    out = dict(row)
+    for key, kind in TYPES.items():
+        value = out.get(key)
+        if isinstance(value, str):
+            out[key] = float(value) if kind == "float" else int(value)
+    return out
 
 
 def label(prob: float | None, threshold: float) -> str | None:
@@ -43,11 +73,6 @@ def image_row(path: str, prob: float | None, error: str, threshold: float) -> di
             "faces_found": None, "status": "error" if error else "ok", "error": error or None}  # fmt: skip
 
 
-def frames_path(output: Path) -> Path:
-    """`preds.csv` -> `preds.frames.csv` (whatever the output's format)."""
-    return output.with_name(f"{output.stem}.frames.csv")
-
-
 def frame_rows(result: VideoResult) -> list[dict[str, Any]]:
     """One row per scored face, with its frame's aggregated probability beside it."""
     frame_prob = dict(result.frame_probs)
@@ -61,13 +86,3 @@ def frame_rows(result: VideoResult) -> list[dict[str, Any]]:
         }
         for frame, face, prob in result.face_probs
     ]
-
-
-def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    """CSV with empty cells for None, written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    text = buffer.getvalue()
-    atomic_write(path, lambda f: f.write(text.encode()))

@@ -16,7 +16,7 @@ log = logging.getLogger("deepfake")
 
 
 def crop_settings(loaded: LoadedDetector, overrides: DictConfig) -> DictConfig:
-    """{frames_per_video, detector, faces} shaped like extract.py's config (so `build_detector` takes its
+    """{frames_per_video, detector, faces} shaped like extract.py's config (so `build_finder` takes its
     detector section); `overrides` holds the command line's keys, null where not given."""
     base = OmegaConf.create(
         {

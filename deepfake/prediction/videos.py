@@ -1,13 +1,14 @@
 """Videos to scored faces: decode ahead in worker threads, detect, crop and score here, aggregate.
 
 The decode of the next videos overlaps the detection and scoring of the current one
-(`deepfake.extraction.pipeline.decoded_videos`, the pool extract.py uses); detection and crops are
+(`deepfake.extraction.decode_pool.decoded_videos`, the pool extract.py uses); detection and crops are
 extract.py's own code, so a video's crops match the training crops pixel for pixel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -17,12 +18,15 @@ from omegaconf import DictConfig
 
 from deepfake.evaluation.aggregate import over_faces, over_frames
 from deepfake.extraction.crops import crop_face, select_faces
-from deepfake.extraction.detectors import FaceDetector, detect_downscaled
-from deepfake.extraction.pipeline import decoded_videos
+from deepfake.extraction.decode_pool import decoded_videos
+from deepfake.extraction.face_finder import FaceFinder, detect_downscaled
 from deepfake.extraction.video import Decoded
 from deepfake.prediction.score import Scorer
 
 PREVIEW_FACES = 8  # most suspicious crops a video keeps for its contact sheet
+#: (video path, face keys, uint8 crops (N, S, S, 3), probabilities (N,)) -> overlays of the explained faces by
+#: index: `deepfake.prediction.explanations.Explainer.video`, whose overlays then stand in the contact sheet.
+FaceExplainer = Callable[[str, Sequence[tuple[int, int]], np.ndarray, np.ndarray], dict[int, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class VideoResult:
     error: str = ""
     prob: float | None = None
     frames_decoded: int = 0
+    seconds: float = 0.0  # decode, detection and scoring of this video (each stage's own time)
     frame_probs: list[tuple[int, float]] = field(
         default_factory=list
     )  # (frame index, prob), frames with faces
@@ -58,7 +63,7 @@ class VideoResult:
 
 
 def video_crops(
-    decoded: Decoded, settings: DictConfig, detector: FaceDetector
+    decoded: Decoded, settings: DictConfig, detector: FaceFinder
 ) -> tuple[list[tuple[int, int]], np.ndarray]:
     """(frame index, face index) of each selected face and its crop (N, S, S, 3 uint8), made as extract.py
     makes them (`faces.save_crops`: select_faces, then crop_face with the same settings)."""
@@ -84,7 +89,7 @@ def score_crops(crops: np.ndarray, score: Scorer, device: torch.device, batch_si
 
 
 def detect_video(
-    decoded: Decoded, settings: DictConfig, detector: FaceDetector
+    decoded: Decoded, settings: DictConfig, detector: FaceFinder
 ) -> tuple[VideoResult, list[tuple[int, int]], np.ndarray]:
     """The detection half: a result (final when the video failed or has no face), its face keys and crops."""
     result = VideoResult(decoded.path, error=decoded.error, frames_decoded=len(decoded.frames))
@@ -111,10 +116,13 @@ def classify_video(
     agg: Aggregation,
     device: torch.device,
     batch_size: int = 64,
+    explain: FaceExplainer | None = None,
 ) -> VideoResult:
-    """The scoring half: face, frame and video probabilities (nothing to do without faces)."""
+    """The scoring half: face, frame and video probabilities (nothing to do without faces); `explain` writes
+    the faces' explanations, and their overlays replace the crops the contact sheet shows."""
     if not keys:
         return result
+    t0 = time.perf_counter()
     probs = score_crops(crops, score, device, batch_size)
     result.face_probs = [(frame, face, float(p)) for (frame, face), p in zip(keys, probs, strict=True)]
     by_frame: dict[int, list[float]] = {}
@@ -123,19 +131,22 @@ def classify_video(
     result.frame_probs = [(frame, over_faces(ps, agg.faces)) for frame, ps in by_frame.items()]
     result.prob = over_frames([p for _, p in result.frame_probs], agg.frames, agg.k)
     order = np.argsort(-probs, kind="stable")[:PREVIEW_FACES]
-    result.top_faces = [(crops[i].copy(), float(probs[i]), keys[i][0]) for i in order]
+    shown = explain(result.path, keys, crops, probs) if explain is not None else {}
+    result.top_faces = [(shown.get(i, crops[i]).copy(), float(probs[i]), keys[i][0]) for i in order]
+    result.seconds += time.perf_counter() - t0
     return result
 
 
 def predict_videos(
-    paths: list[str],
+    paths: Sequence[str],
     settings: DictConfig,
-    detector: FaceDetector,
+    detector: FaceFinder,
     score: Scorer,
     agg: Aggregation,
     device: torch.device,
     workers: int,
     batch_size: int = 64,
+    explain: FaceExplainer | None = None,
 ) -> Iterator[VideoResult]:
     """Each video's result in `paths` order. Three stages overlap: up to 2 videos per worker are decoded
     ahead in threads, and one video's crops are classified in a thread while the next one is detected."""
@@ -144,9 +155,11 @@ def predict_videos(
     decoded = decoded_videos(paths, int(settings.frames_per_video), min(workers, len(paths)), threads=True)
     with ThreadPoolExecutor(1, thread_name_prefix="classify") as pool:
         pending: Future[VideoResult] | None = None
-        for video, _ in decoded:
+        for video, decode_seconds in decoded:
+            t0 = time.perf_counter()
             staged = detect_video(video, settings, detector)
-            submitted = pool.submit(classify_video, *staged, score, agg, device, batch_size)
+            staged[0].seconds = decode_seconds + time.perf_counter() - t0
+            submitted = pool.submit(classify_video, *staged, score, agg, device, batch_size, explain)
             if pending is not None:
                 yield pending.result()
             pending = submitted

@@ -1,6 +1,9 @@
 """What a person watches and reads: progress lines, the TensorBoard writer and its views, the ROC/PR,
-reliability and confusion figures, and `python -m deepfake.plot`.
+reliability and confusion figures, mask grids, the model summary, `python -m deepfake.plot`, and the
+test-set reports (`eval_sets`: evaluate.py's driver and train.py's last step write eval/<set>/ through it).
 
-May import: the top level, `deepfake.system`, `deepfake.runs`, `deepfake.data` (image grids) and the pure
-`deepfake.evaluation.metrics`/`predictions`/`calibration`. Never training, checks or sweeps code.
+New reports (report.html, the model card) land here: they read evaluation's numbers and draw them.
+
+May import: every room below it (ground, system, runs, data, model, extraction, explain, evaluation). Never
+checks, training, prediction or sweeps.
 """

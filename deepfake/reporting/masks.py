@@ -10,17 +10,14 @@ import torch
 from torch import nn
 
 from deepfake.data.dataset import FaceDataset
-from deepfake.data.sbi import self_blend
+from deepfake.data.sbi import sbi_examples
 from deepfake.reporting.tensorboard import TensorBoardLogger
 
 
 def mask_examples(dataset: FaceDataset, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (N, 3, S, S) SBI fakes of the first `count` real faces and their masks (N, 1, S, S) in [0, 1]."""
-    reals = [i for i in range(len(dataset.samples)) if dataset.samples[i].label == 0][:count]
-    pairs = [self_blend(dataset.load(i), torch.Generator().manual_seed(i)) for i in reals]
-    if not pairs:
-        return torch.zeros(0, 3, 1, 1, dtype=torch.uint8), torch.zeros(0, 1, 1, 1)
-    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])[:, None]
+    images, masks = sbi_examples(dataset, count)
+    return images, masks[:, None]
 
 
 @torch.no_grad()

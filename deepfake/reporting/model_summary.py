@@ -93,7 +93,7 @@ def summarize(model: nn.Module, optimizer: torch.optim.Optimizer, img_size: int)
     mean = getattr(model, "mean", None)
     std = getattr(model, "std", None)
     return {
-        "architecture": getattr(model, "architecture", type(model).__name__),
+        "architecture": getattr(model, "display_name", type(model).__name__),
         "parameters": sum(p.numel() for p in params),
         "trainable_parameters": sum(p.numel() for p in trainable),
         "input": [3, img_size, img_size],

@@ -1,7 +1,7 @@
 """Run plots as PNGs under `<run dir>/plots/`: loss curves, validation-metric curves, ROC of the best epoch.
 
 Written at the end of training and on demand: `python -m deepfake.plot <run dir>`. Curves come from the
-run's TensorBoard events, the ROC from `val_predictions.csv` (saved whenever best.pt is). Figures are drawn
+run's TensorBoard events (or its metrics.csv under `logger=csv`), the ROC from `val_predictions.csv` (saved whenever best.pt is). Figures are drawn
 on matplotlib's Agg canvas without pyplot, so nothing needs a display and no global state is touched.
 """
 
@@ -17,10 +17,12 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-from deepfake.cli import run_reporting_errors
 from deepfake.errors import UserError
 from deepfake.evaluation.metrics import binary_metrics, video_scores
 from deepfake.evaluation.predictions import VAL_PREDICTIONS, read_predictions
+from deepfake.exits import run_reporting_errors
+from deepfake.tracking.csv_tracker import FILE as CSV_FILE
+from deepfake.tracking.csv_tracker import read_scalars
 
 log = logging.getLogger("deepfake.plot")  # the name train.log has always shown
 
@@ -30,12 +32,16 @@ Series = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def load_scalars(run_dir: Path) -> Series:
-    """Every scalar tag in the run's event files as (steps, values), keeping all points (no reservoir).
+    """Every scalar tag in the run's event files as (steps, values), keeping all points (no reservoir); a run
+    without TensorBoard (`logger=csv`) is read from its metrics.csv instead.
 
     A resumed run appends a new events file and may rewrite steps; files are read in order, the latest wins.
     """
     points: dict[str, dict[int, float]] = {}
-    for path in sorted(run_dir.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+    events = sorted(run_dir.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
+    if not events and (run_dir / CSV_FILE).is_file():
+        points = read_scalars(run_dir / CSV_FILE)
+    for path in events:
         acc = EventAccumulator(str(path), size_guidance={SCALARS: 0})
         acc.Reload()
         for tag in acc.Tags()["scalars"]:
@@ -117,8 +123,8 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     if not paths:
         curves = (
             "no curves yet (the run stopped before its first logged step)"
-            if any(run_dir.glob("events.out.tfevents.*"))
-            else "no TensorBoard events (logging.tensorboard=false?)"
+            if any(run_dir.glob("events.out.tfevents.*")) or (run_dir / CSV_FILE).is_file()
+            else f"no TensorBoard events or {CSV_FILE} (a logger without tensorboard or csv, or logging.tensorboard=false)"
         )
         raise UserError(
             f"nothing to plot in {run_dir}: {curves} and no {VAL_PREDICTIONS} (written when a run saves best.pt)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -19,19 +19,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from deepfake.choices import PROGRESS
+from deepfake.system.console import fmt_duration, resolve_mode
 from deepfake.system.sampler import Reading, format_reading
 
 log = logging.getLogger("deepfake")
-
-MODES = PROGRESS
-
-
-def fmt_duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
 def epoch_line(
@@ -55,16 +46,6 @@ def epoch_line(
     parts.append(f"{fmt_duration(took)}")
     parts.append(f"ETA {fmt_duration(eta)}")
     return " | ".join(parts)
-
-
-def resolve_mode(mode: str, console: Console) -> str:
-    """`auto`: bars where a person watches (a terminal or a notebook), plain lines in logs, SLURM and CI."""
-    if mode not in MODES:
-        raise ValueError(f"progress mode {mode!r} is not one of {', '.join(MODES)}")
-    if mode != "auto":
-        return mode
-    live_ok = (console.is_terminal and not console.is_dumb_terminal) or console.is_jupyter
-    return "rich" if live_ok else "plain"
 
 
 class ProgressTracker:
@@ -273,19 +254,23 @@ def _eta(seconds: float | None) -> str:
 
 
 def fan_out(
-    tb: Any, tracker: ProgressTracker, global_step: Callable[[], int]
+    sinks: Sequence[Any], tracker: ProgressTracker, global_step: Callable[[], int]
 ) -> tuple[Callable[[int, dict[str, float]], None], Callable[[dict[str, float]], None]]:
-    """The loop's log callback and the sampler's reading callback, each feeding TensorBoard and the tracker.
+    """The loop's log callback and the sampler's reading callback, each feeding the scalar sinks (TensorBoard,
+    the experiment trackers: anything with `scalars(step, values)`) and the progress tracker.
 
     The reading callback runs on the sampler thread: it only writes scalars and swaps the tracker's reference.
     """
 
     def on_log(step: int, values: dict[str, float]) -> None:
-        tb.scalars(step, values)
+        for sink in sinks:
+            sink.scalars(step, values)
         tracker.log(step, values)
 
     def on_reading(reading: dict[str, float]) -> None:
-        tb.scalars(global_step(), reading)
+        step = global_step()
+        for sink in sinks:
+            sink.scalars(step, reading)
         tracker.hardware(reading)
 
     return on_log, on_reading

@@ -1,6 +1,8 @@
-"""Run directories from outside a training process: atomic writes, backups and their mirror, `restore`,
-`clean`, and the allow-list (`safe_config`) every config read back from a file passes.
+"""Run directories and checkpoint files from outside a training process: atomic writes (`fileio`), reading
+and writing one checkpoint (`checkpoint`: `load_checkpoint`, `save_checkpoint`, `unwrap`, `build_state`),
+backups and their mirror, `restore` (rebuild a run dir from a backup), `clean`, and the allow-list
+(`safe_config`) every config read back from a file passes.
 
-May import: the top level (`errors`, `cli`, `config`) and `deepfake.system`. Never training, evaluation,
-reporting or sweeps code: what a training run writes into its directory is `deepfake.training.run_files`.
+May import: the ground floor and `deepfake.system`. What a training run writes into its directory, and which
+checkpoint files it keeps, is training's (`training.run_files`, `training.checkpointer`).
 """

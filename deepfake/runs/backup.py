@@ -29,9 +29,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
-from deepfake import __version__
 from deepfake.runs.fileio import CHUNK, HashingWriter, atomic_write, remove_stale_temps
 from deepfake.runs.mirror import Mirror, prune_backups
+from deepfake.version import __version__
 
 log = logging.getLogger("deepfake.backup")  # the name train.log has always shown
 
@@ -39,6 +39,8 @@ MANIFEST = "MANIFEST.json"
 PROVENANCE = "provenance"
 FORMAT = 1
 GIB = 2**30
+#: The checkout that holds the package (deepfake/runs/backup.py -> the repository root).
+CODE_ROOT = Path(__file__).resolve().parents[2]
 #: Run-directory folders that are not copied wholesale: checkpoints are chosen by `include`.
 SKIP_DIRS = ("backups", "checkpoints", PROVENANCE)
 
@@ -86,7 +88,7 @@ class ProjectBackup:
             "config.yaml": config_yaml,
             "overrides.yaml": "".join(f"- {o}\n" for o in overrides) or "[]\n",
             "pip-freeze.txt": pip_freeze(),
-            **git_state(Path(__file__).resolve().parents[1]),
+            **git_state(CODE_ROOT),
         }
 
     def due(self, epochs_completed: int) -> bool:
@@ -344,6 +346,16 @@ def git_state(where: Path) -> dict[str, str]:
         "git.txt": f"commit {commit.strip()}\nrepository {where}\nstatus:\n{status}",
         "git.diff": _git(where, "diff", "HEAD", "--no-ext-diff", "--binary"),
     }
+
+
+def git_commit(where: Path = CODE_ROOT) -> str | None:
+    """The commit the code runs from, or None outside a git checkout (an installed wheel, a copied folder)."""
+    try:
+        if Path(_git(where, "rev-parse", "--show-toplevel").strip()).resolve() != where:
+            return None  # installed inside some other checkout: its commit says nothing about this code
+        return _git(where, "rev-parse", "HEAD").strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _git(where: Path, *args: str) -> str:

@@ -12,8 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from deepfake.cli import run_reporting_errors
 from deepfake.errors import UserError
+from deepfake.exits import run_reporting_errors
 from deepfake.runs.mirror import backup_archives
 
 FINISHED = ("completed", "early stopping")

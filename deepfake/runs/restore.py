@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from deepfake.cli import run_reporting_errors
 from deepfake.errors import UserError
+from deepfake.exits import run_reporting_errors
 from deepfake.runs.backup import MANIFEST
 from deepfake.runs.fileio import CHUNK, copy_atomic, sha256_file
 from deepfake.runs.mirror import backup_archives
@@ -70,9 +70,22 @@ def read_archive(archive: Path, dest: Path | None = None) -> dict[str, Any]:
                     raise UserError(
                         f"{archive}: {member.name} fails its sha256 check: the archive was altered"
                     )
+            _read_to_end(tar)
             return manifest
     except (tarfile.TarError, zlib.error, EOFError, OSError, ValueError, KeyError) as e:
         raise UserError(f"{archive} is damaged or not a backup archive ({type(e).__name__}: {e})") from None
+
+
+def _read_to_end(tar: tarfile.TarFile) -> None:
+    """Decompress the rest of the stream so gzip checks its CRC and length trailer.
+
+    tarfile stops at the end-of-archive marker, so a flipped bit in the padding after it (or in bytes
+    no member covers) would otherwise pass unnoticed.
+    """
+    stream = tar.fileobj
+    assert stream is not None
+    while stream.read(1 << 20):
+        pass
 
 
 def _plan(archive: Path, tar: tarfile.TarFile) -> tuple[dict[str, Any], list[tuple[tarfile.TarInfo, dict]]]:

@@ -18,18 +18,20 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from deepfake.errors import UserError
 
-#: Targets that files written before the split into subpackages store, and where each lives now. A config
-#: read from a file is checked with both and used with the new one (`trusted_config`); add a line when a
-#: module moves again.
+#: Targets that files written before a module moved store, and where each lives now. A config read from a
+#: file is checked with both and used with the new one (`trusted_config`); add a line when a module moves
+#: again. The first three moved in the split into subpackages (after 13c2a10), the model in the rooms pass
+#: (after 3b392c2).
 LEGACY_TARGETS: dict[str, str] = {
     "deepfake.schedulers.create_scheduler": "deepfake.training.schedulers.create_scheduler",
     "deepfake.backup.ProjectBackup": "deepfake.runs.backup.ProjectBackup",
     "deepfake.callbacks.SweepSummaryCallback": "deepfake.sweeps.callbacks.SweepSummaryCallback",
+    "deepfake.models.get_model": "deepfake.model.detector.get_model",
 }
 #: Where a config may name a target, and the targets accepted there (today's paths; the legacy ones are
 #: accepted wherever their new path is).
 PROJECT_TARGETS: dict[str, frozenset[str]] = {
-    "model": frozenset({"deepfake.models.get_model"}),
+    "model": frozenset({"deepfake.model.detector.get_model"}),
     "data": frozenset({"deepfake.data.DataModule", "deepfake.data.module.DataModule"}),
     "training.scheduler": frozenset({"deepfake.training.schedulers.create_scheduler"}),
     "backup": frozenset({"deepfake.runs.backup.ProjectBackup"}),

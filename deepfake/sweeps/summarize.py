@@ -26,8 +26,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from deepfake.cli import run_reporting_errors
 from deepfake.errors import UserError
+from deepfake.exits import run_reporting_errors
 from deepfake.runs.fileio import atomic_write
 
 log = logging.getLogger("deepfake")

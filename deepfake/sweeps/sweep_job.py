@@ -25,8 +25,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from deepfake.cli import run_reporting_errors
 from deepfake.errors import UserError
+from deepfake.exits import run_reporting_errors
 from deepfake.runs.fileio import atomic_write
 from deepfake.sweeps.gpu_slots import assign_gpu
 from deepfake.training.early_stopping import Best

@@ -1,5 +1,5 @@
 """Multi-process training (torchrun, or one SLURM job with several tasks): the process group, which process
-writes, sharded sampling, and gathering validation predictions so metrics see the whole split.
+writes, and gathering validation predictions so metrics see the whole split.
 
 `torchrun --nproc_per_node=N train.py ...` starts N copies of the same command. Each joins the group here
 (gloo on the CPU, nccl on GPUs), trains on its shard of every epoch through DistributedDataParallel, predicts
@@ -23,13 +23,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Sampler
 
 from deepfake.choices import BACKENDS
 from deepfake.errors import ConfigError
 
 if TYPE_CHECKING:
-    from deepfake.data.dataset import EpochSampler
     from deepfake.system.interrupt import GracefulInterrupt
 
 log = logging.getLogger("deepfake.distributed")  # the name train.log has always shown
@@ -261,52 +259,3 @@ class AgreedStop:
         if local:
             self.signum = local
         return self.signum is not None
-
-
-class ShardedSampler(Sampler[tuple[int, int]]):
-    """One rank's share of an EpochSampler's permutation: positions rank, rank + W, rank + 2W, ...
-
-    `pad=True` (training) repeats the first indices so every rank gets the same number of samples, hence
-    the same number of steps, as torch's DistributedSampler does. `pad=False` (evaluation) keeps every
-    sample exactly once over all ranks; shards then differ by at most one. `set_epoch(epoch, start)` skips
-    the first `start` samples of this rank's shard, so a resume with the same world size continues exactly.
-    """
-
-    def __init__(self, base: EpochSampler, rank: int, world_size: int, pad: bool) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is outside world size {world_size}")
-        self.base = base
-        self.rank = rank
-        self.world_size = world_size
-        self.pad = pad
-        self.start = 0
-
-    @property
-    def epoch(self) -> int:
-        return self.base.epoch
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.base.set_epoch(epoch)
-        self.start = start
-
-    def order(self) -> list[int]:
-        """This rank's indices for the current epoch, in the order it visits them."""
-        order = self.base.order()
-        if self.pad and order and len(order) % self.world_size:
-            total = -(-len(order) // self.world_size) * self.world_size
-            order = (order * (total // len(order) + 1))[:total]
-        return order[self.rank :: self.world_size]
-
-    def _shard_len(self) -> int:
-        n = self.base.num_samples
-        if self.pad:
-            return -(-n // self.world_size) if n else 0
-        return len(range(self.rank, n, self.world_size))
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.base.epoch
-        for i in self.order()[self.start :]:
-            yield i, epoch
-
-    def __len__(self) -> int:
-        return max(0, self._shard_len() - self.start)

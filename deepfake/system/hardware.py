@@ -151,6 +151,11 @@ class HardwareManager:
             return bool(checker and checker())
         return self.device.type == "mps"
 
+    def describe_device(self) -> str:
+        """The device and what it is, e.g. `cuda:0 (NVIDIA H100 80GB HBM3)`, for run records and trackers."""
+        name = self._name()
+        return str(self.device) if name == self.device.type else f"{self.device} ({name})"
+
     def _name(self) -> str:
         if self.device.type == "cuda":
             return torch.cuda.get_device_name(self.device)

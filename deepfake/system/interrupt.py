@@ -15,22 +15,11 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any
 
+from deepfake.errors import TrainingInterrupted
+
 log = logging.getLogger("deepfake.interrupt")  # the name train.log has always shown
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on a signal; `exit_code` is what the process should exit with."""
-
-    def __init__(self, signum: int, message: str = "", abort: bool = False) -> None:
-        super().__init__(message or f"interrupted by {signal.Signals(signum).name}")
-        self.signum = signum
-        self.abort = abort
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 class GracefulInterrupt:

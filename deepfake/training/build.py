@@ -25,14 +25,18 @@ def instantiate(config: Any, **kwargs: Any) -> Any:
         raise
 
 
-def build_model(cfg: Any) -> Any:
+def build_model(cfg: Any, resuming: bool = False) -> Any:
     """The run's detector, built for the size the loaders feed when the model names none.
 
     A transformer fixes its patch grid when built, so a ViT made at its 224 px default would refuse the 64 px
-    images of `data.img_size=64` (the synthetic default); CNNs take any size and only record it.
+    images of `data.img_size=64` (the synthetic default); CNNs take any size and only record it. A resumed
+    run's weights come from its checkpoint, so it fetches no pretrained ones (offline resumes work).
     """
     size = cfg.model.img_size or cfg.data.img_size
-    return instantiate(cfg.model, **({"img_size": size} if size else {}))
+    kwargs: dict[str, Any] = {"img_size": size} if size else {}
+    if resuming:
+        kwargs |= {"pretrained": False, "weights": None}
+    return instantiate(cfg.model, **kwargs)
 
 
 def seed_everything(seed: int) -> None:

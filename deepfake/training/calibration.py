@@ -6,7 +6,8 @@ those of its best epoch, which were computed from exactly best.pt's weights; onl
 validate that epoch (a resume after it) does every rank load best.pt and predict its validation shard again.
 Rank 0 fits the temperature on the logits (`deepfake.evaluation.calibration`), writes it into best.pt as
 `calibration`, draws plots/reliability.png and hands the before/after log loss and ECE to metrics.json. Only
-best.pt carries it: last.pt is the resume state, whose weights may differ.
+best.pt carries it: last.pt is the resume state, whose weights may differ. With fewer than
+`calibration_min_samples` validation images nothing is fitted, and the log says why.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from torch.utils.data import DataLoader
 
 from deepfake.evaluation.calibration import calibrate
 from deepfake.evaluation.ensemble import Ensemble, Member, score_loader
+from deepfake.runs.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from deepfake.system.distributed import gather_predictions
 from deepfake.system.precision import Precision
-from deepfake.training.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from deepfake.training.observers import Observer, Run
 
 log = logging.getLogger("deepfake")
@@ -56,6 +57,15 @@ class CalibrationObserver(Observer):
         else:
             labels, logits = self._predict(run, state)
         if not run.ddp.is_main:
+            return
+        if len(labels) < run.cfg.calibration_min_samples:
+            log.warning(
+                "calibration skipped: %d validation images, fewer than calibration_min_samples=%d. A temperature "
+                "fitted on so few follows their noise and can make the probabilities worse (higher ECE) on new "
+                "data; best.pt's probabilities stay raw. Validate on more images, or set "
+                "calibration_min_samples=%d to fit one anyway", len(labels), run.cfg.calibration_min_samples,
+                len(labels),
+            )  # fmt: skip
             return
         result = calibrate(logits, labels, run.cfg.eval.tta)
         if result is None:

@@ -87,8 +87,12 @@ class DebugObserver(Observer):
             return
         self.loss, self.epochs = end.train["train/epoch_loss"], end.epoch
         if self.loss < self.target:
-            self.passed = True
-            end.stop = self.message()
+            self.passed = (
+                True  # the verdict ("overfit check passed: ...") is said once, as the run's last line
+            )
+            end.stop = (
+                f"debug.overfit_batches: loss {self.loss:.4f} < {self.target} after {self.epochs} epochs"
+            )
 
     def message(self) -> str:
         batches = f"{self.num_batches} fixed batches of {self.batch_size}"
@@ -102,7 +106,7 @@ class DebugObserver(Observer):
 
     def verdict(self) -> None:
         """After the run: raise OverfitCheckFailed unless the check passed (nothing to judge otherwise); a pass is
-        said again last, so the run's final line is the check's answer."""
+        said here, so the run's final line is the check's answer."""
         if not self.overfit:
             return
         if self.passed:

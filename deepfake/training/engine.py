@@ -20,9 +20,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from deepfake.detectors.mask_head import mask_loss
 from deepfake.errors import UserError
 from deepfake.evaluation.tta import tta_logits
+from deepfake.model.mask_head import mask_loss
 from deepfake.system.precision import Precision
 from deepfake.training.sam import SAM, frozen_bn_stats
 

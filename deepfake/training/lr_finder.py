@@ -28,10 +28,12 @@ import torch.distributed as dist
 from omegaconf import DictConfig
 
 from deepfake.config import Config, to_config
+from deepfake.errors import UserError
+from deepfake.model.detector import check_pretrained
 from deepfake.runs.fileio import atomic_write
 from deepfake.system import distributed
 from deepfake.training.engine import EpochHooks, NonFiniteLossError, TrainState, train_epoch
-from deepfake.training.run_dir import open_run
+from deepfake.training.run_dir import discard_fresh_run_dir, open_run
 from deepfake.training.setup import TrainerSetup
 
 if TYPE_CHECKING:
@@ -254,6 +256,11 @@ def find_lr(cfg: Config | DictConfig | dict) -> float:
             "find_lr sweeps from the model's initial weights: resume and training.auto_resume do not apply"
         )
         cfg.resume, cfg.training.auto_resume = None, False
+    try:
+        check_pretrained(cfg.model.architecture, cfg.model.pretrained, cfg.model.weights)
+    except UserError:
+        discard_fresh_run_dir()
+        raise
     ddp = distributed.setup(cfg.hardware.device, cfg.distributed.backend, cfg.distributed.timeout_min)
     handlers: list[logging.Handler] = []
     try:

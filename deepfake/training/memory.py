@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepfake.detectors.temporal import clip_length
 from deepfake.errors import UserError
+from deepfake.model.temporal import clip_length
 from deepfake.system.precision import Precision
 
 log = logging.getLogger("deepfake.memory")  # the name train.log has always shown

@@ -1,10 +1,11 @@
-"""The things that react to the training loop: TensorBoard, early stopping, checkpoints, progress, the
-metrics file and backups.
+"""The things that react to the training loop: TensorBoard, the experiment trackers, mask previews, early
+stopping, checkpoints, progress, the metrics file and backups (best.pt's temperature is `training.calibration`,
+the debug modes' observers `training.debug`).
 
 Each observer gets three events, in list order: `on_step` after an optimizer update, `on_epoch_end` after
 validation (with an `EpochEnd`), and `on_close` when the loop ends for any reason. An observer sees the run
-through `Run`, the few attributes and methods of the Trainer it may use, so adding one is a class here and
-a line in `Trainer.observers`.
+through `Run`, the few attributes and methods of the Trainer it may use, so adding one (a tracker such as
+MLflow or W&B, say) is a class here and a line in `Trainer.make_observers` (training/runner.py).
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.reporting.tensorboard_views import best_scalars, log_val_epoch
 from deepfake.runs.backup import ProjectBackup
 from deepfake.system.distributed import DistContext
-from deepfake.training.checkpoint import Checkpointer
+from deepfake.tracking.run_info import run_info
+from deepfake.tracking.trackers import Trackers, open_trackers, saved_ids
+from deepfake.training.checkpointer import Checkpointer
 from deepfake.training.early_stopping import Best, EarlyStopping
 from deepfake.training.engine import TrainState
+from deepfake.training.resume import Resume
 from deepfake.training.run_files import save_val_predictions
 
 log = logging.getLogger("deepfake")
@@ -101,6 +105,38 @@ class TensorBoardObserver(Observer):
 
     def on_close(self, run: Run, outcome: str) -> None:
         self.tb.close()
+
+
+class TrackerObserver(Observer):
+    """The `logger` group's trackers (CSV, MLflow, W&B): each epoch's validation metrics and train summary, as
+    TensorBoard gets them. Their per-step scalars come through the loop's log callback (`fan_out`); the Trainer
+    closes them after `finish`, once the plots and reports they upload exist."""
+
+    def __init__(self, trackers: Trackers) -> None:
+        self.trackers = trackers
+
+    def on_epoch_end(self, run: Run, end: EpochEnd) -> None:
+        values = {**end.val, **best_scalars(end.best.metrics), **end.train}
+        if end.peak_gb is not None:
+            values["hw/gpu_peak_mem_gb"] = end.peak_gb
+        self.trackers.epoch(end.epoch, end.global_step, values)
+
+
+def build_trackers(
+    cfg: DictConfig, run_dir: Path, ddp: DistContext, resume: Resume | None, start_step: int, device: str,
+    overrides: list[str],
+) -> Trackers:  # fmt: skip
+    """Open the chosen trackers on rank 0 (other ranks log nothing). A run resumed in its own directory
+    continues its tracker runs; one started from another run's checkpoint gets new ones, tagged with it."""
+    if not ddp.is_main or not any(cfg.logger.get(name) is not None for name in ("csv", "mlflow", "wandb")):
+        return Trackers([])
+    continued = resume is not None and resume.run_dir is not None
+    info = run_info(
+        cfg, run_dir, device, overrides, start_step=start_step,
+        resumed=saved_ids(run_dir, resume.state) if continued and resume is not None else None,
+        resumed_from=str(resume.path) if resume is not None and not continued else None,
+    )  # fmt: skip
+    return open_trackers(cfg.logger, info)
 
 
 class MaskObserver(Observer):

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from deepfake.runs.checkpoint import unwrap
 from deepfake.training.build import instantiate
-from deepfake.training.checkpoint import unwrap
 from deepfake.training.param_groups import part_groups, uses_parts
 from deepfake.training.sam import SAM
 

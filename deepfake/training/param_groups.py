@@ -16,8 +16,8 @@ from typing import Any
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 
-from deepfake.detectors.fusion import EarlyFusion, LateFusion
 from deepfake.errors import ConfigError
+from deepfake.model.fusion import EarlyFusion, LateFusion
 
 
 @contextlib.contextmanager

@@ -28,9 +28,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError, UserError
-from deepfake.models import resolve_architecture
+from deepfake.model.detector import resolve_architecture
+from deepfake.runs.checkpoint import load_checkpoint, set_rng_state, unwrap
 from deepfake.runs.safe_config import trusted_config
-from deepfake.training.checkpoint import Checkpointer, load_checkpoint, set_rng_state, unwrap
+from deepfake.training.checkpointer import Checkpointer
 from deepfake.training.early_stopping import Best, EarlyStopping
 from deepfake.training.engine import TrainState
 

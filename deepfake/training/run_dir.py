@@ -13,8 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from deepfake.cli import log_to_files
 from deepfake.errors import UserError
+from deepfake.exits import log_to_files
 from deepfake.runs.fileio import require_writable
 from deepfake.system.distributed import DistContext
 from deepfake.training.debug import is_debug_run
@@ -124,8 +124,9 @@ def discard_fresh_run_dir() -> None:
         return
     shutil.rmtree(run_dir, ignore_errors=True)
     if run_dir.parent.parent.name in ("outputs", "debug"):  # the default <base>/outputs/<date>/<time>
-        with contextlib.suppress(OSError):  # only if now empty
+        with contextlib.suppress(OSError):  # each only if now empty
             run_dir.parent.rmdir()
+            run_dir.parent.parent.rmdir()
 
 
 def open_run(

@@ -1,10 +1,12 @@
-"""What a run writes besides checkpoints: metrics.json, hardware.json, val predictions and plots."""
+"""What a run writes besides checkpoints (metrics.json, hardware.json, val predictions, plots) and its closing
+lines (the best epoch, what to run next)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from omegaconf import DictConfig
 from deepfake.evaluation.metrics import detection_metrics
 from deepfake.evaluation.predictions import VAL_PREDICTIONS, write_predictions
 from deepfake.runs.fileio import atomic_write, copy_atomic
+from deepfake.system.console import command_for
 from deepfake.training.early_stopping import Best
 from deepfake.training.engine import TrainState
 
@@ -83,6 +86,15 @@ def log_best(monitor: str, best: Best, labels: np.ndarray | None, last: Path) ->
         log.info("best %s %.4f at epoch %s; checkpoints in %s", monitor, best.value, best.epoch, last.parent)
 
 
+def log_next_steps(run_dir: Path) -> None:
+    """The run's last lines: the exact commands that take its best.pt further."""
+    run = shlex.quote(f"checkpoint={run_dir.resolve()}")
+    log.info(
+        "next, score it on other data: %s %s 'data.test_sets=[/path/to/faces]'", command_for("evaluate"), run
+    )
+    log.info("next, ask it about a video: %s %s input=/path/to/video.mp4", command_for("predict"), run)
+
+
 def adopt_val_predictions(source: Path, run_dir: Path) -> None:
     """A run started from another run's best.pt keeps that best epoch's validation predictions."""
     src = source.parent.parent / VAL_PREDICTIONS
@@ -97,8 +109,10 @@ def write_plots(run_dir: Path) -> None:
     )
 
     try:
-        paths = plot_run(run_dir)
-        log.info("plots: %s", ", ".join(str(p.relative_to(run_dir)) for p in paths))
+        paths = set(plot_run(run_dir)) | set(
+            (run_dir / "plots").glob("*.png")
+        )  # + calibration's reliability.png
+        log.info("plots: %s", ", ".join(sorted(str(p.relative_to(run_dir)) for p in paths)))
     except Exception as e:
         log.warning(
             "could not write plots (%s: %s); retry with: python -m deepfake.plot %s",

@@ -14,22 +14,24 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from deepfake.cli import error_message, log_to_files
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError, UserError
-from deepfake.evaluation.scoring import evaluate_best
+from deepfake.exits import error_message, log_to_files
 from deepfake.extraction.settings import manifest_settings
+from deepfake.model.detector import check_pretrained
+from deepfake.reporting.eval_sets import evaluate_best
 from deepfake.reporting.model_summary import report_summary
 from deepfake.reporting.progress import ProgressTracker, fan_out
 from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.reporting.tensorboard_views import log_run_start
 from deepfake.runs.backup import ProjectBackup
+from deepfake.runs.checkpoint import build_state
 from deepfake.system import distributed
 from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
+from deepfake.tracking.trackers import check_trackers
 from deepfake.training.build import instantiate
 from deepfake.training.calibration import CalibrationObserver
-from deepfake.training.checkpoint import build_state
-from deepfake.training.debug import check_verdict, debug_observers
+from deepfake.training.debug import check_verdict, debug_observers, is_debug_run
 from deepfake.training.early_stopping import Best, improved
 from deepfake.training.engine import EpochHooks, TrainState, predict_split, train_epoch
 from deepfake.training.memory import OutOfMemory, oom_message
@@ -43,6 +45,8 @@ from deepfake.training.observers import (
     Observer,
     ProgressObserver,
     TensorBoardObserver,
+    TrackerObserver,
+    build_trackers,
 )
 from deepfake.training.resume import (
     Resume,
@@ -57,6 +61,7 @@ from deepfake.training.run_dir import discard_fresh_run_dir, open_run
 from deepfake.training.run_files import (
     adopt_val_predictions,
     log_best,
+    log_next_steps,
     val_metrics,
     warn_if_undefined,
     write_metrics,
@@ -78,13 +83,16 @@ def train(cfg: Config | DictConfig | dict) -> float:
         if cfg.check:
             raise ConfigError(
                 "check=true runs the pre-flight check, not training: use `python train.py check=true ...`, "
-                "or deepfake.checks.preflight.check(cfg) from Python"
+                "or deepfake.training.preflight.check(cfg) from Python"
             )
         if cfg.find_lr:
             raise ConfigError(
                 "find_lr=true runs the LR range test, not training: use `python train.py find_lr=true ...`, "
                 "or deepfake.training.lr_finder.find_lr(cfg) from Python"
             )
+        if not cfg.resume:  # a resumed run's model comes from its checkpoint
+            check_pretrained(cfg.model.architecture, cfg.model.pretrained, cfg.model.weights)
+        check_trackers(cfg.logger)  # a missing package or a misread URI: refused before anything is built
     except UserError:
         discard_fresh_run_dir()
         raise
@@ -96,7 +104,7 @@ def train(cfg: Config | DictConfig | dict) -> float:
             return Trainer(cfg, run_dir, resume, overrides, ddp).run()
     except Exception as e:
         message = error_message(e)
-        if message is not None and handlers:  # this call's own train.log; Hydra's gets it from deepfake.cli
+        if message is not None and handlers:  # this call's own train.log; Hydra's gets it from deepfake.exits
             log_to_files(message, handlers)
         raise
     finally:
@@ -131,6 +139,7 @@ class Trainer(TrainerSetup):
         self.best = Best()
         self.final: dict[str, float] = {}  # the last validated epoch's metrics
         self.stop_reason = "completed"
+        self.outcome = "end"  # how the loop ended: end, interrupt, abort or crash (set by fit)
         self.labels_seen: np.ndarray | None = (
             None  # the last validation's labels, to explain an undefined metric
         )
@@ -145,7 +154,12 @@ class Trainer(TrainerSetup):
         self.setup()
         self.restore()
         self.observers = self.make_observers()
-        best = self.finish(self.fit())
+        try:
+            best = self.finish(self.fit())
+        except BaseException:
+            self.trackers.close("crash" if self.outcome == "end" else self.outcome)
+            raise
+        self.trackers.close("end")  # after finish: the plots, reports and test results they upload exist
         check_verdict(self.observers)  # debug.overfit_batches: passed, or OverfitCheckFailed (exit 1)
         return best
 
@@ -176,10 +190,14 @@ class Trainer(TrainerSetup):
     def make_observers(self) -> list[Observer]:
         """The loop's observers, in the order they see each event (see `deepfake.training.observers`)."""
         cfg, tc = self.cfg, self.tc
+        self.trackers = build_trackers(
+            cfg, self.run_dir, self.ddp, self.resume, self.state.global_step, self.hw.describe_device(),
+            self.overrides,
+        )  # fmt: skip
         # A resumed run hides whatever the killed process logged after its checkpoint (TensorBoard purge).
         self.tb = TensorBoardLogger(
             self.run_dir,
-            enabled=cfg.logging.tensorboard and self.ddp.is_main,
+            enabled=cfg.logger.tensorboard is not None and cfg.logging.tensorboard and self.ddp.is_main,
             purge_step=self.state.global_step + 1 if self.resume else None,
         )
         if self.resume is None:
@@ -198,11 +216,14 @@ class Trainer(TrainerSetup):
             tc.num_epochs, self.num_batches, batch_size=self.train_loader.batch_size,
             mode=cfg.logging.progress, every_n_seconds=cfg.logging.every_n_seconds,
         )  # fmt: skip
-        self.on_log, on_reading = fan_out(self.tb, self.progress, lambda: self.state.global_step)
+        self.on_log, on_reading = fan_out(
+            [self.tb, self.trackers], self.progress, lambda: self.state.global_step
+        )
         self.sampler = self.hw.sampler(on_reading, disk_path=self.run_dir)
         masks = [MaskObserver(self.tb, distributed.local_module(self.model))] if cfg.model.mask_head else []
         return [
             TensorBoardObserver(self.tb),
+            TrackerObserver(self.trackers),
             *masks,
             EarlyStoppingObserver(self.early, tc.early_stopping.enabled),
             CheckpointObserver(self.checkpoints, tc.checkpoint.every_n_steps, self.num_batches),
@@ -312,6 +333,8 @@ class Trainer(TrainerSetup):
         self.progress.phase("validate")
         train_stats = distributed.reduce_train_stats(self.ddp, train_stats)
         val, predictions, logits = self._validate(distributed.local_module(self.model), "val")
+        if self.faithfulness is not None:
+            val.update(self.faithfulness(distributed.local_module(self.model), self.device))
         if self.ema is not None:
             val.update(self._validate(self.ema.module, "val_ema")[0])
         monitored = val.get(tc.monitor)
@@ -365,6 +388,7 @@ class Trainer(TrainerSetup):
         )  # fmt: skip
         if self.extraction is not None:
             state["extraction"] = self.extraction
+        state["trackers"] = self.trackers.state_dict()  # a resume continues the same tracker runs
         return state
 
     def save(self, saved_at: str, new_best: Best | None = None) -> None:
@@ -402,12 +426,18 @@ class Trainer(TrainerSetup):
         if outcome == "interrupt":
             self._stopped_by_signal()
         log_best(self.tc.monitor, self.best, self.labels_seen, self.checkpoints.last)
-        if self.test_sets and self.ddp.is_main and self.checkpoints.best.is_file():
+        has_best = self.ddp.is_main and self.checkpoints.best.is_file()
+        if self.test_sets and has_best:
+            which = "data.test_sets" if self.cfg.data.test_sets else "the data's test split"
+            log.info("scoring best.pt (epoch %s, chosen on %s) on %s: a report, never a selection",
+                     self.best.epoch, self.tc.monitor, which)  # fmt: skip
             evaluate_best(
                 self.run_dir, self.model, self.data, self.test_sets, self.precision, self.device, self.cfg
             )
         if self.tb.enabled:
             log.info("inspect with: tensorboard --logdir %s", self.run_dir)
+        if has_best and not is_debug_run(self.cfg):
+            log_next_steps(self.run_dir)
         return float(self.best.value) if self.best.value is not None else math.nan
 
     def _stopped_by_signal(self) -> None:

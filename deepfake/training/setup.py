@@ -15,14 +15,16 @@ from omegaconf import DictConfig
 
 from deepfake.checks.start import start_checks
 from deepfake.data.module import resolve_num_workers
-from deepfake.detectors.temporal import clip_length
+from deepfake.model.temporal import clip_length
+from deepfake.runs.checkpoint import unwrap
 from deepfake.system import distributed
 from deepfake.system.hardware import HardwareManager, describe
 from deepfake.training.build import build_model, instantiate, seed_everything
-from deepfake.training.checkpoint import Checkpointer, unwrap
-from deepfake.training.debug import describe_limits, loader_limits
+from deepfake.training.checkpointer import Checkpointer
+from deepfake.training.debug import describe_limits, is_debug_run, loader_limits
 from deepfake.training.early_stopping import EarlyStopping
 from deepfake.training.engine import LoopConfig, StepContext
+from deepfake.training.faithfulness import SbiFaithfulness
 from deepfake.training.freezing import BackboneSchedule
 from deepfake.training.memory import fit_batch_size, probe_step
 from deepfake.training.optimizer import build_optimizer
@@ -38,6 +40,7 @@ class TrainerSetup:
     tc: Any
     run_dir: Path
     ddp: distributed.DistContext
+    resume: Any = None  # the checkpoint a Trainer continues (its weights replace any pretrained ones)
 
     def setup(self) -> None:
         log.info("run directory: %s", self.run_dir.resolve())
@@ -73,7 +76,7 @@ class TrainerSetup:
 
     def _setup_model_and_data(self) -> None:
         cfg, tc, ddp = self.cfg, self.tc, self.ddp
-        model = build_model(cfg).to(self.device)
+        model = build_model(cfg, resuming=self.resume is not None).to(self.device)
         img_size = cfg.data.img_size or model.img_size
         self.batch_size = self._batch_size(model, img_size)
         self.data = instantiate(
@@ -85,12 +88,16 @@ class TrainerSetup:
             self.data.setup()
         unwrap(model).img_size = img_size  # the size the loaders feed: what predict and export must reproduce
         self.model = distributed.wrap(model, ddp, self.device, cfg.distributed.sync_batchnorm)
-        # Scan the test sets now, so a wrong path fails before training rather than after it.
-        self.test_sets = self.data.setup_test_sets() if cfg.data.test_sets else []
+        # Scan the test sets now, so a wrong path fails before training rather than after it. Without
+        # data.test_sets, the data's own test split (when it has one) is reported at the end.
+        own_split = "test" in self.data.samples and cfg.eval.score_test_split and not is_debug_run(cfg)
+        self.test_sets = self.data.setup_test_sets() if cfg.data.test_sets or own_split else []
         train_limit, val_limit, fixed = loader_limits(cfg)  # the debug modes' batches (None: all)
         self.train_loader = self.data.train_dataloader(train_limit, fixed)
         self.val_loader = self.data.eval_dataloader("val", val_limit)
         self.val_videos = np.asarray(self.val_loader.dataset.videos, dtype=object)
+        # eval.explain with SBI: the heatmaps of blended validation fakes scored against their masks each epoch
+        self.faithfulness = SbiFaithfulness.from_config(cfg, self.val_loader.dataset, unwrap(model))
         self.num_batches = len(self.train_loader)
         if (note := describe_limits(cfg, self.num_batches, len(self.val_loader))) is not None:
             log.info(note)
