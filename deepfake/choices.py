@@ -14,7 +14,15 @@ MONITOR_MODES = ("max", "min")
 ON_NAN = ("stop", "skip")
 SCHEDULERS = ("cosine", "step", "multistep", "plateau", "onecycle", "constant", "linear")
 PROGRESS = ("auto", "rich", "plain", "off")
-DATA_KINDS = ("synthetic", "folder", "manifest")
+DATA_KINDS = ("synthetic", "folder", "manifest", "generators")
+#: `data.train_methods_mode`: train on the named methods, or on all but them (leave-one-out).
+METHOD_MODES = ("only", "all_but")
+#: `data.layout` of `data=generators`: found by looking, or named.
+GENERATOR_LAYOUTS = ("auto", "genimage", "forensynths")
+#: `data.geometry`: square centre crop resized to the input (faces), or crops at the input size, never resized.
+GEOMETRIES = ("resize", "crop")
+#: `data.format_align`: re-encode every training and validation image alike (none, or JPEG at quality 95).
+FORMAT_ALIGN = ("none", "jpeg95")
 BALANCE = ("none", "weighted_sampler", "pos_weight")
 FAKE_SYNTHESIS = ("none", "sbi")
 CACHES = ("none", "ram", "disk")
@@ -46,6 +54,10 @@ TRAIN: dict[str, tuple[str, ...]] = {
     "training.scheduler.name": SCHEDULERS,
     "logging.progress": PROGRESS,
     "data.kind": DATA_KINDS,
+    "data.train_methods_mode": METHOD_MODES,
+    "data.layout": GENERATOR_LAYOUTS,
+    "data.geometry": GEOMETRIES,
+    "data.format_align": FORMAT_ALIGN,
     "data.balance": BALANCE,
     "data.fake_synthesis": FAKE_SYNTHESIS,
     "data.cache": CACHES,

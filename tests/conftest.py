@@ -183,8 +183,8 @@ def make_flat_test_set(root: Path, videos: int = 4, frames: int = 3, seed: int =
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One finished run (tiny model, 2 epochs) whose last step scored two test sets; shared, read-only, by the
-    evaluate, predict, export and TensorBoard tests. Keys: run, data, celebdf (dataset root), dfdc (flat)."""
+    """One finished run (tiny model, 2 epochs) whose last step scored two test sets and wrote its report;
+    shared, read-only, by the evaluate, predict, export, TensorBoard and report tests. Keys: run, data, celebdf (dataset root), dfdc (flat)."""
     from train import train
 
     base = tmp_path_factory.mktemp("trained")
@@ -205,6 +205,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                     f"base_path={base}",
                     f"data.test_sets=[{paths['celebdf']},{paths['dfdc']}]",
                     "eval.bootstrap_samples=200",
+                    "eval.target_fpr=0.1",  # 12 real validation images: enough for a 10% FPR threshold
                 ],
             )
         train(cfg)

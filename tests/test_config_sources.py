@@ -46,6 +46,8 @@ PRESETS: dict[str, set[str]] = {
     "model/temporal": {"model.frames"},
     "data/folder": {"data.kind"},
     "data/manifest": {"data.kind"},
+    # Fully synthetic images: validation carved from train, crops without resizing (docs/protocols.md).
+    "data/generators": {"data.kind", "data.val_fraction", "data.geometry"},
     # The CLI's demo: 64 px images, no crop (its resize blurs the blend boundary at 64 px). `Config()` in Python
     # keeps the folder defaults (model-sized input, crop on).
     "data/synthetic": {"data.img_size", "data.augment.crop"},

@@ -1,16 +1,19 @@
 """Converters and manifests on dataset trees the tests write (tiny PNG/JPEG frames)."""
 
 import csv
+import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from deepfake.data.convert import convert, main
+from deepfake.data.convert import carve_val, convert, main
 from deepfake.data.manifest import read_manifest, write_manifest
 from deepfake.data.module import DataModule
+from deepfake.data.samples import Sample
 from deepfake.errors import DataError
 from tests.conftest import make_folder_dataset
 
@@ -283,3 +286,24 @@ def test_manifest_rows_survive_a_round_trip(tmp_path: Path) -> None:
         header = next(csv.reader(f))
     assert header == ["path", "label", "split", "video", "method", "identity"]
     assert read_manifest(out) == rows
+
+
+def test_val_fraction_gives_every_method_and_label_its_share() -> None:
+    """Stratified by (method, label): each generator's reals and fakes keep their share in val, whatever the hash."""
+    rows = [
+        Sample(f"{g}/{y}/{i}.png", y, f"{g}/{y}/{i}", g, "train")
+        for g in ("sdv4", "adm", "biggan")
+        for y in (0, 1)
+        for i in range(10)
+    ]
+    rows.append(Sample("test/0.png", 1, "test/0", "sdv4", "test"))
+    carved = carve_val(rows, 0.2)
+    assert Counter((r.method, r.label) for r in carved if r.split == "val") == {
+        (g, y): 2 for g in ("sdv4", "adm", "biggan") for y in (0, 1)
+    }
+    assert carved[-1].split == "test"
+    # One kind of group: the hash order alone, so manifests carved before stratification keep their val split.
+    one = [r for r in rows if r.method == "adm" and r.label == 1]
+    ranked = sorted(one, key=lambda r: hashlib.sha256(r.video.encode()).hexdigest())
+    assert {r.video for r in carve_val(one, 0.3) if r.split == "val"} == {r.video for r in ranked[:3]}
+    assert [r.split for r in carve_val(rows[:2], 0.1)].count("val") == 1  # asked for a split: never empty

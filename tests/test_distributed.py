@@ -146,8 +146,8 @@ def test_torchrun_two_cpu_processes_match_one_process(tmp_path: Path) -> None:
     run = runs[0]
     assert list(cwd.iterdir()) == []
     assert sorted(p.name for p in run.iterdir()) == [
-        ".hydra", "backups", "checkpoints", "eval", "hardware.json", "metrics.json", "model_summary.json", "plots", "train.log",
-        "val_predictions.csv",
+        ".hydra", "MODEL_CARD.md", "backups", "checkpoints", "eval", "hardware.json", "metrics.json",
+        "model_summary.json", "plots", "report.html", "train.log", "val_predictions.csv",
     ]  # fmt: skip
     assert len(list((run / "backups").glob("*.tar.gz"))) == 1  # one end-of-run backup, not one per rank
     assert json.loads((run / "hardware.json").read_text())["world_size"] == 2

@@ -27,6 +27,7 @@ from deepfake.runs.checkpoint import build_state, save_checkpoint
 from deepfake.system.precision import Precision
 from deepfake.training.engine import validate
 from tests.conftest import make_flat_test_set
+from tests.pages import parse
 from tests.runs import restore_torch_globals
 
 __all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
@@ -213,6 +214,12 @@ def test_evaluate_reports_each_member_and_the_ensemble_side_by_side(
     assert f"#1: {a}" in table and f"#2: {b}" in table
     ensemble_row = next(line for line in table.splitlines() if line.startswith("| dfdc ensemble "))
     assert f"{both['frame']['auc']:.4f}" in ensemble_row
+    # report.html puts the members side by side: one column each, then the ensemble
+    page = parse((tmp_path / "both" / "report.html").read_text())
+    rows = {r[0]: r[1:] for r in page.tables["ensemble-table"]}
+    assert rows[""] == ["#1", "#2", "ensemble"] and rows["checkpoint"][:2] == [a, b]
+    assert rows["dfdc: AUC"] == [f"{m['frame']['auc']:.4f}" for m in (*both["members"], both)]
+    assert rows["temperature"][:2] == ["1.5000", "1.0000"]  # b has none: it divides by 1
 
 
 def read_probs(path: Path) -> np.ndarray:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from deepfake.evaluation.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, weighted_auc
+from deepfake.evaluation.metrics import binary_metrics, bootstrap_auc_ci, weighted_auc
+from deepfake.evaluation.per_method import per_method_metrics
 
 
 def test_balanced_accuracy_is_sklearns_and_equals_acc_with_one_class() -> None:
@@ -26,13 +27,17 @@ def test_per_method_accuracy_and_auc_against_the_reals() -> None:
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1])
     probs = np.array([0.1, 0.2, 0.6, 0.3, 0.9, 0.4, 0.7, 0.25, 0.15])
     methods = ["real"] * 4 + ["Deepfakes", "Deepfakes", "FaceSwap", "FaceSwap", "FaceSwap"]
-    m = method_metrics(labels, probs, methods)
-    assert m["real"] == {"n": 4, "acc": 0.75}  # 0.6 is called fake; reals get no AUC of their own
+    videos = [f"v{i}" for i in range(9)]
+    m = per_method_metrics(labels, probs, methods, videos)
+    assert m["real"]["n"] == 4 and m["real"]["acc"] == 0.75  # 0.6 is called fake
+    assert m["real"]["auc"] is m["real"]["ap"] is m["real"]["reals"] is None  # reals get no AUC of their own
     assert m["Deepfakes"]["n"] == 2 and m["Deepfakes"]["acc"] == pytest.approx(0.5)
     assert m["FaceSwap"]["acc"] == pytest.approx(1 / 3)
     for method in ("Deepfakes", "FaceSwap"):
         pick = (labels == 0) | (np.array(methods) == method)
+        assert m[method]["reals"] == "shared"
         assert m[method]["auc"] == pytest.approx(roc_auc_score(labels[pick], probs[pick]))
+        assert m[method]["video_auc"] == pytest.approx(m[method]["auc"])  # one frame per video
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -26,6 +26,7 @@ from deepfake.errors import DataError
 from deepfake.evaluation.scoring import set_report
 from deepfake.reporting.eval_sets import evaluate
 from tests.conftest import ROOT, make_flat_test_set, make_folder_dataset, run_cli
+from tests.pages import parse
 
 
 def read_predictions(path: Path) -> list[dict[str, str]]:
@@ -117,6 +118,10 @@ def test_evaluate_two_sets_matches_sklearn_on_predictions_csv(trained_run: dict,
     dfdc = json.loads((out / "dfdc" / "metrics.json").read_text())
     assert 0.0 < dfdc["frame"]["auc"] < 1.0
     assert set(dfdc["per_method"]) == {"real", "Face2Face", "NeuralTextures"}
+    # <eval.out_dir>/report.html covers every set this call scored, in order
+    report = parse((out / "report.html").read_text())
+    assert [r[0] for r in report.tables["verdict-table"][1:3]] == ["celebdf", "dfdc"]
+    assert report.tables["verdict-table"][2][3] == f"{dfdc['frame']['auc']:.4f}"
 
     # train.py's last step scored the same checkpoint with the same code: identical probabilities.
     for name in ("celebdf", "dfdc"):

@@ -17,6 +17,7 @@ from deepfake.data.samples import Sample
 from deepfake.errors import ConfigError, DataError
 from deepfake.evaluation.explanations import Explaining, grid_faces, set_faithfulness
 from deepfake.reporting.explanations import write_embeddings, write_explain_grid
+from tests.pages import parse
 from tests.test_explain import SIZE, Member, RegionCnn, detector
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -173,6 +174,12 @@ def test_evaluate_explains_each_set_and_scores_it_against_the_manifest_masks(
     assert events.Tags()["images"] == ["explain"]
     (tensors,) = (out / "embeddings").glob("*/masked.csv/tensors.tsv")
     assert len(tensors.read_text().splitlines()) == 8 and (out / "embeddings.png").is_file()
+    # evaluate.py's report.html shows the grid, the t-SNE picture and the faithfulness scores (issue 29)
+    page = parse((tmp_path / "eval" / "report.html").read_text(encoding="utf-8"))
+    assert {"explanations: masked.csv", "embeddings: masked.csv"} <= {i["alt"] for i in page.images}
+    faithful = dict(page.tables["faithfulness-1"])
+    assert faithful["method, fakes with a mask"] == "hirescam, 3"
+    assert faithful["heat in mask (share of the heat inside the mask)"] == f"{scores['heat_in_mask']:.4f}"
 
 
 def test_a_clip_models_set_is_explained_frame_by_frame(tmp_path: Path) -> None:

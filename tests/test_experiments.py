@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from deepfake.config import to_config
@@ -70,6 +72,37 @@ EXPECTED = {
         "training.optimizer._target_": "torch.optim.Adam",
         "data.frames_per_video": 32,
     },
+    "ffpp_cross_method": {
+        "data.train_methods_mode": "only",
+        "data.test_methods": [],
+        "eval.score_test_split": True,
+    },
+    "genimage_sd14": {
+        "model.architecture": "resnet50",
+        "model.pretrained": False,
+        "model.img_size": 224,
+        "training.batch_size": 128,
+        "training.num_epochs": 200,
+        "training.learning_rate": 0.05,
+        "training.weight_decay": 2e-5,
+        "training.optimizer._target_": "torch.optim.SGD",
+        "training.optimizer.nesterov": True,
+        "training.scheduler.name": "cosine",
+        "training.scheduler.warmup_epochs": 3.0,
+        "data.train_methods": ["stable_diffusion_v_1_4"],
+        "data.geometry": "crop",
+        "eval.score_test_split": True,
+    },
+    "univfd_progan": {
+        "model.architecture": "vit_base_patch16_clip_224.openai",
+        "model.freeze_backbone": True,
+        "training.learning_rate": 0.0001,
+        "data.train_methods": ["progan"],
+        "data.geometry": "crop",
+        "data.augment.blur.p": 0.5,
+        "data.augment.jpeg.quality": [30, 100],
+        "eval.score_test_split": True,
+    },
     "clip_probe": {
         "model.architecture": "vit_base_patch16_clip_224.openai",
         "model.pretrained": True,
@@ -80,6 +113,10 @@ EXPECTED = {
         "training.scheduler.name": "plateau",
     },
 }
+
+
+#: Presets of a data protocol (docs/protocols.md): they pick their data and methods.
+PROTOCOLS = ("ffpp_cross_method", "genimage_sd14", "univfd_progan")
 
 
 def test_every_preset_is_checked() -> None:
@@ -94,10 +131,34 @@ def test_preset_composes_with_a_data_choice_and_overrides(
     cfg = to_config(compose_cfg(overrides))
     for key, value in {**EXPECTED[name], "training.num_epochs": 3}.items():
         assert cfg_value(cfg, key) == value, key
-    assert cfg.data.kind == "folder" and cfg.data.root == "/data/x"
+    assert cfg.data.kind == "folder" and cfg.data.root == "/data/x"  # the command line's data choice wins
     assert cfg.data.img_size is None  # the loader feeds the protocol's input size
     if name == "sbi_effb4":
         assert "betas" not in cfg.training.optimizer  # AdamW's keys do not leak into SGD
+
+
+def test_the_cross_method_preset_sweeps_the_four_methods_under_a_recipe() -> None:
+    """`-m 'experiment=[dfb_effb4,ffpp_cross_method]'` runs one job per FF++ method, with the recipe's model."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            ["experiment=[dfb_effb4,ffpp_cross_method]", "data=manifest", "data.manifest=/x.csv"],
+            return_hydra_config=True,
+        )
+    params = cfg.hydra.sweeper.params
+    (sweep,) = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    assert sweep.key_or_group == "data.train_methods"
+    assert list(sweep.sweep_string_iterator()) == [
+        "[Deepfakes]",
+        "[Face2Face]",
+        "[FaceSwap]",
+        "[NeuralTextures]",
+    ]
+    assert (cfg.model.architecture, cfg.data.kind, cfg.eval.score_test_split) == (
+        "tf_efficientnet_b4.in1k",
+        "manifest",
+        True,
+    )
 
 
 def cfg_value(cfg: DictConfig, key: str) -> object:
@@ -127,11 +188,17 @@ def test_linear_schedule_holds_then_decays_to_zero() -> None:
 def test_preset_trains_one_step_on_tiny_data(
     name: str, compose_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    train(compose_cfg([f"experiment={name}", f"base_path={tmp_path}", *TINY]))
+    # The protocols' own data (generators, FF++'s methods) is not the synthetic set: train on all of it.
+    protocol = (
+        ["data=synthetic", "data.train_methods=[]", "eval.score_test_split=false"]
+        if name in PROTOCOLS
+        else []
+    )
+    train(compose_cfg([f"experiment={name}", f"base_path={tmp_path}", *TINY, *protocol]))
     last = torch.load(run_dir_of(tmp_path) / "checkpoints" / "last.pt", weights_only=True)
     assert last["train_state"]["global_step"] == 1
     state = last["optimizer"]["state"]
-    kind = {"sbi_effb4": {"momentum_buffer"}, "clip_probe": {"step", "exp_avg", "exp_avg_sq"}}
+    kind = {"sbi_effb4": {"momentum_buffer"}, "genimage_sd14": {"momentum_buffer"}}
     assert set(next(iter(state.values()))) == kind.get(name, {"step", "exp_avg", "exp_avg_sq"})
-    if name == "clip_probe":  # only the linear head trained
+    if name in ("clip_probe", "univfd_progan"):  # only the linear head trained
         assert len(state) == 2

@@ -68,6 +68,11 @@ def test_safetensors_via_the_command_line_reloads_to_the_same_probabilities(
         probs = torch.sigmoid(loaded.model(images)).numpy()
     np.testing.assert_allclose(probs, reference_probs(trained_run, images, False), rtol=0, atol=1e-7)
     assert loaded.temperature == load_detector(trained_run["run"]).temperature
+    assert (
+        loaded.operating_point == load_detector(trained_run["run"]).operating_point
+    )  # threshold=val_fpr works
+    card = (tmp_path / "MODEL_CARD.md").read_text()  # the run's card, next to the exported model
+    assert card == (trained_run["run"] / "MODEL_CARD.md").read_text() and "model-index" in card
 
 
 @pytest.mark.slow

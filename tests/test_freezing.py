@@ -54,6 +54,7 @@ def test_a_frozen_backbone_keeps_its_weights_and_batchnorm_statistics() -> None:
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_unfreezing_trains_the_backbone_again() -> None:
     torch.manual_seed(0)
     model = get_model("tiny", img_size=32, freeze_backbone=True)

@@ -129,6 +129,7 @@ def test_a_stale_best_is_reset_with_a_warning_when_it_cannot_be_rebuilt(
     assert recorded_best(run) == 2
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_disk_full_while_writing_best_pt_is_one_error_line_and_records_no_best(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -145,6 +146,7 @@ def test_disk_full_while_writing_best_pt_is_one_error_line_and_records_no_best(
     assert recorded_best(run) is None and not (run / "checkpoints" / "best.pt").exists()
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_a_run_started_from_best_pt_gets_its_own_best_pt_predictions_and_test_scores(
     finished: Path, data: Path, tmp_path: Path
 ) -> None:
@@ -161,6 +163,7 @@ def test_a_run_started_from_best_pt_gets_its_own_best_pt_predictions_and_test_sc
 # -- item 3: an earlier run is never overwritten -------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_only_an_earlier_runs_files_make_a_run_dir_taken(tmp_path: Path, finished: Path) -> None:
     fresh = tmp_path / "fresh"
     (fresh / ".hydra").mkdir(parents=True)  # what Hydra makes before the job starts
@@ -187,6 +190,7 @@ def one_class_val_manifest(root: Path) -> Path:
     return manifest
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_a_one_class_validation_split_writes_null_and_says_why_no_best(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
 ) -> None:
@@ -222,6 +226,7 @@ def test_dangling_and_looping_links_in_a_predict_folder_get_error_rows(
 # -- item 9: TensorBoard promises ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_last_step_of_each_epoch_is_logged_even_below_log_every(finished: Path) -> None:
     events = EventAccumulator(str(finished))
     events.Reload()
@@ -229,6 +234,7 @@ def test_last_step_of_each_epoch_is_logged_even_below_log_every(finished: Path) 
         assert [e.step for e in events.Scalars(tag)] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH], tag
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_no_tensorboard_hint_when_tensorboard_is_off(
     data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -28,6 +28,7 @@ TOP = (
     "deepfake.plot",
     "deepfake.summarize",
     "deepfake.export",
+    "deepfake.report",
 )
 ROOMS = (
     "ground",

@@ -175,6 +175,7 @@ def test_first_signal_asks_to_stop_and_a_second_aborts() -> None:
     assert signal.getsignal(signal.SIGTERM) is previous  # handlers are put back
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_second_ctrl_c_aborts_without_backup_and_a_crash_backs_up(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

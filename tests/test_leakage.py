@@ -34,6 +34,7 @@ def by_split(rows: list[Sample]) -> dict[str, list[Sample]]:
     return {split: [r for r in rows if r.split == split] for split in ("train", "val")}
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_same_path_in_two_splits_stops_training_and_fails_the_check(compose_cfg, tmp_path: Path) -> None:
     """The row's video column differs, so only the path gives the leak away (the old check missed it)."""
     from train import train
@@ -129,6 +130,7 @@ def test_a_16_bit_png_decodes_to_a_scaled_gradient_not_white(tmp_path: Path) -> 
     assert (image[0] == image[1]).all() and (image[1] == image[2]).all()
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_the_check_reports_16_bit_images(compose_cfg, tmp_path: Path) -> None:
     root = make_folder_dataset(tmp_path / "data", videos=2, frames=2)
     wide = next((root / "train" / "real").rglob("*.png"))

@@ -48,6 +48,7 @@ def same(batches: list, expected: list) -> bool:
     )
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 @pytest.mark.parametrize(("workers", "persistent"), [(0, False), (2, True), (2, False)])
 def test_batches_equal_a_dataloaders_and_are_kept_intact(
     folder_dataset: Path, workers: int, persistent: bool
@@ -68,6 +69,7 @@ def test_batches_equal_a_dataloaders_and_are_kept_intact(
     )  # the pool never grows; held batches took PyTorch's path
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_slots_are_reused_when_the_caller_lets_each_batch_go(folder_dataset: Path) -> None:
     ds = face_dataset(folder_dataset)
     sampler = EpochSampler(len(ds), seed=3)
@@ -82,6 +84,7 @@ def test_slots_are_reused_when_the_caller_lets_each_batch_go(folder_dataset: Pat
     assert set(storages) <= slots  # every batch was written in place by a worker, none copied
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_an_abandoned_epoch_gives_its_slots_back(folder_dataset: Path) -> None:
     ds = face_dataset(folder_dataset)
     sampler = EpochSampler(len(ds), seed=3)

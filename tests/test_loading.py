@@ -35,6 +35,7 @@ def module(root: Path, **kwargs: object) -> DataModule:
     return dm
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 @pytest.mark.parametrize("cache", ["ram", "disk"])
 def test_cache_serves_the_same_pixels_as_decoding(folder_dataset: Path, cache: str) -> None:
     plain = module(folder_dataset, fake_synthesis="sbi")
@@ -126,6 +127,7 @@ def test_pos_weight_weights_the_fake_loss(tmp_path: Path) -> None:
     assert stats["train/epoch_loss"] == pytest.approx(float(expected), rel=1e-5)
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_device_decode_path_matches_the_worker_path(folder_dataset: Path) -> None:
     """`data.decode=gpu` minus the GPU: bytes in workers, batch decode + SBI + augment after, same pixels."""
     dm = module(folder_dataset, fake_synthesis="sbi", augment={**ROBUST, "blur": {"enabled": True}})

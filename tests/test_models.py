@@ -32,6 +32,7 @@ def test_detector_takes_uint8_and_returns_one_logit_per_image() -> None:
     assert model.preprocess["mean"] == pytest.approx(list(model.backbone.pretrained_cfg["mean"]))
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_swin_alias_builds_at_a_small_size() -> None:
     model = get_model("swin_transformer", img_size=64)
     assert model(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)).shape == (1,)
@@ -88,6 +89,7 @@ def test_channels_last_batches_give_the_same_logits() -> None:
             assert torch.equal(model(x.contiguous(memory_format=torch.channels_last)), model(x))
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_a_transformer_is_built_for_the_loaders_size_when_the_model_names_none() -> None:
     """`model=vit_small` on the 64 px synthetic default: a ViT built at 224 px would refuse 64 px batches."""
     from omegaconf import OmegaConf

@@ -146,6 +146,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]
     shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 @pytest.mark.parametrize("name", [".last.pt.", ".metrics.json."])
 def test_disk_full_while_training_writes_is_one_error_line(
     name: str,
@@ -164,6 +165,7 @@ def test_disk_full_while_training_writes_is_one_error_line(
     assert f"error: cannot use {target}: No space left on device; free space on that disk" in err
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_disk_full_while_writing_a_backup_is_a_warning_and_keeps_the_older_one(
     shared: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -180,6 +182,7 @@ def test_disk_full_while_writing_a_backup_is_a_warning_and_keeps_the_older_one(
     assert sorted(p.name for p in (run / "backups").iterdir()) == before  # no torn archive, none removed
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_a_backup_folder_that_cannot_be_made_is_a_warning(
     shared: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -198,6 +201,7 @@ def test_a_backup_folder_that_cannot_be_made_is_a_warning(
     assert f"backup failed: cannot create {run / 'backups'}" in caplog.text
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_disk_full_while_writing_predictions_is_one_error_line(
     shared: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -240,6 +244,7 @@ def read_only(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_read_only_base_path_is_one_error_line(shared: dict[str, Path], tmp_path: Path) -> None:
     base = read_only(Path(tempfile.mkdtemp(dir=shared["base"])))
     code, err = run_unprivileged(tmp_path, train, make_config(base, shared["data"]))
@@ -251,6 +256,7 @@ def test_read_only_base_path_is_one_error_line(shared: dict[str, Path], tmp_path
     )
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_resume_and_evaluate_on_a_read_only_run(
     shared: dict[str, Path], tmp_path: Path, compose_cfg: Callable[..., Any]
 ) -> None:
@@ -285,6 +291,7 @@ def test_resume_and_evaluate_on_a_read_only_run(
     assert json.loads((out / "test" / "metrics.json").read_text())["counts"]["images"] == 8
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_predict_into_a_read_only_folder_fails_before_inference(
     shared: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

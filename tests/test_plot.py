@@ -39,7 +39,11 @@ def test_cli_writes_valid_pngs_of_plausible_size(tmp_path: Path) -> None:
     fake_run(run)
     proc = run_cli(["-m", "deepfake.plot", str(run)], cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    expected = {"loss.png": (800, 500), "val_metrics.png": (800, 500), "roc.png": (600, 600)}
+    expected = {
+        "loss.png": (900, 500),
+        "val_metrics.png": (900, 500),
+        "roc.png": (600, 600),
+    }  # legends beside
     assert proc.stdout.split() == [str(run / "plots" / name) for name in expected]
     for name, size in expected.items():
         with Image.open(run / "plots" / name) as im:

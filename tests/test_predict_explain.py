@@ -46,6 +46,7 @@ def images(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_each_scored_image_gets_an_overlay_and_its_heatmap(
     checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -76,6 +77,7 @@ def test_each_scored_image_gets_an_overlay_and_its_heatmap(
     assert probs["b/broken.png"] is None
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_ensemble_and_flip_tta_average_every_members_and_views_map(
     checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:

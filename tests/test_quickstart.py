@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, run_cli
+from tests.pages import parse
 from tests.standin import write_celebdf, write_ffpp
 
 QUICKSTART = [
@@ -85,11 +86,15 @@ def test_the_quickstart_runs_from_a_folder_outside_the_repository(tmp_path: Path
         and (here / run_dir / "eval/test").is_dir()
     )
     assert f"python {ROOT / 'predict.py'} checkpoint={here / run_dir} input=" in out  # what to run next
+    page = parse((here / run_dir / "report.html").read_text(encoding="utf-8"))  # the README's screenshot
+    assert [r[0] for r in page.tables["verdict-table"][1:2]] == ["test"]
     out = run(QUICKSTART[4], str(run_dir))
     (celebdf,) = [
         p.parent for p in (here / run_dir / "eval").glob("*/metrics.json") if p.parent.name != "test"
     ]
     assert re.search(rf"^\| {re.escape(celebdf.name)} +\| +16 \| +4 \| ", out, re.MULTILINE), out[-2000:]
+    page = parse((here / run_dir / "eval" / "report.html").read_text(encoding="utf-8"))
+    assert [r[:3] for r in page.tables["verdict-table"][1:2]] == [[celebdf.name, "16", "4"]]
     out = run(QUICKSTART[5], str(run_dir))
     assert re.search(r"^clip\.mp4: [01]\.\d{4} (fake|real) \(ok\)$", out, re.MULTILINE), out[-2000:]
     assert (here / "preds.csv").is_file()

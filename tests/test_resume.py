@@ -64,6 +64,7 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
     monkeypatch.setattr(deepfake.reporting.tensorboard.TensorBoardLogger, "scalars", scalars)
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_checkpoint_holds_the_whole_training_state(reference: Path) -> None:
     folder = reference / "checkpoints"
     last = torch.load(folder / "last.pt", weights_only=True)

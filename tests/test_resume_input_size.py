@@ -14,6 +14,7 @@ from tests.runs import make_config, restore_torch_globals, run_dir_of
 __all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_resume_refuses_a_changed_input_size(tmp_path: Path) -> None:
     data = make_folder_dataset(tmp_path / "data", videos=2, frames=2)
     once = {

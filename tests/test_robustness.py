@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import gzip
 import json
@@ -27,6 +28,7 @@ from deepfake.perturbations import image, video
 from deepfake.perturbations.protocol import Setting, frame_rng, setting
 from deepfake.reporting.eval_sets import evaluate
 from deepfake.reporting.robustness import write_robustness
+from tests.pages import parse
 from tests.videos import VideoSet
 
 EVAL = {"threshold": 0.5, "video_aggregation": "mean", "video_topk": 5}
@@ -176,6 +178,17 @@ def test_evaluate_perturb_scores_every_setting_and_saves_examples(
     assert files == sorted(["clean.png", *(f"{k}.png" for k in list(rows)[1:])])
     assert (np.asarray(Image.open(faces[0] / "clean.png")) == source).all()  # lossless, at its own size
     assert (np.asarray(Image.open(faces[0] / "GB-5.png")) == image.gaussian_blur(source, 21)).all()
+    # evaluate.py's report.html shows the grid, the example faces and the summary (issue 29)
+    page = parse((tmp_path / "report.html").read_text(encoding="utf-8"))
+    shown = {i["alt"]: i["src"] for i in page.images}
+    assert shown["robustness: celebdf"] == "data:image/png;base64," + base64.b64encode(
+        (out / "robustness.png").read_bytes()
+    ).decode("ascii")
+    assert "robustness examples: celebdf" in shown
+    table = page.tables["robustness-1"]
+    assert [r[0] for r in table[1:]] == ["clean", *(f"{t} (mean over levels)" for t in ("GB", "BW", "VC")),
+                                         "every perturbed setting (mean)"]  # fmt: skip
+    assert table[2][1] == f"{robust['per_type']['GB']['frame_auc']:.4f}"
 
 
 def test_frame_perturbation_perturbs_the_kept_frames_in_the_worker(

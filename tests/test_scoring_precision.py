@@ -58,6 +58,7 @@ def assert_fp32(run: dict, paths: list[str], probs: np.ndarray) -> None:
     assert len(np.unique(probs)) == len(probs)
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_evaluate_scores_in_fp32_on_the_cpu(
     run: dict, tmp_path: Path, compose_cfg: Any, cpu_with_bf16: None
 ) -> None:
@@ -74,6 +75,7 @@ def test_evaluate_scores_in_fp32_on_the_cpu(
     assert_fp32(run, [r["path"] for r in rows], np.array([float(r["prob"]) for r in rows]))
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_predict_scores_in_fp32_on_the_cpu(run: dict, tmp_path: Path, cpu_with_bf16: None) -> None:
     cfg = {
         "checkpoint": str(run["run"]),

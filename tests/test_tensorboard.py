@@ -110,10 +110,8 @@ def test_event_file_holds_curves_figures_images_and_config(trained_run: dict) ->
         assert len(figures) == epochs and figures[-1].width >= 300
     augmented = events.Images("train/augmented")
     assert len(augmented) == 1 and augmented[0].step == 0
-    assert (augmented[0].width, augmented[0].height) == (
-        8 * 34 + 2,
-        2 * 34 + 2,
-    )  # 16 images of 32 px, padding 2
+    # 16 captioned tiles (tensorboard_views.tile_figure): 8 columns of 1.7 in, 2 rows of 1.9 in + the title, 100 dpi
+    assert (augmented[0].width, augmented[0].height) == (8 * 170, 2 * 190 + 40)
     wrong = metrics["final"]["val/acc"] < 1.0
     assert ("val/confidently_wrong" in tags["images"]) == wrong
     assert "config/text_summary" in tags["tensors"]

@@ -41,6 +41,7 @@ def compose() -> Iterator[Callable[..., DictConfig]]:
         yield lambda *overrides: compose_config("train", overrides=list(overrides))
 
 
+@pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute
 def test_the_logger_group_selects_exactly_the_named_trackers(compose: Callable[..., DictConfig]) -> None:
     assert chosen(compose()) == ["tensorboard"]  # today's behaviour is the default
     both = compose("logger=[tensorboard,mlflow]", "logger.mlflow.tracking_uri=http://h:5000")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
+from deepfake.data.methods import describe
 from deepfake.data.samples import Sample
 from deepfake.data.verify import LEAK_KINDS, Leak, find_leaks, pos_weight
 from deepfake.errors import ConfigError, DataError
@@ -208,10 +209,27 @@ def _leak_text(kind: str, leaks: Sequence[Leak]) -> str:
     return f"leakage: {len(leaks)} {what}: {named}{more}; validation scores would be inflated. {fix}"
 
 
+def selection_findings(cfg: DictConfig, samples: Mapping[str, Sequence[Sample]]) -> list[Finding]:
+    """What `data.train_methods` left in train and val: counts by method and the class balance."""
+    data = cfg.data
+    if not data.get("train_methods"):
+        return []
+    how = "only" if data.train_methods_mode == "only" else "all but"
+    return [
+        Finding(
+            "info", f"method selection ({how} {', '.join(data.train_methods)}), {split}: {describe(rows)}"
+        )
+        for split, rows in samples.items()
+        if split in ("train", "val")
+    ]
+
+
 def start_checks(cfg: DictConfig, samples: Mapping[str, Sequence[Sample]], batch_size: int) -> None:
-    """Log warnings; raise on errors, before any training time is spent."""
+    """Log warnings (and what a method selection left); raise on errors, before any training time is spent."""
     data = dataset_findings(samples, sbi=cfg.data.fake_synthesis == "sbi")
     conf = config_findings(cfg, len(samples.get("train", [])), batch_size)
+    for f in selection_findings(cfg, samples):
+        log.info(f.text)
     for f in data + conf:
         if f.level == "warning":
             log.warning(f.text)

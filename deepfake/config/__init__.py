@@ -56,6 +56,7 @@ from deepfake.config.schema import (
     SamConfig,
     SbiConfig,
     SchedulerConfig,
+    ServeConfig,
     ShardConfig,
     SyntheticConfig,
     TensorBoardLoggerConfig,
@@ -104,6 +105,7 @@ __all__ = [
     "SamConfig",
     "SbiConfig",
     "SchedulerConfig",
+    "ServeConfig",
     "ShardConfig",
     "SyntheticConfig",
     "TensorBoardLoggerConfig",
@@ -121,6 +123,7 @@ def register_configs() -> None:
     store.store(name="train_schema", node=_train_schema())
     store.store(name="evaluate_schema", node=EvaluateConfig)
     store.store(name="predict_schema", node=PredictConfig)
+    store.store(name="serve_schema", node=ServeConfig)
     # conf/hydra/launcher/submitit_slurm.yaml shares the plugin's name, so `hydra/launcher=submitit_slurm` selects
     # it; Hydra then checks it against the plugin's schema of that name and warns that this matching is deprecated.
     warnings.filterwarnings(

@@ -75,6 +75,41 @@ def validate(cfg: DictConfig) -> None:
     _check_recipes(cfg)
     _check_optimisation(cfg.training, cfg.model.freeze_backbone)
     _check_perturb_augment(cfg.data)
+    _check_data_protocols(cfg)
+
+
+def _check_data_protocols(cfg: DictConfig) -> None:
+    """Method selection, the validation share and `data.geometry=crop`'s native pixels (docs/protocols.md)."""
+    data = cfg.data
+    if not 0.0 <= data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), e.g. 0.1 (got {data.val_fraction})")
+    for key in ("train_methods", "test_methods"):
+        names = [str(m) for m in data[key]]
+        if any(not m for m in names) or len(set(names)) != len(names):
+            raise ConfigError(
+                f"data.{key} must name each method once (got {names}), e.g. data.{key}=[Deepfakes]"
+            )
+    if data.format_align != "none" and data.decode == "gpu":
+        raise ConfigError(
+            f"data.format_align={data.format_align} re-encodes images on the CPU after decoding, but data.decode=gpu "
+            "decodes on the GPU: use data.decode=cpu with it"
+        )
+    if data.geometry != "crop":
+        return
+    # Each of these works on the canonical square crop resized to the input, which geometry=crop never makes.
+    clashes = {
+        "data.cache": data.cache != "none",
+        "data.decode=gpu": data.decode == "gpu",
+        "data.fake_synthesis=sbi": data.fake_synthesis == "sbi",
+        "model.frames > 1 (clips)": cfg.model.frames > 1,
+    }
+    found = [name for name, on in clashes.items() if on]
+    if found:
+        raise ConfigError(
+            f"data.geometry=crop reads every image at its own size, which {', '.join(found)} cannot: they store or "
+            "make resized square crops. Use data.cache=none, data.decode=cpu, data.fake_synthesis=none and a "
+            "single-frame model with it, or data.geometry=resize"
+        )
 
 
 def _check_optimisation(tc: DictConfig, freeze_backbone: bool) -> None:
@@ -110,6 +145,9 @@ def _check_single_keys(cfg: DictConfig) -> None:
         raise ConfigError(f"training.grad_clip.max must be > 0 (got {cfg.training.grad_clip.max})")
     if not 0.0 < cfg.eval.threshold < 1.0:
         raise ConfigError(f"eval.threshold must be in (0, 1) (got {cfg.eval.threshold})")
+    target = cfg.eval.get("target_fpr")
+    if target is not None and not 0.0 < target < 1.0:
+        raise ConfigError(f"eval.target_fpr must be in (0, 1), e.g. 0.01, or null for none (got {target})")
     if not 0.0 < cfg.eval.confidence < 1.0:
         raise ConfigError(f"eval.confidence must be in (0, 1), e.g. 0.95 (got {cfg.eval.confidence})")
     every = cfg.training.checkpoint.every_n_steps
@@ -127,7 +165,7 @@ def _check_single_keys(cfg: DictConfig) -> None:
         raise ConfigError(
             "data.manifest is not set for data.kind=manifest: pass data.manifest=/path/to/manifest.csv"
         )
-    if cfg.data.kind == "folder" and not cfg.data.root:
+    if cfg.data.kind in ("folder", "generators") and not cfg.data.root:
         raise ConfigError(
             f"data.root is not set for data.kind={cfg.data.kind}: pass data.root=/path/to/dataset"
         )

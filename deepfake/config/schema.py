@@ -229,6 +229,13 @@ class DataConfig:
     decode: str = "cpu"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     test_sets: list[str] = field(default_factory=list)
+    train_methods: list[str] = field(default_factory=list)
+    train_methods_mode: str = "only"
+    test_methods: list[str] = field(default_factory=list)
+    val_fraction: float = 0.0
+    layout: str = "auto"
+    geometry: str = "resize"
+    format_align: str = "none"
 
 
 @dataclass
@@ -322,6 +329,7 @@ class EvalConfig:
     video_aggregation: str = "mean"
     video_topk: int = 5
     threshold: float = 0.5
+    target_fpr: float | None = 0.01
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     out_dir: str | None = None
@@ -474,7 +482,7 @@ class PredictConfig:
     input: str = MISSING
     output: str = "preds.csv"
     format: str | None = None
-    threshold: float = 0.5
+    threshold: Any = 0.5  # a probability, or "val_fpr" (the checkpoint's validation threshold)
     batch_size: int = 64
     num_workers: int = -1
     amp: str = "auto"
@@ -492,3 +500,40 @@ class PredictConfig:
     shard: ShardConfig = field(default_factory=ShardConfig)
     progress: str = "auto"
     every_n_seconds: float = 30.0
+
+
+@dataclass
+class ServeSection:
+    """`serve.py`'s own keys (conf/serve.yaml says what each means)."""
+
+    max_concurrent: int = 1
+    max_upload_mb: float = 200.0
+    max_duration_s: float = 600.0
+    token_env: str = "DEEPFAKE_SERVE_TOKEN"
+    password_env: str = "DEEPFAKE_SERVE_PASSWORD"
+    explain: bool = False
+    page: bool = True
+    shutdown_timeout_s: float = 30.0
+
+
+@dataclass
+class ServeConfig:
+    """`serve.py`: predict.py's scoring keys (the same values give the same probabilities), the address and
+    the `serve` section."""
+
+    checkpoint: Any = MISSING
+    host: str = "127.0.0.1"
+    port: int = 8000
+    threshold: float = 0.5
+    batch_size: int = 64
+    num_workers: int = 1
+    amp: str = "auto"
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    no_face_prob: float | None = 0.5
+    aggregation: PredictAggregationConfig = field(default_factory=PredictAggregationConfig)
+    extraction: PredictExtractionConfig = field(default_factory=PredictExtractionConfig)
+    tta: str = "none"
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    calibrated: bool = True
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    serve: ServeSection = field(default_factory=ServeSection)

@@ -212,13 +212,24 @@ def _maybe(transform: v2.Transform, p: float) -> v2.Transform:
     return transform if p >= 1.0 else v2.RandomApply([transform], p=p)
 
 
-def build_augment(img_size: int, options: Mapping[str, Any] | None = None) -> v2.Compose:
-    """The training pipeline as configured: uint8 (3, S, S) in, uint8 (3, img_size, img_size) out."""
+def build_augment(
+    img_size: int, options: Mapping[str, Any] | None = None, geometry: str = "resize"
+) -> v2.Compose:
+    """The training pipeline as configured: uint8 (3, S, S) in, uint8 (3, img_size, img_size) out.
+
+    With `geometry="crop"` (`data.geometry`) images arrive at their own size and the geometric step is a plain
+    random crop at `img_size`, zero-padded where the image is smaller, never resized: resampling would erase
+    the upsampling traces of generated images; `crop` and `crop_scale` then do not apply.
+    """
     o = augment_options(options)
     steps: list[v2.Transform] = []
     if c := _on(o, "perturb"):  # first: the protocol perturbs whole frames, before any crop
         steps.append(_maybe(Perturb(c["types"], c["levels"]), c["p"]))
-    if o["crop"]:
+    if geometry == "crop":
+        steps.append(v2.RandomCrop(img_size, pad_if_needed=True))
+        if o["hflip"]:
+            steps.append(v2.RandomHorizontalFlip())
+    elif o["crop"]:
         steps.append(FaceCrop(img_size, _range("crop_scale", o["crop_scale"], 0.01, 1.0), flip=o["hflip"]))
     else:
         steps.append(v2.Resize([img_size, img_size], antialias=True))

@@ -60,16 +60,32 @@ def convert(
     return rows, notes
 
 
-def carve_val(rows: list[Sample], fraction: float) -> list[Sample]:
-    """Move a fixed share of train groups (identity, else video) to val; the choice hashes the group name."""
+def carve_val(rows: list[Sample], fraction: float, train: str = "train", val: str = "val") -> list[Sample]:
+    """Move a fixed share of train groups (identity, else video) to val; the choice hashes the group name.
+
+    Groups are drawn evenly across strata of the same methods and labels (each stratum ranked by hash, then all
+    taken in order of their place within their stratum), so every method, a generator's reals and fakes say,
+    keeps about its share in val. Two or more groups give at least one to val: asking for a split gives one.
+    """
     if not 0.0 < fraction < 1.0:
         raise DataError(f"--val-fraction must be between 0 and 1 (got {fraction})")
-    groups = sorted({r.identity or r.video for r in rows if r.split == "train"})
-    ranked = sorted(groups, key=lambda g: hashlib.sha256(g.encode()).hexdigest())
-    chosen = set(ranked[: round(fraction * len(groups))])
+    kinds: dict[str, set[tuple[str, int]]] = {}
+    for r in rows:
+        if r.split == train:
+            kinds.setdefault(r.identity or r.video, set()).add((r.method, r.label))
+    strata: dict[tuple[tuple[str, int], ...], list[str]] = {}
+    for group, kind in kinds.items():
+        strata.setdefault(tuple(sorted(kind)), []).append(group)
+    digest = {g: hashlib.sha256(g.encode()).hexdigest() for g in kinds}
+    place: dict[str, float] = {}
+    for groups in strata.values():
+        for i, group in enumerate(sorted(groups, key=digest.__getitem__)):
+            place[group] = (i + 0.5) / len(groups)
+    ranked = sorted(kinds, key=lambda g: (place[g], digest[g]))
+    count = round(fraction * len(ranked))
+    chosen = set(ranked[: max(1, count) if len(ranked) > 1 else count])
     return [
-        replace(r, split="val") if r.split == "train" and (r.identity or r.video) in chosen else r
-        for r in rows
+        replace(r, split=val) if r.split == train and (r.identity or r.video) in chosen else r for r in rows
     ]
 
 

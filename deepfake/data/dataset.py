@@ -45,7 +45,8 @@ def seed_generators(seed: int, device: torch.device) -> None:
 class FaceDataset(Dataset):
     """uint8 (3, S, S) face crops; items are keyed by `(index, epoch[, draw])` from the sampler.
 
-    Images come from `cache` when given, else are decoded (`decode_size` = S). Indices past the samples are
+    Images come from `cache` when given, else are decoded (`decode_size` = S; None keeps each image's own size,
+    for `data.geometry=crop`, whose transform then crops). Indices past the samples are
     SBI fakes of `sbi_sources[index - len(samples)]`. With `deferred`, items are undecoded payloads plus
     their seed, and `finish` runs later on the device (`data.decode=gpu`). With `masks`, each image gets its
     blend mask as a fourth channel (`deepfake.model.mask_head`): SBI fakes their own, real faces an empty
@@ -63,8 +64,12 @@ class FaceDataset(Dataset):
         sbi_sources: Sequence[int] = (),
         deferred: bool = False,
         masks: bool = False,
+        align: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.samples = list(samples)
+        self.align = (
+            align  # `data.format_align`: every decoded image re-encoded alike, before any augmentation
+        )
         self.transform = transform
         self.seed = seed
         self.decode_size = decode_size
@@ -96,9 +101,10 @@ class FaceDataset(Dataset):
     def load(self, index: int) -> torch.Tensor:
         """The canonical uint8 (3, S, S) image of an index, before SBI and augmentation."""
         i = self.source(index)
-        if self.cache is not None:
-            return self.cache[i]
-        return decode_file(self.samples[i].path, self.decode_size)
+        image = (
+            self.cache[i] if self.cache is not None else decode_file(self.samples[i].path, self.decode_size)
+        )
+        return self.align(image) if self.align is not None else image
 
     def payload(self, index: int) -> torch.Tensor:
         """What a worker ships when decoding happens on the device: cached pixels or the file's bytes."""

@@ -1,13 +1,12 @@
 """DataModule: turns the `data` config group into manifest rows, datasets and DataLoaders.
 
-Every kind (synthetic, folder, manifest) becomes the same manifest rows first; splits, frame caps, SBI,
-class balance, caches and device decoding then apply to those rows whatever their origin.
+Every kind (synthetic, folder, manifest, generators) becomes the same manifest rows first (`deepfake.data.sources`);
+splits, method selection, frame caps, SBI, class balance, caches and device decoding then apply to those rows
+whatever their origin.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import random
@@ -19,7 +18,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from deepfake.choices import BALANCE, CACHES, DECODERS, FAKE_SYNTHESIS
+from deepfake.choices import (
+    BALANCE,
+    CACHES,
+    DECODERS,
+    FAKE_SYNTHESIS,
+    FORMAT_ALIGN,
+    GENERATOR_LAYOUTS,
+    GEOMETRIES,
+)
 from deepfake.choices import DATA_KINDS as KINDS
 from deepfake.data.augment import build_augment
 from deepfake.data.balance import cap_frames_per_video, pos_weight, sample_weights
@@ -28,20 +35,16 @@ from deepfake.data.clips import ClipDataset
 from deepfake.data.dataset import EpochSampler, FaceDataset, LimitedSampler, ShardedSampler, sbi_groups
 from deepfake.data.device_loader import DeviceDecodeLoader, collate_payloads
 from deepfake.data.loader import SlotLoader
-from deepfake.data.manifest import read_manifest
+from deepfake.data.methods import by_method, counts, select_splits
 from deepfake.data.perturbed import PerturbedCrops
-from deepfake.data.samples import FOLDER_LAYOUT, Sample, scan_folder, scan_split
-from deepfake.data.transforms import eval_transform
+from deepfake.data.samples import Sample
+from deepfake.data.sources import cache_dir, dataset_root, read_rows, scan_test_set, split_rows
+from deepfake.data.transforms import eval_transform, format_aligner
 from deepfake.errors import ConfigError, DataError
 from deepfake.perturbations.protocol import Setting
 from deepfake.system.interrupt import ignore_in_worker
 
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    """Where generated and decoded data lives; `DEEPFAKE_CACHE` moves it (tests point it at a tmp dir)."""
-    return Path(os.environ.get("DEEPFAKE_CACHE", "~/.cache/deepfake")).expanduser()
 
 
 def default_num_workers() -> int:
@@ -95,8 +98,22 @@ class DataModule:
         world_size: int = 1,
         clip_frames: int = 1,
         masks: bool = False,
+        train_methods: Sequence[str] = (),
+        train_methods_mode: str = "only",
+        test_methods: Sequence[str] = (),
+        val_fraction: float = 0.0,
+        layout: str = "auto",
+        geometry: str = "resize",
+        format_align: str = "none",
     ) -> None:
         self.kind = _choice("kind", kind, KINDS)
+        # docs/protocols.md: which methods train and test, the generators' layout and their crop policy
+        self.train_methods, self.train_methods_mode = list(train_methods), train_methods_mode
+        self.test_methods = list(test_methods)
+        self.val_fraction = val_fraction
+        self.layout = _choice("layout", layout, GENERATOR_LAYOUTS)
+        self.geometry = _choice("geometry", geometry, GEOMETRIES)
+        self.align = format_aligner(_choice("format_align", format_align, FORMAT_ALIGN))
         self.root = Path(root).expanduser() if root else None
         self.manifest = Path(manifest).expanduser() if manifest else None
         self.splits = dict(splits or {"train": "train", "val": "val", "test": "test"})
@@ -126,6 +143,9 @@ class DataModule:
         self.world_size = world_size
         self.masks = masks  # model.mask_head: train batches carry the blend mask as a fourth channel
         self.samples: dict[str, list[Sample]] = {}
+        self.rows_by_split: dict[
+            str, list[Sample]
+        ] = {}  # the rows per split as read, before selection and caps
         self.test_samples: dict[str, list[Sample]] = {}
         self.sbi_sources: list[int] = []
         # > 1 when the model takes clips (`deepfake.model.temporal`): items are videos of this many frames
@@ -148,29 +168,34 @@ class DataModule:
             )
 
     def setup(self) -> None:
-        """Read the rows (generating the synthetic set once), split them, cap frames and plan SBI fakes."""
-        rows = self.rows()
-        present = {r.split for r in rows}
-        for split, name in self.splits.items():
-            if name in present:
-                self.samples[split] = cap_frames_per_video(
-                    [r for r in rows if r.split == name], self.frames_per_video
-                )
-        for split in ("train", "val"):
-            if split not in self.samples:
-                found = ", ".join(sorted(s or "(empty)" for s in present))
-                raise DataError(
-                    f"the dataset has no {split!r} split (rows with split={self.splits[split]!r}); splits found: "
-                    f"{found}. Map data.splits.{split} to one of them, or add one with "
-                    "`python -m deepfake.data.convert ... --val-fraction 0.1`"
-                )
+        """Read the rows (generating the synthetic set once), split them (carving validation out of train when
+        there is none), keep the selected methods, cap frames and plan SBI fakes."""
+        self.rows_by_split = split_rows(self.rows(), self.splits, self.val_fraction, self.source_name)
+        split = dict(self.rows_by_split)
+        fitting = select_splits(
+            {k: split[k] for k in ("train", "val")},
+            self.train_methods,
+            self.train_methods_mode,
+            "train_methods",
+        )
+        split.update(fitting)
+        self.samples = {k: cap_frames_per_video(rows, self.frames_per_video) for k, rows in split.items()}
         if self.fake_synthesis == "sbi":
             self._plan_sbi()
-        for split, samples in self.samples.items():
-            fake = sum(s.label for s in samples)
-            extra = f" + {len(self.sbi_sources)} SBI fakes" if split == "train" and self.sbi_sources else ""
-            log.info("data %s: %d images (%d real, %d fake)%s from %s", split, len(samples),
-                     len(samples) - fake, fake, extra, self.source_name)  # fmt: skip
+        if self.train_methods:
+            log.info("data: data.train_methods=%s (%s): the train and val fakes of %s; reals stay",
+                     self.train_methods, self.train_methods_mode,
+                     "those methods" if self.train_methods_mode == "only" else "every other method")  # fmt: skip
+        for name, samples in self.samples.items():
+            extra = f" + {len(self.sbi_sources)} SBI fakes" if name == "train" and self.sbi_sources else ""
+            log.info(
+                "data %s: %s%s from %s; %s",
+                name,
+                counts(samples),
+                extra,
+                self.source_name,
+                by_method(samples),
+            )
 
     @property
     def source_name(self) -> str:
@@ -178,32 +203,17 @@ class DataModule:
 
     def rows(self) -> list[Sample]:
         """All manifest rows of the configured source; the folder layout is scanned into the same rows."""
-        if self.kind == "manifest":
-            if self.manifest is None:
-                raise ConfigError("data.manifest is not set: pass data.manifest=/path/to/manifest.csv")
-            return read_manifest(self.manifest)
-        root = self.resolve_root()
-        required = [self.splits["train"], self.splits["val"]]
-        return scan_folder(root, list(self.splits.values()), self.real_dirs, self.fake_dirs, required)
+        if self.kind == "manifest" and self.manifest is None:
+            raise ConfigError("data.manifest is not set: pass data.manifest=/path/to/manifest.csv")
+        root = None if self.kind == "manifest" else self.resolve_root()
+        return read_rows(self.kind, root, self.manifest, self.splits, self.real_dirs, self.fake_dirs, self.layout,
+                         self.val_fraction)  # fmt: skip
 
     def resolve_root(self) -> Path:
         """The dataset folder of a folder layout; the synthetic set is generated there on first use."""
         if self.kind == "manifest":
             raise DataError(f"data.kind=manifest reads the rows of {self.manifest}; it has no dataset folder")
-        if self.kind == "synthetic":
-            from deepfake.data.synthetic import generate_synthetic_dataset
-
-            params = {**self.synthetic}
-            self.root = self.root or cache_dir() / f"synthetic-{_digest(params)}"
-            generate_synthetic_dataset(self.root, **params)
-        if self.root is None:
-            raise ConfigError(
-                f"data.root is not set for data.kind={self.kind}: pass data.root=/path/to/dataset"
-            )
-        if not self.root.is_dir():
-            raise DataError(
-                f"data.root={self.root} does not exist or is not a folder. Expected layout: {FOLDER_LAYOUT}"
-            )
+        self.root = dataset_root(self.kind, self.root, self.synthetic)
         return self.root
 
     def setup_test_sets(self) -> list[str]:
@@ -213,7 +223,10 @@ class DataModule:
         """
         self.test_samples = {}
         if not self.test_sets:
-            rows = [r for r in self.rows() if r.split == self.splits["test"]]
+            if self.rows_by_split:  # read by setup(); carving validation never touches the test split
+                rows = self.rows_by_split.get("test", [])
+            else:
+                rows = [r for r in self.rows() if r.split == self.splits["test"]]
             if not rows:
                 raise DataError(
                     f"{self.source_name} has no '{self.splits['test']}' split to evaluate; "
@@ -228,31 +241,19 @@ class DataModule:
                 n += 1
                 name = f"{base}_{n}"
             self.test_samples[name] = self._scan_test_set(path)
+        self.test_samples = select_splits(self.test_samples, self.test_methods, "only", "test_methods")
         if self.clip_frames > 1:  # one row per video, its first frame: what the clip's prediction stands for
             self.test_frames = dict(self.test_samples)
             self.test_samples = {n: self._clips(f, None).samples for n, f in self.test_frames.items()}
         for name, samples in self.test_samples.items():
-            fake = sum(s.label for s in samples)
-            log.info(
-                "test set %s: %d images (%d real, %d fake)", name, len(samples), len(samples) - fake, fake
-            )
+            log.info("test set %s: %s; %s", name, counts(samples), by_method(samples))
         return list(self.test_samples)
 
     def _scan_test_set(self, path: Path) -> list[Sample]:
-        """A manifest CSV (its test rows, or all rows without splits), a dataset root with a test split
-        folder, or a split folder itself (`<path>/{real,fake}/**`)."""
-        if path.suffix.lower() == ".csv":
-            rows = read_manifest(path)
-            test = [r for r in rows if r.split == self.splits["test"]]
-            return test or rows
-        if not path.is_dir():
-            raise DataError(
-                f"data.test_sets entry {path} is not a folder; pass a dataset root ({FOLDER_LAYOUT}) "
-                "or a folder holding the class folders (<set>/real/..., <set>/fake/...)"
-            )
-        if (path / self.splits["test"]).is_dir():
-            return scan_split(path, self.splits["test"], self.real_dirs, self.fake_dirs)
-        return scan_split(path.parent, path.name, self.real_dirs, self.fake_dirs)
+        """One `data.test_sets` entry's rows (`deepfake.data.sources.scan_test_set`)."""
+        return scan_test_set(
+            path, self.kind, self.splits["test"], self.real_dirs, self.fake_dirs, self.layout
+        )
 
     def test_dataloader(
         self, name: str, perturb: Setting | None = None, seed: int = 0
@@ -261,11 +262,15 @@ class DataModule:
         `perturb`, every crop under that robustness setting, seeded by `seed` (`deepfake.data.perturbed`)."""
         ds: FaceDataset | ClipDataset
         rows = self.test_frames[name] if self.clip_frames > 1 else self.test_samples[name]
-        crops = PerturbedCrops(rows, perturb, seed, self.img_size) if perturb is not None else None
+        size = (
+            None if self.geometry == "crop" else self.img_size
+        )  # crop: perturbed whole, then centre-cropped
+        crops = PerturbedCrops(rows, perturb, seed, size) if perturb is not None else None
+        transform = eval_transform(self.img_size, self.geometry)
         if self.clip_frames > 1:
-            ds = self._clips(rows, eval_transform(self.img_size), cache=crops)
+            ds = self._clips(rows, transform, cache=crops)
         else:
-            ds = FaceDataset(rows, eval_transform(self.img_size), decode_size=self.img_size, cache=crops)
+            ds = FaceDataset(rows, transform, decode_size=self.decode_size(crops), cache=crops)
         return self._loader(ds, EpochSampler(len(ds), shuffle=False), self.eval_batch_size, drop_last=False)
 
     def _plan_sbi(self) -> None:
@@ -301,23 +306,30 @@ class DataModule:
             )
         samples = self.samples[split]
         train = split == "train"
+        augment = build_augment(self.img_size, self.augment, self.geometry) if train else None
+        if self.geometry == "crop" and not train:
+            augment = eval_transform(self.img_size, "crop")
         cache = None
         if self.cache != "none":
             cache = build_cache(samples, self.img_size, self.cache, cache_dir(), self.num_workers)
         if self.clip_frames > 1:
-            return self._clips(
-                samples, build_augment(self.img_size, self.augment) if train else None, cache, train
-            )
+            return self._clips(samples, augment, cache, train)
         return FaceDataset(
             samples,
-            build_augment(self.img_size, self.augment) if train else None,
+            augment,
             seed=self.seed,
-            decode_size=self.img_size,
+            decode_size=self.decode_size(cache),
             cache=cache,
             sbi_sources=self.sbi_sources if train else (),
             deferred=self.decode == "gpu",
             masks=self.masks and train,
+            align=self.align,
         )
+
+    def decode_size(self, cache: Any = None) -> int | None:
+        """The size images are decoded at: the input size, or (`data.geometry=crop`, no cache of resized crops)
+        their own, for the transform to crop without resizing."""
+        return None if self.geometry == "crop" and cache is None else self.img_size
 
     def train_dataloader(
         self, limit: float | None = None, fixed: bool = False
@@ -400,7 +412,3 @@ def init_worker(worker_id: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     ignore_in_worker(worker_id)
-
-
-def _digest(params: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]

@@ -41,7 +41,7 @@ def require_videos(samples: Sequence[Sample], name: str) -> None:
 class PerturbedCrops:
     """The crops of `samples` under `setting`, indexed like the samples; picklable for the loader workers."""
 
-    def __init__(self, samples: Sequence[Sample], setting: Setting, seed: int, size: int) -> None:
+    def __init__(self, samples: Sequence[Sample], setting: Setting, seed: int, size: int | None) -> None:
         self.paths = [s.path for s in samples]
         self.videos = [s.video for s in samples]
         self.setting, self.seed, self.size = setting, seed, size
@@ -76,7 +76,8 @@ class PerturbedCrops:
         return self._clips[key][i]
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        """The crop fitted to S; with `size` None (`data.geometry=crop`) at its own size, for the centre crop."""
         if self.setting.clean:
             return decode_file(self.paths[i], self.size)
         image = torch.from_numpy(np.ascontiguousarray(self.perturbed(i))).permute(2, 0, 1)
-        return fit(image, self.size)
+        return fit(image, self.size) if self.size else image

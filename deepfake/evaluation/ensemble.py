@@ -23,6 +23,7 @@ from torchvision.transforms.v2 import functional as TF
 from deepfake.choices import ENSEMBLE_MEANS, TTA
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.inference import LoadedDetector, load_detector
+from deepfake.evaluation.threshold import checked_val_threshold
 from deepfake.evaluation.tta import tta_logits
 from deepfake.model.temporal import clip_length
 from deepfake.system.precision import Precision
@@ -37,6 +38,8 @@ class Member:
     img_size: int  # the input size it was trained at
     temperature: float = 1.0  # divides its logit; 1 = uncalibrated
     name: str = ""  # the checkpoint it came from
+    operating_point: dict | None = None  # its validation threshold for eval.target_fpr, if it has one
+    val_threshold: float | None = None  # the raw probability of best validation balanced accuracy, if known
 
 
 class Ensemble:
@@ -139,6 +142,8 @@ def ensemble_of(
             img_size=d.img_size,
             temperature=d.temperature if calibrated and d.temperature is not None else 1.0,
             name=str(d.path),
+            operating_point=d.operating_point,
+            val_threshold=checked_val_threshold(d.checkpoint.get("metrics")),
         )
         for d in loaded
     ]

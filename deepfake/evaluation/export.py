@@ -6,7 +6,7 @@
 - torchscript / onnx: a standalone graph from uint8 images (N, 3, S, S) at the saved size S to the
   probability of fake (N,); normalisation and the fitted temperature (if any) are inside, the same metadata
   rides along (ONNX metadata_props; TorchScript extra files `metadata.json` and `preprocess.json`).
-onnx needs the optional `onnx` and `onnxscript` packages (`pip install 'deepfake[export]'`).
+The run's MODEL_CARD.md is copied next to the export. onnx needs the optional `onnx` and `onnxscript` packages (`pip install 'deepfake[export]'`).
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from torch import nn
 from deepfake.errors import ConfigError
 from deepfake.evaluation.inference import CARRIED, TRAINING_ONLY, LoadedDetector, load_detector
 from deepfake.exits import run_reporting_errors
-from deepfake.runs.fileio import atomic_write
+from deepfake.runs.fileio import atomic_write, copy_atomic
 
 log = logging.getLogger("deepfake")
 
 USAGE = "Usage: python -m deepfake.export checkpoint=<run dir | .pt> format=safetensors|torchscript|onnx [output=FILE]"
+CARD_FILE = "MODEL_CARD.md"  # written by deepfake.reporting.model_card at the end of training
 SUFFIXES = {"safetensors": ".safetensors", "torchscript": ".torchscript.pt", "onnx": ".onnx"}
 
 
@@ -71,7 +72,25 @@ def export(
     out = Path(output) if output else loaded.run_dir / "export" / f"{loaded.path.stem}{SUFFIXES[format]}"
     {"safetensors": _safetensors, "torchscript": _torchscript, "onnx": _onnx}[format](loaded, out, opset)
     log.info("exported %s as %s to %s", loaded.path, format, out)
+    copy_model_card(loaded, out.parent)
     return out
+
+
+def copy_model_card(loaded: LoadedDetector, folder: Path) -> Path | None:
+    """The run's MODEL_CARD.md beside the export (what a model hub shows); a run without one is told how to
+    write it."""
+    card = loaded.run_dir / CARD_FILE
+    target = folder / CARD_FILE
+    if not card.is_file():
+        log.warning(
+            "no %s in %s to copy next to the export; write one with: python -m deepfake.report %s",
+            CARD_FILE, loaded.run_dir, loaded.run_dir,
+        )  # fmt: skip
+        return None
+    if card.resolve() != target.resolve():
+        copy_atomic(card, target)
+        log.info("copied %s to %s", card, target)
+    return target
 
 
 def carried(loaded: LoadedDetector) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from deepfake.errors import UserError
 from deepfake.evaluation.calibration import checked_temperature
+from deepfake.evaluation.operating_point import checked_operating_point
 from deepfake.model.detector import DeepfakeDetector, get_model
 from deepfake.runs.checkpoint import load_checkpoint
 from deepfake.runs.safe_config import trusted_config
@@ -48,6 +49,7 @@ class LoadedDetector:
     temperature: float | None = (
         None  # fitted at the end of training (checked: finite, > 0); None = uncalibrated
     )
+    operating_point: dict[str, Any] | None = None  # the validation threshold for eval.target_fpr (checked)
 
     @property
     def img_size(self) -> int:
@@ -86,6 +88,7 @@ def load_detector(path: str | Path) -> LoadedDetector:
     # evaluate instantiates its data section: checked, and legacy targets moved to today's paths
     config = trusted_config(state["config"], str(path)) if state.get("config") else None
     temperature = checked_temperature(str(path), state.get("calibration"))
+    point = checked_operating_point(str(path), state.get("operating_point"))
     preprocess = _checked_preprocess(path, state["preprocess"])
     try:
         model = build_detector(str(state["architecture"]), preprocess, config)
@@ -105,7 +108,12 @@ def load_detector(path: str | Path) -> LoadedDetector:
             f"the weights in {path} do not fit architecture {state['architecture']}: {str(e)[:300]}"
         ) from None
     return LoadedDetector(
-        model=model.eval(), path=path.resolve(), config=config, checkpoint=state, temperature=temperature
+        model=model.eval(),
+        path=path.resolve(),
+        config=config,
+        checkpoint=state,
+        temperature=temperature,
+        operating_point=point,
     )
 
 

@@ -30,6 +30,39 @@ def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(fpr[i])
 
 
+#: The false-positive rates at which `tpr_at_fpr` reports the detection rate (metrics.json keys "0.1", ...).
+FPR_TARGETS = (0.1, 0.01, 0.001)
+
+
+def fpr_key(target: float) -> str:
+    """The JSON key of an FPR target: 0.01 -> "0.01"."""
+    return f"{target:g}"
+
+
+def enough_reals(reals: int, target: float) -> bool:
+    """An FPR of `target` is measurable only with at least 1/target reals (one false alarm among them)."""
+    return reals * target >= 1.0 - 1e-9
+
+
+def tpr_at_fpr(
+    labels: np.ndarray, probs: np.ndarray, targets: Sequence[float] = FPR_TARGETS
+) -> dict[str, float | None]:
+    """For each target FPR, the largest TPR among ROC points whose FPR is at or below it ("what it catches at
+    1% false alarms"); None where the set has fewer reals than 1/FPR, or only one class."""
+    from sklearn.metrics import roc_curve
+
+    labels = np.asarray(labels, dtype=np.int64)
+    reals = int((labels == 0).sum())
+    out: dict[str, float | None] = {fpr_key(t): None for t in targets}
+    if reals == 0 or reals == len(labels):
+        return out
+    fpr, tpr, _ = roc_curve(labels, np.asarray(probs, dtype=np.float64), drop_intermediate=False)
+    for t in targets:
+        if enough_reals(reals, t):
+            out[fpr_key(t)] = float(tpr[fpr <= t + 1e-12].max())
+    return out
+
+
 def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """AUC, AP, EER, ACC and balanced ACC at threshold, and log loss.
 
@@ -108,31 +141,6 @@ def note_one_frame_videos() -> None:
         "every video has one frame (loose images, or a manifest without a video column): the video-level "
         "metrics (video_auc, video_acc, video_eer) equal the frame-level ones"
     )
-
-
-def method_metrics(
-    labels: np.ndarray, probs: np.ndarray, methods: Sequence[str], threshold: float = 0.5
-) -> dict[str, dict[str, float]]:
-    """Per manipulation method (real included): image count, ACC, and for fake methods AUC against all reals.
-
-    AUC per method is the FF++ convention (each method's fakes ranked against the same real images); it shows
-    which manipulations a detector misses, which one pooled AUC hides.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    labels = np.asarray(labels, dtype=np.int64)
-    probs = np.asarray(probs, dtype=np.float64)
-    methods = np.asarray(methods, dtype=object).astype(str)
-    real = labels == 0
-    out: dict[str, dict[str, float]] = {}
-    for method in sorted(set(methods.tolist())):
-        mask = methods == method
-        entry = {"n": int(mask.sum()), "acc": float(np.mean((probs[mask] >= threshold) == labels[mask]))}
-        if labels[mask].all() and real.any():
-            pair = mask | real
-            entry["auc"] = float(roc_auc_score(labels[pair], probs[pair]))
-        out[method] = entry
-    return out
 
 
 def weighted_auc(labels: np.ndarray, probs: np.ndarray) -> Callable[[np.ndarray], float]:

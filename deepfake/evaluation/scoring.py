@@ -17,7 +17,10 @@ from deepfake.data.samples import Sample
 from deepfake.evaluation.aggregate import TOPK
 from deepfake.evaluation.calibration import expected_calibration_error
 from deepfake.evaluation.ensemble import Ensemble, Member, score_loader
-from deepfake.evaluation.metrics import binary_metrics, bootstrap_auc_ci, method_metrics, video_scores
+from deepfake.evaluation.metrics import binary_metrics, bootstrap_auc_ci, tpr_at_fpr, video_scores
+from deepfake.evaluation.operating_point import measured_at, threshold_of
+from deepfake.evaluation.per_method import per_method_metrics
+from deepfake.evaluation.threshold import reported_threshold
 
 PREDICTION_COLUMNS = ("path", "video", "label", "method", "prob")
 FRAME_KEYS = ("auc", "ap", "eer", "acc", "balanced_acc", "loss")
@@ -25,13 +28,24 @@ VIDEO_KEYS = ("auc", "acc", "eer")
 
 
 def set_report(
-    samples: Sequence[Sample], probs: np.ndarray, eval_cfg: Mapping[str, Any], seed: int = 0
+    samples: Sequence[Sample],
+    probs: np.ndarray,
+    eval_cfg: Mapping[str, Any],
+    seed: int = 0,
+    val_threshold: float | None = None,
 ) -> dict:
-    """Frame, video and per-method metrics of one set, with bootstrap intervals for frame and video AUC."""
+    """Frame, video and per-method metrics of one set, with bootstrap intervals for frame and video AUC; with
+    `val_threshold` (on these probabilities) also the accuracies at the threshold chosen on validation."""
     labels = np.fromiter((s.label for s in samples), dtype=np.int64, count=len(samples))
     videos = [s.video for s in samples]
     threshold = float(eval_cfg["threshold"])
+    topk = int(eval_cfg.get("video_topk", TOPK))
     frame = binary_metrics(labels, probs, threshold)
+    at_val = binary_metrics(labels, probs, val_threshold)["acc"] if val_threshold is not None else None
+    methods = per_method_metrics(
+        labels, probs, [s.method for s in samples], videos, threshold, val_threshold,
+        eval_cfg["video_aggregation"], topk,
+    )  # fmt: skip
     v_labels, v_probs = video_scores(
         labels, probs, videos, eval_cfg["video_aggregation"], int(eval_cfg.get("video_topk", TOPK))
     )
@@ -49,17 +63,21 @@ def set_report(
             "videos": len(v_labels),
         },
         "threshold": threshold,
+        "val_threshold": val_threshold,
         "video_aggregation": eval_cfg["video_aggregation"],
         "video_topk": int(eval_cfg.get("video_topk", TOPK)),
         "frame": {
             **{k: frame[k] for k in FRAME_KEYS},
+            "acc_at_val_threshold": at_val,
             "auc_ci": bootstrap_auc_ci(labels, probs, videos, ci["samples"], ci["confidence"], seed),
+            "tpr_at_fpr": tpr_at_fpr(labels, probs),
         },
         "video": {
             **{k: video[k] for k in VIDEO_KEYS},
             "auc_ci": bootstrap_auc_ci(v_labels, v_probs, None, ci["samples"], ci["confidence"], seed),
+            "tpr_at_fpr": tpr_at_fpr(v_labels, v_probs),
         },
-        "per_method": method_metrics(labels, probs, [s.method for s in samples], threshold),
+        "per_method": methods,
         "bootstrap": {**ci, "resampled": "videos"},
     }
 
@@ -95,13 +113,28 @@ def scored_report(
     use = calibrated if eval_cfg["calibrated"] else raw
     probs = ensemble.combine(torch.from_numpy(use)).numpy()
     raw_probs = ensemble.combine(torch.from_numpy(raw)).numpy()
-    report = set_report(samples, probs, eval_cfg, seed)
+    single = ensemble.members[0] if len(ensemble.members) == 1 else None  # an ensemble has no val threshold
+    at_val = None
+    if single is not None:
+        at_val = reported_threshold(
+            single.val_threshold, single.temperature if eval_cfg["calibrated"] else 1.0
+        )
+    report = set_report(samples, probs, eval_cfg, seed, at_val)
     report["calibration"] = {
         "applied": bool(eval_cfg["calibrated"]),
         "temperature": ensemble.temperatures[0] if len(ensemble.members) == 1 else ensemble.temperatures,
         "raw": probability_metrics(labels, raw_probs),
         "calibrated": probability_metrics(labels, ensemble.combine(torch.from_numpy(calibrated)).numpy()),
     }
+    point = ensemble.members[0].operating_point if len(ensemble.members) == 1 else None
+    if point is not None:  # the test set's FPR and TPR at the threshold chosen on validation: a measurement
+        temperature = ensemble.members[0].temperature if eval_cfg["calibrated"] else None
+        report["operating_point"] = {
+            "target_fpr": point["target_fpr"],
+            "chosen_on": "validation",
+            "validation": {k: point.get(k) for k in ("fpr", "tpr", "images")},
+            **measured_at(labels, probs, threshold_of(point, temperature)),
+        }
     if len(ensemble.members) > 1:
         report["ensemble"] = {"members": len(ensemble.members), "mean": ensemble.mean, "tta": ensemble.tta}
         report["members"] = [

@@ -43,13 +43,14 @@ from deepfake.prediction.run import VideoRows
 from deepfake.prediction.settings import crop_settings
 from deepfake.prediction.sources import list_inputs, open_source
 from deepfake.prediction.store import Layout, OutputStore
+from deepfake.prediction.threshold import check_threshold, resolve_threshold, threshold_source
 from deepfake.prediction.windows import Scoring, scored
 from deepfake.runs.fileio import require_writable
 from deepfake.runs.rowfiles import read_document
 from deepfake.system.console import ItemProgress
 from deepfake.system.hardware import HardwareManager
 
-__all__ = ["Predictions", "list_inputs", "predict", "predict_images", "predict_paths"]
+__all__ = ["Predictions", "checked_config", "list_inputs", "predict", "predict_images", "predict_paths"]
 
 log = logging.getLogger("deepfake")
 
@@ -102,13 +103,16 @@ class Predictions(Sequence):
     __hash__ = None  # type: ignore[assignment]
 
 
-def _meta(cfg: DictConfig, loaded: Sequence[LoadedDetector], explainer: Explainer | None) -> dict[str, Any]:
+def _meta(
+    cfg: DictConfig, loaded: Sequence[LoadedDetector], explainer: Explainer | None, given: Any
+) -> dict[str, Any]:
     """What a JSON document (and a Parquet file's metadata) says about the run besides its rows."""
     temps = [d.temperature if cfg.calibrated else None for d in loaded]  # None: raw probabilities
     one = len(loaded) == 1
     meta = {
         "checkpoint": str(loaded[0].path) if one else [str(d.path) for d in loaded],
         "threshold": cfg.threshold,
+        "threshold_source": threshold_source(given),
         "preprocess": loaded[0].model.preprocess if one else [d.model.preprocess for d in loaded],
         "tta": cfg.tta,
         "temperature": temps[0] if one else temps,
@@ -125,7 +129,7 @@ def _meta(cfg: DictConfig, loaded: Sequence[LoadedDetector], explainer: Explaine
 def predict(cfg: DictConfig | Mapping[str, Any]) -> Predictions:
     """Score every input of this shard that has no row yet, committing each row to `cfg.output` as it comes;
     write the merged output once every input has a row. Returns the output's rows (read on demand)."""
-    cfg = _checked(cfg)
+    cfg = checked_config(cfg)
     fmt = output_format(cfg.output, cfg.format)
     output = Path(cfg.output).expanduser()
     # Checked now, not after inference: a long run must not end in a write that was bound to fail.
@@ -137,6 +141,8 @@ def predict(cfg: DictConfig | Mapping[str, Any]) -> Predictions:
     ensemble, loaded = load_ensemble(
         checkpoints, hw.device, precision, cfg.tta, cfg.ensemble.mean, cfg.calibrated
     )
+    given = cfg.threshold
+    cfg.threshold = resolve_threshold(given, loaded, cfg.calibrated, cfg.tta)
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
     hw.configure(workers, unit="batch", per="image")  # the first image batches time the thread count
     ensemble.threads = hw.threads
@@ -152,7 +158,7 @@ def predict(cfg: DictConfig | Mapping[str, Any]) -> Predictions:
     settings = run_settings(cfg, loaded, crop, precision, cfg.threshold, cols)
     key = fingerprint(settings)
     layout = Layout(output, fmt, cfg.shard.index, cfg.shard.count)
-    store = OutputStore(layout, cols, settings, key, _meta(cfg, loaded, explainer))
+    store = OutputStore(layout, cols, settings, key, _meta(cfg, loaded, explainer, given))
     if cfg.overwrite:
         store.clear()
     done = store.open()
@@ -199,7 +205,7 @@ def _finish(layout: Layout, plan: Plan, summary: Summary, missing: int) -> Predi
     return found
 
 
-def _checked(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
+def checked_config(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
     """Merge onto the schema (Python callers may pass a dict) and check the values a type cannot."""
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(PredictConfig), cfg)
@@ -211,8 +217,7 @@ def _checked(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
     ):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key} is not set: pass {key}={example}")
-    if not 0.0 <= cfg.threshold <= 1.0:
-        raise ConfigError(f"threshold must be in [0, 1] (got {cfg.threshold})")
+    check_threshold(cfg.threshold)
     if cfg.batch_size <= 0:
         raise ConfigError(f"batch_size must be > 0 (got {cfg.batch_size})")
     if not 0 <= cfg.shard.index < cfg.shard.count:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +17,9 @@ from torchvision.transforms.v2 import functional as F
 
 from deepfake.model.mask_head import mask_overlay
 from deepfake.prediction.videos import VideoResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -50,16 +54,35 @@ def overlay_masks(result: VideoResult, model: nn.Module, device: torch.device) -
     ]
 
 
-def write_preview(result: VideoResult, folder: Path, name: str, threshold: float) -> Path:
-    """The contact sheet: the top faces (most suspicious first) over a strip of per-frame probabilities."""
-    from matplotlib.figure import Figure  # the object API: no pyplot state, renders headless
+def verdict(result: VideoResult, threshold: float) -> str:
+    """The sheet's headline: FAKE or REAL with the probability against the threshold, or why there is none."""
+    if result.prob is None:
+        return "no face found" if result.status == "no_face" else result.status
+    call = "FAKE" if result.prob >= threshold else "REAL"
+    return f"{call}: p(fake) {result.prob:.3f} {'>=' if call == 'FAKE' else '<'} threshold {threshold:.3f}"
 
+
+def write_preview(
+    result: VideoResult, folder: Path, name: str, threshold: float, checkpoint: str = ""
+) -> Path:
+    """The contact sheet of one video as `folder/name` (kept inside `folder`)."""
     path = (folder / name).resolve()
     if path.parent != folder.resolve():
         raise ValueError(f"preview name {name!r} leaves {folder}")
+    fig = preview_figure(result, threshold, checkpoint)
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    return path
+
+
+def preview_figure(result: VideoResult, threshold: float, checkpoint: str = "") -> Figure:
+    """The verdict, threshold and checkpoint in the title; the top faces (most suspicious first) over a strip of
+    per-frame probabilities, where decoded frames without a face are marked."""
+    from matplotlib.figure import Figure  # the object API: no pyplot state, renders headless
+
     faces = result.top_faces
     cols = max(1, len(faces))
-    fig = Figure(figsize=(max(6.0, 1.6 * cols), 4.2))
+    fig = Figure(figsize=(max(6.0, 1.6 * cols), 4.6))
     grid = fig.add_gridspec(2, cols, height_ratios=[1.3, 1.0])
     for i, (crop, prob, frame) in enumerate(faces):
         ax = fig.add_subplot(grid[0, i])
@@ -69,11 +92,16 @@ def write_preview(result: VideoResult, folder: Path, name: str, threshold: float
     strip = fig.add_subplot(grid[1, :])
     if result.frame_probs:
         frames, probs = zip(*result.frame_probs, strict=True)
-        strip.plot(frames, probs, marker="o", ms=3)
-    strip.axhline(threshold, color="grey", ls="--", lw=0.8)
+        strip.plot(frames, probs, marker="o", ms=3, label="P(fake) of the frame")
+    with_face = {frame for frame, _ in result.frame_probs}
+    missing = [f for f in result.frames_seen if f not in with_face]
+    if missing:
+        strip.plot(missing, [0.0] * len(missing), "x", color="tab:red", ms=6, clip_on=False,
+                   label=f"no face ({len(missing)} of {len(result.frames_seen)} frames)")  # fmt: skip
+    strip.axhline(threshold, color="grey", ls="--", lw=0.8, label=f"threshold {threshold:.3f}")
     strip.set(ylim=(0, 1), xlabel="frame", ylabel="P(fake)")
-    prob = "no face" if result.prob is None else f"{result.prob:.3f}"
-    fig.suptitle(f"{Path(result.path).name}: {prob} ({result.status})", fontsize=10)
-    folder.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    return path
+    strip.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+    source = f" · checkpoint {checkpoint}" if checkpoint else ""
+    fig.suptitle(f"{Path(result.path).name}: {verdict(result, threshold)}{source}", fontsize=10)
+    fig.set_layout_engine("constrained")
+    return fig

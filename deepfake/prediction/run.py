@@ -74,6 +74,7 @@ class VideoRows:
             {p.name for p in folder.iterdir()} if resumed and cfg.preview and folder.is_dir() else set()
         )
         self._threads = contextlib.ExitStack()
+        self.checkpoint = _checkpoint_name(loaded.path)
         self.tuner: ThreadTuner | None = None
 
     def __enter__(self) -> VideoRows:
@@ -96,8 +97,13 @@ class VideoRows:
                 if explain is None:  # an explanation's overlay already shows a mask head's mask beside it
                     overlay_masks(result, self.loaded.model, self.device)
                 name = sheet_name(result.path, self.taken)
-                sheet = write_preview(result, preview_dir(self.output), name, cfg.threshold)
+                sheet = write_preview(result, preview_dir(self.output), name, cfg.threshold, self.checkpoint)
                 log.info("preview of %s: %s", result.path, sheet)
             frames = frame_rows(result) if cfg.per_frame else []
             row = video_row(result, cfg.threshold, cfg.no_face_prob)
             yield Scored(row, frames, result.seconds, result.frames_decoded)
+
+
+def _checkpoint_name(path: Path) -> str:
+    """A checkpoint as a sheet names it: `<run>/checkpoints/best.pt` reads `<run>/best.pt`, short enough to fit."""
+    return f"{path.parent.parent.name}/{path.name}" if path.parent.name == "checkpoints" else path.name

@@ -46,6 +46,7 @@ class VideoResult:
     error: str = ""
     prob: float | None = None
     frames_decoded: int = 0
+    frames_seen: list[int] = field(default_factory=list)  # indices of the decoded frames, with a face or not
     seconds: float = 0.0  # decode, detection and scoring of this video (each stage's own time)
     frame_probs: list[tuple[int, float]] = field(
         default_factory=list
@@ -92,7 +93,12 @@ def detect_video(
     decoded: Decoded, settings: DictConfig, detector: FaceFinder
 ) -> tuple[VideoResult, list[tuple[int, int]], np.ndarray]:
     """The detection half: a result (final when the video failed or has no face), its face keys and crops."""
-    result = VideoResult(decoded.path, error=decoded.error, frames_decoded=len(decoded.frames))
+    result = VideoResult(
+        decoded.path,
+        error=decoded.error,
+        frames_decoded=len(decoded.frames),
+        frames_seen=[index for index, _ in decoded.frames],
+    )
     empty = np.zeros((0, 1, 1, 3), np.uint8)
     if not decoded.frames:
         result.status = "error"

@@ -1,7 +1,8 @@
 """Score test sets and write what a reader opens: evaluate.py's driver and train.py's last step.
 
 Every set gets `eval/<set>/metrics.json`, `predictions.csv` (path, video, label, method, prob), `roc.png`,
-`pr.png` and `reliability.png`, and the log a results table. The numbers come from `deepfake.evaluation.scoring`
+`pr.png`, `methods.png` and `reliability.png`, and the log a results table; evaluate.py also writes
+`<out_dir>/report.html` (`deepfake.reporting.report`). The numbers come from `deepfake.evaluation.scoring`
 (below this room); the figures from `deepfake.reporting.figures`. All metrics are computed from exactly the
 probabilities in predictions.csv, so anyone can recompute them from that file. The cross-dataset protocol
 reports test sets only: nothing here picks a checkpoint.
@@ -42,8 +43,11 @@ from deepfake.evaluation.ensemble import (
     ensemble_of,
 )
 from deepfake.evaluation.inference import load_detector, scoring_precision
-from deepfake.evaluation.metrics import video_scores
+from deepfake.evaluation.metrics import FPR_TARGETS, fpr_key, video_scores
+from deepfake.evaluation.operating_point import checked_operating_point
 from deepfake.evaluation.scoring import PREDICTION_COLUMNS, VIDEO_KEYS, scored_report, set_logits
+from deepfake.evaluation.threshold import checked_val_threshold
+from deepfake.reporting.report import write_after_evaluation
 from deepfake.reporting.robustness import RobustnessHook, robustness_hook, robustness_request
 from deepfake.runs.checkpoint import load_checkpoint, unwrap
 from deepfake.runs.fileio import atomic_write, require_writable
@@ -52,12 +56,16 @@ from deepfake.system.precision import Precision
 
 log = logging.getLogger("deepfake")
 
+TABLE_FPR = 0.01  # the results table's operating-point column: TPR at 1% FPR
+TPR_COLUMN = "TPR@1%"
+
 
 def write_set(
     out: Path, samples: Sequence[Sample], probs: np.ndarray, report: dict, raw: np.ndarray | None = None
 ) -> None:
-    """predictions.csv, metrics.json, roc.png, pr.png and reliability.png (`raw` probabilities against the
-    calibrated `probs`, when a temperature applies) for one set, each written atomically."""
+    """predictions.csv, metrics.json, roc.png, pr.png, methods.png (AUC per manipulation method) and
+    reliability.png (`raw` probabilities against the calibrated `probs`, when a temperature applies) for one
+    set, each written atomically."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(PREDICTION_COLUMNS)
@@ -67,6 +75,8 @@ def write_set(
     text = json.dumps(report, indent=2, allow_nan=True)
     atomic_write(out / "metrics.json", lambda f: f.write(text.encode()))
     from deepfake.reporting.figures import (  # matplotlib: only when figures are due
+        curve_title,
+        method_auc_figure,
         pr_figure,
         reliability_figure,
         roc_figure,
@@ -74,17 +84,31 @@ def write_set(
     )
 
     labels = np.array([s.label for s in samples], dtype=np.int64)
+    name = report["set"]
     if len(np.unique(labels)) < 2:
-        log.warning("set %s holds one class only: no ROC or PR curve", report["set"])
+        log.warning("set %s holds one class only: no ROC or PR curve", name)
         return
     v_labels, v_probs = video_scores(
         labels, probs, [s.video for s in samples], report["video_aggregation"], report.get("video_topk", TOPK)
     )
     videos = (v_labels, v_probs) if len(v_labels) < len(labels) and len(np.unique(v_labels)) == 2 else None
-    save_png(roc_figure((labels, probs), videos, title=f"ROC: {report['set']}"), out / "roc.png")
-    save_png(pr_figure((labels, probs), videos, title=f"Precision-recall: {report['set']}"), out / "pr.png")
+    n_videos = len(v_labels) if len(v_labels) < len(labels) else None
+    roc = roc_figure(
+        (labels, probs), videos, curve_title("ROC", name, labels, n_videos), FPR_TARGETS,
+        report.get("operating_point"),
+    )  # fmt: skip
+    save_png(roc, out / "roc.png")
+    save_png(
+        pr_figure((labels, probs), videos, curve_title("Precision-recall", name, labels, n_videos)),
+        out / "pr.png",
+    )
+    methods = method_auc_figure(report["per_method"], f"AUC per method: {name}")
+    if methods is not None:
+        save_png(methods, out / "methods.png")
     curves = {"raw": raw, "calibrated": probs} if raw is not None else {"predicted": probs}
-    save_png(reliability_figure(labels, curves, f"Reliability: {report['set']}"), out / "reliability.png")
+    save_png(
+        reliability_figure(labels, curves, curve_title("Reliability", name, labels)), out / "reliability.png"
+    )
 
 
 def evaluate_sets(
@@ -129,6 +153,8 @@ def evaluate_sets(
         reports[name] = report
         log.info("evaluated %s: %d images -> %s", name, len(samples), out_dir / name)
     log.info("\n%s", results_table(reports))
+    if any(len(r.get("per_method", {})) > 1 for r in reports.values()):
+        log.info("\n%s", method_table(reports))
     return reports
 
 
@@ -136,7 +162,7 @@ def results_table(reports: Mapping[str, dict]) -> str:
     """One plain-text table of all sets (frame metrics, AUC interval, calibration, video metrics); an
     ensemble's members get a row each (`<set> #k`) above the ensemble's row, and a legend of checkpoints."""
     table = Table(title="Test sets (label 1 = fake)", box=box.MARKDOWN)
-    columns = ("set", "images", "videos", "AUC", "AUC CI", "AP", "EER", "ACC", "bACC", "log loss")
+    columns = ("set", "images", "videos", "AUC", "AUC CI", "AP", "EER", TPR_COLUMN, "ACC", "bACC", "log loss")
     faithful = any("faithfulness" in r for r in reports.values())  # eval.explain on a set with masks
     explained = ("pointing game", "heat in mask", "mask area") if faithful else ()
     for column in (*columns, "LL raw", "LL cal", "ECE raw", "ECE cal", "video AUC", "video ACC", "video EER",
@@ -154,7 +180,10 @@ def results_table(reports: Mapping[str, dict]) -> str:
                 str(r["counts"]["videos"]),
                 _fmt(f["auc"]),
                 _fmt_ci(f["auc_ci"]),
-                *(_fmt(f[k]) for k in ("ap", "eer", "acc", "balanced_acc", "loss")),
+                _fmt(f["ap"]),
+                _fmt(f["eer"]),
+                _fmt(f.get("tpr_at_fpr", {}).get(fpr_key(TABLE_FPR))),
+                *(_fmt(f[k]) for k in ("acc", "balanced_acc", "loss")),
                 *(_fmt(c[when][k]) for k in ("log_loss", "ece") for when in ("raw", "calibrated")),
                 *(_fmt(v[k]) for k in VIDEO_KEYS),
                 *(_faithfulness(entry if entry is r else {}) if faithful else ()),
@@ -163,6 +192,30 @@ def results_table(reports: Mapping[str, dict]) -> str:
     console.print(table)
     for key, path in legend.items():
         console.print(f"{key}: {path}")
+    return console.file.getvalue().rstrip()
+
+
+def method_table(reports: Mapping[str, dict]) -> str:
+    """Each set's per-method (per-generator) rows: counts, ranking metrics and accuracies (`per_method`)."""
+    table = Table(
+        title="Per method (AUC, AP: its fakes against its own reals, else the set's shared reals; ACC: its images)",
+        box=box.MARKDOWN,
+    )
+    columns = ("set", "method", "images", "real", "fake", "reals", "AUC", "AP", "video AUC", "ACC",
+               "ACC real", "ACC fake", "ACC@val thr")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("set", "method", "reals") else "right")
+    for name, r in reports.items():
+        for method, m in r.get("per_method", {}).items():
+            table.add_row(
+                name, method, str(m["n"]), str(m["n_real"]), str(m["n_fake"]), m["reals"] or "-",
+                *(_fmt(m[k]) for k in ("auc", "ap", "video_auc", "acc", "real_acc", "fake_acc", "acc_at_val_threshold")),
+            )  # fmt: skip
+    console = Console(file=io.StringIO(), width=220, color_system=None, force_terminal=False)
+    console.print(table)
+    thresholds = {n: r["val_threshold"] for n, r in reports.items() if r.get("val_threshold") is not None}
+    for name, t in thresholds.items():
+        console.print(f"{name}: validation-chosen threshold {t:.4f} (best balanced accuracy on validation)")
     return console.file.getvalue().rstrip()
 
 
@@ -196,7 +249,15 @@ def evaluate_best(
     bare = unwrap(model)
     bare.load_state_dict(state["model"])
     temperature = checked_temperature(str(best), state.get("calibration")) if cfg.eval.calibrated else None
-    member = Member(model=bare, img_size=int(bare.img_size), temperature=temperature or 1.0, name=str(best))
+    point = checked_operating_point(str(best), state.get("operating_point"))
+    member = Member(
+        model=bare,
+        img_size=int(bare.img_size),
+        temperature=temperature or 1.0,
+        name=str(best),
+        operating_point=point,
+        val_threshold=checked_val_threshold(state.get("metrics")),
+    )
     ensemble = Ensemble([member], tta=cfg.eval.tta, precision=scoring_precision(precision, cfg.training.amp))
     out_dir = Path(cfg.eval.out_dir) if cfg.eval.out_dir else run_dir / "eval"
     return evaluate_sets(
@@ -248,7 +309,11 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
         else {"checkpoints": [str(d.path) for d in loaded]}
     )
     hook = robustness_hook(perturb, names, ensemble, data, hw.device, run_cfg.eval, out_dir, modules_for)
-    return evaluate_sets(ensemble, data, names, hw.device, run_cfg.eval, out_dir, run_cfg.seed, context, hook)
+    reports = evaluate_sets(
+        ensemble, data, names, hw.device, run_cfg.eval, out_dir, run_cfg.seed, context, hook
+    )
+    write_after_evaluation(out_dir, list(reports), [d.path for d in loaded])
+    return reports
 
 
 def data_modules(

@@ -21,6 +21,9 @@ from deepfake.errors import UserError
 from deepfake.evaluation.metrics import binary_metrics, video_scores
 from deepfake.evaluation.predictions import VAL_PREDICTIONS, read_predictions
 from deepfake.exits import run_reporting_errors
+from deepfake.reporting.facts import is_number
+from deepfake.reporting.figures import curve_title
+from deepfake.reporting.run_facts import read_json, read_run
 from deepfake.tracking.csv_tracker import FILE as CSV_FILE
 from deepfake.tracking.csv_tracker import read_scalars
 
@@ -54,12 +57,17 @@ def load_scalars(run_dir: Path) -> Series:
 
 
 def _curves(
-    series: Series, tags: tuple[str, ...], title: str, ylabel: str, path: Path, best_step: int | None = None
+    series: Series,
+    tags: tuple[str, ...],
+    title: str,
+    ylabel: str,
+    path: Path,
+    best_step: int | None = None,
 ) -> Path | None:
     present = [t for t in tags if t in series]
     if not present:
         return None
-    fig = Figure(figsize=(8, 5), dpi=100, layout="constrained")
+    fig = Figure(figsize=(9, 5), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     for tag in present:
         steps, values = series[tag]
@@ -71,12 +79,24 @@ def _curves(
         )
     ax.set(title=title, xlabel="optimizer step", ylabel=ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the axes: never over a curve
     fig.savefig(path)
     return path
 
 
-def _roc(pred_path: Path, title: str, path: Path) -> Path:
+def loss_labels(config: dict) -> tuple[str, str]:
+    """The loss plot's title and y label; a mask-head run's training loss includes the mask term."""
+    model, training = config.get("model") or {}, config.get("training") or {}
+    if not model.get("mask_head"):
+        return "loss", "binary cross-entropy"
+    term = f"{training.get('mask_loss_weight', 1.0)} x mask {training.get('mask_loss', 'bce')} loss"
+    return (
+        f"loss (train/loss includes the mask term: BCE + {term}; val/loss is BCE only)",
+        f"train: BCE + {term}; val: BCE",
+    )
+
+
+def _roc(pred_path: Path, title: str, path: Path, point: dict | None = None) -> Path:
     pred = read_predictions(pred_path)
     labels, probs = pred["label"], pred["prob"]
     if len(np.unique(labels)) < 2:
@@ -85,6 +105,7 @@ def _roc(pred_path: Path, title: str, path: Path) -> Path:
     ax = fig.add_subplot()
     curves = [("frame", labels, probs)]
     v_labels, v_probs = video_scores(labels, probs, pred["video"])
+    title = curve_title(title, "validation", labels, len(v_labels) if len(v_labels) < len(labels) else None)
     if len(v_labels) < len(labels) and len(np.unique(v_labels)) == 2:
         curves.append(("video (mean prob.)", v_labels, v_probs))
     for name, y, p in curves:
@@ -93,9 +114,13 @@ def _roc(pred_path: Path, title: str, path: Path) -> Path:
         ax.plot(fpr, tpr, label=f"{name}: AUC {m['auc']:.4f}, EER {m['eer']:.3f}")
         i = int(np.nanargmin(np.abs((1.0 - tpr) - fpr)))
         ax.plot([fpr[i]], [tpr[i]], "o", color=ax.lines[-1].get_color())
-    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+    if point is not None and is_number(point.get("fpr")) and is_number(point.get("tpr")):
+        ax.plot([point["fpr"]], [point["tpr"]], "*", color="black", markersize=11,
+                label=f"threshold for FPR <= {point.get('target_fpr')}: FPR {point['fpr']:.3f}, TPR {point['tpr']:.3f}")  # fmt: skip
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="chance (AUC 0.5)")
     ax.plot([0, 1], [1, 0], ":", color="grey", linewidth=0.8, label="EER line (FPR = 1 - TPR)")
-    ax.set(title=title, xlabel="false positive rate (real called fake)", ylabel="true positive rate")
+    ax.set(xlabel="false positive rate (real called fake)", ylabel="true positive rate (fake caught)")
+    ax.set_title(title, fontsize=10)
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
@@ -112,13 +137,15 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     out_dir.mkdir(exist_ok=True)
     series = load_scalars(run_dir)
     best = _best_step(run_dir, series)
+    loss_title, loss_label = loss_labels(read_run(run_dir).config)
     written = [
-        _curves(series, LOSS_TAGS, "loss", "binary cross-entropy", out_dir / "loss.png", best),
+        _curves(series, LOSS_TAGS, loss_title, loss_label, out_dir / "loss.png", best),
         _curves(series, METRIC_TAGS, "validation metrics", "value", out_dir / "val_metrics.png", best),
     ]
     pred_path = run_dir / VAL_PREDICTIONS
     if pred_path.is_file():
-        written.append(_roc(pred_path, _roc_title(run_dir), out_dir / "roc.png"))
+        point = read_json(run_dir / "metrics.json").get("operating_point")  # best.pt's validation threshold
+        written.append(_roc(pred_path, _roc_title(run_dir), out_dir / "roc.png", point))
     paths = [p for p in written if p is not None]
     if not paths:
         curves = (
@@ -148,9 +175,9 @@ def _best_step(run_dir: Path, series: Series) -> int | None:
 def _roc_title(run_dir: Path) -> str:
     try:
         best = json.loads((run_dir / "metrics.json").read_text())["best"]
-        return f"ROC, best epoch {best['epoch']} (validation)"
+        return f"ROC, best epoch {best['epoch']}"
     except (OSError, ValueError, KeyError):  # a run still in progress has no metrics.json yet
-        return "ROC, best epoch so far (validation)"
+        return "ROC, best epoch so far"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,8 +6,8 @@ predictions validation already brought to the host, so it adds no device sync to
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ from torch.utils.data import DataLoader
 from deepfake.data.dataset import FaceDataset
 from deepfake.data.loader import WrappedLoader
 from deepfake.reporting.tensorboard import TensorBoardLogger
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Validation metrics shown in the HParams tab, each as its final value (val/x) and at the best epoch (best/x).
 HPARAM_METRICS = ("auc", "ap", "eer", "acc", "loss", "video_auc")
@@ -60,9 +63,14 @@ def flatten_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def log_run_start(
-    tb: TensorBoardLogger, cfg: DictConfig, config_yaml: str, train_loader: DataLoader | WrappedLoader
+    tb: TensorBoardLogger,
+    cfg: DictConfig,
+    config_yaml: str,
+    train_loader: DataLoader | WrappedLoader,
+    score: Callable[[torch.Tensor], np.ndarray] | None = None,
 ) -> None:
-    """Config text, hparams, the train/val loss overlay, and a grid of the first augmented training images."""
+    """Config text, hparams, the train/val loss overlay, and a grid of the first augmented training images,
+    each tile captioned with its label and (`score`: images -> probabilities) the model's P(fake) at step 0."""
     if tb.writer is None:
         return
     tb.text("config", f"```\n{config_yaml}\n```")
@@ -70,10 +78,37 @@ def log_run_start(
     tb.custom_scalars(LAYOUT)
     sampler = train_loader.sampler
     # The very images (same crop and flip) the first steps train on: items derive from (seed, epoch, index).
-    first = sampler.order()[: cfg.logging.num_images]
-    images = [train_loader.dataset.preview(i, sampler.epoch) for i in first]
-    if images:
-        tb.image_grid("train/augmented", torch.stack(images), 0)
+    first = [int(i) for i in sampler.order()[: cfg.logging.num_images]]
+    if not first:
+        return
+    dataset = train_loader.dataset
+    images = torch.stack([dataset.preview(i, sampler.epoch) for i in first])
+    probs = score(images) if score is not None else None
+    labels = dataset.labels[first]
+    captions = [
+        f"{'fake' if label else 'real'}" + (f" · p {probs[k]:.2f}" if probs is not None else "")
+        for k, label in enumerate(labels)
+    ]
+    title = "augmented training images: label · P(fake) at step 0 (before training)"
+    tb.figure("train/augmented", tile_figure(images, captions, title), 0)
+
+
+def tile_figure(images: torch.Tensor, captions: Sequence[str], title: str, ncols: int = 8) -> Figure:
+    """uint8 images (N, 3, H, W), as they entered the model, in a grid with a caption on each tile."""
+    from matplotlib.figure import Figure  # matplotlib loads only when a grid is due
+
+    n = len(images)
+    cols = min(ncols, n)
+    rows = -(-n // cols)
+    aspect = images.shape[-1] / images.shape[-2]  # a clip's frames side by side are wider than tall
+    fig = Figure(figsize=(1.7 * aspect * cols, 1.9 * rows + 0.4), dpi=100, layout="constrained")
+    for k, (image, caption) in enumerate(zip(images, captions, strict=True)):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        ax.imshow(image.permute(1, 2, 0).numpy())
+        ax.set_title(caption, fontsize=7)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return fig
 
 
 def confidently_wrong(labels: np.ndarray, probs: np.ndarray, threshold: float, k: int) -> np.ndarray:
@@ -116,7 +151,9 @@ def log_val_epoch(
         items = [dataset[int(index[i])][0] for i in worst]
         # a clip (T, 3, S, S) is shown as its frames side by side
         images = [x if x.ndim == 3 else torch.cat(list(x), dim=-1) for x in items]
-        tb.image_grid("val/confidently_wrong", torch.stack(images), step)
+        captions = [f"{'fake' if labels[i] else 'real'} · p {probs[i]:.2f}" for i in worst]
+        title = f"val, epoch {epoch + 1}: most confidently wrong (label · P(fake), threshold {threshold:g})"
+        tb.figure("val/confidently_wrong", tile_figure(torch.stack(images), captions, title), step)
         rows = [
             f"| {rank + 1} | {'fake' if labels[i] else 'real'} | {probs[i]:.4f} | {dataset.samples[int(index[i])].path} |"
             for rank, i in enumerate(worst)

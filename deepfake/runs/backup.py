@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from importlib import metadata
 from pathlib import Path
@@ -346,6 +346,15 @@ def git_state(where: Path) -> dict[str, str]:
         "git.txt": f"commit {commit.strip()}\nrepository {where}\nstatus:\n{status}",
         "git.diff": _git(where, "diff", "HEAD", "--no-ext-diff", "--binary"),
     }
+
+
+def code_version(provenance: Mapping[str, str]) -> dict[str, Any]:
+    """{commit, dirty} read back from `git_state`'s git.txt (dirty: uncommitted changes); {} outside a checkout."""
+    text = provenance.get("git.txt", "")
+    if not text.startswith("commit "):
+        return {}
+    head, _, status = text.partition("\nstatus:\n")
+    return {"commit": head.split("\n", 1)[0].removeprefix("commit ").strip(), "dirty": bool(status.strip())}
 
 
 def git_commit(where: Path = CODE_ROOT) -> str | None:

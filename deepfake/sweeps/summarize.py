@@ -3,7 +3,8 @@
 `python -m deepfake.summarize <sweep dir>` (re)builds `summary.csv`, `summary.md` and `summary.png` in the
 sweep directory from what the jobs left there (`.hydra/overrides.yaml`, `metrics.json`), so it works on a
 finished sweep, a running one, or one that was killed; the sweep callback (deepfake.sweeps.callbacks) calls the same
-code after every job and at the end.
+code after every job and at the end. A sweep whose jobs select methods (`data.train_methods`) also gets the
+cross-method matrix, `cross_method.csv` and `cross_method.png` (`deepfake.sweeps.cross_method`).
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from rich.table import Table
 from deepfake.errors import UserError
 from deepfake.exits import run_reporting_errors
 from deepfake.runs.fileio import atomic_write
+from deepfake.sweeps import cross_method
 
 log = logging.getLogger("deepfake")
 
 #: Final metrics shown per job (when a job has them), in this order; every other val metric goes to the CSV only.
 SHOWN = ("val/auc", "val/video_auc", "val/acc", "val/eer", "val/ap", "val/loss", "train/epoch_loss")
-FILES = ("summary.csv", "summary.md", "summary.png")
+FILES = ("summary.csv", "summary.md", "summary.png", *cross_method.FILES)
 #: metrics.json `stop_reason` prefixes and the status they mean.
 STATUSES = (
     ("completed", "completed"),
@@ -75,6 +77,7 @@ class SweepSummary:
     mode: str | None
     varying: list[str]  # override keys that differ between jobs
     optuna: dict[str, Any] | None = None  # optimization_results.yaml, when the Optuna sweeper wrote one
+    cross_method: cross_method.CrossMethod | None = None  # the matrix, when the jobs selected methods
 
     @property
     def failed(self) -> list[JobRow]:
@@ -176,10 +179,14 @@ def write(summary: SweepSummary) -> list[Path]:
     return paths
 
 
-def summarize(sweep_dir: str | Path) -> SweepSummary:
-    """Collect and write; returns the summary (for printing)."""
+def summarize(sweep_dir: str | Path, metric: str = "auc") -> SweepSummary:
+    """Collect and write, with the cross-method matrix of `metric` when the jobs selected methods; returns the
+    summary (for printing)."""
     summary = collect(sweep_dir)
     write(summary)
+    summary.cross_method = cross_method.build([r.path for r in summary.rows], metric)
+    if summary.cross_method is not None:
+        cross_method.write(summary.cross_method, summary.sweep_dir)
     return summary
 
 
@@ -288,7 +295,8 @@ def to_markdown(summary: SweepSummary) -> str:
 
 
 def figure(summary: SweepSummary) -> Any:
-    """Horizontal bars of each job's best monitored value (final value as a dot); failed jobs are labelled."""
+    """Horizontal bars of each job's best monitored value, labelled with it (final value as a dot); the axis
+    spans the values, not 0 to them, so close jobs stay apart. Failed jobs get no bar and say their status."""
     from matplotlib.figure import Figure
 
     rows = summary.rows
@@ -299,19 +307,31 @@ def figure(summary: SweepSummary) -> Any:
     fig = Figure(figsize=(10, height), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     y = list(range(len(rows)))
-    best = [r.best if _finite(r.best) else 0.0 for r in rows]
-    colors = ["tab:gray" if r.failed else "tab:blue" for r in rows]
-    ax.barh(y, best, color=colors, label=f"best {summary.monitor}")
-    finals = [(i, r.final[summary.monitor]) for i, r in enumerate(rows) if summary.monitor in r.final]
+    finals = [
+        (i, r.final[summary.monitor]) for i, r in enumerate(rows) if _finite(r.final.get(summary.monitor))
+    ]
+    values = [r.best for r in rows if _finite(r.best)] + [v for _, v in finals]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = 0.15 * (high - low) or 0.05 * (abs(high) or 1.0)
+    left, right = low - pad, high + pad
+    scored = [i for i, r in enumerate(rows) if _finite(r.best)]
+    bars = ax.barh(
+        scored,
+        [rows[i].best - left for i in scored],
+        left=left,
+        color="tab:blue",
+        label=f"best {summary.monitor}",
+    )
+    ax.bar_label(bars, labels=[f"{rows[i].best:.4f}" for i in scored], padding=3, fontsize=8)
     if finals:
         ax.plot([v for _, v in finals], [i for i, _ in finals], "o", color="tab:orange", label="final")
     for i, r in enumerate(rows):
         if not _finite(r.best):
-            ax.text(0, i, f" {r.status}", va="center", color="tab:red")
+            ax.text(left, i, f" {r.status}", va="center", color="tab:red")
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, 1.05 * max(best) or 1.0)
-    ax.set_xlabel(summary.monitor or "monitored metric")
+    ax.set_xlim(left, right + pad)  # room for the value labels
+    ax.set_xlabel(f"{summary.monitor or 'monitored metric'} (the axis starts at {left:.4g}, not 0)")
     ax.set_title(f"{summary.monitor} per job")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
@@ -354,9 +374,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Rebuild summary.csv, summary.md and summary.png of a sweep (finished or not).",
     )
     parser.add_argument("sweep_dir", help="the sweep folder, e.g. multirun/2026-11-26/10-20-00-123456")
+    parser.add_argument(
+        "--metric",
+        choices=cross_method.METRICS,
+        default="auc",
+        help="the cross-method matrix's cells (sweeps over data.train_methods): frame auc (default), video_auc, "
+        "ap or acc",
+    )
+    parser.add_argument(
+        "--video", action="store_true", help="the matrix in video AUC (same as --metric video_auc)"
+    )
     args = parser.parse_args(argv)
-    summary = run_reporting_errors(summarize, args.sweep_dir)
+    metric = "video_auc" if args.video else args.metric
+    summary = run_reporting_errors(summarize, args.sweep_dir, metric)
     print(render(summary))
+    if summary.cross_method is not None:
+        print(cross_method.render(summary.cross_method))
     print(f"wrote {', '.join(f for f in FILES if (summary.sweep_dir / f).is_file())} in {summary.sweep_dir}")
     return 1 if summary.failed else 0
 

@@ -1,13 +1,15 @@
-"""`calibration=temperature`: at the end of a run, fit a temperature on best.pt's validation predictions.
+"""The end of a run on best.pt's validation predictions: the temperature (`calibration=temperature`) and the
+validation threshold for `eval.target_fpr`.
 
 The observer runs when the loop ends normally, before the metrics file and the exit backup (which then hold
 the result). The fit needs best.pt's validation logits (with `eval.tta`, as validation did): the run keeps
 those of its best epoch, which were computed from exactly best.pt's weights; only when this process did not
 validate that epoch (a resume after it) does every rank load best.pt and predict its validation shard again.
-Rank 0 fits the temperature on the logits (`deepfake.evaluation.calibration`), writes it into best.pt as
-`calibration`, draws plots/reliability.png and hands the before/after log loss and ECE to metrics.json. Only
-best.pt carries it: last.pt is the resume state, whose weights may differ. With fewer than
-`calibration_min_samples` validation images nothing is fitted, and the log says why.
+Rank 0 fits the temperature on the logits (`deepfake.evaluation.calibration`) and chooses the operating point
+(`deepfake.evaluation.operating_point`), writes them into best.pt as `calibration` and `operating_point`, draws
+plots/reliability.png and hands the numbers to metrics.json. Only best.pt carries them: last.pt is the resume
+state, whose weights may differ. With fewer than `calibration_min_samples` validation images no temperature is
+fitted, and the log says why.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from deepfake.evaluation.calibration import calibrate
 from deepfake.evaluation.ensemble import Ensemble, Member, score_loader
+from deepfake.evaluation.operating_point import choose, threshold_of
 from deepfake.runs.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from deepfake.system.distributed import gather_predictions
 from deepfake.system.precision import Precision
@@ -31,7 +34,8 @@ log = logging.getLogger("deepfake")
 
 
 class CalibrationObserver(Observer):
-    """Fits and stores best.pt's temperature when the run ends (outcome `end`) with a best.pt."""
+    """Fits and stores best.pt's temperature and validation threshold when the run ends (outcome `end`) with a
+    best.pt."""
 
     def __init__(
         self, model: nn.Module, loader: DataLoader, precision: Precision, device: torch.device, best: Path
@@ -45,7 +49,8 @@ class CalibrationObserver(Observer):
         )
 
     def on_close(self, run: Run, outcome: str) -> None:
-        if outcome != "end" or run.cfg.calibration == "none":
+        target = run.cfg.eval.get("target_fpr")
+        if outcome != "end" or (run.cfg.calibration == "none" and target is None):
             return
         run.ddp.barrier()  # rank 0's last best.pt is on disk before any rank reads it
         if not self.best.is_file():
@@ -58,25 +63,34 @@ class CalibrationObserver(Observer):
             labels, logits = self._predict(run, state)
         if not run.ddp.is_main:
             return
-        if len(labels) < run.cfg.calibration_min_samples:
-            log.warning(
-                "calibration skipped: %d validation images, fewer than calibration_min_samples=%d. A temperature "
-                "fitted on so few follows their noise and can make the probabilities worse (higher ECE) on new "
-                "data; best.pt's probabilities stay raw. Validate on more images, or set "
-                "calibration_min_samples=%d to fit one anyway", len(labels), run.cfg.calibration_min_samples,
-                len(labels),
-            )  # fmt: skip
+        result = self._temperature(run, labels, logits)
+        point = choose(labels, logits, target, run.cfg.eval.tta) if target is not None else None
+        if result is None and point is None:
             return
-        result = calibrate(logits, labels, run.cfg.eval.tta)
+        temperature = result["temperature"] if result is not None else None
+        if point is not None:
+            point["threshold"] = threshold_of(point, temperature)  # on the probabilities best.pt reports
+            point["calibrated"] = temperature is not None
+            state["operating_point"] = point
+        if result is not None:
+            state["calibration"] = result
+        try:
+            save_checkpoint(self.best, state)  # atomic: on failure best.pt stays as it was
+        except OSError as e:  # the metrics file and the exit backup still follow
+            what = " and ".join(
+                k for k, v in (("the temperature", result), ("the validation threshold", point)) if v
+            )
+            log.warning("could not store %s in %s (%s); predictions stay as they were", what, self.best, e)
+            return
+        run.calibration, run.operating_point = result, point
+        if point is not None:
+            log.info(
+                "validation threshold for FPR %g: %.4f (FPR %.4f, TPR %.4f on %d validation images; "
+                "predict.py threshold=val_fpr)", point["target_fpr"], point["threshold"], point["fpr"],
+                point["tpr"], point["images"],
+            )  # fmt: skip
         if result is None:
             return
-        state["calibration"] = result
-        try:
-            save_checkpoint(self.best, state)  # atomic: on failure best.pt stays as it was, uncalibrated
-        except OSError as e:  # the metrics file and the exit backup still follow
-            log.warning("could not store the temperature in %s (%s); predictions stay raw", self.best, e)
-            return
-        run.calibration = result
         before, after = result["before"], result["after"]
         log.info(
             "calibration: temperature %.4g fitted on %d validation images (best.pt); log loss %.4f -> %.4f, "
@@ -96,16 +110,33 @@ class CalibrationObserver(Observer):
         labels, logits, _ = gather_predictions(run.ddp, labels, logits[0], index)
         return labels, logits
 
+    @staticmethod
+    def _temperature(run: Run, labels: np.ndarray, logits: np.ndarray) -> dict | None:
+        """The fitted temperature (`calibrate`'s result), or None: calibration=none, or too few images."""
+        if run.cfg.calibration == "none":
+            return None
+        if len(labels) < run.cfg.calibration_min_samples:
+            log.warning(
+                "calibration skipped: %d validation images, fewer than calibration_min_samples=%d. A temperature "
+                "fitted on so few follows their noise and can make the probabilities worse (higher ECE) on new "
+                "data; best.pt's probabilities stay raw. Validate on more images, or set "
+                "calibration_min_samples=%d to fit one anyway", len(labels), run.cfg.calibration_min_samples,
+                len(labels),
+            )  # fmt: skip
+            return None
+        return calibrate(logits, labels, run.cfg.eval.tta)
+
 
 def write_reliability(path: Path, labels: np.ndarray, logits: np.ndarray, temperature: float) -> None:
     """The validation reliability diagram, raw against calibrated; a plot failure is only a warning."""
-    from deepfake.reporting.figures import reliability_figure, save_png  # matplotlib: only here
+    from deepfake.reporting.figures import curve_title, reliability_figure, save_png  # matplotlib: only here
 
     def sigmoid(z: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-z))
 
     try:
         curves = {"raw": sigmoid(logits), "calibrated": sigmoid(logits / temperature)}
-        save_png(reliability_figure(labels, curves, "Reliability: validation (best.pt)"), path)
+        title = curve_title("Reliability", "validation (best.pt)", labels)
+        save_png(reliability_figure(labels, curves, title), path)
     except Exception as e:
         log.warning("could not write %s (%s: %s)", path, type(e).__name__, e)

@@ -373,6 +373,26 @@ def predict_split(
     )
 
 
+@torch.no_grad()
+def preview_probs(
+    model: nn.Module, images: torch.Tensor, precision: Precision, device: torch.device
+) -> np.ndarray:
+    """P(fake) of uint8 preview images (N, 3, S, S; a clip's T frames side by side, N, 3, S, T*S) in eval mode,
+    for TensorBoard's augmented grid before the first step (an untrained head sits near 0.5)."""
+    frames = int(getattr(model, "frames", 1))
+    x = images.to(device)
+    if frames > 1:  # (N, 3, S, T*S) -> (N, T, 3, S, S)
+        x = x.unflatten(-1, (frames, x.shape[-2])).permute(0, 3, 1, 2, 4)
+    training = model.training
+    model.eval()
+    try:
+        with precision.autocast():
+            logits = model.forward(x)  # not __call__: an in-place compiled model would compile for this batch
+    finally:
+        model.train(training)
+    return torch.sigmoid(logits.float()).cpu().numpy()
+
+
 def move_batch(
     batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -18,6 +18,7 @@ import csv
 import io
 import logging
 import math
+import textwrap
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,7 @@ log = logging.getLogger("deepfake")
 BETA = 0.98  # Lightning's loss smoothing: an exponential moving average, bias-corrected
 SKIP_BEGIN, SKIP_END = 10, 1  # Lightning's suggestion() skips these first and last points
 VALLEY_SKIP_END = 5  # fastai's lr_find skips the first tenth and the last 5 points
+FLAT_DESCENT = 0.05  # a smoothed loss that falls by less than this fraction gives no reliable suggestion
 RULE = "fastai's valley rule on the smoothed loss: halfway along its longest descending stretch"
 STEEPEST = "Lightning's rule (steepest descent of the smoothed loss)"
 
@@ -124,6 +126,27 @@ def valley(smoothed: list[float]) -> int | None:
                 end, start = i, i - longest[i]
     sections = (end - start) / 3
     return begin + start + int(sections) + int(sections / 2)
+
+
+def descent(smoothed: list[float]) -> float | None:
+    """How far the smoothed loss falls, as a fraction of its value where the valley rule starts looking (the
+    same window: after the first tenth, before the last points and any non-finite one); None when too short."""
+    finite = next((i for i, v in enumerate(smoothed) if not math.isfinite(v)), len(smoothed))
+    losses = smoothed[len(smoothed) // 10 : min(finite, len(smoothed) - VALLEY_SKIP_END)]
+    if len(losses) < 3 or losses[0] <= 0:
+        return None
+    return (losses[0] - min(losses)) / losses[0]
+
+
+def too_flat(smoothed: list[float]) -> str | None:
+    """Why the curve is too flat for a reliable suggestion (its loss falls by less than FLAT_DESCENT), or None."""
+    drop = descent(smoothed)
+    if drop is None or drop >= FLAT_DESCENT:
+        return None
+    return (
+        f"too flat for a reliable suggestion: the smoothed loss falls by only {drop:.1%} over the sweep "
+        f"(less than {FLAT_DESCENT:.0%}); widen lr_finder.min_lr..max_lr or raise lr_finder.num_steps"
+    )
 
 
 def steepest(smoothed: list[float]) -> int | None:
@@ -213,7 +236,12 @@ def lr_figure(record: Sweep, index: int | None, other: int | None, configured: f
         ax.set_ylim(min(finite) * 0.95, min(max(finite), 2 * finite[0]) * 1.05)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
-    ax.set_title("LR range test")
+    flat = too_flat(record.smoothed)
+    ax.set_title("LR range test" + (": curve too flat, suggestion unreliable" if flat else ""))
+    if flat:
+        ax.text(
+            0.02, 0.02, textwrap.fill(flat, 70), transform=ax.transAxes, fontsize=7, color="C3", va="bottom"
+        )
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -239,6 +267,8 @@ def report(run_dir: Path, record: Sweep, configured: float) -> float:
         )  # fmt: skip
         return math.nan
     lr = record.lrs[index]
+    if (flat := too_flat(record.smoothed)) is not None:
+        log.warning("the LR range test curve is %s", flat)
     log.info(
         "suggested learning rate: %.2e, by %s (training.learning_rate is %.2e). Train with: python train.py "
         "training.learning_rate=%.2e ...", lr, RULE, configured, lr,

@@ -19,10 +19,18 @@ import psutil
 import torch
 from omegaconf import DictConfig
 
-from deepfake.checks.start import Finding, config_findings, dataset_findings
+from deepfake.checks.start import Finding, config_findings, dataset_findings, selection_findings
 from deepfake.config import Config, to_config
+from deepfake.data.methods import select_splits
 from deepfake.data.module import DataModule, resolve_num_workers
-from deepfake.data.verify import count_table, inspect_images, scan_dataset, scan_manifest, size_summary
+from deepfake.data.verify import (
+    DatasetScan,
+    count_table,
+    inspect_images,
+    scan_dataset,
+    scan_manifest,
+    size_summary,
+)
 from deepfake.errors import UserError
 from deepfake.system.hardware import HardwareManager, describe, hardware_warnings
 from deepfake.system.precision import Precision
@@ -155,12 +163,23 @@ def _dataset(cfg: DictConfig, report: Report, img_size: int, hw: HardwareManager
         if data.kind == "manifest" and data.manifest is not None:  # to_config() has required the path
             scan = scan_manifest(data.manifest, data.splits)
             report.add("dataset", "info", f"manifest {data.manifest}")
+        elif data.kind == "generators":  # read as training reads it: layout, validation carved, selection
+            data.setup()
+            scan = DatasetScan(data.resolve_root(), dict(data.samples))
+            report.add(
+                "dataset", "info", f"root {scan.root} (fully synthetic images: data.layout={data.layout})"
+            )
         else:
             scan = scan_dataset(data.resolve_root(), data.splits, data.real_dirs, data.fake_dirs)
             report.add("dataset", "info", f"root {scan.root}")
+        fitting = {k: scan.samples[k] for k in ("train", "val") if k in scan.samples}
+        scan.samples.update(
+            select_splits(fitting, data.train_methods, data.train_methods_mode, "train_methods")
+        )
     except UserError as e:
         report.add("dataset", "error", str(e))
         return None
+    report.extend("dataset", selection_findings(cfg, scan.samples))
     for problem in scan.problems:
         report.add("dataset", "error", problem)
     for split, samples in scan.samples.items():
@@ -197,8 +216,9 @@ def _dataset(cfg: DictConfig, report: Report, img_size: int, hw: HardwareManager
         report.add(
             "dataset",
             "warning",
-            f"{small} image(s) are smaller than the {img_size}px input and will be upscaled; check the "
-            "face crops or lower data.img_size",
+            f"{small} image(s) are smaller than the {img_size}px input and will be "
+            + ("zero-padded (data.geometry=crop)" if data.geometry == "crop" else "upscaled")
+            + "; check the images or lower data.img_size",
         )
     report.extend("dataset", dataset_findings(scan.samples))
     data.samples = scan.samples

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from deepfake.evaluation.metrics import detection_metrics
 from deepfake.evaluation.predictions import VAL_PREDICTIONS, write_predictions
+from deepfake.evaluation.threshold import balanced_threshold
 from deepfake.runs.fileio import atomic_write, copy_atomic
 from deepfake.system.console import command_for
 from deepfake.training.early_stopping import Best
@@ -30,7 +31,9 @@ def write_hardware(run_dir: Path, summary: dict[str, Any]) -> None:
 def val_metrics(
     labels: np.ndarray, probs: np.ndarray, index: np.ndarray, videos: np.ndarray, prefix: str, cfg: DictConfig
 ) -> dict[str, float]:
-    return detection_metrics(
+    """The epoch's validation metrics, and `<prefix>/threshold`: the probability of best balanced accuracy,
+    which the checkpoints keep with their metrics and the test sets report an accuracy at."""
+    out = detection_metrics(
         labels,
         probs,
         videos[index],
@@ -39,6 +42,8 @@ def val_metrics(
         cfg.eval.video_aggregation,
         cfg.eval.video_topk,
     )
+    out[f"{prefix}/threshold"] = balanced_threshold(labels, probs)
+    return out
 
 
 def save_val_predictions(
@@ -131,6 +136,8 @@ def write_metrics(
     state: TrainState,
     duration: float,
     calibration: dict[str, Any] | None = None,
+    operating_point: dict[str, Any] | None = None,
+    code: dict[str, Any] | None = None,
 ) -> None:
     payload = {
         "monitor": cfg.training.monitor,
@@ -142,8 +149,12 @@ def write_metrics(
         "global_step": state.global_step,
         "duration_s": round(duration, 2),
     }
+    if code:  # the git commit the run's code came from, and whether the checkout had uncommitted changes
+        payload["code"] = code
     if calibration is not None:  # best.pt's temperature and the validation log loss and ECE before/after it
         payload["calibration"] = calibration
+    if operating_point is not None:  # best.pt's threshold for eval.target_fpr and its validation FPR and TPR
+        payload["operating_point"] = operating_point
     text = json.dumps(json_safe(payload), indent=2, allow_nan=False)
     atomic_write(run_dir / "metrics.json", lambda f: f.write(text.encode()))
 

@@ -3,6 +3,7 @@ model, loop, observers and checkpoints into one run."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import signal
@@ -22,9 +23,10 @@ from deepfake.model.detector import check_pretrained
 from deepfake.reporting.eval_sets import evaluate_best
 from deepfake.reporting.model_summary import report_summary
 from deepfake.reporting.progress import ProgressTracker, fan_out
+from deepfake.reporting.report import write_end_of_run
 from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.reporting.tensorboard_views import log_run_start
-from deepfake.runs.backup import ProjectBackup
+from deepfake.runs.backup import ProjectBackup, code_version
 from deepfake.runs.checkpoint import build_state
 from deepfake.system import distributed
 from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
@@ -33,7 +35,13 @@ from deepfake.training.build import instantiate
 from deepfake.training.calibration import CalibrationObserver
 from deepfake.training.debug import check_verdict, debug_observers, is_debug_run
 from deepfake.training.early_stopping import Best, improved
-from deepfake.training.engine import EpochHooks, TrainState, predict_split, train_epoch
+from deepfake.training.engine import (
+    EpochHooks,
+    TrainState,
+    predict_split,
+    preview_probs,
+    train_epoch,
+)
 from deepfake.training.memory import OutOfMemory, oom_message
 from deepfake.training.observers import (
     BackupObserver,
@@ -149,6 +157,7 @@ class Trainer(TrainerSetup):
         self.calibration: dict[str, Any] | None = None  # best.pt's fitted temperature, for metrics.json
         # The best epoch's validation (epoch, labels, logits), when this process validated it.
         self.best_logits: tuple[int, np.ndarray, np.ndarray] | None = None
+        self.operating_point: dict[str, Any] | None = None  # best.pt's validation threshold, for metrics.json
 
     def run(self) -> float:
         self.setup()
@@ -201,7 +210,9 @@ class Trainer(TrainerSetup):
             purge_step=self.state.global_step + 1 if self.resume else None,
         )
         if self.resume is None:
-            log_run_start(self.tb, cfg, self.config_yaml, self.train_loader)
+            model = distributed.local_module(self.model)
+            score = functools.partial(preview_probs, model, precision=self.precision, device=self.device)
+            log_run_start(self.tb, cfg, self.config_yaml, self.train_loader, score)
         if self.ddp.is_main:
             model = distributed.local_module(self.model)
             report_summary(
@@ -413,6 +424,8 @@ class Trainer(TrainerSetup):
             self.state,
             self.elapsed(),
             self.calibration,
+            self.operating_point,
+            code_version(self.backup.provenance) if hasattr(self, "backup") else None,
         )
 
     # ----- the end -----
@@ -426,14 +439,18 @@ class Trainer(TrainerSetup):
         if outcome == "interrupt":
             self._stopped_by_signal()
         log_best(self.tc.monitor, self.best, self.labels_seen, self.checkpoints.last)
+        scored: dict[str, dict] = {}
         has_best = self.ddp.is_main and self.checkpoints.best.is_file()
         if self.test_sets and has_best:
             which = "data.test_sets" if self.cfg.data.test_sets else "the data's test split"
             log.info("scoring best.pt (epoch %s, chosen on %s) on %s: a report, never a selection",
                      self.best.epoch, self.tc.monitor, which)  # fmt: skip
-            evaluate_best(
+            scored = evaluate_best(
                 self.run_dir, self.model, self.data, self.test_sets, self.precision, self.device, self.cfg
             )
+        if outcome == "end" and self.ddp.is_main:  # report.html and MODEL_CARD.md: a failure only warns
+            eval_dir = Path(self.cfg.eval.out_dir) if self.cfg.eval.out_dir else self.run_dir / "eval"
+            write_end_of_run(self.run_dir, eval_dir, list(scored))
         if self.tb.enabled:
             log.info("inspect with: tensorboard --logdir %s", self.run_dir)
         if has_best and not is_debug_run(self.cfg):
