@@ -26,3 +26,14 @@ class TrainingInterrupted(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's text as one line for an `error:` message: a YAML error's problem and where it is, any
+    other text with its whitespace (newlines, tabs) collapsed; cut at `limit` characters. Log the full text."""
+    problem, mark = getattr(e, "problem", None), getattr(e, "problem_mark", None)
+    if problem and mark is not None:
+        text = f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    else:
+        text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

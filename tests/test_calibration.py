@@ -73,12 +73,23 @@ def test_ece_against_a_hand_computation() -> None:
     assert math.isnan(expected_calibration_error(np.array([]), np.array([])))
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, 0.0, -2.0, "warm", True, None, [1.0]])
-def test_a_stored_temperature_must_be_a_finite_positive_number(bad: object) -> None:
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 0.0, -2.0, "warm", True, None, [1.0], 1e-300, 1e300])
+def test_a_stored_temperature_must_be_a_number_in_the_fitted_range(bad: object) -> None:
+    """1e-300 was accepted and turned every probability into 0 or 1."""
     with pytest.raises(
-        UserError, match=r"^/x/best\.pt: its calibration temperature .* is not a finite number > 0"
+        UserError,
+        match=r"^/x/best\.pt: its calibration temperature .* is not a number in \[0\.0001, 10000\];",
     ):
         checked_temperature("/x/best.pt", {"temperature": bad})
+
+
+@pytest.mark.parametrize("bad", [5, "5", [2.0], True])
+def test_a_calibration_that_is_not_a_mapping_is_refused(bad: object) -> None:
+    """`calibration: 5` was read as a temperature of 5 instead of being refused as damage."""
+    with pytest.raises(
+        UserError, match=r"^/x/best\.pt: its 'calibration' .* is not a mapping with a temperature"
+    ):
+        checked_temperature("/x/best.pt", bad)
 
 
 def test_a_checkpoint_without_calibration_has_no_temperature() -> None:

@@ -180,7 +180,9 @@ def test_torchrun_two_cpu_processes_match_one_process(tmp_path: Path) -> None:
         cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+    report = json.loads(
+        (run / "eval" / f"{data.name}_val" / "metrics.json").read_text()
+    )  # a split: its dataset_split
     assert report["counts"]["images"] == 33
     final = ddp_metrics["final"]
     assert report["frame"]["auc"] == pytest.approx(final["val/auc"], abs=1e-6)

@@ -37,8 +37,11 @@ def read_predictions(path: Path) -> list[dict[str, str]]:
 
 
 def sklearn_eer(labels: np.ndarray, probs: np.ndarray) -> float:
-    fpr, tpr, _ = roc_curve(labels, probs)
-    return float(fpr[np.argmin(np.abs((1 - tpr) - fpr))])
+    """Where FNR = FPR on the full ROC, interpolated between the two points around the crossing."""
+    fpr, tpr, _ = roc_curve(labels, probs, drop_intermediate=False)
+    gap = (1 - tpr) - fpr
+    i = int(np.argmax(gap <= 0))
+    return float(np.interp(0.0, [gap[i], gap[i - 1]], [fpr[i], fpr[i - 1]]))
 
 
 def expected_metrics(rows: list[dict[str, str]], aggregation: str) -> dict:

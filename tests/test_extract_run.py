@@ -27,6 +27,7 @@ from deepfake.data.sbi import landmark_path
 from deepfake.extraction.config import register_extract_config
 from deepfake.extraction.crops import invert, map_box
 from deepfake.extraction.pipeline import PAUSE_ENV, extract
+from deepfake.extraction.settings import read_settings
 from deepfake.runs.checkpoint import load_checkpoint
 from tests.conftest import CONF, FAST, ROOT, run_cli
 from tests.test_extract import make_ffpp_videos
@@ -155,7 +156,8 @@ def test_the_manifest_trains_and_passes_the_preflight_check(
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     (best,) = tmp_path.glob("outputs/*/*/checkpoints/best.pt")
     # The crop settings extract.py saved beside the manifest travel in the checkpoint, for predict.py.
-    saved = json.loads((extracted[1] / "extraction.json").read_text())
+    # (the checked prediction keys: the file also records what a rerun must share, e.g. the dataset layout)
+    saved = read_settings(extracted[1])
     assert load_checkpoint(best)["extraction"] == saved and saved["faces"]["size"] == 64
     # The README's third command: evaluate the checkpoint on an extracted manifest (its test rows).
     evaluate = [str(ROOT / "evaluate.py"), f"checkpoint={best}", f"data.test_sets=[{manifest}]",

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from deepfake.data import DataModule
@@ -12,7 +13,7 @@ from deepfake.data.augment import build_augment
 from deepfake.data.dataset import EpochSampler, FaceDataset
 from deepfake.data.loader import SlotLoader
 from deepfake.data.module import init_worker
-from deepfake.errors import ConfigError
+from deepfake.errors import ConfigError, DataError
 
 SIZE = 24
 AUGMENT = {"noise": {"enabled": True, "p": 1.0}, "cutout": {"enabled": True}}
@@ -138,3 +139,47 @@ def test_loading_in_the_main_process_leaves_the_training_rng_alone(folder_datase
     for _ in slot_loader(ds, sampler, workers=0, generator=torch.Generator().manual_seed(0)):
         pass
     assert torch.equal(torch.rand(4), expected)
+
+
+class Unreadable(Dataset):
+    """Item 7 fails as an unreadable file does: a DataError naming the file."""
+
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        index = key[0]
+        if index == 7:
+            raise DataError("cannot read image /data/bad.txt: not an image")
+        return torch.full((3, SIZE, SIZE), index, dtype=torch.uint8), 0, index
+
+
+def test_a_workers_user_error_comes_back_as_itself_and_stops_the_workers() -> None:
+    """Torch re-raises a worker's error as a multi-line 'Caught DataError in DataLoader worker process 1...'
+    and keeps persistent workers alive, which made evaluate.py hang at exit after printing it."""
+    loader = slot_loader(Unreadable(), EpochSampler(12, shuffle=False), workers=2)
+    with pytest.raises(DataError) as caught:
+        list(loader)
+    assert str(caught.value) == "cannot read image /data/bad.txt: not an image"
+    assert loader.loader._iterator is None  # workers shut down: nothing left for the exit handler to join
+
+
+def test_device_decodings_worker_error_comes_back_as_itself_too(tmp_path: Path) -> None:
+    """data.decode=gpu's loader (run here on the CPU): the same one-line error, the same shutdown."""
+    from deepfake.data.device_loader import DeviceDecodeLoader, PayloadFiles, collate_payloads
+    from deepfake.data.samples import Sample
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image\n")
+    good = tmp_path / "face.png"
+    Image.new("RGB", (SIZE, SIZE), (90, 90, 90)).save(good)
+    samples = [Sample(path=str(p), label=0, video=str(p), method="") for p in (good, good, bad, good)]
+    ds = FaceDataset(samples, None, seed=0, decode_size=SIZE, deferred=True)
+    loader = DataLoader(PayloadFiles(ds), batch_size=2, sampler=EpochSampler(4, shuffle=False),
+                        collate_fn=collate_payloads, num_workers=2, persistent_workers=True,
+                        worker_init_fn=init_worker)  # fmt: skip
+    device_loader = DeviceDecodeLoader(loader, SIZE, torch.device("cpu"))
+    with pytest.raises(DataError) as caught:
+        list(device_loader)
+    assert str(caught.value).startswith(f"cannot read image {bad}: cannot identify image file")
+    assert "\n" not in str(caught.value) and loader._iterator is None

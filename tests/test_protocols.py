@@ -183,7 +183,7 @@ def test_forensynths_layout_reads_splits_classes_and_reals_only_folders(tmp_path
     dm.setup()
     assert {s: len(r) for s, r in dm.samples.items()} == {"train": 8, "val": 2, "test": 13}
     dm.setup_test_sets()
-    assert Counter(r.method for r in dm.test_samples["test"]) == {
+    assert Counter(r.method for r in dm.test_samples["datasets_test"]) == {
         "progan": 4,
         "biggan": 4,
         "laion": 3,

@@ -199,7 +199,7 @@ def test_frame_perturbation_perturbs_the_kept_frames_in_the_worker(
     path = root / "test" / "real" / "pan.mp4"
     path.write_bytes(test_videos.pan.read_bytes())
     clean = read_frames(path, 4)
-    blurred, _ = timed_read(str(path), 4, FramePerturbation(setting("GB", 3), 7, str(root)))
+    blurred, _ = timed_read(str(path), 4, reader=FramePerturbation(setting("GB", 3), 7, str(root)))
     assert [i for i, _ in blurred.frames] == [i for i, _ in clean.frames]
     for (_, frame), (_, original) in zip(blurred.frames, clean.frames, strict=True):
         assert (frame == image.gaussian_blur(original, 13)).all()
@@ -258,8 +258,10 @@ def test_extract_perturbed_sets_then_one_summary(
         "eval.bootstrap_samples=0",
         f"eval.out_dir={tmp_path / 'eval'}",
     ]
-    report = evaluate(compose_cfg(overrides, config_name="evaluate"), overrides)["manifest.csv"]
-    with open(tmp_path / "eval" / "manifest.csv" / "robustness.csv", newline="") as f:
+    report = evaluate(compose_cfg(overrides, config_name="evaluate"), overrides)[
+        "clean_manifest"
+    ]  # the set: its folder and stem
+    with open(tmp_path / "eval" / "clean_manifest" / "robustness.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["type"], r["level"], r["param"]) for r in rows] == [
         ("clean", "0", ""),
@@ -271,7 +273,7 @@ def test_extract_perturbed_sets_then_one_summary(
     assert robust["route"] == "frames" and robust["sets"] == {
         "GB-3": str(gb / "manifest.csv"), "VC-5": str(tmp_path / "robust" / "VC-5" / "manifest.csv")
     }  # fmt: skip
-    assert (tmp_path / "eval" / "manifest.csv" / "robustness.png").is_file()
+    assert (tmp_path / "eval" / "clean_manifest" / "robustness.png").is_file()
 
 
 def test_clip_models_get_perturbed_clips(tmp_path: Path) -> None:

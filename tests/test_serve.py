@@ -233,6 +233,9 @@ def test_token_password_and_duration_limit(
         info["checkpoints"][0]["architecture"] == "test_resnet"
         and info["extraction"]["frames_per_video"] == FRAMES
     )
+    assert info["checkpoints"][0]["model_card"].startswith(
+        "---"
+    )  # the run's MODEL_CARD.md, front matter first
     assert httpx.get(f"{guarded.url}api/health").status_code == 200  # liveness needs no token
     long = _post(guarded, test_videos.pan, bearer)  # 40 frames at 25 fps: 1.6 s, over the 1 s limit
     assert long.status_code == 413 and "serve.max_duration_s" in long.json()["detail"]

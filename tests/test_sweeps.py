@@ -274,7 +274,9 @@ def test_optuna_search_records_best_params_and_continues_from_storage(
 
 @pytest.mark.slow
 @pytest.mark.cli
-def test_joblib_launcher_runs_two_jobs(tmp_path: Path, folder_dataset: Path) -> None:
+def test_joblib_launcher_runs_two_jobs_and_exits(tmp_path: Path, folder_dataset: Path) -> None:
+    """With loader workers: the sweep printed its summary and never exited, because the loky workers' exit
+    waited on the persistent DataLoader workers the jobs left running (they ignore SIGTERM)."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     proc = run_cli(
         sweep_args(
@@ -283,9 +285,11 @@ def test_joblib_launcher_runs_two_jobs(tmp_path: Path, folder_dataset: Path) -> 
             "hydra/launcher=joblib",
             "hydra.launcher.n_jobs=2",
             "training.learning_rate=1e-3,3e-4",
+            "data.num_workers=1",
+            "data.persistent_workers=true",
         ),
         cwd=tmp_path,
-        timeout=300,
+        timeout=240,  # a hang fails here (subprocess.TimeoutExpired) instead of stalling the suite
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "is launching 2 jobs" in proc.stdout + proc.stderr
@@ -294,6 +298,7 @@ def test_joblib_launcher_runs_two_jobs(tmp_path: Path, folder_dataset: Path) -> 
     assert [(r["job"], r["status"]) for r in rows] == [("0", "completed"), ("1", "completed")]
     for job in ("0", "1"):
         assert (sweep / job / "checkpoints" / "last.pt").is_file()
+        assert OmegaConf.load(sweep / job / ".hydra/config.yaml").data.num_workers == 1  # loader workers ran
 
 
 @pytest.mark.slow

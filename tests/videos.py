@@ -50,14 +50,20 @@ def render(photo: np.ndarray, window: Window, size: int) -> np.ndarray:
 
 
 def write_video(
-    path: Path, frames: list[np.ndarray], rate: int = 25, gop: int = 10, rotation: int = 0
+    path: Path,
+    frames: list[np.ndarray],
+    rate: int = 25,
+    gop: int = 10,
+    rotation: int = 0,
+    pix_fmt: str = "yuv420p",
 ) -> Path:
-    """H.264 in MP4 (keyframe every `gop` frames); `rotation` sets the display matrix (degrees CCW)."""
+    """H.264 in MP4 (keyframe every `gop` frames); `rotation` sets the display matrix (degrees CCW);
+    `pix_fmt="yuv444p"` for odd sizes (1 x 1)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         stream.options = {"g": str(gop), "crf": "18"}
         if rotation:
             stream.set_display_rotation(rotation)
@@ -118,3 +124,39 @@ def write_test_videos(folder: Path) -> VideoSet:
     return VideoSet(
         pan, boxes, rotated, mirrored, mirrored_boxes, no_face, two, five, truncated, not_video, brighter
     )
+
+
+def write_vfr_video(path: Path, frames: list[np.ndarray], gaps_ms: list[int]) -> Path:
+    """H.264 in MP4 with a variable frame rate: frame i is shown for gaps_ms[i] milliseconds."""
+    from fractions import Fraction
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"g": "10", "crf": "18"}
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        pts = 0
+        for image, gap in zip(frames, gaps_ms, strict=True):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            pts += gap
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def zero_display_matrix(source: Path, path: Path) -> Path:
+    """A copy of an MP4 whose track header's display matrix is all zeros (FFmpeg reads no angle from it)."""
+    import struct
+
+    raw = bytearray(source.read_bytes())
+    identity = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    at = raw.find(identity, raw.find(b"tkhd"))
+    assert at > 0, "no identity matrix in the track header"
+    raw[at : at + len(identity)] = bytes(len(identity))
+    path.write_bytes(raw)
+    return path

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from deepfake.cli import run_hydra
 from deepfake.commands.conf import conf_dir
 from deepfake.exits import run_reporting_errors
 from deepfake.extraction.config import register_extract_config
@@ -28,4 +29,4 @@ def main(cfg: DictConfig) -> None:
 
 
 def run() -> None:
-    main()
+    run_hydra(main)

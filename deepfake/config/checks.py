@@ -28,6 +28,12 @@ _POSITIVE: tuple[str, ...] = (
 )
 #: Optional sizes: null means the model's or the loader's own choice.
 _POSITIVE_OR_NULL: tuple[str, ...] = ("data.img_size", "model.img_size", "hardware.num_threads")
+#: Input sizes are bounded, from the command line and from files alike: an image side (4096 px is 48 MB a uint8
+#: image, 200 MB a float one, per image of a batch) and the frames of a clip (a clip's frames are one item).
+MAX_IMG_SIZE = 4096
+MAX_CLIP_FRAMES = 1024
+_AT_MOST: dict[str, int] = {"data.img_size": MAX_IMG_SIZE, "model.img_size": MAX_IMG_SIZE,
+                            "model.frames": MAX_CLIP_FRAMES}  # fmt: skip
 _NON_NEGATIVE: tuple[str, ...] = (
     "training.weight_decay",
     "training.scheduler.warmup_epochs",
@@ -71,6 +77,10 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and (not _finite(value) or value <= 0):
             raise ConfigError(f"{key} must be > 0, or null for the default (got {value})")
+    for key, most in _AT_MOST.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value > most:
+            raise ConfigError(f"{key}={value} is more than {most}, the most this project takes; lower it")
     _check_single_keys(cfg)
     _check_recipes(cfg)
     _check_optimisation(cfg.training, cfg.model.freeze_backbone)

@@ -446,6 +446,8 @@ class PredictDetectorConfig:
 @dataclass
 class PredictExtractionConfig:
     frames_per_video: int | None = None
+    decode_max_side: int | None = None
+    timeout_s: float | None = None
     detector: PredictDetectorConfig = field(default_factory=PredictDetectorConfig)
     faces: PredictFacesConfig = field(default_factory=PredictFacesConfig)
 

@@ -71,11 +71,20 @@ def video_files(parent: Path) -> dict[str, Path]:
         parent = parent / "videos"
     if not parent.is_dir():
         return {}
-    return {
-        os.path.splitext(e.name)[0]: Path(e.path)
-        for e in sorted(os.scandir(parent), key=lambda e: e.name)
-        if e.is_file() and is_video(e.name)
-    }
+    found: dict[str, Path] = {}
+    for e in sorted(os.scandir(parent), key=lambda e: e.name):
+        if not e.is_dir() and is_video(
+            e.name
+        ):  # a FIFO too: extraction gives it an error row, never opens it
+            video = os.path.splitext(e.name)[0]
+            if (
+                video in found
+            ):  # dup.mp4 and dup.mkv: one id, one crops folder; the second would replace the first
+                raise DataError(
+                    f"{found[video]} and {e.path} have the same video id {video!r}; rename or move one of them"
+                )
+            found[video] = Path(e.path)
+    return found
 
 
 @dataclass(frozen=True)

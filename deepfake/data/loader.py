@@ -14,13 +14,31 @@ import shutil
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
-from deepfake.errors import ConfigError
+from deepfake.errors import ConfigError, UserError
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 _use_count = getattr(torch._C, "_storage_Use_Count", None)  # private; absent, yielded slots are copied
+#: The slot number of a task whose worker met a UserError: the error travels back in the images' place.
+FAILED = -2
+
+
+def shut_down(loader: DataLoader) -> None:
+    """Stop a DataLoader's persistent workers now and drop its iterator (Lightning does the same in
+    `_shutdown_workers_and_reset_iterator`).
+
+    The workers ignore SIGTERM (`system.interrupt.ignore_in_worker`), so multiprocessing's exit handler, which
+    terminates its children and then joins them, waits forever on the workers of a loader still alive at
+    exit: after a worker's error (the loader is kept by the objects the traceback holds) or at the end of a
+    sweep job whose process lives on (joblib's loky workers).
+    """
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    loader._iterator = None
 
 
 class WrappedLoader:
@@ -42,6 +60,10 @@ class WrappedLoader:
     def __iter__(self) -> Iterator[Any]:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Shut the workers down; the next iteration starts new ones."""
+        shut_down(self.loader)
+
 
 class SlotPool:
     """Fixed shared-memory batch buffers; a slot is free when it is neither being filled nor still in use."""
@@ -60,6 +82,14 @@ class SlotPool:
             free = shutil.disk_usage("/dev/shm").free
         except OSError:  # no /dev/shm (macOS): shared memory is not a separate, size-capped mount
             free = None
+        available = psutil.virtual_memory().available
+        if need > available:  # e.g. a clip model's clips: model.frames x 3 x img_size^2 bytes per item
+            raise ConfigError(
+                f"the data loader needs {need / 2**30:.1f} GiB of memory for {self.count} batches of "
+                f"{self.shape[0]} items of shape {tuple(self.shape[1:])} but {available / 2**30:.1f} GiB are "
+                "available; lower training.batch_size, data.img_size or model.frames (clip models), or "
+                "data.num_workers and data.prefetch_factor"
+            )
         if free is not None and need > free:
             raise ConfigError(
                 f"the data loader needs {need / 2**20:.0f} MiB of shared memory for {self.count} batches of "
@@ -141,7 +171,10 @@ class SlotWriter(Dataset):
         if get_worker_info() is None:  # no workers: seeding each sample must not reseed the training RNG
             with torch.random.fork_rng(devices=[]):
                 return self._fill(task)
-        return self._fill(task)
+        try:
+            return self._fill(task)
+        except UserError as e:  # e.g. an unreadable image: sent back whole, so its one-line message survives
+            return FAILED, e, torch.empty(0), torch.empty(0)
 
     def _fill(self, task: tuple[int, list[Any]]) -> tuple[int, Any, torch.Tensor, torch.Tensor]:
         slot, keys = task
@@ -203,7 +236,16 @@ class SlotLoader(WrappedLoader):
 
     def __iter__(self) -> Iterator[Batch]:
         self.pool.allocate()  # before the workers start: they inherit (or are sent) the buffers once
+        try:
+            yield from self._batches()
+        except Exception:  # not GeneratorExit: a caller that stops early keeps the persistent workers
+            self.close()
+            raise
+
+    def _batches(self) -> Iterator[Batch]:
         for slot, images_or_count, labels, index in self.loader:
+            if slot == FAILED:
+                raise images_or_count
             images = images_or_count  # a batch that took PyTorch's path (no free slot)
             if slot >= 0:
                 self.pool.filling.discard(slot)

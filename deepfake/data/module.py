@@ -33,12 +33,12 @@ from deepfake.data.balance import cap_frames_per_video, pos_weight, sample_weigh
 from deepfake.data.cache import build_cache
 from deepfake.data.clips import ClipDataset
 from deepfake.data.dataset import EpochSampler, FaceDataset, LimitedSampler, ShardedSampler, sbi_groups
-from deepfake.data.device_loader import DeviceDecodeLoader, collate_payloads
+from deepfake.data.device_loader import DeviceDecodeLoader, PayloadFiles, collate_payloads
 from deepfake.data.loader import SlotLoader
 from deepfake.data.methods import by_method, counts, select_splits
 from deepfake.data.perturbed import PerturbedCrops
 from deepfake.data.samples import Sample
-from deepfake.data.sources import cache_dir, dataset_root, read_rows, scan_test_set, split_rows
+from deepfake.data.sources import cache_dir, dataset_root, read_rows, scan_test_set, set_name_of, split_rows
 from deepfake.data.transforms import eval_transform, format_aligner
 from deepfake.errors import ConfigError, DataError
 from deepfake.perturbations.protocol import Setting
@@ -219,9 +219,11 @@ class DataModule:
     def setup_test_sets(self) -> list[str]:
         """Scan what evaluation reports on: each of `test_sets`, else this dataset's test split; returns names.
 
-        A set is named after its folder (made unique), which names its `eval/<set>/` results folder.
+        A set is named after its folder, or its folder and stem (`set_name_of`), made unique; the name
+        names its `eval/<set>/` results folder.
         """
         self.test_samples = {}
+        self.test_sources: dict[str, str] = {}  # set name -> what it was scanned from (a resolved path)
         if not self.test_sets:
             if self.rows_by_split:  # read by setup(); carving validation never touches the test split
                 rows = self.rows_by_split.get("test", [])
@@ -233,15 +235,22 @@ class DataModule:
                     "name the test sets instead: 'data.test_sets=[/path/to/set, ...]'"
                 )
             self.test_samples["test"] = rows
+            self.test_sources["test"] = f"{self.source_name}: the {self.splits['test']} split"
         for source in self.test_sets:
             path = Path(source).expanduser()
-            base = name = path.name or "test"
+            base = name = set_name_of(path)
             n = 1
             while name in self.test_samples:
                 n += 1
                 name = f"{base}_{n}"
             self.test_samples[name] = self._scan_test_set(path)
+            self.test_sources[name] = str(path.resolve())
         self.test_samples = select_splits(self.test_samples, self.test_methods, "only", "test_methods")
+        if (
+            self.test_methods
+        ):  # another selection of one folder is other data: its results must not replace these
+            chosen = ", ".join(self.test_methods)
+            self.test_sources = {n: f"{src} (methods: {chosen})" for n, src in self.test_sources.items()}
         if self.clip_frames > 1:  # one row per video, its first frame: what the clip's prediction stands for
             self.test_frames = dict(self.test_samples)
             self.test_samples = {n: self._clips(f, None).samples for n, f in self.test_frames.items()}
@@ -395,7 +404,7 @@ class DataModule:
                               **options)  # fmt: skip
         # data.decode=gpu: workers ship payloads (JPEG bytes) of different lengths; the GPU decodes each batch.
         loader = DataLoader(
-            ds,
+            PayloadFiles(ds),
             batch_size=batch_size,
             sampler=sampler,
             pin_memory=self.pin_memory,

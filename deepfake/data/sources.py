@@ -137,3 +137,14 @@ def scan_test_set(
     if (path / test_split).is_dir():
         return scan_split(path, test_split, list(real_dirs), list(fake_dirs))
     return scan_split(path.parent, path.name, list(real_dirs), list(fake_dirs))
+
+
+def set_name_of(path: Path) -> str:
+    """A test set's name: a manifest's folder and stem (`celebdf_faces/manifest.csv` -> celebdf_faces_manifest:
+    every extraction's manifest is called manifest.csv), a split folder with its dataset's name
+    (`celebdf/test` -> celebdf_test), any other folder its own name."""
+    if path.suffix.lower() == ".csv":
+        return f"{path.parent.name}_{path.stem}" if path.parent.name else path.stem
+    if path.name in ("train", "val", "test") and path.parent.name:
+        return f"{path.parent.name}_{path.name}"
+    return path.name or "test"

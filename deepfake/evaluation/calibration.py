@@ -22,6 +22,9 @@ log = logging.getLogger("deepfake")
 ECE_BINS = 15
 #: 1 / the smallest temperature searched: beyond it the validation set counts as perfectly separated.
 MAX_INVERSE_TEMPERATURE = 1e4
+#: The temperatures a checkpoint may carry. Outside them a temperature is damage, not calibration: 1e-300
+#: turns every logit into +-inf (probabilities of exactly 0 and 1), 1e300 every probability into 0.5.
+TEMPERATURE_RANGE = (1 / MAX_INVERSE_TEMPERATURE, 1e4)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 100) -> float:
@@ -102,7 +105,11 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, tta: str) -> dict[str, Any
         return None
     before = calibration_metrics(labels, logits)
     after = calibration_metrics(labels, np.asarray(logits) / temperature)
-    if not math.isfinite(temperature) or after["log_loss"] > before["log_loss"]:
+    low, high = TEMPERATURE_RANGE
+    if not low <= temperature <= high:
+        log.warning("the fitted temperature %g is outside [%g, %g]: not used", temperature, low, high)
+        return None
+    if after["log_loss"] > before["log_loss"]:
         log.warning("the fitted temperature %g does not lower the validation log loss: not used", temperature)
         return None
     return {
@@ -117,18 +124,25 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, tta: str) -> dict[str, Any
 
 
 def checked_temperature(source: str, calibration: Any) -> float | None:
-    """The temperature a checkpoint carries, refused unless it is a finite number > 0; None when it has none."""
+    """The temperature a checkpoint carries, refused unless `calibration` is a mapping whose `temperature` is
+    a number in TEMPERATURE_RANGE; None when it has none."""
     if calibration is None or calibration == {}:
         return None
-    value = calibration.get("temperature") if isinstance(calibration, dict) else calibration
+    low, high = TEMPERATURE_RANGE
+    if not isinstance(calibration, dict):
+        raise UserError(
+            f"{source}: its 'calibration' ({str(calibration)[:60]!r}) is not a mapping with a temperature; the "
+            "file is damaged or was not written by this project: use the checkpoint as training saved it"
+        )
+    value = calibration.get("temperature")
     try:
         temperature = float(value)
-        ok = math.isfinite(temperature) and temperature > 0 and not isinstance(value, bool)
+        ok = low <= temperature <= high and not isinstance(value, bool)  # NaN fails the comparison
     except (TypeError, ValueError):
         ok = False
     if not ok:
         raise UserError(
-            f"{source}: its calibration temperature ({str(value)[:60]!r}) is not a finite number > 0; the file "
-            "is damaged or was not written by this project: use the checkpoint as training saved it"
+            f"{source}: its calibration temperature ({str(value)[:60]!r}) is not a number in [{low:g}, {high:g}]; "
+            "the file is damaged or was not written by this project: use the checkpoint as training saved it"
         )
     return temperature

@@ -55,15 +55,28 @@ def labelled(rows: Iterable[Mapping[str, Any]]) -> tuple[list[Sample], np.ndarra
     return samples, np.asarray(probs, dtype=np.float64), left
 
 
-def threshold_of(path: Path, meta: Mapping[str, Any]) -> float:
-    """The threshold the predictions were made at (the document's, or the settings file beside a journal)."""
-    if "threshold" in meta:
-        return float(meta["threshold"])
+def meta_of(path: Path, meta: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What predict.py recorded of the run: the document's meta, or the settings file beside a journal's."""
+    if meta:
+        return meta
     sidecar = path.with_name(path.name + ".settings.json")
     try:
-        return float(json.loads(sidecar.read_text())["settings"]["threshold"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0.5
+        saved = json.loads(sidecar.read_text())
+        return {"threshold": saved["settings"]["threshold"], **(saved.get("meta") or {})}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def threshold_of(path: Path, meta: Mapping[str, Any]) -> float:
+    """The threshold the predictions were made at (0.5 when nothing records it)."""
+    value = meta_of(path, meta).get("threshold", 0.5)
+    return float(value) if isinstance(value, int | float) else 0.5
+
+
+def val_threshold_of(path: Path, meta: Mapping[str, Any]) -> float | None:
+    """The checkpoint's validation threshold on these probabilities' scale, when predict.py recorded it."""
+    value = meta_of(path, meta).get("val_threshold")
+    return float(value) if isinstance(value, int | float) and 0.0 <= value <= 1.0 else None
 
 
 def metrics_from_predictions(
@@ -105,7 +118,7 @@ def metrics_from_predictions(
     report = {
         "set": path.name,
         "source": str(path),
-        **set_report(samples, probs, eval_cfg, seed),
+        **set_report(samples, probs, eval_cfg, seed, val_threshold_of(path, meta)),
         "probabilities": probability_metrics(labels, probs),
         "split": split,
         "left_out": dict(left),

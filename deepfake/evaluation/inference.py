@@ -16,11 +16,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from deepfake.config.checks import MAX_CLIP_FRAMES, MAX_IMG_SIZE
 from deepfake.errors import UserError
 from deepfake.evaluation.calibration import checked_temperature
 from deepfake.evaluation.operating_point import checked_operating_point
 from deepfake.model.detector import DeepfakeDetector, get_model
-from deepfake.runs.checkpoint import load_checkpoint
+from deepfake.runs.checkpoint import load_checkpoint, load_weights
 from deepfake.runs.safe_config import trusted_config
 from deepfake.system.precision import Precision
 
@@ -101,12 +102,9 @@ def load_detector(path: str | Path) -> LoadedDetector:
             f"{path}: its saved model settings cannot build a detector ({type(e).__name__}: {str(e)[:200]}); "
             "export the checkpoint again from its run, or retrain"
         ) from None
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise UserError(
-            f"the weights in {path} do not fit architecture {state['architecture']}: {str(e)[:300]}"
-        ) from None
+    load_weights(
+        model, state["model"], f"the weights in {path} do not fit architecture {state['architecture']}"
+    )
     return LoadedDetector(
         model=model.eval(),
         path=path.resolve(),
@@ -151,9 +149,9 @@ def _checked_preprocess(path: Path, preprocess: Any) -> dict[str, Any]:
         size, mean, std = int(preprocess["img_size"]), list(preprocess["mean"]), list(preprocess["std"])
         frames = preprocess.get("frames", 1)
         ok = (
-            size > 0
+            0 < size <= MAX_IMG_SIZE  # a size read from a file must not size an allocation unchecked
             and type(frames) is int
-            and frames >= 1
+            and 1 <= frames <= MAX_CLIP_FRAMES
             and len(mean) == len(std) == 3
             and all(math.isfinite(float(v)) for v in mean + std)
             and all(float(v) > 0 for v in std)
@@ -163,7 +161,7 @@ def _checked_preprocess(path: Path, preprocess: Any) -> dict[str, Any]:
     if not ok:
         raise UserError(
             f"{path} is not a deepfake detector checkpoint: its 'preprocess' ({str(preprocess)[:120]}) is not "
-            "{img_size, mean[3], std[3], frames (clip models, an int >= 1)}"
+            f"{{img_size (1 to {MAX_IMG_SIZE}), mean[3], std[3], frames (clip models, 1 to {MAX_CLIP_FRAMES})}}"
         )
     return preprocess
 

@@ -21,13 +21,22 @@ log = logging.getLogger("deepfake.metrics")  # the name train.log has always sho
 
 
 def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float:
-    """FPR at the ROC threshold where FPR and FNR (1 - TPR) are closest."""
+    """The rate where FNR (1 - TPR) equals FPR, interpolated linearly between the two ROC points around it.
+
+    The ROC keeps every threshold (`drop_intermediate=False`) and starts at (0, 0), so FNR - FPR falls from 1
+    to -1 along it and crosses 0 on exactly one segment. DeepfakeBench takes the FPR of the ROC point where
+    |FNR - FPR| is smallest instead; on a coarse or tied ROC that is a corner far from the crossing (constant
+    predictions give 0.0 there, 0.5 here).
+    """
     from sklearn.metrics import roc_curve
 
-    fpr, tpr, _ = roc_curve(labels, probs)
-    fnr = 1.0 - tpr
-    i = int(np.nanargmin(np.abs(fnr - fpr)))
-    return float(fpr[i])
+    fpr, tpr, _ = roc_curve(labels, probs, drop_intermediate=False)
+    gap = (1.0 - tpr) - fpr
+    i = int(np.argmax(gap <= 0))  # the first point at or past the crossing; gap[0] = 1 > 0
+    if gap[i] == 0:
+        return float(fpr[i])
+    t = gap[i - 1] / (gap[i - 1] - gap[i])
+    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
 
 
 #: The false-positive rates at which `tpr_at_fpr` reports the detection rate (metrics.json keys "0.1", ...).

@@ -6,13 +6,17 @@ Hydra merges `conf/extract/` onto it, so an unknown key or a wrong type fails at
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from deepfake.config.schema import ShardConfig
 from deepfake.errors import ConfigError
+from deepfake.extraction.bounds import MAX_FRAMES, MAX_SIDE, TIMEOUT_S
 from deepfake.perturbations.protocol import setting
 
 
@@ -66,6 +70,9 @@ class ExtractConfig:
     root: str = MISSING
     out: str = MISSING
     frames_per_video: int = 32
+    decode_max_side: int = MAX_SIDE
+    timeout_s: float = TIMEOUT_S
+    overwrite: bool = False
     val_fraction: float = 0.0
     num_workers: int = -1
     progress: str = "auto"
@@ -97,7 +104,30 @@ _POSITIVE = (
     "faces.size",
     "shard.count",
     "every_n_seconds",
+    "timeout_s",
 )
+MAX_CROP = 4096  # faces.size: the largest crop extraction.json accepts back
+#: Inclusive ranges (low, high, what the bounds mean).
+_RANGES: dict[str, tuple[float, float, str]] = {
+    "frames_per_video": (1, MAX_FRAMES, ": a video's kept frames are held in memory together"),
+    "decode_max_side": (0, 16384, f" (0 = decode at full size; default {MAX_SIDE})"),
+    "faces.size": (1, MAX_CROP, ""),
+    "faces.margin": (1, math.inf, " (1.3 is the field's convention)"),
+    "faces.jpeg_quality": (1, 100, ""),
+    "detector.max_side": (0, math.inf, " (0 = detect at full size)"),
+}
+
+
+def _floats(node: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """Every float leaf of a config, with its dotted key."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _floats(v, f"{prefix}{k}.")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _floats(v, f"{prefix[:-1]}[{i}].")
+    elif isinstance(node, float):
+        yield prefix[:-1], node
 
 
 def validate(cfg: DictConfig | ExtractConfig) -> DictConfig:
@@ -111,6 +141,20 @@ def validate(cfg: DictConfig | ExtractConfig) -> DictConfig:
             raise ConfigError(
                 f"{key} is not set: pass {key}=/path/to/{'dataset' if key == 'root' else 'faces'}"
             )
+    _check_values(cfg)
+    if cfg.dataset.reuse_source_boxes and cfg.dataset.kind != "ffpp":
+        raise ConfigError("dataset.reuse_source_boxes=true is for dataset=ffpp (frame-aligned fakes) only")
+    _check_robustness(cfg)
+    if cfg.dataset.masks and cfg.dataset.kind != "ffpp":
+        raise ConfigError("dataset.masks=true crops FF++'s mask videos: it is for dataset=ffpp only")
+    return cfg
+
+
+def _check_values(cfg: DictConfig) -> None:
+    """Finite numbers, known choices, and each number in its range."""
+    for key, value in _floats(OmegaConf.to_container(cfg, resolve=True)):
+        if not math.isfinite(value):  # NaN passes every range check below (each comparison is False)
+            raise ConfigError(f"{key}={value} is not a finite number")
     for key, choices in _CHOICES.items():
         if OmegaConf.select(cfg, key) not in choices:
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is not one of {', '.join(choices)}")
@@ -119,22 +163,15 @@ def validate(cfg: DictConfig | ExtractConfig) -> DictConfig:
             raise ConfigError(f"{key} must be > 0 (got {OmegaConf.select(cfg, key)})")
     if not 0 <= cfg.shard.index < cfg.shard.count:
         raise ConfigError(f"shard.index={cfg.shard.index} must be in [0, shard.count={cfg.shard.count})")
-    if cfg.faces.margin < 1.0:
-        raise ConfigError(f"faces.margin={cfg.faces.margin} must be >= 1 (1.3 is the field's convention)")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ConfigError(
             f"val_fraction={cfg.val_fraction} must be in [0, 1), e.g. 0.1 for Celeb-DF (no val split)"
         )
-    if not 1 <= cfg.faces.jpeg_quality <= 100:
-        raise ConfigError(f"faces.jpeg_quality={cfg.faces.jpeg_quality} must be in [1, 100]")
-    if cfg.detector.max_side < 0:
-        raise ConfigError(f"detector.max_side={cfg.detector.max_side} must be >= 0 (0 = detect at full size)")
-    if cfg.dataset.reuse_source_boxes and cfg.dataset.kind != "ffpp":
-        raise ConfigError("dataset.reuse_source_boxes=true is for dataset=ffpp (frame-aligned fakes) only")
-    _check_robustness(cfg)
-    if cfg.dataset.masks and cfg.dataset.kind != "ffpp":
-        raise ConfigError("dataset.masks=true crops FF++'s mask videos: it is for dataset=ffpp only")
-    return cfg
+    for key, (low, high, note) in _RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if not low <= value <= high:
+            bounds = f">= {low}" if high == math.inf else f"in [{low}, {high}]"
+            raise ConfigError(f"{key}={value} must be {bounds}{note}")
 
 
 def _check_robustness(cfg: DictConfig) -> None:

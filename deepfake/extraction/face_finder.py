@@ -70,6 +70,9 @@ def detect_downscaled(
         same = list(run)
         h, w = same[0].shape[:2]
         factor = max(1.0, max(h, w) / max_side if max_side else 1.0, min_face / detector.min_face)
+        if min(h, w) / factor < detector.min_face:  # no face of the smallest size sought fits in the frame
+            found.extend([] for _ in same)  # (MTCNN's image pyramid would be empty: an error, not "no face")
+            continue
         if factor > 1.0:
             size = (round(w / factor), round(h / factor))
             same = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in same]

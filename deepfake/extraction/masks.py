@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
+from deepfake.extraction.bounds import MAX_SIDE, TIMEOUT_S
 from deepfake.extraction.crops import crop_face
 from deepfake.extraction.video import read_frames
 
@@ -31,10 +32,16 @@ def ffpp_mask_video(rel: str) -> str | None:
     return PurePosixPath(parts[0], parts[1], MASKS_DIR, *parts[3:]).as_posix()
 
 
-def mask_frames(path: Path, frames_per_video: int, wanted: set[int]) -> dict[int, np.ndarray]:
+def mask_frames(
+    path: Path,
+    frames_per_video: int,
+    wanted: set[int],
+    max_side: int = MAX_SIDE,
+    timeout_s: float = TIMEOUT_S,
+) -> dict[int, np.ndarray]:
     """The mask video's frames (H, W, 3) at the indices `wanted`: decoded as the fake was (`read_frames`, the
     same evenly spaced indices for a frame-aligned video of the same length); indices it lacks are absent."""
-    decoded = read_frames(path, frames_per_video)
+    decoded = read_frames(path, frames_per_video, max_side, timeout_s)
     return {index: frame for index, frame in decoded.frames if index in wanted}
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from deepfake.extraction.bounds import MAX_SIDE, TIMEOUT_S, not_regular
 from deepfake.extraction.video import DECODE_ERRORS, Decoded, read_frames
 from deepfake.perturbations.protocol import Setting, frame_rng, perturb_image, setting
 from deepfake.perturbations.video import reencode_file
@@ -31,11 +32,13 @@ class FramePerturbation:
     seed: int
     root: str  # the dataset root: a video's key is its path under it
 
-    def read(self, path: str, frames_per_video: int) -> Decoded:
+    def read(
+        self, path: str, frames_per_video: int, max_side: int = MAX_SIDE, timeout_s: float = TIMEOUT_S
+    ) -> Decoded:
         """`read_frames`, with the kept frames perturbed (VC: taken from the re-encoded video)."""
         if self.setting.video:
-            return self._reencoded(path, frames_per_video)
-        decoded = read_frames(path, frames_per_video)
+            return self._reencoded(path, frames_per_video, max_side, timeout_s)
+        decoded = read_frames(path, frames_per_video, max_side, timeout_s)
         key = Path(os.path.relpath(path, self.root)).as_posix()
         decoded.frames = [
             (i, perturb_image(self.setting, frame, frame_rng(self.seed, key, i)))
@@ -43,14 +46,16 @@ class FramePerturbation:
         ]
         return decoded
 
-    def _reencoded(self, path: str, frames_per_video: int) -> Decoded:
+    def _reencoded(self, path: str, frames_per_video: int, max_side: int, timeout_s: float) -> Decoded:
+        if why := not_regular(path):  # the re-encode would open it: a FIFO would block it forever
+            return Decoded(path, error=why)
         with tempfile.TemporaryDirectory(prefix="deepfake-vc-") as tmp:
             copy = Path(tmp) / "reencoded.mp4"
             try:
                 reencode_file(path, copy, int(self.setting.param or 0))
             except DECODE_ERRORS as e:
                 return Decoded(path, error=f"{self.setting.name} re-encode failed: {type(e).__name__}: {e}")
-            decoded = read_frames(copy, frames_per_video)
+            decoded = read_frames(copy, frames_per_video, max_side, timeout_s)
         decoded.path = path
         return decoded
 

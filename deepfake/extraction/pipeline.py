@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import closing
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
-from deepfake.errors import DataError, UserError
+from deepfake.errors import ConfigError, DataError, UserError
 from deepfake.extraction.config import validate
 from deepfake.extraction.decode_pool import decoded_videos
 from deepfake.extraction.face_finder import (
@@ -29,10 +30,19 @@ from deepfake.extraction.faces import VideoFaces, read_boxes, save_crops
 from deepfake.extraction.masks import mask_frames
 from deepfake.extraction.perturbed_frames import perturbation_of
 from deepfake.extraction.report import ExtractProgress, summary
-from deepfake.extraction.settings import read_settings, settings_of, write_settings
+from deepfake.extraction.settings import changed_settings, read_settings, settings_of, write_settings
 from deepfake.extraction.sources import Job, list_videos, shard_slice
 from deepfake.extraction.video import Decoded
-from deepfake.extraction.writer import ShardWriter, assemble, done_videos, faces_dir, shard_name
+from deepfake.extraction.writer import (
+    ShardWriter,
+    assemble,
+    clear,
+    done_videos,
+    faces_dir,
+    forget,
+    shard_name,
+    stale_videos,
+)
 from deepfake.system.thread_probe import paced
 
 log = logging.getLogger(__name__)
@@ -87,7 +97,7 @@ def extract_video(
     if decoded.info is not None:
         info = decoded.info
         row.update(frames_total=info.frames, width=info.width, height=info.height, fps=round(info.fps, 3),
-                   rotation=info.rotation)  # fmt: skip
+                   rotation=info.rotation, scale=round(info.scale, 6))  # fmt: skip
     tmp, manifest, crops, with_face = None, [], 0, 0
     if decoded.frames:
         try:
@@ -102,7 +112,8 @@ def extract_video(
         tmp = writer.temp_dir(job.rel)
         masks = None
         if job.mask_video is not None:  # FF++'s mask frames at the fake's indices, cropped with its boxes
-            masks = mask_frames(Path(job.mask_video), cfg.frames_per_video, {i for i, _ in decoded.frames})
+            masks = mask_frames(Path(job.mask_video), cfg.frames_per_video, {i for i, _ in decoded.frames},
+                                cfg.decode_max_side, cfg.timeout_s)  # fmt: skip
         saved = save_crops(decoded.frames, detections, cfg.faces, tmp, masks)
         crops, with_face = len(saved.files), saved.frames_with_face
         manifest = _manifest_rows(job, saved, writer.masks)
@@ -131,22 +142,39 @@ def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[st
     threads = torch.get_num_threads()
     tuner = detector_threads(detector, cfg.detector.threads, workers)
     rows: list[dict[str, object]] = []
+    decoded = decoded_videos([j.sample.path for j in todo], cfg.frames_per_video, workers,
+                             max_side=cfg.decode_max_side, timeout_s=cfg.timeout_s, reader=perturbation_of(cfg))  # fmt: skip
     try:
-        with ExtractProgress(len(todo), cfg.progress, cfg.every_n_seconds) as progress:
-            videos = zip(
-                todo,
-                decoded_videos(
-                    [j.sample.path for j in todo], cfg.frames_per_video, workers, reader=perturbation_of(cfg)
-                ),
-                strict=True,
+        # closing(): an interrupt stops the pool and frees the frames decoded ahead now, not whenever the
+        # traceback that holds the generator is dropped (after the resource tracker has warned of leaks).
+        with ExtractProgress(len(todo), cfg.progress, cfg.every_n_seconds) as progress, closing(decoded):
+            videos = paced(
+                zip(todo, decoded, strict=True), tuner, units=lambda v: max(1, len(v[1][0].frames))
             )
-            for job, (decoded, seconds) in paced(videos, tuner, units=lambda v: max(1, len(v[1][0].frames))):
-                rows.append(extract_video(job, decoded, seconds, cfg, detector, writer))
+            for job, (video, seconds) in videos:
+                rows.append(extract_video(job, video, seconds, cfg, detector, writer))
                 progress.update(int(rows[-1]["faces"]))
     finally:
         torch.set_num_threads(threads)
     writer.close()
     return rows
+
+
+def _check_rerun(out: Path, cfg: DictConfig) -> None:
+    """A rerun into an output with finished videos must use its settings: crops of two sizes (or detectors) in
+    one manifest would train on a mix. `overwrite=true` deletes the earlier crops and starts over."""
+    changes = changed_settings(out, cfg)
+    done = done_videos(out)
+    if not changes or not done:
+        return
+    if not cfg.overwrite:
+        raise ConfigError(
+            f"{out} holds {len(done)} video(s) extracted with other settings ({'; '.join(changes)}); extract "
+            "into another folder (out=/other/folder), or pass overwrite=true to delete its crops and start over"
+        )
+    log.warning("overwrite=true: deleting the %d video(s) extracted into %s with other settings (%s)",
+                len(done), out, "; ".join(changes))  # fmt: skip
+    clear(out)
 
 
 def require_same_perturbation(out: Path, cfg: DictConfig) -> None:
@@ -182,8 +210,15 @@ def extract(cfg: DictConfig) -> Path | None:
             )
     mine = shard_slice(jobs, cfg.shard.index, cfg.shard.count)
     out.mkdir(parents=True, exist_ok=True)
-    require_same_perturbation(out, cfg)
+    if not cfg.overwrite:
+        require_same_perturbation(out, cfg)  # the one setting with its own advice: an out= per setting
+    _check_rerun(out, cfg)
     write_settings(out, cfg)  # what predict.py needs to crop as this extraction did (via the checkpoint)
+    stale = stale_videos(out, [j.rel for j in mine])
+    if stale:
+        log.warning("%d finished video(s) have crops missing on disk, so they are extracted again: %s",
+                    len(stale), ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else ""))  # fmt: skip
+        forget(out, stale)
     done = done_videos(out)
     todo = [j for j in mine if j.rel not in done]
     log.info("%d video(s) in %s; shard %d/%d has %d, %d already done, %d to extract", len(jobs), root,

@@ -14,10 +14,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from deepfake.choices import PERTURBATION_LEVELS, PERTURBATIONS
 from deepfake.errors import UserError
+from deepfake.extraction.bounds import MAX_FRAMES, MAX_SIDE
 from deepfake.extraction.crops import POLICIES
 from deepfake.runs.fileio import atomic_write
 
@@ -39,6 +40,10 @@ _DETECTOR = {
 }
 
 
+def _int_in(v: Any, low: int, high: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
 def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -55,17 +60,64 @@ def settings_of(cfg: DictConfig) -> dict[str, Any]:
     perturb = cfg.get("perturb")
     return {
         "frames_per_video": int(cfg.frames_per_video),
+        "decode_max_side": int(cfg.decode_max_side),
         "detector": {k: cfg.detector[k] for k in _DETECTOR},
         "faces": {k: cfg.faces[k] for k in _FACES},
         "perturb": {k: perturb[k] for k in _PERTURB} if perturb is not None and perturb.type else None,
     }
 
 
+#: Keys beyond prediction's that change what a crop is, or which videos an output holds: recorded too, so a
+#: rerun into the same output can be checked against them.
+_ALSO = {"faces": ("format", "jpeg_quality"), "detector": ("thresholds", "score_threshold", "model")}
+
+
+def recorded(cfg: DictConfig) -> dict[str, Any]:
+    """What extraction.json holds: prediction's settings, plus the other keys a resumed run must share."""
+    out = settings_of(cfg)
+    for section, keys in _ALSO.items():
+        out[section].update({k: OmegaConf.to_container(cfg[section], resolve=True)[k] for k in keys})
+    out["dataset"] = OmegaConf.to_container(cfg.dataset, resolve=True)
+    return out
+
+
 def write_settings(out: Path, cfg: DictConfig) -> Path:
     path = out / SETTINGS_FILE
-    text = json.dumps(settings_of(cfg), indent=2) + "\n"
+    text = json.dumps(recorded(cfg), indent=2) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
     return path
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+
+
+def _perturbation_name(p: Any) -> str:
+    if isinstance(p, dict):
+        return f"{p.get('type')}-{p.get('level')} (seed {p.get('seed')})"
+    return "none" if p is None else str(p)
+
+
+def changed_settings(out: Path, cfg: DictConfig) -> list[str]:
+    """`key: old -> new` for each recorded setting that differs from the extraction.json in `out` (keys an
+    older file lacks are not compared); empty when there is no file."""
+    path = out / SETTINGS_FILE
+    if not path.is_file():
+        return []
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path} cannot be read as JSON ({e}); pass overwrite=true to start over") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"{path} holds no settings mapping; pass overwrite=true to start over")
+    mine = recorded(cfg)
+    for settings in (saved, mine):  # null or a mapping: compared as one value, not key by key
+        if "perturb" in settings:
+            settings["perturb"] = _perturbation_name(settings["perturb"])
+    old, new = _flat(saved), _flat(mine)
+    return [f"{k}: {old[k]} -> {new[k]}" for k in sorted(old.keys() & new.keys()) if old[k] != new[k]]
 
 
 def checked(raw: Any, source: str) -> dict[str, Any]:
@@ -80,9 +132,13 @@ def checked(raw: Any, source: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise bad("(the whole section)")
     fpv = raw.get("frames_per_video")
-    if not (isinstance(fpv, int) and not isinstance(fpv, bool) and fpv > 0):
+    if not _int_in(fpv, 1, MAX_FRAMES):
         raise bad("frames_per_video")
-    out: dict[str, Any] = {"frames_per_video": fpv}
+    # Extractions before the decode cap saved none; they are read with today's default cap.
+    side = raw.get("decode_max_side", MAX_SIDE)
+    if not _int_in(side, 0, 16384):
+        raise bad("decode_max_side")
+    out: dict[str, Any] = {"frames_per_video": fpv, "decode_max_side": side}
     for section, rules in (("detector", _DETECTOR), ("faces", _FACES)):
         values = raw.get(section)
         if not isinstance(values, dict):

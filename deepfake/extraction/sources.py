@@ -5,6 +5,7 @@ Labels, splits, methods and identities come from `deepfake.data.layouts`, the co
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def list_videos(ds: DictConfig, root: Path) -> tuple[list[Job], list[str]]:
     else:
         rows, notes = folder_videos(root, list(ds.real_dirs), list(ds.fake_dirs))
     rel = {r.path: Path(r.path).relative_to(root).as_posix() for r in rows}
+    _refuse_shared_keys(sorted(rel.values()))
     by_video = {r.video: rel[r.path] for r in rows}  # FF++ video ids are unique
     jobs = []
     for r in rows:
@@ -62,6 +64,21 @@ def list_videos(ds: DictConfig, root: Path) -> tuple[list[Job], list[str]]:
         notes = [*notes, f"{len(unmasked)} fake(s) have no mask video (e.g. {ffpp_mask_video(unmasked[0])} for "
                          f"{unmasked[0]}): their crops get no mask"]  # fmt: skip
     return sorted(jobs, key=lambda j: j.rel), notes
+
+
+def _refuse_shared_keys(rels: list[str]) -> None:
+    """Two files whose paths differ only by extension (dup.mp4, dup.mkv) would share one crops folder and one
+    video id: the second would replace the first's crops. Refused, naming both."""
+    by_key: dict[str, list[str]] = {}
+    for rel in rels:
+        by_key.setdefault(os.path.splitext(rel)[0], []).append(rel)
+    clashes = [files for files in by_key.values() if len(files) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(files) for files in clashes[:5])
+        raise DataError(
+            f"{len(clashes)} video name(s) differ only by extension, and would share one crops folder and video "
+            f"id: {shown}; rename or move one of each (e.g. dup.mkv -> dup_2.mkv)"
+        )
 
 
 def _mask_source(ds: DictConfig, root: Path, rel: str, label: int) -> str | None:

@@ -24,7 +24,7 @@ from deepfake.runs.fileio import atomic_write
 
 VIDEO_COLUMNS = (
     "source", "video", "label", "split", "method", "status", "frames_total", "frames_decoded",
-    "frames_with_face", "faces", "width", "height", "fps", "rotation", "seconds", "error", "perturb",
+    "frames_with_face", "faces", "width", "height", "fps", "rotation", "scale", "seconds", "error", "perturb",
 )  # fmt: skip
 FACE_COLUMNS = ("file", "frame", "face", "score", "x1", "y1", "x2", "y2",
                 "frame_x1", "frame_y1", "frame_x2", "frame_y2", "m00", "m01", "m02", "m10", "m11", "m12")  # fmt: skip
@@ -74,6 +74,63 @@ def done_videos(out: Path) -> dict[str, dict[str, str]]:
         for row in _complete_lines(part):
             done[row["source"]] = row
     return done
+
+
+def stale_videos(out: Path, sources: Iterable[str]) -> list[str]:
+    """Finished videos (among `sources`) whose crops are not all on disk: deleted or moved since their row was
+    written. A video's crops are its manifest rows' files; a row that says it has faces but has no manifest
+    rows is stale too."""
+    done = done_videos(out)
+    listed: dict[str, set[str]] = {}
+    for part in sorted((out / "parts").glob("*.manifest.csv")):
+        for row in _complete_lines(part):
+            folder, name = os.path.split(row["path"])
+            listed.setdefault(folder, set()).add(name)
+    stale = []
+    for source in sources:
+        row = done.get(source)
+        if row is None or not int(row.get("faces") or 0):
+            continue
+        folder = faces_dir(source)
+        expected = listed.get(folder, set())
+        try:
+            on_disk = set(os.listdir(out / folder))
+        except OSError:  # the folder is gone
+            on_disk = set()
+        if len(expected) < int(row["faces"]) or not expected <= on_disk:
+            stale.append(source)
+    return stale
+
+
+def forget(out: Path, sources: Iterable[str]) -> None:
+    """Drop the rows of `sources` from every part, so they are redone. Only call it for videos of this shard's
+    slice: a part another running shard appends to never holds them (a video is in one slice per count)."""
+    gone = set(sources)
+    folders = {faces_dir(s) for s in gone}
+    for part in sorted((out / "parts").glob("*.videos.csv")):
+        rows = _complete_lines(part)
+        kept = [r for r in rows if r["source"] not in gone]
+        if len(kept) < len(rows):
+            _rewrite(part, VIDEO_COLUMNS, kept)
+    for part in sorted((out / "parts").glob("*.manifest.csv")):
+        rows = _complete_lines(part)
+        kept = [r for r in rows if os.path.dirname(r["path"]) not in folders]
+        if len(kept) < len(rows):
+            _rewrite(part, COLUMNS, kept)
+
+
+#: What an extraction writes into its output folder (logs/ stays: each run's extract.log is kept there).
+OUTPUTS = ("faces", "parts", ".partial", "manifest.csv", "videos.csv", "extraction.json")
+
+
+def clear(out: Path) -> None:
+    """Delete an earlier extraction's outputs (overwrite=true)."""
+    for name in OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 class ShardWriter:

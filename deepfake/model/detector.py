@@ -15,6 +15,7 @@ from timm.optim import param_groups_weight_decay
 from torch import nn
 from torch.nn import functional as F
 
+from deepfake.config.checks import MAX_CLIP_FRAMES
 from deepfake.errors import ConfigError
 from deepfake.model.fusion import EarlyFusion, LateFusion, check_streams
 from deepfake.model.mask_head import MaskDecoder, mask_level
@@ -223,8 +224,11 @@ def get_model(
     """
     name = resolve_architecture(architecture)
     streams = check_streams(streams, fusion)
-    if frames < 1:
-        raise ConfigError(f"model.frames must be >= 1 (got {frames}); 1 is a per-image model")
+    if not 1 <= frames <= MAX_CLIP_FRAMES:  # a clip's frames are one item: 100000 of them exhaust the host
+        raise ConfigError(
+            f"model.frames must be in [1, {MAX_CLIP_FRAMES}] (got {frames}); 1 is a per-image model, published "
+            "clip models use 8 to 32"
+        )
     if mask_head and frames > 1:
         raise ConfigError(
             f"model.mask_head=true cannot go with a clip model (model.frames={frames}): the blend masks come from "

@@ -11,6 +11,7 @@ read is a row with an error, never the end of the run.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from deepfake.data.module import default_num_workers
 from deepfake.errors import ConfigError, UserError
 from deepfake.evaluation.ensemble import checkpoint_list, clip_length_of, load_ensemble
 from deepfake.evaluation.inference import LoadedDetector, scoring_precision
+from deepfake.evaluation.threshold import checked_val_threshold, reported_threshold
 from deepfake.prediction.explanations import Explainer
 from deepfake.prediction.fingerprint import fingerprint, run_settings
 from deepfake.prediction.images import predict_images, predict_paths
@@ -119,7 +121,12 @@ def _meta(
         "aggregation": OmegaConf.to_container(cfg.aggregation, resolve=True),
         "no_face_prob": cfg.no_face_prob,
     }
-    if not one:
+    if one:  # evaluate's acc_at_val_threshold, for `python -m deepfake.evaluation.from_predictions`
+        d = loaded[0]
+        meta["val_threshold"] = reported_threshold(
+            checked_val_threshold(d.checkpoint.get("metrics")), temps[0] if temps[0] is not None else 1.0
+        )
+    else:
         meta["ensemble_mean"] = cfg.ensemble.mean
     if explainer is not None:
         meta["explain"] = {"method": cfg.explain.method, "folder": str(explainer.folder)}
@@ -133,6 +140,7 @@ def predict(cfg: DictConfig | Mapping[str, Any]) -> Predictions:
     fmt = output_format(cfg.output, cfg.format)
     output = Path(cfg.output).expanduser()
     # Checked now, not after inference: a long run must not end in a write that was bound to fail.
+    _refuse_folders(output, cfg.per_frame)
     require_writable(output.parent, "the output folder", "pass output=<a path in a writable folder>")
     checkpoints = checkpoint_list(cfg.checkpoint)
     source = open_source(cfg.input)  # a wrong path fails before any checkpoint is read
@@ -205,6 +213,18 @@ def _finish(layout: Layout, plan: Plan, summary: Summary, missing: int) -> Predi
     return found
 
 
+def _refuse_folders(output: Path, per_frame: bool) -> None:
+    """The output (and per_frame's file beside it) must be files: a folder there fails only at the first
+    write, after inference."""
+    frames = Layout(output, "csv").frames_output
+    for path, what in ((output, "output"), (frames, "per_frame's file") if per_frame else (None, "")):
+        if path is not None and path.is_dir():
+            raise UserError(
+                f"{what} {path} is a folder, not a file: pass output=<file>.csv (or .jsonl, .json, .parquet), "
+                f"e.g. output={output / 'preds.csv'}"
+            )
+
+
 def checked_config(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
     """Merge onto the schema (Python callers may pass a dict) and check the values a type cannot."""
     try:
@@ -242,4 +262,7 @@ def checked_config(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
         raise ConfigError(f"aggregation.k must be > 0 (got {cfg.aggregation.k})")
     if cfg.no_face_prob is not None and not 0.0 <= cfg.no_face_prob <= 1.0:
         raise ConfigError(f"no_face_prob must be in [0, 1] or null (got {cfg.no_face_prob})")
+    timeout = cfg.extraction.timeout_s
+    if timeout is not None and not 0 < timeout < math.inf:  # NaN fails both comparisons
+        raise ConfigError(f"extraction.timeout_s must be a number of seconds > 0 (got {timeout})")
     return cfg

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deepfake.extraction.bounds import not_regular
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 NOT_A_VIDEO = "not a video: the file's content is no MP4/MOV, AVI, MKV or WebM container"
 
@@ -23,7 +25,10 @@ def is_video_content(head: bytes) -> bool:
 
 
 def video_kind(path: str) -> str:
-    """`video` (decode it), `not_video` (named like a video, but its content is none) or `image`."""
+    """`video` (decode it), `not_video` (named like a video, but its content is none), `special` (a FIFO,
+    socket or device, links resolved: never opened, since reading one can block forever) or `image`."""
+    if not_regular(path):
+        return "special"
     named = Path(path).suffix.lower() in VIDEO_EXTENSIONS
     try:
         with open(path, "rb") as f:

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from deepfake.evaluation.inference import LoadedDetector
+from deepfake.extraction.bounds import MAX_SIDE, TIMEOUT_S
 from deepfake.extraction.config import DetectorConfig, FacesConfig
 from deepfake.extraction.settings import checked
 
@@ -16,11 +17,14 @@ log = logging.getLogger("deepfake")
 
 
 def crop_settings(loaded: LoadedDetector, overrides: DictConfig) -> DictConfig:
-    """{frames_per_video, detector, faces} shaped like extract.py's config (so `build_finder` takes its
-    detector section); `overrides` holds the command line's keys, null where not given."""
+    """{frames_per_video, decode_max_side, timeout_s, detector, faces} shaped like extract.py's config (so
+    `build_finder` takes its detector section); `overrides` holds the command line's keys, null where not
+    given. The time limit is the command line's or extract.py's default, never the checkpoint's."""
     base = OmegaConf.create(
         {
             "frames_per_video": 32,
+            "decode_max_side": MAX_SIDE,
+            "timeout_s": TIMEOUT_S,
             "detector": OmegaConf.structured(DetectorConfig),
             "faces": OmegaConf.structured(FacesConfig),
         }

@@ -19,6 +19,7 @@ from deepfake.data.manifest import COLUMNS as MANIFEST_COLUMNS
 from deepfake.data.manifest import parse_label
 from deepfake.data.samples import IMAGE_EXTENSIONS
 from deepfake.errors import UserError
+from deepfake.extraction.bounds import not_regular
 from deepfake.prediction.inputs import VIDEO_EXTENSIONS
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -154,16 +155,18 @@ def open_source(source: str | Path) -> InputSource:
     path = Path(source).expanduser()
     if path.is_dir():
         return FolderInputs(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(
             f"input {path} does not exist; pass a video, an image, a folder, a list file or a manifest CSV"
         )
     suffix = path.suffix.lower()
+    if suffix in LIST_SUFFIXES + MANIFEST_SUFFIXES and (why := not_regular(path)):
+        raise UserError(f"input {path}: {why}")  # reading a FIFO would block forever
     if suffix in LIST_SUFFIXES:
         return ListFile(path)
     if suffix in MANIFEST_SUFFIXES:
         return ManifestInputs(path)
-    return OneFile(path)
+    return OneFile(path)  # a FIFO or device here gets its error row, never opened
 
 
 def list_inputs(source: str | Path) -> list[str]:

@@ -158,7 +158,8 @@ def predict_videos(
     ahead in threads, and one video's crops are classified in a thread while the next one is detected."""
     # Decode threads, not processes: a process pool's start (each worker imports the main module, torch
     # included) costs more than decoding a few videos, and FFmpeg decodes without the GIL.
-    decoded = decoded_videos(paths, int(settings.frames_per_video), min(workers, len(paths)), threads=True)
+    decoded = decoded_videos(paths, int(settings.frames_per_video), min(workers, len(paths)), threads=True,
+                             max_side=settings.decode_max_side, timeout_s=settings.timeout_s)  # fmt: skip
     with ThreadPoolExecutor(1, thread_name_prefix="classify") as pool:
         pending: Future[VideoResult] | None = None
         for video, decode_seconds in decoded:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from deepfake.evaluation.ensemble import Ensemble
+from deepfake.extraction.bounds import not_regular
 from deepfake.prediction.explanations import Explainer
 from deepfake.prediction.images import image_results
 from deepfake.prediction.inputs import NOT_A_VIDEO, video_kind
@@ -76,12 +77,9 @@ def _window(window: list[Entry], s: Scoring) -> Iterator[tuple[Entry, Scored]]:
             position += 1
 
     for i, kind in enumerate(kinds):
-        if kind == "not_video":
-            row = {
-                **image_row(window[i].path, None, NOT_A_VIDEO, s.threshold),
-                "frames_used": 0,
-                "faces_found": 0,
-            }
+        if kind in ("not_video", "special"):  # special: a FIFO, socket or device, never opened
+            why = NOT_A_VIDEO if kind == "not_video" else not_regular(window[i].path)
+            row = {**image_row(window[i].path, None, why, s.threshold), "frames_used": 0, "faces_found": 0}
             ready[i] = Scored(row)
         elif kind == "image" and s.clip > 1:
             ready[i] = Scored(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import json
 import logging
@@ -126,7 +127,7 @@ def evaluate_sets(
 
     `data` holds one DataModule per member input size (`Ensemble.groups`), all over the same test sets.
     `robustness` (evaluate.py's `perturb` group, `reporting.robustness.robustness_hook`) scores each set again
-    under the robustness settings, given its name and clean probabilities; what it returns goes into metrics.json.
+    under the robustness settings, given its name, clean probabilities and results folder; what it returns goes into metrics.json.
     """
     reports = {}
     first = next(iter(data.values()))
@@ -137,25 +138,70 @@ def evaluate_sets(
                 raise UserError(f"test set {name} lists different images at different input sizes")
         loaders = {size: module.test_dataloader(name) for size, module in data.items()}
         raw = set_logits(ensemble, loaders, samples, device)
+        for loader in loaders.values():
+            loader.close()  # persistent workers: not kept alive until the process ends
         probs, raw_probs, report = scored_report(ensemble, raw, samples, eval_cfg, seed)
-        report = {"set": name, **(context or {}), **report}
+        source = getattr(first, "test_sources", {}).get(name, name)
+        identity = evaluation_identity(source, ensemble, eval_cfg, context)
+        folder = results_dir(out_dir, name, identity)
+        report = {"set": folder.name, **(context or {}), "evaluation": identity, **report}
         if robustness is not None:
-            report["robustness"] = robustness(name, probs)
+            report["robustness"] = robustness(name, probs, folder)
         if eval_cfg["explain"] != "none" or eval_cfg["embeddings"]:
             from deepfake.reporting.explanations import explain_set  # grad-cam and t-SNE: only when asked
 
             datasets = {size: loader.dataset for size, loader in loaders.items()}
-            scores = explain_set(out_dir / name, name, ensemble.members, ensemble.tta, datasets, samples, probs,
+            scores = explain_set(folder, folder.name, ensemble.members, ensemble.tta, datasets, samples, probs,
                                  eval_cfg, device, seed)  # fmt: skip
             if scores is not None:
                 report["faithfulness"] = scores
-        write_set(out_dir / name, samples, probs, report, raw_probs if eval_cfg["calibrated"] else None)
-        reports[name] = report
-        log.info("evaluated %s: %d images -> %s", name, len(samples), out_dir / name)
+        write_set(folder, samples, probs, report, raw_probs if eval_cfg["calibrated"] else None)
+        reports[folder.name] = report
+        log.info("evaluated %s: %d images -> %s", name, len(samples), folder)
     log.info("\n%s", results_table(reports))
     if any(len(r.get("per_method", {})) > 1 for r in reports.values()):
         log.info("\n%s", method_table(reports))
     return reports
+
+
+def evaluation_identity(
+    source: str, ensemble: Ensemble, eval_cfg: Mapping[str, Any], context: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """What makes two evaluations' results the same: the data, the checkpoint(s) and the settings that change
+    the numbers. Recorded in metrics.json (`evaluation`) and compared before a results folder is reused."""
+    checkpoints = dict(context or {})
+    settings = {k: eval_cfg[k] for k in ("threshold", "video_aggregation", "calibrated") if k in eval_cfg}
+    settings.update(tta=ensemble.tta, video_topk=int(eval_cfg.get("video_topk", TOPK)))
+    if len(ensemble.members) > 1:
+        settings["ensemble_mean"] = ensemble.mean
+    return {"data": source, **checkpoints, "settings": settings}
+
+
+def results_dir(out_dir: Path, name: str, identity: Mapping[str, Any]) -> Path:
+    """`out_dir/<name>`, unless it holds another evaluation's results (other data, checkpoints or settings, or
+    results too old to say): then the first free `<name>_<k>`, and the log says so. Nothing is overwritten
+    but the results of the same evaluation."""
+    candidate, k = name, 1
+    while True:
+        folder = out_dir / candidate
+        metrics = folder / "metrics.json"
+        if not folder.exists() or (not metrics.exists() and not any(folder.iterdir())):
+            break
+        try:
+            earlier = json.loads(metrics.read_text()).get("evaluation")
+        except (OSError, ValueError):
+            earlier = None
+        if earlier == json.loads(
+            json.dumps(identity)
+        ):  # compared as JSON reads them back (lists, not tuples)
+            log.info("replacing the earlier results of the same evaluation in %s", folder)
+            break
+        k += 1
+        candidate = f"{name}_{k}"
+    if candidate != name:
+        log.warning("%s holds another evaluation's results (other data, checkpoints or settings): this "
+                    "evaluation's go to %s", out_dir / name, folder)  # fmt: skip
+    return folder
 
 
 def results_table(reports: Mapping[str, dict]) -> str:
@@ -289,7 +335,10 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
     first = loaded[0]
     run_cfg = evaluation_config(first.config, cfg, overrides)
     check_explanations(loaded, run_cfg, overrides)
-    out_dir = Path(run_cfg.eval.out_dir).expanduser() if run_cfg.eval.out_dir else first.run_dir / "eval"
+    if run_cfg.eval.out_dir:
+        out_dir = Path(run_cfg.eval.out_dir).expanduser()
+    else:  # an ensemble's results are no member's: they get their own folder
+        out_dir = first.run_dir / "eval" if len(loaded) == 1 else ensemble_dir([d.path for d in loaded])
     require_writable(out_dir, "the results folder", "pass eval.out_dir=<a writable folder>")
     hw = HardwareManager(**run_cfg.hardware)
     hw.configure(resolve_num_workers(run_cfg.data.num_workers), unit="batch", per="image")
@@ -308,7 +357,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
         if len(loaded) == 1
         else {"checkpoints": [str(d.path) for d in loaded]}
     )
-    hook = robustness_hook(perturb, names, ensemble, data, hw.device, run_cfg.eval, out_dir, modules_for)
+    hook = robustness_hook(perturb, names, ensemble, data, hw.device, run_cfg.eval, modules_for)
     reports = evaluate_sets(
         ensemble, data, names, hw.device, run_cfg.eval, out_dir, run_cfg.seed, context, hook
     )
@@ -355,6 +404,14 @@ def check_explanations(loaded: Sequence[Any], run_cfg: DictConfig, overrides: Se
         require_gradcam("eval.explain")
         for member in loaded:
             cam_target(member.model, None, "model.explain_layer")
+
+
+def ensemble_dir(paths: Sequence[Path]) -> Path:
+    """`ensembles/<stems>-<digest>` in the working directory: an ensemble's own results folder, named by its
+    members (the digest of their full paths keeps two ensembles of same-named files apart)."""
+    digest = hashlib.sha256("\n".join(str(p) for p in paths).encode()).hexdigest()[:8]
+    stems = "+".join(p.parent.parent.name if p.parent.name == "checkpoints" else p.stem for p in paths)
+    return Path("ensembles") / f"{stems[:80]}-{digest}"
 
 
 def evaluation_config(saved: DictConfig | None, cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:

@@ -112,8 +112,9 @@ def _roc(pred_path: Path, title: str, path: Path, point: dict | None = None) -> 
         fpr, tpr, _ = roc_curve(y, p)
         m = binary_metrics(y, p)
         ax.plot(fpr, tpr, label=f"{name}: AUC {m['auc']:.4f}, EER {m['eer']:.3f}")
-        i = int(np.nanargmin(np.abs((1.0 - tpr) - fpr)))
-        ax.plot([fpr[i]], [tpr[i]], "o", color=ax.lines[-1].get_color())
+        ax.plot(
+            [m["eer"]], [1.0 - m["eer"]], "o", color=ax.lines[-1].get_color()
+        )  # where it crosses FNR = FPR
     if point is not None and is_number(point.get("fpr")) and is_number(point.get("tpr")):
         ax.plot([point["fpr"]], [point["tpr"]], "*", color="black", markersize=11,
                 label=f"threshold for FPR <= {point.get('target_fpr')}: FPR {point['fpr']:.3f}, TPR {point['tpr']:.3f}")  # fmt: skip

@@ -223,8 +223,8 @@ def report_robustness(
     return {**info, "csv": "robustness.csv", **summary}
 
 
-#: (set name, its clean probabilities) -> what its metrics.json keeps under "robustness"
-RobustnessHook = Callable[[str, np.ndarray], dict[str, Any]]
+#: (set name, its clean probabilities, its results folder) -> what its metrics.json keeps under "robustness"
+RobustnessHook = Callable[[str, np.ndarray, Path], dict[str, Any]]
 
 
 def robustness_request(perturb: DictConfig) -> dict[str, Any]:
@@ -242,7 +242,6 @@ def robustness_hook(
     data: Mapping[int, DataModule],
     device: torch.device,
     eval_cfg: Mapping[str, Any],
-    out_dir: Path,
     modules_for: Callable[..., dict[int, DataModule]],
 ) -> RobustnessHook | None:
     """What scores a set under perturbations: its crops perturbed in the loaders (`perturb.types`), or the
@@ -260,17 +259,17 @@ def robustness_hook(
         }
         samples = next(iter(modules.values())).test_samples[name]
         raw = set_logits(ensemble, loaders, samples, device)
+        for loader in loaders.values():
+            loader.close()  # one loader per setting: its persistent workers are not kept to the end
         return reported_probs(ensemble, raw, eval_cfg["calibrated"])
 
-    def crops(name: str, clean: np.ndarray) -> dict[str, Any]:
+    def crops(name: str, clean: np.ndarray, out: Path) -> dict[str, Any]:
         first = next(iter(data.values()))
         frames = first.test_frames[name] if first.clip_frames > 1 else first.test_samples[name]
         score = functools.partial(probs_of, data, name)
-        return robustness_of_set(
-            name, first.test_samples[name], frames, clean, score, perturb, eval_cfg, out_dir / name
-        )
+        return robustness_of_set(name, first.test_samples[name], frames, clean, score, perturb, eval_cfg, out)
 
-    def extracted(name: str, clean: np.ndarray) -> dict[str, Any]:
+    def extracted(name: str, clean: np.ndarray, out: Path) -> dict[str, Any]:
         scored: list[tuple[Setting, Sequence[Sample], np.ndarray]] = [
             (Setting(CLEAN, 0), next(iter(data.values())).test_samples[name], clean)
         ]
@@ -284,7 +283,7 @@ def robustness_hook(
             scored.append((Setting(kind, level), samples, probs_of(modules, set_name)))
             sets[f"{kind}-{level}"] = str(manifest)
             log.info("robustness %s: %s-%d from %s", name, kind, level, manifest)
-        return report_robustness(name, scored, eval_cfg, out_dir / name, {"route": "frames", "sets": sets})
+        return report_robustness(name, scored, eval_cfg, out, {"route": "frames", "sets": sets})
 
     if perturb["extracted"]:
         return extracted

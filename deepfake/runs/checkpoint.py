@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepfake.errors import UserError
+from deepfake.errors import UserError, one_line
 from deepfake.runs.fileio import atomic_write
 from deepfake.version import __version__
 
@@ -110,3 +110,22 @@ def saved_epoch(path: Path) -> int | None:
     except Exception:
         return None
     return state.get("train_state", {}).get("epoch")
+
+
+def load_weights(model: torch.nn.Module, weights: Any, refusal: str) -> None:
+    """Load a state dict strictly; keys or shapes that do not fit are one UserError line, `refusal: <what>`
+    (torch's own report, a line per key, is logged at debug level)."""
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except (RuntimeError, TypeError, AttributeError) as e:  # shapes that differ, or no state dict at all
+        log.debug("%s", e)
+        raise UserError(f"{refusal}: {one_line(e)}") from None
+    wrong = [
+        (what, keys)
+        for what, keys in (("missing", result.missing_keys), ("unexpected", result.unexpected_keys))
+        if keys
+    ]
+    if wrong:
+        log.debug("%s: missing %s, unexpected %s", refusal, result.missing_keys, result.unexpected_keys)
+        said = "; ".join(f"{len(keys)} {what} key(s) (e.g. {', '.join(keys[:3])})" for what, keys in wrong)
+        raise UserError(f"{refusal}: {said}")

@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from deepfake.runs.fileio import atomic_write, copy_atomic, remove_stale_temps
+from deepfake.errors import UserError
+from deepfake.runs.fileio import atomic_write, copy_atomic, remove_stale_temps, require_writable
 
 log = logging.getLogger("deepfake.mirror")  # the name train.log has always shown
 
@@ -34,6 +35,19 @@ def prune_backups(folder: Path, keep_last: int) -> list[Path]:
         p.unlink(missing_ok=True)
         p.with_name(p.name + ".sha256").unlink(missing_ok=True)
     return old
+
+
+def check_mirror(root: str | Path) -> None:
+    """At the start of a run: the mirror must be an existing, writable folder. A typo or an unmounted Drive
+    found only at the first backup would leave a run with no copy and one warning in the middle of its log;
+    a mirror lost later in the run (a Drive that disconnects) only warns."""
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise UserError(
+            f"backup.mirror={root} does not exist or is not mounted: create it (mkdir -p {folder}), mount it "
+            "(Colab: from google.colab import drive; drive.mount('/content/drive')), or drop backup.mirror"
+        )
+    require_writable(folder, "backup.mirror", "make it writable, or point backup.mirror at a writable folder")
 
 
 class Mirror:

@@ -10,13 +10,16 @@ Configs typed on the command line or built in Python are the user's own and are 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from deepfake.errors import UserError
+from deepfake.errors import UserError, one_line
+
+log = logging.getLogger("deepfake")
 
 #: Targets that files written before a module moved store, and where each lives now. A config read from a
 #: file is checked with both and used with the new one (`trusted_config`); add a line when a module moves
@@ -90,14 +93,20 @@ def check_untrusted(config: Any, source: str) -> None:
         node = config if isinstance(config, DictConfig | ListConfig) else OmegaConf.create(config)
         raw = OmegaConf.to_container(node, resolve=False)
     except Exception as e:  # omegaconf and YAML raise several types; all mean "not a config"
-        raise UserError(f"the config saved in {source} cannot be read: {type(e).__name__}: {e}") from None
+        log.debug("the config saved in %s cannot be read", source, exc_info=True)
+        raise UserError(
+            f"the config saved in {source} cannot be read: {type(e).__name__}: {one_line(e)}"
+        ) from None
     if not isinstance(raw, dict):
         raise UserError(f"the config saved in {source} is not a mapping of keys to values")
     _check(raw, source)
     try:
         resolved = OmegaConf.to_container(node, resolve=True)
     except Exception as e:  # omegaconf raises several types; all mean "an interpolation does not resolve"
-        raise UserError(f"the config saved in {source} cannot be read: {type(e).__name__}: {e}") from None
+        log.debug("the config saved in %s does not resolve", source, exc_info=True)
+        raise UserError(
+            f"the config saved in {source} cannot be read: {type(e).__name__}: {one_line(e)}"
+        ) from None
     _check(resolved, source)
 
 

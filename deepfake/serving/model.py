@@ -33,6 +33,7 @@ from deepfake.prediction.settings import crop_settings
 from deepfake.prediction.sources import Entry
 from deepfake.prediction.videos import predict_videos
 from deepfake.prediction.windows import Scoring, scored
+from deepfake.reporting.model_card import CARD_FILE
 from deepfake.system.hardware import HardwareManager
 
 log = logging.getLogger("deepfake")
@@ -161,7 +162,25 @@ def _card(d: Any, calibrated: bool) -> dict[str, Any]:
         "metrics": {k: v for k, v in (ck.get("metrics") or {}).items() if isinstance(v, int | float | str)},
         "temperature": d.temperature,
         "temperature_used": d.temperature if calibrated else None,
+        "operating_point": ck.get(
+            "operating_point"
+        ),  # eval.target_fpr's validation threshold (threshold=val_fpr)
+        "model_card": _model_card(Path(d.path)),
     }
+
+
+#: A card is a page of Markdown; anything near this size is not one.
+_MAX_CARD = 256 << 10
+
+
+def _model_card(path: Path) -> str | None:
+    """The MODEL_CARD.md written beside an export or in the run folder of a checkpoints/*.pt, when there is one."""
+    for folder in (path, path.parent, path.parent.parent):
+        card = folder / CARD_FILE
+        if card.is_file():
+            with card.open("rb") as f:
+                return f.read(_MAX_CARD).decode("utf-8", errors="replace")
+    return None
 
 
 def _read_rgb(path: Path) -> np.ndarray:

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepfake.config import Config, to_config
 from deepfake.errors import ConfigError, UserError
 from deepfake.model.detector import resolve_architecture
-from deepfake.runs.checkpoint import load_checkpoint, set_rng_state, unwrap
+from deepfake.runs.checkpoint import load_checkpoint, load_weights, set_rng_state, unwrap
 from deepfake.runs.safe_config import trusted_config
 from deepfake.training.checkpointer import Checkpointer
 from deepfake.training.early_stopping import Best, EarlyStopping
@@ -263,10 +263,7 @@ def restore_training(
 ) -> None:
     """Load weights and optimizer/scheduler/scaler/EMA state; the RNG comes last, just before training."""
     state = resume.state
-    try:
-        unwrap(model).load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise UserError(f"the weights in {resume.path} do not fit this model: {e}") from None
+    load_weights(unwrap(model), state["model"], f"the weights in {resume.path} do not fit this model")
     global_step = resume.train_state.get("global_step", 0)
     if replan and scheduler is not None:
         with warnings.catch_warnings():  # the fast-forward steps the schedule without optimizer steps

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from deepfake.errors import UserError
 from deepfake.exits import log_to_files
 from deepfake.runs.fileio import require_writable
+from deepfake.runs.mirror import check_mirror
 from deepfake.system.distributed import DistContext
 from deepfake.training.debug import is_debug_run
 from deepfake.training.resume import (
@@ -140,6 +141,8 @@ def open_run(
     handlers: list[logging.Handler] = []
     try:
         resume = load_resume(cfg.resume) if cfg.resume else None
+        if ddp.is_main and cfg.backup.enabled and cfg.backup.mirror:
+            check_mirror(cfg.backup.mirror)
         run_dir, under_hydra = choose_run_dir(cfg, resume) if ddp.is_main else (None, True)
         run_dir = Path(ddp.broadcast(str(run_dir) if run_dir is not None else None))
         if resume is None and cfg.training.auto_resume:

@@ -160,17 +160,28 @@ class Trainer(TrainerSetup):
         self.operating_point: dict[str, Any] | None = None  # best.pt's validation threshold, for metrics.json
 
     def run(self) -> float:
-        self.setup()
-        self.restore()
-        self.observers = self.make_observers()
         try:
-            best = self.finish(self.fit())
-        except BaseException:
-            self.trackers.close("crash" if self.outcome == "end" else self.outcome)
-            raise
-        self.trackers.close("end")  # after finish: the plots, reports and test results they upload exist
+            self.setup()
+            self.restore()
+            self.observers = self.make_observers()
+            try:
+                best = self.finish(self.fit())
+            except BaseException:
+                self.trackers.close("crash" if self.outcome == "end" else self.outcome)
+                raise
+            self.trackers.close("end")  # after finish: the plots, reports and test results they upload exist
+        finally:
+            self.close_loaders()
         check_verdict(self.observers)  # debug.overfit_batches: passed, or OverfitCheckFailed (exit 1)
         return best
+
+    def close_loaders(self) -> None:
+        """Stop the loaders' persistent workers now. A process that lives on after the run (a joblib sweep's
+        loky worker) would otherwise keep them, and its exit would wait on them forever."""
+        for name in ("train_loader", "val_loader"):
+            loader = getattr(self, name, None)
+            if loader is not None:
+                loader.close()
 
     # ----- resume -----
 
