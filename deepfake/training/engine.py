@@ -343,22 +343,33 @@ def validate(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predict a whole split (`tta`: see `deepfake.evaluation.tta`); returns (labels, fake probabilities,
     dataset indices) in loader order."""
+    return predict_split(model, loader, precision, device, tta)[:3]
+
+
+@torch.no_grad()
+def predict_split(
+    model: nn.Module, loader: Iterable, precision: Precision, device: torch.device, tta: str = "none"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`validate`'s (labels, probabilities, indices) and the logits behind the probabilities (float32 values
+    as float64): the best epoch's logits are what the end-of-run temperature fit needs."""
     model.eval()
-    probs, labels, indices = [], [], []
+    probs, labels, indices, raw = [], [], [], []
     for batch in loader:
         images, y, index = move_batch(batch, device)
         with precision.autocast():
             logits = tta_logits(model, images, tta)
         probs.append(torch.sigmoid(logits))
+        raw.append(logits)
         labels.append(y)
         indices.append(index)
     if not probs:
-        return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0)
     # Sync point: one transfer of the split's predictions at the end of the pass.
     return (
         torch.cat(labels).cpu().numpy(),
         torch.cat(probs).double().cpu().numpy(),
         torch.cat(indices).cpu().numpy(),
+        torch.cat(raw).double().cpu().numpy(),
     )
 
 

@@ -35,7 +35,13 @@ from deepfake.training.build import instantiate
 from deepfake.training.calibration import CalibrationObserver
 from deepfake.training.debug import check_verdict, debug_observers, is_debug_run
 from deepfake.training.early_stopping import Best, improved
-from deepfake.training.engine import EpochHooks, TrainState, preview_probs, train_epoch, validate
+from deepfake.training.engine import (
+    EpochHooks,
+    TrainState,
+    predict_split,
+    preview_probs,
+    train_epoch,
+)
 from deepfake.training.memory import OutOfMemory, oom_message
 from deepfake.training.observers import (
     BackupObserver,
@@ -149,6 +155,8 @@ class Trainer(TrainerSetup):
         self.observers: list[Observer] = []
         self.extraction = manifest_settings(cfg.data)  # saved in checkpoints: predict.py crops videos alike
         self.calibration: dict[str, Any] | None = None  # best.pt's fitted temperature, for metrics.json
+        # The best epoch's validation (epoch, labels, logits), when this process validated it.
+        self.best_logits: tuple[int, np.ndarray, np.ndarray] | None = None
         self.operating_point: dict[str, Any] | None = None  # best.pt's validation threshold, for metrics.json
 
     def run(self) -> float:
@@ -187,6 +195,7 @@ class Trainer(TrainerSetup):
             resume, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
             scaler=self.precision.scaler, ema=self.ema, replan=needs_replan(resume, self.cfg, self.steps_per_epoch),
         )  # fmt: skip
+        self.hw.threads.load_state_dict(resume.train_state.get("threads"), self.cfg.hardware.num_threads)
         progress = restore_progress(resume, state, self.early, self.checkpoints)
         self.best, self.final, self.elapsed_before = progress.best, progress.metrics, progress.elapsed_s
         if self.ddp.is_main:
@@ -322,23 +331,30 @@ class Trainer(TrainerSetup):
         return train_epoch(self.step_context, self.train_loader, state, self.loop, self.num_batches, hooks)
 
     def _on_step(self, state: TrainState) -> None:
+        self.hw.threads.after_step()  # times the step; during the thread probe, sets the next step's count
         for observer in self.observers:
             observer.on_step(self, state)
 
-    def _validate(self, model: torch.nn.Module, prefix: str) -> tuple[dict[str, float], tuple]:
-        """Each rank predicts its shard; all ranks get the whole split, so the metrics are a single run's."""
-        predictions = distributed.gather_predictions(
-            self.ddp, *validate(model, self.val_loader, self.precision, self.device, self.cfg.eval.tta)
+    def _validate(self, model: torch.nn.Module, prefix: str) -> tuple[dict[str, float], tuple, np.ndarray]:
+        """Each rank predicts its shard; all ranks get the whole split, so the metrics are a single run's.
+        Returns the metrics, (labels, probabilities, indices) and the logits, all in dataset order."""
+        labels, probs, index, logits = predict_split(
+            model, self.val_loader, self.precision, self.device, self.cfg.eval.tta
         )
-        return val_metrics(*predictions, self.val_videos, prefix, self.cfg), predictions
+        labels, scores, index = distributed.gather_predictions(
+            self.ddp, labels, np.stack([probs, logits], axis=1), index
+        )
+        predictions = (labels, np.ascontiguousarray(scores[:, 0]), index)
+        return val_metrics(*predictions, self.val_videos, prefix, self.cfg), predictions, scores[:, 1]
 
     def end_epoch(self, epoch: int, train_stats: dict[str, float], started: float) -> EpochEnd:
         """Validate, pick the best, and hand the epoch to the observers."""
         tc, state = self.tc, self.state
         state.batch_in_epoch = 0
+        self.hw.threads.end_pass()  # a thread probe still running ends with the epoch's training
         self.progress.phase("validate")
         train_stats = distributed.reduce_train_stats(self.ddp, train_stats)
-        val, predictions = self._validate(distributed.local_module(self.model), "val")
+        val, predictions, logits = self._validate(distributed.local_module(self.model), "val")
         if self.faithfulness is not None:
             val.update(self.faithfulness(distributed.local_module(self.model), self.device))
         if self.ema is not None:
@@ -364,6 +380,8 @@ class Trainer(TrainerSetup):
         )  # fmt: skip
         for observer in self.observers:
             observer.on_epoch_end(self, end)
+        if is_best and self.best.epoch == epoch + 1:  # best.pt holds these weights: calibration reuses them
+            self.best_logits = (epoch + 1, predictions[0], logits)
         return end
 
     # ----- saving -----
@@ -381,6 +399,7 @@ class Trainer(TrainerSetup):
             "steps_per_epoch": self.steps_per_epoch,
             "num_train_samples": len(self.train_loader.dataset),
             "world_size": self.ddp.world_size,  # a mid-epoch position indexes this many shards
+            "threads": self.hw.threads.state_dict(),  # the intra-op count (and a running probe): exact resume
             "elapsed_s": self.elapsed(),
             "saved_at": saved_at,
         }
@@ -424,7 +443,8 @@ class Trainer(TrainerSetup):
 
     def finish(self, outcome: str) -> float:
         """After the loop: plots, the interrupt message, the best epoch, test-set scores; the best value."""
-        self.hw.free_memory()
+        if self.test_sets:  # the test-set pass starts from an empty cache (a full gc.collect costs ~0.3 s)
+            self.hw.free_memory()
         if outcome != "abort" and self.ddp.is_main:
             write_plots(self.run_dir)
         if outcome == "interrupt":
