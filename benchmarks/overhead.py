@@ -5,7 +5,12 @@ they alternate, and the reported figure is the median over pairs of (project ste
 
     python benchmarks/overhead.py                      # CPU-sized defaults, under 2 minutes
     python benchmarks/overhead.py --model resnet50 --img-size 224 --batch 128 --steps 50   # on a GPU
+    python benchmarks/overhead.py --ref 3b392c2        # that commit's own overhead.py first, then this one
+    python benchmarks/overhead.py --threads 1          # both loops on one intra-op thread: steadier when shared
     python benchmarks/overhead.py --logger mlflow --tracking-uri http://127.0.0.1:5000      # + an MLflow tracker
+
+The project's side includes the per-step work of the thread chooser in its costliest mode (adapt_threads
+watching the step time) with a single candidate, so the count stays the bare loop's.
 
 With `--logger mlflow` the project loop also feeds a live MLflow run (opened once, before timing) through the
 trackers' background sender, as `logger=[tensorboard,mlflow]` does in a run.
@@ -16,6 +21,8 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,12 +31,14 @@ from pathlib import Path
 import torch
 from bare_step import bare_step
 from omegaconf import OmegaConf
+from refs import checkout, project_env
 
 from deepfake.config import LoggerConfig, MlflowLoggerConfig
 from deepfake.model.detector import get_model
 from deepfake.reporting.progress import ProgressTracker, fan_out
 from deepfake.reporting.tensorboard import TensorBoardLogger
 from deepfake.system.hardware import HardwareManager
+from deepfake.system.thread_probe import ThreadChooser, ThreadTuner
 from deepfake.tracking.run_info import RunInfo
 from deepfake.tracking.trackers import Trackers, open_trackers
 from deepfake.training.engine import EpochHooks, LoopConfig, StepContext, TrainState, train_epoch
@@ -65,7 +74,14 @@ def project_loop(
     progress.start()
     sampler.start()
     progress.start_epoch(0)
-    hooks = EpochHooks(log=on_log, on_step=progress.step)
+    count = torch.get_num_threads()
+    tuner = ThreadTuner(ThreadChooser([count], count, adapt=True))
+
+    def on_step(s: TrainState) -> None:
+        tuner.after_step()
+        progress.step(s)
+
+    hooks = EpochHooks(log=on_log, on_step=on_step)
     loop = LoopConfig(log_every=log_every)
     train_epoch(StepContext(model, opt, precision, device), batches, state, loop, len(batches), hooks)
     sampler.stop()
@@ -93,8 +109,9 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto")
     p.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (steadier on a shared CPU: 1)"
+        "--threads", type=int, help="intra-op threads of both loops (1 is steadier on a shared CPU)"
     )
+    p.add_argument("--ref", help="first run this benchmark as it was at that git commit, then this one")
     p.add_argument("--log-every", type=int, default=20, help="training.log_every_n_steps of the project loop")
     p.add_argument(
         "--logger", choices=("none", "mlflow"), default="none", help="a tracker beside TensorBoard"
@@ -103,11 +120,19 @@ def main() -> None:
         "--tracking-uri", default="http://127.0.0.1:5000", help="the MLflow server for --logger mlflow"
     )
     args = p.parse_args()
+    if args.ref:
+        skip = {"--ref", args.ref, "--threads", str(args.threads)}
+        own = [a for a in sys.argv[1:] if a not in skip and not a.startswith(("--ref=", "--threads="))]
+        # That commit's script may have no --threads: torch's own count is OMP_NUM_THREADS, its ceiling.
+        threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
+        with checkout(args.ref) as root:
+            print(f"--- {args.ref}:", flush=True)
+            script = root / "benchmarks" / "overhead.py"
+            subprocess.run([sys.executable, str(script), *own], env=project_env(root, **threads))
+        print("--- this checkout:", flush=True)
 
-    hw = HardwareManager(device=args.device)
+    hw = HardwareManager(device=args.device, num_threads=args.threads)
     hw.configure()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device, precision = hw.device, hw.precision(args.amp)
     g = torch.Generator().manual_seed(0)
     images = torch.randint(

@@ -5,10 +5,12 @@ The task's own errors are reported by `deepfake.exits.run_reporting_errors`, on 
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from deepfake.exits import os_error_message, report
 
@@ -51,6 +53,41 @@ def run_hydra(main: Callable[[], Any]) -> None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = previous
+
+
+def run_and_leave(main: Callable[[], Any]) -> NoReturn:
+    """The command-line entry points: `run_hydra(main)`, then `leave` with its exit status. A bug's traceback
+    (any other exception) still ends the process the ordinary way."""
+    try:
+        run_hydra(main)
+    except SystemExit as e:
+        leave(e.code)
+    leave(0)
+
+
+def leave(code: object = 0) -> NoReturn:
+    """End the process as `sys.exit(code)` would, without finalising the interpreter module by module.
+
+    Tearing down torch, timm, scikit-learn and matplotlib took 0.5-2 s on a quiet 2-core machine (7 s on a
+    loaded one) after a run's last line, and nothing a run writes depends on it: every file is written and
+    closed (atomically) before this point. What a normal exit does that matters still happens here, in its
+    order: other non-daemon threads are joined, the atexit handlers run (logging flushes and closes its
+    files, loader workers are stopped, trackers finish their runs), and stdout and stderr are flushed.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): printed, status 1
+        print(code, file=sys.stderr)
+        status = 1
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(status)
 
 
 def option_override_message(e: BaseException, argv: Sequence[str]) -> str | None:

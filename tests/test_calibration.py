@@ -103,12 +103,53 @@ def test_one_class_gets_no_temperature(caplog: pytest.LogCaptureFixture) -> None
     assert "no temperature fitted" in caplog.text
 
 
+def test_the_fit_reuses_the_best_epochs_logits_and_predicts_only_without_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's best epoch was validated from best.pt's very weights: no second pass over the split."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from deepfake.runs.checkpoint import save_checkpoint
+    from deepfake.training.calibration import CalibrationObserver
+
+    best = tmp_path / "checkpoints" / "best.pt"
+    save_checkpoint(best, {"train_state": {"epoch": 2}, "model": {}})
+    logits, labels = overconfident(400)
+    run = SimpleNamespace(
+        cfg=OmegaConf.create(
+            {"calibration": "temperature", "calibration_min_samples": 100, "eval": {"tta": "none"}}
+        ),
+        ddp=SimpleNamespace(barrier=lambda: None, is_main=True),
+        run_dir=tmp_path, best_logits=(2, labels, logits), calibration=None,
+    )  # fmt: skip
+    observer = CalibrationObserver(torch.nn.Identity(), [], None, torch.device("cpu"), best)  # type: ignore[arg-type]
+    predicted: list[int] = []
+    monkeypatch.setattr(
+        observer,
+        "_predict",
+        lambda run, state: predicted.append(state["train_state"]["epoch"]) or (labels, logits),
+    )
+    observer.on_close(run, "end")  # type: ignore[arg-type]
+    expected = calibrate(logits, labels, "none")
+    assert expected is not None and predicted == []
+    assert torch.load(best, weights_only=True)["calibration"]["temperature"] == expected["temperature"]
+    run.best_logits = (1, labels, logits)  # an older epoch's (a resumed run's best came before it): predict
+    observer.on_close(run, "end")  # type: ignore[arg-type]
+    assert predicted == [2]
+
+
 @pytest.mark.slow
-def test_a_run_stores_its_temperature_in_best_pt_and_the_numbers_in_metrics_json(tmp_path: Path) -> None:
+def test_a_run_stores_its_temperature_in_best_pt_and_the_numbers_in_metrics_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deepfake.training.calibration import CalibrationObserver
     from train import train
 
     data = make_folder_dataset(tmp_path / "data")
     once = {"training.num_epochs": 1, "training.ema.enabled": False, "training.amp": "off"}
+    monkeypatch.setattr(CalibrationObserver, "_predict", lambda *a: pytest.fail("validated twice"))
     train(make_config(tmp_path, data, **once, **{"eval.tta": "flip"}))
     run = run_dir_of(tmp_path)
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)

@@ -25,7 +25,7 @@ from deepfake.prediction.driver import predict
 from deepfake.reporting.eval_sets import evaluate
 from deepfake.runs.checkpoint import build_state, save_checkpoint
 from deepfake.system.precision import Precision
-from deepfake.training.engine import validate
+from deepfake.training.validation import validate
 from tests.conftest import make_flat_test_set
 from tests.pages import parse
 

@@ -18,7 +18,7 @@ from deepfake.explain.cam import explain_crops
 from deepfake.explain.faithfulness import faithfulness
 from deepfake.model.detector import get_model
 from deepfake.system.precision import Precision
-from deepfake.training.engine import validate
+from deepfake.training.validation import validate
 
 
 @pytest.mark.slow

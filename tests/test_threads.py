@@ -67,7 +67,10 @@ def test_configure_applies_and_logs_the_plan(
     with caplog.at_level(logging.INFO, logger="deepfake.hardware"):
         plan = HardwareManager("cpu").configure(loader_workers=3)
     assert plan.threads == 1 and torch.get_num_threads() == 1
-    assert "CPU threads: 1 intra-op (4 core(s) - 3 loader worker(s))" in caplog.text
+    assert (
+        "CPU threads: 1 intra-op to start (4 core(s) - 3 loader worker(s)), then timed against 1, 2, 3, 4"
+        in (caplog.text)
+    )
     HardwareManager("cpu", num_threads=2).configure(loader_workers=3)
     assert torch.get_num_threads() == 2
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun ranks share the 4 cores

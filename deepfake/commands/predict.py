@@ -8,7 +8,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from deepfake.cli import run_hydra
+from deepfake.cli import run_and_leave
 from deepfake.commands.conf import conf_dir
 from deepfake.config import register_configs
 from deepfake.exits import run_reporting_errors
@@ -25,4 +25,4 @@ def main(cfg: DictConfig) -> None:
 
 
 def run() -> None:
-    run_hydra(main)
+    run_and_leave(main)

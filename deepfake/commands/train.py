@@ -10,7 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from deepfake.cli import run_hydra
+from deepfake.cli import run_and_leave
 from deepfake.commands.conf import conf_dir
 from deepfake.config import register_configs
 from deepfake.exits import run_reporting_errors
@@ -38,6 +38,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def run() -> None:
-    """The command line: Hydra's composition errors become one `error:` line (exit 2)."""
+    """The command line: Hydra's composition errors become one `error:` line (exit 2); the process ends
+    through `deepfake.cli.leave` (no interpreter teardown)."""
     sys.argv += worker_hydra_overrides()  # torchrun ranks > 0 share rank 0's run directory
-    run_hydra(main)
+    run_and_leave(main)

@@ -22,11 +22,12 @@ _POSITIVE: tuple[str, ...] = (
     "training.log_every_n_steps",
     "logging.every_n_seconds",
     "distributed.timeout_min",
+    "hardware.adapt_margin",
     "eval.explain_faces",
     "eval.embedding_samples",
 )
 #: Optional sizes: null means the model's or the loader's own choice.
-_POSITIVE_OR_NULL: tuple[str, ...] = ("data.img_size", "model.img_size")
+_POSITIVE_OR_NULL: tuple[str, ...] = ("data.img_size", "model.img_size", "hardware.num_threads")
 #: Input sizes are bounded, from the command line and from files alike: an image side (4096 px is 48 MB a uint8
 #: image, 200 MB a float one, per image of a batch) and the frames of a clip (a clip's frames are one item).
 MAX_IMG_SIZE = 4096

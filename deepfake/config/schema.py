@@ -171,6 +171,8 @@ class HardwareConfig:
     tf32: bool = True
     deterministic: bool = False
     num_threads: int | None = None
+    adapt_threads: bool = False
+    adapt_margin: float = 0.25
     sample_every_n_seconds: float = 2.0
 
 

@@ -27,6 +27,7 @@ from deepfake.evaluation.threshold import checked_val_threshold
 from deepfake.evaluation.tta import tta_logits
 from deepfake.model.temporal import clip_length
 from deepfake.system.precision import Precision
+from deepfake.system.thread_probe import ThreadTuner, paced
 
 log = logging.getLogger("deepfake")
 
@@ -58,6 +59,7 @@ class Ensemble:
         self.members = list(members)
         self.tta, self.mean = tta, mean
         self.precision = precision or Precision("cpu", None)
+        self.threads: ThreadTuner | None = None  # evaluate, predict: times the first batches' thread counts
 
     @property
     def temperatures(self) -> list[float]:
@@ -162,7 +164,7 @@ def score_loader(
     for i in range(len(ensemble.members)) if which is None else which:
         ensemble.members[i].model.eval()
     logits, labels, indices = [], [], []
-    for images, y, index in loader:
+    for images, y, index in paced(loader, ensemble.threads, units=lambda batch: len(batch[0])):
         logits.append(ensemble.raw_logits(images.to(device, non_blocking=True), which))
         labels.append(y)
         indices.append(index)

@@ -11,6 +11,7 @@ a 1080p frame does not need 1080p detection, and the finder's cost follows the f
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from deepfake.errors import ConfigError
+from deepfake.system.thread_probe import ThreadChooser, ThreadTuner, candidate_counts
+from deepfake.system.threads import available_cores
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -176,3 +181,25 @@ def build_finder(cfg: DictConfig) -> FaceFinder:
     if cfg.kind == "yunet":
         return YunetFinder(cfg.model, cfg.score_threshold)
     return MtcnnFinder(cfg.device, list(cfg.thresholds))
+
+
+def detector_threads(detector: FaceFinder, pinned: int | None, workers: int) -> ThreadTuner:
+    """The finding thread's intra-op count: on the CPU MTCNN starts with the cores the decoders leave and then
+    times the candidate counts over the first videos (its many small per-box ops often run faster on fewer
+    threads); `detector.threads` pins it. Elsewhere (a GPU, YuNet's OpenCV) torch's count is left alone."""
+    if not (isinstance(detector, MtcnnFinder) and detector.device.type == "cpu"):
+        return ThreadTuner(None, "video", "frame")
+    cores = available_cores()
+    start = pinned or max(1, cores - workers)
+    torch.set_num_threads(start)
+    candidates = candidate_counts(cores, None, start)
+    if pinned or len(candidates) < 2:
+        log.info(
+            "CPU threads for detection: %d (%s)",
+            start,
+            f"detector.threads={pinned}" if pinned else "one core",
+        )
+        return ThreadTuner(None, "video", "frame")
+    log.info("CPU threads for detection: %d to start (%d core(s) - %d decode worker(s)), then timed against %s",
+             start, cores, workers, ", ".join(map(str, candidates)))  # fmt: skip
+    return ThreadTuner(ThreadChooser(candidates, start), "video", "frame")

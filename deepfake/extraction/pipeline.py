@@ -22,9 +22,9 @@ from deepfake.extraction.decode_pool import decoded_videos
 from deepfake.extraction.face_finder import (
     Detection,
     FaceFinder,
-    MtcnnFinder,
     build_finder,
     detect_downscaled,
+    detector_threads,
 )
 from deepfake.extraction.faces import VideoFaces, read_boxes, save_crops
 from deepfake.extraction.masks import mask_frames
@@ -43,6 +43,7 @@ from deepfake.extraction.writer import (
     shard_name,
     stale_videos,
 )
+from deepfake.system.thread_probe import paced
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,7 @@ def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[st
     workers = cfg.num_workers if cfg.num_workers >= 0 else max(1, (os.cpu_count() or 2) - 1)
     workers = min(workers, len(todo))
     threads = torch.get_num_threads()
-    if isinstance(detector, MtcnnFinder) and detector.device.type == "cpu":
-        torch.set_num_threads(cfg.detector.threads or max(1, (os.cpu_count() or 1) - workers))
+    tuner = detector_threads(detector, cfg.detector.threads, workers)
     rows: list[dict[str, object]] = []
     decoded = decoded_videos([j.sample.path for j in todo], cfg.frames_per_video, workers,
                              max_side=cfg.decode_max_side, timeout_s=cfg.timeout_s, reader=perturbation_of(cfg))  # fmt: skip
@@ -148,7 +148,10 @@ def _extract_videos(todo: list[Job], cfg: DictConfig, out: Path) -> list[dict[st
         # closing(): an interrupt stops the pool and frees the frames decoded ahead now, not whenever the
         # traceback that holds the generator is dropped (after the resource tracker has warned of leaks).
         with ExtractProgress(len(todo), cfg.progress, cfg.every_n_seconds) as progress, closing(decoded):
-            for job, (video, seconds) in zip(todo, decoded, strict=True):
+            videos = paced(
+                zip(todo, decoded, strict=True), tuner, units=lambda v: max(1, len(v[1][0].frames))
+            )
+            for job, (video, seconds) in videos:
                 rows.append(extract_video(job, video, seconds, cfg, detector, writer))
                 progress.update(int(rows[-1]["faces"]))
     finally:

@@ -153,7 +153,8 @@ def predict(cfg: DictConfig | Mapping[str, Any]) -> Predictions:
     given = cfg.threshold
     cfg.threshold = resolve_threshold(given, loaded, cfg.calibrated, cfg.tta)
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
-    hw.configure(workers)  # intra-op threads take the cores the loader workers leave
+    hw.configure(workers, unit="batch", per="image")  # the first image batches time the thread count
+    ensemble.threads = hw.threads
     clip = clip_length_of(loaded)
     explainer = _explainer(cfg, ensemble, output, hw.device, clip)  # grad-cam checked before any scoring
     crop = crop_settings(loaded[0], cfg.extraction)

@@ -20,6 +20,7 @@ from deepfake.data.samples import Sample
 from deepfake.data.transforms import eval_transform
 from deepfake.evaluation.ensemble import Ensemble, Member
 from deepfake.system.precision import Precision
+from deepfake.system.thread_probe import paced
 
 
 class ImageFiles(Dataset):
@@ -67,7 +68,7 @@ def image_results(
         for member in which:
             ensemble.members[member].model.eval()
         rows = torch.tensor(which, device=device).unsqueeze(1)
-        for images, index, messages, took in loader:
+        for images, index, messages, took in paced(loader, ensemble.threads, units=lambda b: len(b[0])):
             columns = index.to(device)
             logits[rows, columns.unsqueeze(0)] = ensemble.raw_logits(images.to(device), which)
             for i, message, t in zip(index.tolist(), messages, took.tolist(), strict=True):

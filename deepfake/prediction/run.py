@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,25 +12,24 @@ import torch
 from omegaconf import DictConfig
 
 from deepfake.evaluation.inference import LoadedDetector
-from deepfake.extraction.face_finder import FaceFinder, MtcnnFinder, build_finder
+from deepfake.extraction.face_finder import FaceFinder, build_finder, detector_threads
 from deepfake.prediction.explanations import Explainer
 from deepfake.prediction.preview import overlay_masks, preview_dir, sheet_name, write_preview
 from deepfake.prediction.rows import Scored, frame_rows, video_row
 from deepfake.prediction.score import Scorer, clip_scorer
 from deepfake.prediction.videos import Aggregation, predict_videos
+from deepfake.system.thread_probe import ThreadTuner, paced
 
 log = logging.getLogger("deepfake")
 
 
 @contextlib.contextmanager
-def cpu_threads(detector: FaceFinder, settings: DictConfig, workers: int) -> Iterator[None]:
-    """As extract.py: a CPU MTCNN gets the cores the decoders leave (its many small per-box ops run faster on
-    few threads); the classifying thread shares that count, so detection and classification each keep a core."""
+def cpu_threads(detector: FaceFinder, settings: DictConfig, workers: int) -> Iterator[ThreadTuner]:
+    """As extract.py: a CPU MTCNN starts with the cores the decoders leave and times the counts over the first
+    videos (`detector_threads`); the classifying thread starts with the count it first sees. Restored after."""
     threads = torch.get_num_threads()
-    if isinstance(detector, MtcnnFinder) and detector.device.type == "cpu":
-        torch.set_num_threads(settings.detector.threads or max(1, (os.cpu_count() or 1) - workers))
     try:
-        yield
+        yield detector_threads(detector, settings.detector.threads, workers)
     finally:
         torch.set_num_threads(threads)
 
@@ -42,7 +40,8 @@ class VideoRows:
     come).
 
     `clip` > 1: `score` is a clip model's, and each video's crops are scored together as one clip. Use it as a
-    context manager: on the CPU the face finder gets the cores the decoders leave while it is open.
+    context manager: on the CPU the face finder starts with the cores the decoders leave and times the counts
+    over the first videos while it is open.
     """
 
     def __init__(
@@ -76,9 +75,10 @@ class VideoRows:
         )
         self._threads = contextlib.ExitStack()
         self.checkpoint = _checkpoint_name(loaded.path)
+        self.tuner: ThreadTuner | None = None
 
     def __enter__(self) -> VideoRows:
-        self._threads.enter_context(cpu_threads(self.detector, self.settings, self.workers))
+        self.tuner = self._threads.enter_context(cpu_threads(self.detector, self.settings, self.workers))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -92,7 +92,7 @@ class VideoRows:
             paths, self.settings, self.detector, self.score, self.agg, self.device, workers, self.batch_size,
             explain,
         )  # fmt: skip
-        for result in results:
+        for result in paced(results, self.tuner, units=lambda r: max(1, r.frames_decoded)):
             if cfg.preview and result.status != "error":
                 if explain is None:  # an explanation's overlay already shows a mask head's mask beside it
                     overlay_masks(result, self.loaded.model, self.device)

@@ -261,12 +261,13 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, dict]:
         out_dir = first.run_dir / "eval" if len(loaded) == 1 else ensemble_dir([d.path for d in loaded])
     require_writable(out_dir, "the results folder", "pass eval.out_dir=<a writable folder>")
     hw = HardwareManager(**run_cfg.hardware)
-    hw.configure(resolve_num_workers(run_cfg.data.num_workers))
+    hw.configure(resolve_num_workers(run_cfg.data.num_workers), unit="batch", per="image")
     precision = scoring_precision(hw.precision(run_cfg.training.amp), run_cfg.training.amp)
     clip = clip_length_of(loaded)
     ensemble = ensemble_of(
         loaded, hw.device, precision, run_cfg.eval.tta, cfg.ensemble.mean, run_cfg.eval.calibrated
     )
+    ensemble.threads = hw.threads  # the first set's first batches time the thread counts
     modules_for = functools.partial(data_modules, run_cfg, list(ensemble.groups()), hw.device, clip)
     data = modules_for()
     names = {size: module.setup_test_sets() for size, module in data.items()}[ensemble.members[0].img_size]

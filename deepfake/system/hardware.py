@@ -18,7 +18,8 @@ import torch
 from deepfake.errors import ConfigError
 from deepfake.system.precision import Precision
 from deepfake.system.sampler import GB, GpuProbe, Reading, ResourceSampler
-from deepfake.system.threads import ThreadPlan, available_cores, thread_plan, wait_policy_note
+from deepfake.system.thread_probe import ThreadChooser, ThreadTuner, candidate_counts
+from deepfake.system.threads import ThreadPlan, available_cores, probe_blocker, thread_plan, wait_policy_note
 
 log = logging.getLogger("deepfake.hardware")  # the name train.log has always shown
 
@@ -38,6 +39,8 @@ class HardwareManager:
         tf32: bool = True,
         deterministic: bool = False,
         num_threads: int | None = None,
+        adapt_threads: bool = False,
+        adapt_margin: float = 0.25,
         sample_every_n_seconds: float = 2.0,
     ) -> None:
         self.device, self.reason = self._pick(device)
@@ -45,7 +48,9 @@ class HardwareManager:
         self.tf32 = tf32
         self.deterministic = deterministic
         self.num_threads = num_threads
+        self.adapt_threads, self.adapt_margin = adapt_threads, adapt_margin
         self.sample_every_n_seconds = sample_every_n_seconds
+        self.threads = ThreadTuner(None)  # configure() sets the run's
 
     @staticmethod
     def _pick(requested: str) -> tuple[torch.device, str]:
@@ -74,14 +79,31 @@ class HardwareManager:
             raise ConfigError(f"hardware.device={requested!r} is not one of auto, cpu, cuda, cuda:N, mps")
         return torch.device(requested), "requested"
 
-    def configure(self, loader_workers: int = 0) -> ThreadPlan:
-        """Apply the global speed/determinism switches for this process; the thread count leaves
-        `loader_workers` their cores (see deepfake.system.threads)."""
+    def configure(self, loader_workers: int = 0, unit: str = "step", per: str | None = None) -> ThreadPlan:
+        """Apply the global speed/determinism switches for this process. The thread count starts where the
+        loader workers leave cores (deepfake.system.threads); on the CPU the first `unit`s of work (steps,
+        batches) then time the candidate counts, per `per` (an image) if the units differ in size
+        (`self.threads`, deepfake.system.thread_probe), unless something fixes the count."""
         # torchrun's local ranks share this machine's cores, each with its own workers.
         cores = max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         plan = thread_plan(cores, loader_workers, self.device.type, self.num_threads, TORCH_THREADS)
         torch.set_num_threads(plan.threads)
-        log.info("CPU threads: %d intra-op (%s)", plan.threads, plan.reason)
+        candidates = candidate_counts(cores, TORCH_THREADS, plan.threads)
+        blocker = probe_blocker(
+            self.device.type, self.num_threads, self.deterministic, len(candidates),
+            int(os.environ.get("WORLD_SIZE", "1")),
+        )  # fmt: skip
+        chooser = None
+        if blocker is None:
+            chooser = ThreadChooser(
+                candidates, plan.threads, adapt=self.adapt_threads, drift=self.adapt_margin
+            )
+            log.info("CPU threads: %d intra-op to start (%s), then timed against %s", plan.threads, plan.reason,
+                     ", ".join(map(str, candidates)))  # fmt: skip
+        else:
+            why = plan.reason if self.num_threads else f"{plan.reason}; not timed: {blocker}"
+            log.info("CPU threads: %d intra-op (%s)", plan.threads, why)
+        self.threads = ThreadTuner(chooser, unit, per)
         note = wait_policy_note(plan)
         if note:
             log.warning(note)

@@ -1,5 +1,5 @@
-"""How many intra-op threads the training process uses, chosen from the cores it may run on and the loader
-workers that share them.
+"""How many intra-op threads a process starts with, chosen from the cores it may run on and the loader workers
+that share them; on the CPU the count is then chosen by timing (deepfake.system.thread_probe).
 
 torch's default is one intra-op thread per core. With loader workers beside it, a 2-core machine then runs
 four busy threads on two cores; an OpenMP team only moves as fast as its slowest thread, so any other load
@@ -52,6 +52,27 @@ def thread_plan(
             why += f"; the {device} device does the model's compute"
     passive = threads > 1 and threads + workers > cores
     return ThreadPlan(threads, passive, why)
+
+
+def probe_blocker(
+    device: str, override: int | None, deterministic: bool, candidates: int, world_size: int
+) -> str | None:
+    """Why the count is not chosen by timing (deepfake.system.thread_probe), or None when it is.
+
+    Off an accelerator only: there the device computes and the CPU threads mostly wait. Not under
+    `hardware.deterministic` (a rerun must use the same count), nor under torchrun (each rank would time its
+    own count, and a checkpoint keeps rank 0's)."""
+    if override:
+        return f"hardware.num_threads={override}"
+    if device != "cpu":
+        return f"the {device} device does the model's compute"
+    if deterministic:
+        return "hardware.deterministic=true keeps one count"
+    if world_size > 1:
+        return f"{world_size} torchrun processes keep one count each"
+    if candidates < 2:
+        return "one core"
+    return None
 
 
 def wait_policy_note(plan: ThreadPlan, environ: dict[str, str] | os._Environ[str] = os.environ) -> str | None:

@@ -2,12 +2,14 @@
 validation threshold for `eval.target_fpr`.
 
 The observer runs when the loop ends normally, before the metrics file and the exit backup (which then hold
-the result). Every rank loads best.pt's weights and predicts its validation shard (with `eval.tta`, as
-validation did); rank 0 fits the temperature on the gathered logits (`deepfake.evaluation.calibration`) and
-chooses the operating point (`deepfake.evaluation.operating_point`), writes them into best.pt as
-`calibration` and `operating_point`, draws plots/reliability.png and hands the numbers to metrics.json. Only
-best.pt carries them: last.pt is the resume state, whose weights may differ. With fewer than
-`calibration_min_samples` validation images no temperature is fitted, and the log says why.
+the result). The fit needs best.pt's validation logits (with `eval.tta`, as validation did): the run keeps
+those of its best epoch, which were computed from exactly best.pt's weights; only when this process did not
+validate that epoch (a resume after it) does every rank load best.pt and predict its validation shard again.
+Rank 0 fits the temperature on the logits (`deepfake.evaluation.calibration`) and chooses the operating point
+(`deepfake.evaluation.operating_point`), writes them into best.pt as `calibration` and `operating_point`, draws
+plots/reliability.png and hands the numbers to metrics.json. Only best.pt carries them: last.pt is the resume
+state, whose weights may differ. With fewer than `calibration_min_samples` validation images no temperature is
+fitted, and the log says why.
 """
 
 from __future__ import annotations
@@ -54,13 +56,11 @@ class CalibrationObserver(Observer):
         if not self.best.is_file():
             return
         state = load_checkpoint(self.best, map_location=self.device)
-        bare = unwrap(self.model)
-        bare.load_state_dict(state["model"])
-        member = Member(model=bare, img_size=int(bare.img_size))
-        labels, logits, index = score_loader(
-            Ensemble([member], run.cfg.eval.tta, precision=self.precision), self.loader, self.device
-        )
-        labels, logits, _ = gather_predictions(run.ddp, labels, logits[0], index)
+        kept = run.best_logits
+        if kept is not None and kept[0] == state["train_state"]["epoch"]:
+            _, labels, logits = kept  # the same on every rank (gathered): no rank predicts again
+        else:
+            labels, logits = self._predict(run, state)
         if not run.ddp.is_main:
             return
         result = self._temperature(run, labels, logits)
@@ -98,6 +98,17 @@ class CalibrationObserver(Observer):
             before["ece"], after["ece"],
         )  # fmt: skip
         write_reliability(run.run_dir / "plots" / "reliability.png", labels, logits, result["temperature"])
+
+    def _predict(self, run: Run, state: dict) -> tuple[np.ndarray, np.ndarray]:
+        """best.pt's validation (labels, logits), predicted again: each rank its shard, gathered in order."""
+        bare = unwrap(self.model)
+        bare.load_state_dict(state["model"])
+        member = Member(model=bare, img_size=int(bare.img_size))
+        labels, logits, index = score_loader(
+            Ensemble([member], run.cfg.eval.tta, precision=self.precision), self.loader, self.device
+        )
+        labels, logits, _ = gather_predictions(run.ddp, labels, logits[0], index)
+        return labels, logits
 
     @staticmethod
     def _temperature(run: Run, labels: np.ndarray, logits: np.ndarray) -> dict | None:

@@ -45,6 +45,7 @@ class Run(Protocol):
     state: TrainState
     stop_reason: str
     calibration: dict[str, Any] | None
+    best_logits: tuple[int, np.ndarray, np.ndarray] | None  # the best epoch's (epoch, val labels, val logits)
     operating_point: dict[str, Any] | None
 
     def save(self, saved_at: str, new_best: Best | None = None) -> None: ...

@@ -14,22 +14,19 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from deepfake.config import Config, to_config
-from deepfake.errors import ConfigError, UserError
+from deepfake.config import Config
 from deepfake.exits import error_message, log_to_files
 from deepfake.extraction.settings import manifest_settings
-from deepfake.model.detector import check_pretrained
 from deepfake.reporting.eval_sets import evaluate_best
 from deepfake.reporting.report import write_end_of_run
 from deepfake.runs.backup import code_version
 from deepfake.runs.checkpoint import build_state
 from deepfake.system import distributed
 from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
-from deepfake.tracking.trackers import check_trackers
 from deepfake.training.build import seed_everything
 from deepfake.training.debug import check_verdict, is_debug_run
 from deepfake.training.early_stopping import Best, improved
-from deepfake.training.engine import EpochHooks, TrainState, train_epoch, validate
+from deepfake.training.engine import EpochHooks, TrainState, train_epoch
 from deepfake.training.memory import OutOfMemory, oom_message
 from deepfake.training.observers import (
     EpochEnd,
@@ -39,7 +36,7 @@ from deepfake.training.resume import (
     restore_rng,
     resume_command,
 )
-from deepfake.training.run_dir import discard_fresh_run_dir, open_run
+from deepfake.training.run_dir import open_run
 from deepfake.training.run_files import (
     log_best,
     log_next_steps,
@@ -49,6 +46,8 @@ from deepfake.training.run_files import (
     write_plots,
 )
 from deepfake.training.setup import TrainerSetup
+from deepfake.training.start import checked_training_config
+from deepfake.training.validation import predict_split
 
 log = logging.getLogger("deepfake")
 
@@ -59,24 +58,7 @@ def train(cfg: Config | DictConfig | dict) -> float:
     With `resume` (or `training.auto_resume` and an existing last.pt) the run continues in its own
     directory from the saved state; a signal stops it cleanly (see `deepfake.system.interrupt`).
     """
-    try:
-        cfg = to_config(cfg)
-        if cfg.check:
-            raise ConfigError(
-                "check=true runs the pre-flight check, not training: use `python train.py check=true ...`, "
-                "or deepfake.training.preflight.check(cfg) from Python"
-            )
-        if cfg.find_lr:
-            raise ConfigError(
-                "find_lr=true runs the LR range test, not training: use `python train.py find_lr=true ...`, "
-                "or deepfake.training.lr_finder.find_lr(cfg) from Python"
-            )
-        if not cfg.resume:  # a resumed run's model comes from its checkpoint
-            check_pretrained(cfg.model.architecture, cfg.model.pretrained, cfg.model.weights)
-        check_trackers(cfg.logger)  # a missing package or a misread URI: refused before anything is built
-    except UserError:
-        discard_fresh_run_dir()
-        raise
+    cfg = checked_training_config(cfg)
     ddp = distributed.setup(cfg.hardware.device, cfg.distributed.backend, cfg.distributed.timeout_min)
     handlers: list[logging.Handler] = []
     try:
@@ -121,6 +103,8 @@ class Trainer(TrainerSetup):
         self.outcome = "end"  # how the loop ended: end, interrupt, abort or crash (set by fit)
         self.labels_seen: np.ndarray | None = None  # the last validation's labels: an undefined metric's why
         self.calibration: dict[str, Any] | None = None  # best.pt's fitted temperature, for metrics.json
+        # The best epoch's validation (epoch, labels, logits), when this process validated it.
+        self.best_logits: tuple[int, np.ndarray, np.ndarray] | None = None
         self.operating_point: dict[str, Any] | None = None  # best.pt's validation threshold, for metrics.json
 
     def setup(self) -> None:
@@ -247,23 +231,30 @@ class Trainer(TrainerSetup):
         return train_epoch(self.step_context, self.train_loader, state, self.loop, self.num_batches, hooks)
 
     def _on_step(self, state: TrainState) -> None:
+        self.hw.threads.after_step()  # times the step; during the thread probe, sets the next step's count
         for observer in self.observers:
             observer.on_step(self, state)
 
-    def _validate(self, model: torch.nn.Module, prefix: str) -> tuple[dict[str, float], tuple]:
-        """Each rank predicts its shard; all ranks get the whole split, so the metrics are a single run's."""
-        predictions = distributed.gather_predictions(
-            self.ddp, *validate(model, self.val_loader, self.precision, self.device, self.cfg.eval.tta)
+    def _validate(self, model: torch.nn.Module, prefix: str) -> tuple[dict[str, float], tuple, np.ndarray]:
+        """Each rank predicts its shard; all ranks get the whole split, so the metrics are a single run's.
+        Returns the metrics, (labels, probabilities, indices) and the logits, all in dataset order."""
+        labels, probs, index, logits = predict_split(
+            model, self.val_loader, self.precision, self.device, self.cfg.eval.tta
         )
-        return val_metrics(*predictions, self.val_videos, prefix, self.cfg), predictions
+        labels, scores, index = distributed.gather_predictions(
+            self.ddp, labels, np.stack([probs, logits], axis=1), index
+        )
+        predictions = (labels, np.ascontiguousarray(scores[:, 0]), index)
+        return val_metrics(*predictions, self.val_videos, prefix, self.cfg), predictions, scores[:, 1]
 
     def end_epoch(self, epoch: int, train_stats: dict[str, float], started: float) -> EpochEnd:
         """Validate, pick the best, and hand the epoch to the observers."""
         tc, state = self.tc, self.state
         state.batch_in_epoch = 0
+        self.hw.threads.end_pass()  # a thread probe still running ends with the epoch's training
         self.progress.phase("validate")
         train_stats = distributed.reduce_train_stats(self.ddp, train_stats)
-        val, predictions = self._validate(distributed.local_module(self.model), "val")
+        val, predictions, logits = self._validate(distributed.local_module(self.model), "val")
         if self.faithfulness is not None:
             val.update(self.faithfulness(distributed.local_module(self.model), self.device))
         if self.ema is not None:
@@ -289,6 +280,8 @@ class Trainer(TrainerSetup):
         )  # fmt: skip
         for observer in self.observers:
             observer.on_epoch_end(self, end)
+        if is_best and self.best.epoch == epoch + 1:  # best.pt holds these weights: calibration reuses them
+            self.best_logits = (epoch + 1, predictions[0], logits)
         return end
 
     # ----- saving -----
@@ -306,6 +299,7 @@ class Trainer(TrainerSetup):
             "steps_per_epoch": self.steps_per_epoch,
             "num_train_samples": len(self.train_loader.dataset),
             "world_size": self.ddp.world_size,  # a mid-epoch position indexes this many shards
+            "threads": self.hw.threads.state_dict(),  # the intra-op count (and a running probe): exact resume
             "elapsed_s": self.elapsed(),
             "saved_at": saved_at,
         }
@@ -349,7 +343,8 @@ class Trainer(TrainerSetup):
 
     def finish(self, outcome: str) -> float:
         """After the loop: plots, the interrupt message, the best epoch, test-set scores; the best value."""
-        self.hw.free_memory()
+        if self.test_sets:  # the test-set pass starts from an empty cache (a full gc.collect costs ~0.3 s)
+            self.hw.free_memory()
         if outcome != "abort" and self.ddp.is_main:
             write_plots(self.run_dir)
         if outcome == "interrupt":

@@ -37,7 +37,7 @@ from deepfake.training.calibration import CalibrationObserver
 from deepfake.training.checkpointer import Checkpointer
 from deepfake.training.debug import debug_observers, describe_limits, is_debug_run, loader_limits
 from deepfake.training.early_stopping import Best, EarlyStopping
-from deepfake.training.engine import LoopConfig, StepContext, TrainState, preview_probs
+from deepfake.training.engine import LoopConfig, StepContext, TrainState
 from deepfake.training.faithfulness import SbiFaithfulness
 from deepfake.training.freezing import BackboneSchedule
 from deepfake.training.memory import fit_batch_size, probe_step
@@ -63,6 +63,7 @@ from deepfake.training.resume import (
     restore_training,
 )
 from deepfake.training.run_files import adopt_val_predictions, write_hardware
+from deepfake.training.validation import preview_probs
 
 log = logging.getLogger("deepfake")
 
@@ -235,6 +236,7 @@ class TrainerSetup:
             resume, model=model, optimizer=opt.optimizer, scheduler=opt.scheduler, scaler=hardware.precision.scaler,
             ema=opt.ema, replan=needs_replan(resume, self.cfg, opt.steps_per_epoch),
         )  # fmt: skip
+        hardware.hw.threads.load_state_dict(resume.train_state.get("threads"), self.cfg.hardware.num_threads)
         progress = restore_progress(resume, state, opt.early, opt.checkpoints)
         if self.ddp.is_main:
             best = opt.checkpoints.reconcile_best(progress.best, resume.path, resume.train_state)
