@@ -13,9 +13,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from deepfake.reporting.tensorboard_views import confidently_wrong, flatten_config
+from deepfake.reporting.tensorboard_views import (
+    CAPTION,
+    GAP,
+    TILE,
+    TITLE,
+    confidently_wrong,
+    flatten_config,
+    tile_image,
+)
 
 ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 
@@ -110,8 +119,11 @@ def test_event_file_holds_curves_figures_images_and_config(trained_run: dict) ->
         assert len(figures) == epochs and figures[-1].width >= 300
     augmented = events.Images("train/augmented")
     assert len(augmented) == 1 and augmented[0].step == 0
-    # 16 captioned tiles (tensorboard_views.tile_figure): 8 columns of 1.7 in, 2 rows of 1.9 in + the title, 100 dpi
-    assert (augmented[0].width, augmented[0].height) == (8 * 170, 2 * 190 + 40)
+    # 16 captioned tiles (tensorboard_views.tile_image): 8 columns and 2 rows of square tiles under the title
+    assert (augmented[0].width, augmented[0].height) == (
+        8 * (TILE + GAP) + GAP,
+        TITLE + 2 * (TILE + CAPTION + GAP) + GAP,
+    )
     wrong = metrics["final"]["val/acc"] < 1.0
     assert ("val/confidently_wrong" in tags["images"]) == wrong
     assert "config/text_summary" in tags["tensors"]
@@ -131,3 +143,19 @@ def test_flatten_config_gives_hparams_scalars(compose_cfg) -> None:
     assert flat["data.test_sets"] == "['/a', '/b']" and flat["model.weights"] == "null"
     assert not any(key.endswith("_target_") for key in flat)
     assert all(isinstance(v, bool | int | float | str) for v in flat.values())
+
+
+def test_tile_image_captions_each_tile_under_a_title() -> None:
+    images = torch.zeros(3, 3, 32, 64, dtype=torch.uint8)  # a clip's frames side by side: twice as wide
+    images[1] = 255
+    grid = tile_image(images, ["real · p 0.10", "fake · p 0.90", "fake"], "title", ncols=2)
+    tw = 2 * TILE
+    assert (
+        grid.shape == (TITLE + 2 * (TILE + CAPTION + GAP) + GAP, 2 * (tw + GAP) + GAP, 3)
+        and grid.dtype == np.uint8
+    )
+    second = grid[TITLE : TITLE + TILE, 2 * GAP + tw : 2 * GAP + 2 * tw]
+    assert (second == 255).all()  # the white image, upscaled without blending, in the second column
+    caption = grid[TITLE + TILE : TITLE + TILE + CAPTION, GAP : GAP + tw]
+    title = grid[:TITLE]
+    assert (caption < 128).any() and (title < 128).any()  # text drawn in both bands

@@ -69,6 +69,11 @@ class TensorBoardLogger:
         if self.writer is not None:
             self.writer.add_figure(tag, figure, step, close=False)
 
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """A uint8 (H, W, 3) picture already drawn (a captioned grid)."""
+        if self.writer is not None:
+            self.writer.add_image(tag, image, step, dataformats="HWC")
+
     def image_grid(self, tag: str, images: torch.Tensor, step: int, nrow: int = 8) -> None:
         """A grid of uint8 (N, 3, H, W) images, shown as they entered the model (before normalisation)."""
         if self.writer is not None and len(images):
