@@ -117,16 +117,33 @@ def make_folder_dataset(root: Path, videos: int = 4, frames: int = 3, size: int 
     return root
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Tiny tensors on a shared box: one intra-op thread is faster and steadier than contending for all of them
-    (`pytestmark = pytest.mark.usefixtures("one_thread")`); the count is restored afterwards."""
+@pytest.fixture(autouse=True)
+def restore_torch_globals() -> Iterator[None]:
+    """The one thread guard: `hardware.num_threads`, `hardware.deterministic` and `one_thread` switch
+    process-wide torch state, so every test leaves it as it found it."""
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     yield
-    torch.set_num_threads(threads)
+    if torch.are_deterministic_algorithms_enabled() != deterministic:
+        torch.use_deterministic_algorithms(deterministic)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread() -> None:
+    """Tiny tensors on a shared box: one intra-op thread is faster and steadier than contending for all of them
+    (`pytestmark = pytest.mark.usefixtures("one_thread")`); `restore_torch_globals` restores the count."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real-vs-fake folder dataset shared by one module's runs (they only read it)."""
+    return make_folder_dataset(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]) / "data")
 
 
 @pytest.fixture

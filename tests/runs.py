@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from deepfake.config import Config
 
@@ -50,15 +48,6 @@ def make_config(base: Path, data: Path, **overrides: Any) -> Config:
 def run_dir_of(base: Path) -> Path:
     (run,) = [p for p in (base / "outputs").glob("*/*") if p.is_dir()]
     return run
-
-
-@pytest.fixture(autouse=True)
-def restore_torch_globals() -> Iterator[None]:
-    """`hardware.deterministic` and `num_threads` switch process-wide torch state; keep it to these tests."""
-    threads = torch.get_num_threads()
-    yield
-    torch.use_deterministic_algorithms(False)
-    torch.set_num_threads(threads)
 
 
 def fail_fsync_of(

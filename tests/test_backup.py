@@ -27,9 +27,7 @@ from deepfake.runs.clean import main as clean_main
 from deepfake.runs.restore import read_archive, restore
 from deepfake.training.runner import train
 from tests.conftest import ROOT, make_folder_dataset, run_cli
-from tests.runs import make_config, restore_torch_globals, run_dir_of
-
-__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
+from tests.runs import make_config, run_dir_of
 
 
 def fake_run(root: Path, step: int = 5) -> Path:

@@ -242,15 +242,15 @@ def test_validation_refuses_a_value_outside_the_choices(key: str, bad: str) -> N
 
 def test_consumers_use_the_single_choice_lists() -> None:
     """The modules that take these values check against the same tuples, not copies."""
-    from deepfake.data import module
+    from deepfake.data import settings  # DataSettings checks the data group's choices
     from deepfake.prediction import driver
     from deepfake.system import console, distributed
 
-    assert module.KINDS is choices.DATA_KINDS
-    assert module.BALANCE is choices.BALANCE
-    assert module.CACHES is choices.CACHES
-    assert module.DECODERS is choices.DECODERS
-    assert module.FAKE_SYNTHESIS is choices.FAKE_SYNTHESIS
+    assert settings.KINDS is choices.DATA_KINDS
+    assert settings.BALANCE is choices.BALANCE
+    assert settings.CACHES is choices.CACHES
+    assert settings.DECODERS is choices.DECODERS
+    assert settings.FAKE_SYNTHESIS is choices.FAKE_SYNTHESIS
     assert console.MODES is choices.PROGRESS
     assert distributed.BACKENDS is choices.BACKENDS
     assert driver.FORMATS is choices.PREDICTION_FORMATS

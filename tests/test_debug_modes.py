@@ -16,7 +16,7 @@ from deepfake.data.module import DataModule
 from deepfake.errors import ConfigError
 from deepfake.training.debug import OverfitCheckFailed
 from tests.conftest import ROOT, run_cli
-from tests.runs import make_config, restore_torch_globals  # noqa: F401  (autouse fixture)
+from tests.runs import make_config
 
 
 def _debug_run(base: Path) -> Path:

@@ -18,11 +18,9 @@ from deepfake.evaluation.export import export
 from deepfake.evaluation.inference import load_detector
 from deepfake.system.interrupt import TrainingInterrupted
 from deepfake.training.runner import train
-from tests.conftest import ROOT, make_folder_dataset
-from tests.runs import STEPS_PER_EPOCH, make_config, restore_torch_globals, run_dir_of
+from tests.conftest import ROOT
+from tests.runs import STEPS_PER_EPOCH, make_config, run_dir_of
 from tests.test_resume import assert_same, interrupt_at
-
-__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
 
 FAMILIES: dict[str, dict[str, Any]] = {
     "srm_dct_early": {"model.streams": ["rgb", "srm", "dct"]},
@@ -34,11 +32,6 @@ FAMILIES: dict[str, dict[str, Any]] = {
         "training.mask_loss": "dice",
     },
 }
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_folder_dataset(tmp_path_factory.mktemp("families") / "data")
 
 
 @pytest.mark.slow

@@ -25,13 +25,9 @@ from deepfake.prediction.driver import predict
 from deepfake.reporting.eval_sets import evaluate
 from deepfake.runs.checkpoint import build_state, save_checkpoint
 from deepfake.system.precision import Precision
-from deepfake.training.engine import validate
+from deepfake.training.validation import validate
 from tests.conftest import make_flat_test_set
 from tests.pages import parse
-from tests.runs import restore_torch_globals
-
-__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

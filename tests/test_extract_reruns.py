@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from skimage import data
 
-from deepfake.data.layouts import video_files
+from deepfake.data.media import video_files
 from deepfake.errors import ConfigError, DataError
 from deepfake.extraction.pipeline import PAUSE_ENV, extract
 from deepfake.extraction.sources import list_videos

@@ -20,9 +20,7 @@ from deepfake.runs.checkpoint import load_checkpoint, save_checkpoint, saved_epo
 from deepfake.training.run_dir import earlier_run_files, refuse_earlier_run
 from deepfake.training.runner import train
 from tests.conftest import make_flat_test_set, make_folder_dataset
-from tests.runs import STEPS_PER_EPOCH, fail_fsync_of, make_config, restore_torch_globals, run_dir_of
-
-__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
+from tests.runs import STEPS_PER_EPOCH, fail_fsync_of, make_config, run_dir_of
 
 
 class Killed(BaseException):
@@ -36,11 +34,6 @@ def strict_json(path: Path) -> Any:
         raise ValueError(f"{path} holds bare {token}: not JSON")
 
     return json.loads(path.read_text(), parse_constant=refuse)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_folder_dataset(tmp_path_factory.mktemp("hardening") / "data")
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,7 @@ from deepfake.runs.restore import read_archive
 from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
 from deepfake.training.runner import train
 from tests.conftest import ROOT, make_folder_dataset, run_cli
-from tests.runs import make_config, restore_torch_globals, run_dir_of
-
-__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
+from tests.runs import make_config, run_dir_of
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, poll: float = 0.001) -> Any:

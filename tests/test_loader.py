@@ -12,7 +12,7 @@ from deepfake.data import DataModule
 from deepfake.data.augment import build_augment
 from deepfake.data.dataset import EpochSampler, FaceDataset
 from deepfake.data.loader import SlotLoader
-from deepfake.data.module import init_worker
+from deepfake.data.workers import init_worker
 from deepfake.errors import ConfigError, DataError
 
 SIZE = 24

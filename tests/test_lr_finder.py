@@ -14,7 +14,7 @@ import torch
 from deepfake.errors import ConfigError
 from deepfake.training.lr_finder import BETA, ExponentialSweep, Sweep, find_lr, steepest, valley
 from tests.conftest import ROOT, run_cli
-from tests.runs import make_config, restore_torch_globals, run_dir_of  # noqa: F401  (autouse fixture)
+from tests.runs import make_config, run_dir_of
 
 
 def test_sweep_is_exponential_and_keeps_the_groups_ratio() -> None:

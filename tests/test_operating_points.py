@@ -19,7 +19,7 @@ from deepfake.evaluation.metrics import tpr_at_fpr
 from deepfake.evaluation.operating_point import checked_operating_point, choose, measured_at, threshold_of
 from deepfake.prediction.driver import predict
 from deepfake.prediction.threshold import resolve_threshold
-from deepfake.reporting.eval_sets import results_table
+from deepfake.reporting.results_tables import results_table
 
 
 def sklearn_tpr_at(labels: np.ndarray, probs: np.ndarray, target: float) -> float:

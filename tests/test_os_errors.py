@@ -26,9 +26,7 @@ from deepfake.reporting.eval_sets import evaluate
 from deepfake.runs.backup import ProjectBackup
 from deepfake.training.runner import train
 from tests.conftest import ROOT, make_folder_dataset, run_cli
-from tests.runs import fail_fsync_of, make_config, restore_torch_globals, run_dir_of
-
-__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
+from tests.runs import fail_fsync_of, make_config, run_dir_of
 
 NO_SPACE = OSError(28, "No space left on device")
 

@@ -17,15 +17,7 @@ from deepfake.errors import ConfigError, UserError
 from deepfake.runs.checkpoint import save_checkpoint
 from deepfake.system.interrupt import TrainingInterrupted
 from deepfake.training.runner import train
-from tests.conftest import make_folder_dataset
-from tests.runs import EPOCHS, STEPS_PER_EPOCH, make_config, restore_torch_globals, run_dir_of
-
-__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_folder_dataset(tmp_path_factory.mktemp("resume") / "data")
+from tests.runs import EPOCHS, STEPS_PER_EPOCH, make_config, run_dir_of
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,7 @@ import pytest
 from deepfake.errors import ConfigError
 from deepfake.training.runner import train
 from tests.conftest import make_folder_dataset
-from tests.runs import make_config, restore_torch_globals, run_dir_of
-
-__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
+from tests.runs import make_config, run_dir_of
 
 
 @pytest.mark.slow  # seconds of training or loader workers; the fast tier stays under a minute

@@ -14,10 +14,8 @@ import torch
 from deepfake.system.interrupt import TrainingInterrupted
 from deepfake.training.runner import train
 from tests.conftest import make_folder_dataset
-from tests.runs import EPOCHS, STEPS_PER_EPOCH, make_config, restore_torch_globals, run_dir_of
+from tests.runs import EPOCHS, STEPS_PER_EPOCH, make_config, run_dir_of
 from tests.test_resume import assert_same, interrupt_at
-
-__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
 
 RECIPE = {
     "training.sam.enabled": True,

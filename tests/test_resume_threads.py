@@ -15,10 +15,8 @@ from deepfake.system.interrupt import TrainingInterrupted
 from deepfake.system.thread_probe import BLOCK, ROUNDS, ThreadChooser
 from deepfake.training.runner import train
 from tests.conftest import make_folder_dataset
-from tests.runs import make_config, restore_torch_globals, run_dir_of
+from tests.runs import make_config, run_dir_of
 from tests.test_resume import assert_same, interrupt_at
-
-__all__ = ["restore_torch_globals"]  # autouse
 
 STEPS = 16  # 32 training images, batch 2: the probe (1 warm-up + 12 steps) ends inside the epoch
 PROBING = {

@@ -2,7 +2,6 @@
 its Grad-CAM heat lies on the blend (the faithfulness score of training's validation)."""
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +18,11 @@ from deepfake.explain.cam import explain_crops
 from deepfake.explain.faithfulness import faithfulness
 from deepfake.model.detector import get_model
 from deepfake.system.precision import Precision
-from deepfake.training.engine import validate
-
-
-@pytest.fixture
-def restore_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+from deepfake.training.validation import validate
 
 
 @pytest.mark.slow
-def test_real_plus_sbi_training_detects_unseen_synthetic_fakes(
-    compose_cfg, tmp_path: Path, restore_threads: None
-) -> None:
+def test_real_plus_sbi_training_detects_unseen_synthetic_fakes(compose_cfg, tmp_path: Path) -> None:
     from train import train
 
     # The default generator's faces and fakes; many identities of one frame each generalise best.

@@ -18,9 +18,7 @@ from deepfake.system.hardware import HardwareManager
 from deepfake.system.precision import Precision
 from deepfake.training.runner import train
 from tests.conftest import make_folder_dataset
-from tests.runs import make_config, restore_torch_globals, run_dir_of
-
-__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
+from tests.runs import make_config, run_dir_of
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,8 @@ from deepfake.reporting.eval_sets import evaluate
 from deepfake.system.interrupt import TrainingInterrupted
 from deepfake.training.runner import train
 from tests.conftest import make_folder_dataset
-from tests.runs import make_config, restore_torch_globals, run_dir_of
+from tests.runs import make_config, run_dir_of
 from tests.test_resume import assert_same, interrupt_at
-
-__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
 
 
 @pytest.mark.parametrize(

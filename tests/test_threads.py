@@ -9,7 +9,6 @@ import torch
 
 from deepfake.system.hardware import HardwareManager
 from deepfake.system.threads import ThreadPlan, thread_plan, wait_policy_note
-from tests.runs import restore_torch_globals  # noqa: F401 - set_num_threads is process-wide
 
 
 @pytest.mark.parametrize(

@@ -23,9 +23,8 @@ from deepfake.errors import TrainingInterrupted
 from deepfake.tracking import trackers as tracking_trackers
 from deepfake.tracking.csv_tracker import read_rows
 from deepfake.training import observers
-from tests.conftest import make_folder_dataset
 from tests.mlflow_server import HOW, MlflowServer, server_command
-from tests.runs import STEPS_PER_EPOCH, make_config, restore_torch_globals, run_dir_of  # noqa: F401
+from tests.runs import STEPS_PER_EPOCH, make_config, run_dir_of
 from train import train
 
 pytestmark = [
@@ -33,11 +32,6 @@ pytestmark = [
     pytest.mark.cli,
 ]  # an MLflow server, and W&B's wandb-core service, are processes
 EPOCHS = 3
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_folder_dataset(tmp_path_factory.mktemp("trackers") / "data")
 
 
 @pytest.fixture(scope="module")

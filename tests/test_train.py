@@ -16,7 +16,7 @@ from deepfake.data import DataModule
 from deepfake.evaluation.metrics import detection_metrics
 from deepfake.model.detector import get_model
 from deepfake.system.precision import Precision
-from deepfake.training.engine import validate
+from deepfake.training.validation import validate
 from tests.conftest import FAST, ROOT, run_cli
 
 TAGS = {"train/loss", "train/lr", "val/auc", "val/acc", "val/eer", "val/ap", "val/loss", "val/video_auc"}

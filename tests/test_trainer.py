@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,13 @@ def test_an_added_observer_sees_each_step_epoch_and_the_close(
     compose_cfg: Any, folder_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorder = Recorder()
-    make_observers = Trainer.make_observers
-    monkeypatch.setattr(Trainer, "make_observers", lambda self: [*make_observers(self), recorder])
+    setup_observers = Trainer._setup_observers
+
+    def with_recorder(self: Trainer, *parts: Any) -> Any:
+        built = setup_observers(self, *parts)
+        return dataclasses.replace(built, observers=[*built.observers, recorder])
+
+    monkeypatch.setattr(Trainer, "_setup_observers", with_recorder)
     from train import train
 
     train(compose_cfg([*FAST, "data=folder", f"data.root={folder_dataset}", f"base_path={tmp_path}"]))

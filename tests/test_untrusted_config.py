@@ -30,9 +30,7 @@ from deepfake.runs.restore import restore
 from deepfake.runs.safe_config import allowed_targets, check_untrusted
 from deepfake.training.runner import train
 from tests.conftest import CONF, ROOT, make_folder_dataset, run_cli
-from tests.runs import make_config, restore_torch_globals, run_dir_of
-
-__all__ = ["restore_torch_globals"]  # autouse: imported so it applies to this module
+from tests.runs import make_config, run_dir_of
 
 PAYLOAD = f"{__name__}.touch_marker"
 

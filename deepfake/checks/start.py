@@ -64,27 +64,7 @@ def config_findings(cfg: DictConfig, num_train: int, batch_size: int | None = No
                 "epoch is a single partial batch; lower training.batch_size",
             )
         )
-    sc = tc.scheduler
-    warm = sc.warmup_steps if sc.warmup_steps is not None else round(sc.warmup_epochs * steps)
-    smoke = bool(cfg.debug.fast)  # debug.fast runs one step through every writer: the schedule is moot
-    if total and warm >= total and sc.name != "constant" and not smoke:
-        key = "warmup_steps" if sc.warmup_steps is not None else "warmup_epochs"
-        out.append(
-            Finding(
-                "warning",
-                f"warmup ({warm} steps, training.scheduler.{key}) is as long as the whole training ({total} "
-                f"steps): the learning rate never reaches training.learning_rate; shorten "
-                f"training.scheduler.{key} or raise training.num_epochs",
-            )
-        )
-    if total and tc.log_every_n_steps > total and not smoke:
-        out.append(
-            Finding(
-                "warning",
-                f"training.log_every_n_steps={tc.log_every_n_steps} exceeds the {total} optimizer steps of "
-                "the run: no train/loss point will be logged",
-            )
-        )
+    out += _schedule_findings(cfg, steps, total)
     es = tc.early_stopping
     if es.enabled and es.patience >= tc.num_epochs:
         out.append(
@@ -103,6 +83,34 @@ def config_findings(cfg: DictConfig, num_train: int, batch_size: int | None = No
                 "warning",
                 f"data.num_workers={cfg.data.num_workers} exceeds the {cpus} CPU cores; workers will compete "
                 "(-1 picks one per core)",
+            )
+        )
+    return out
+
+
+def _schedule_findings(cfg: DictConfig, steps: int, total: int) -> list[Finding]:
+    """A warmup or a logging interval longer than the run, given its optimizer steps per epoch and in all."""
+    tc = cfg.training
+    sc = tc.scheduler
+    out: list[Finding] = []
+    warm = sc.warmup_steps if sc.warmup_steps is not None else round(sc.warmup_epochs * steps)
+    smoke = bool(cfg.debug.fast)  # debug.fast runs one step through every writer: the schedule is moot
+    if total and warm >= total and sc.name != "constant" and not smoke:
+        key = "warmup_steps" if sc.warmup_steps is not None else "warmup_epochs"
+        out.append(
+            Finding(
+                "warning",
+                f"warmup ({warm} steps, training.scheduler.{key}) is as long as the whole training ({total} "
+                f"steps): the learning rate never reaches training.learning_rate; shorten "
+                f"training.scheduler.{key} or raise training.num_epochs",
+            )
+        )
+    if total and tc.log_every_n_steps > total and not smoke:
+        out.append(
+            Finding(
+                "warning",
+                f"training.log_every_n_steps={tc.log_every_n_steps} exceeds the {total} optimizer steps of "
+                "the run: no train/loss point will be logged",
             )
         )
     return out

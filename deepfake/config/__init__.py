@@ -1,4 +1,4 @@
-"""The run configuration: the schema (`schema`), its value checks (`checks`) and the one way in, `to_config`.
+"""The run configuration: the schema (`schema`; evaluate's and predict's in `scoring`), its value checks (`checks`) and the one way in, `to_config`.
 
 Hydra merges `conf/` onto the schema, so an unknown key or a wrong type fails at composition time with the key's
 full name; `validate()` adds the value checks a type cannot express (ranges, choices). Python users build the
@@ -15,53 +15,57 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from deepfake.choices import MONITOR_MODES
+from deepfake.config.augment import (
+    AugmentConfig,
+    BlurConfig,
+    ColorJitterConfig,
+    CutoutConfig,
+    DownscaleConfig,
+    GrayscaleConfig,
+    JpegConfig,
+    NoiseConfig,
+)
 from deepfake.config.checks import validate
 from deepfake.config.schema import (
     DRIVE_MIRROR,
     DRIVE_SUBDIR,
-    AugmentConfig,
     BackupConfig,
-    BlurConfig,
     CheckpointConfig,
-    ColorJitterConfig,
     Config,
     CsvLoggerConfig,
-    CutoutConfig,
     DataConfig,
     DebugConfig,
     DistributedConfig,
-    DownscaleConfig,
     EarlyStoppingConfig,
     EmaConfig,
-    EnsembleConfig,
     EvalConfig,
-    EvaluateConfig,
-    ExplainConfig,
     GradClipConfig,
-    GrayscaleConfig,
     HardwareConfig,
-    JpegConfig,
     LoggerConfig,
     LoggingConfig,
     LrFinderConfig,
     MlflowLoggerConfig,
     ModelConfig,
-    NoiseConfig,
-    PredictAggregationConfig,
-    PredictConfig,
-    PredictDetectorConfig,
-    PredictExtractionConfig,
-    PredictFacesConfig,
     ProfilerConfig,
     SamConfig,
     SbiConfig,
     SchedulerConfig,
-    ServeConfig,
     ShardConfig,
     SyntheticConfig,
     TensorBoardLoggerConfig,
     TrainingConfig,
     WandbLoggerConfig,
+)
+from deepfake.config.scoring import (
+    EnsembleConfig,
+    EvaluateConfig,
+    ExplainConfig,
+    PredictAggregationConfig,
+    PredictConfig,
+    PredictDetectorConfig,
+    PredictExtractionConfig,
+    PredictFacesConfig,
+    ServeConfig,
 )
 from deepfake.errors import ConfigError
 

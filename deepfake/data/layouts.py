@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from deepfake.data.media import FRAMES, VIDEO_EXTENSIONS, Media, is_video
 from deepfake.data.samples import Sample, list_images
 from deepfake.errors import DataError
 
-#: Sub-folders that extraction tools (DeepfakeBench, FF++ scripts) put frames in under a video's parent.
-FRAME_DIRS = ("frames", "images", "faces", "crops")
-#: Sibling folders that hold no face frames.
-NON_FRAME_DIRS = ("videos", "landmarks", "masks", "bboxes")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter")
 FFPP_LAYOUT = (
     "<root>/original_sequences/<source>/<compression>/{original} and "
@@ -40,64 +36,6 @@ DFDC_LAYOUT = "<root>/[<part>/]metadata.json with {video} in <root>/[<part>/]"
 _SHOWN = 5
 
 Converted = tuple[list[Sample], list[str]]
-
-
-def video_folders(parent: Path) -> dict[str, Path]:
-    """`{video id: folder}` under parent, looking inside a frames/images/faces/crops sub-folder if present, or
-    inside a videos/ sub-folder of folders (`extract.py`'s crops keep the dataset's `videos/` in their path)."""
-    for name in FRAME_DIRS:
-        if (parent / name).is_dir():
-            parent = parent / name
-            break
-    else:
-        if (parent / "videos").is_dir() and any(e.is_dir() for e in os.scandir(parent / "videos")):
-            parent = parent / "videos"
-    if not parent.is_dir():
-        return {}
-    return {
-        e.name: Path(e.path)
-        for e in sorted(os.scandir(parent), key=lambda e: e.name)
-        if e.is_dir() and e.name not in NON_FRAME_DIRS
-    }
-
-
-def is_video(path: str | Path) -> bool:
-    return os.path.splitext(str(path))[1].lower() in VIDEO_EXTENSIONS
-
-
-def video_files(parent: Path) -> dict[str, Path]:
-    """`{video id: file}` for the video files in parent, or in its videos/ sub-folder (FF++) if present."""
-    if (parent / "videos").is_dir():
-        parent = parent / "videos"
-    if not parent.is_dir():
-        return {}
-    found: dict[str, Path] = {}
-    for e in sorted(os.scandir(parent), key=lambda e: e.name):
-        if not e.is_dir() and is_video(
-            e.name
-        ):  # a FIFO too: extraction gives it an error row, never opens it
-            video = os.path.splitext(e.name)[0]
-            if (
-                video in found
-            ):  # dup.mp4 and dup.mkv: one id, one crops folder; the second would replace the first
-                raise DataError(
-                    f"{found[video]} and {e.path} have the same video id {video!r}; rename or move one of them"
-                )
-            found[video] = Path(e.path)
-    return found
-
-
-@dataclass(frozen=True)
-class Media:
-    """What a layout's videos are on disk: how to find them under a folder, and how messages name them."""
-
-    find: Callable[[Path], dict[str, Path]]
-    noun: str  # "frames" or "video files"
-    entry: str  # one video's place under its folder, with {video} for the video's name
-
-
-FRAMES = Media(video_folders, "frames", "[frames/]{video}/<frame>.png")
-VIDEOS = Media(video_files, "video files", "[videos/]{video}.mp4")
 
 
 def ffpp_layout(media: Media) -> str:
@@ -151,6 +89,18 @@ def _ffpp_splits(root: Path, split_dir: Path | None) -> dict[str, list[tuple[str
     )
 
 
+def _ffpp_index(pairs: dict[str, list[tuple[str, str]]]) -> tuple[dict[str, str], dict[str, str]]:
+    """Each video id's split and identity group: a pair's two originals and both fakes share the pair's."""
+    split_of: dict[str, str] = {}
+    identity_of: dict[str, str] = {}
+    for split, split_pairs in pairs.items():
+        for a, b in split_pairs:
+            group = f"{a}_{b}"
+            for vid in (a, b, f"{a}_{b}", f"{b}_{a}"):
+                split_of[vid], identity_of[vid] = split, group
+    return split_of, identity_of
+
+
 def ffpp_videos(
     root: Path,
     compression: str = "c23",
@@ -163,14 +113,7 @@ def ffpp_videos(
     originals, manipulated = root / "original_sequences", root / "manipulated_sequences"
     if not originals.is_dir() and not manipulated.is_dir():
         raise DataError(f"not an FF++ tree: expected {ffpp_layout(media)}; {_entries(root)}")
-    pairs = _ffpp_splits(root, split_dir)
-    split_of: dict[str, str] = {}
-    identity_of: dict[str, str] = {}
-    for split, split_pairs in pairs.items():
-        for a, b in split_pairs:
-            group = f"{a}_{b}"
-            for vid in (a, b, f"{a}_{b}", f"{b}_{a}"):
-                split_of[vid], identity_of[vid] = split, group
+    split_of, identity_of = _ffpp_index(_ffpp_splits(root, split_dir))
     if methods is None:
         methods = [m for m in FFPP_METHODS if (manipulated / m).is_dir()]
     parts = [(originals / s, s, 0) for s in sources] + [(manipulated / m, m, 1) for m in methods]

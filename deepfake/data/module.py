@@ -8,9 +8,6 @@ whatever their origin.
 from __future__ import annotations
 
 import logging
-import os
-import random
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +15,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from deepfake.choices import (
-    BALANCE,
-    CACHES,
-    DECODERS,
-    FAKE_SYNTHESIS,
-    FORMAT_ALIGN,
-    GENERATOR_LAYOUTS,
-    GEOMETRIES,
-)
-from deepfake.choices import DATA_KINDS as KINDS
 from deepfake.data.augment import build_augment
 from deepfake.data.balance import cap_frames_per_video, pos_weight, sample_weights
 from deepfake.data.cache import build_cache
@@ -38,134 +25,18 @@ from deepfake.data.loader import SlotLoader
 from deepfake.data.methods import by_method, counts, select_splits
 from deepfake.data.perturbed import PerturbedCrops
 from deepfake.data.samples import Sample
+from deepfake.data.settings import DataSettings
 from deepfake.data.sources import cache_dir, dataset_root, read_rows, scan_test_set, set_name_of, split_rows
-from deepfake.data.transforms import eval_transform, format_aligner
+from deepfake.data.transforms import eval_transform
+from deepfake.data.workers import init_worker
 from deepfake.errors import ConfigError, DataError
 from deepfake.perturbations.protocol import Setting
-from deepfake.system.interrupt import ignore_in_worker
 
 log = logging.getLogger(__name__)
 
 
-def default_num_workers() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 8))
-
-
-def resolve_num_workers(num_workers: int) -> int:
-    """`data.num_workers` as the loaders will use it: -1 means one per core (up to 8)."""
-    return default_num_workers() if num_workers < 0 else num_workers
-
-
-def _choice(key: str, value: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ConfigError(f"data.{key}={value!r} is not one of {', '.join(choices)}")
-    return value
-
-
-class DataModule:
+class DataModule(DataSettings):
     """Builds the train/val/test loaders for one dataset (`kind`: synthetic, folder or manifest)."""
-
-    def __init__(
-        self,
-        kind: str = "synthetic",
-        root: str | None = None,
-        manifest: str | None = None,
-        splits: Mapping[str, str] | None = None,
-        real_dirs: Sequence[str] = ("real",),
-        fake_dirs: Sequence[str] = ("fake",),
-        img_size: int | None = 224,
-        num_workers: int = -1,
-        persistent_workers: bool = True,
-        prefetch_factor: int = 4,
-        augment: Mapping[str, Any] | None = None,
-        frames_per_video: int | None = None,
-        balance: str = "none",
-        fake_synthesis: str = "none",
-        sbi: Mapping[str, Any] | None = None,
-        cache: str = "none",
-        decode: str = "cpu",
-        synthetic: Mapping[str, Any] | None = None,
-        test_sets: Sequence[str] = (),
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        seed: int = 0,
-        pin_memory: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-        clip_frames: int = 1,
-        masks: bool = False,
-        train_methods: Sequence[str] = (),
-        train_methods_mode: str = "only",
-        test_methods: Sequence[str] = (),
-        val_fraction: float = 0.0,
-        layout: str = "auto",
-        geometry: str = "resize",
-        format_align: str = "none",
-    ) -> None:
-        self.kind = _choice("kind", kind, KINDS)
-        # docs/protocols.md: which methods train and test, the generators' layout and their crop policy
-        self.train_methods, self.train_methods_mode = list(train_methods), train_methods_mode
-        self.test_methods = list(test_methods)
-        self.val_fraction = val_fraction
-        self.layout = _choice("layout", layout, GENERATOR_LAYOUTS)
-        self.geometry = _choice("geometry", geometry, GEOMETRIES)
-        self.align = format_aligner(_choice("format_align", format_align, FORMAT_ALIGN))
-        self.root = Path(root).expanduser() if root else None
-        self.manifest = Path(manifest).expanduser() if manifest else None
-        self.splits = dict(splits or {"train": "train", "val": "val", "test": "test"})
-        self.real_dirs = list(real_dirs)
-        self.fake_dirs = list(fake_dirs)
-        self.img_size = int(img_size or 224)
-        self.num_workers = resolve_num_workers(num_workers)
-        self.persistent_workers = persistent_workers
-        self.prefetch_factor = prefetch_factor
-        self.augment = dict(augment or {})
-        self.frames_per_video = frames_per_video
-        self.balance = _choice("balance", balance, BALANCE)
-        self.fake_synthesis = _choice("fake_synthesis", fake_synthesis, FAKE_SYNTHESIS)
-        self.sbi = {"ratio": 1.0, "real_only": False, **(sbi or {})}
-        self.cache = _choice("cache", cache, CACHES)
-        self.decode = _choice("decode", decode, DECODERS)
-        self.synthetic = dict(synthetic or {})
-        self.test_sets = list(test_sets)
-        if clip_frames > 1:  # batch sizes count frames: B clips of T frames are B*T images to the backbone
-            batch_size = max(1, batch_size // clip_frames)
-            eval_batch_size = max(1, eval_batch_size // clip_frames) if eval_batch_size else None
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or 2 * batch_size
-        self.seed = seed
-        self.pin_memory = pin_memory
-        self.rank = rank  # under DDP the train and val loaders yield this rank's shard
-        self.world_size = world_size
-        self.masks = masks  # model.mask_head: train batches carry the blend mask as a fourth channel
-        self.samples: dict[str, list[Sample]] = {}
-        self.rows_by_split: dict[
-            str, list[Sample]
-        ] = {}  # the rows per split as read, before selection and caps
-        self.test_samples: dict[str, list[Sample]] = {}
-        self.sbi_sources: list[int] = []
-        # > 1 when the model takes clips (`deepfake.model.temporal`): items are videos of this many frames
-        self.clip_frames = clip_frames
-        self.test_frames: dict[str, list[Sample]] = {}
-        if clip_frames > 1 and (self.fake_synthesis != "none" or self.decode == "gpu"):
-            raise ConfigError(
-                f"a clip model (model.frames={clip_frames}) reads whole videos, which data.fake_synthesis="
-                f"{self.fake_synthesis} and data.decode={self.decode} do not make: use data.fake_synthesis=none "
-                "and data.decode=cpu with it"
-            )
-        if frames_per_video is not None and frames_per_video < 1:
-            raise ConfigError(f"data.frames_per_video must be >= 1 or null (got {frames_per_video})")
-        if self.sbi["ratio"] <= 0:
-            raise ConfigError(f"data.sbi.ratio must be > 0 (got {self.sbi['ratio']})")
-        if self.decode == "gpu" and not torch.cuda.is_available():
-            raise ConfigError(
-                "data.decode=gpu decodes JPEGs with nvjpeg and needs a CUDA GPU, but none is visible; "
-                "use data.decode=cpu (or data.cache=disk to decode only once)"
-            )
 
     def setup(self) -> None:
         """Read the rows (generating the synthetic set once), split them (carving validation out of train when
@@ -413,11 +284,3 @@ class DataModule:
             **options,
         )
         return DeviceDecodeLoader(loader, self.img_size, torch.device("cuda", torch.cuda.current_device()))
-
-
-def init_worker(worker_id: int) -> None:
-    """Seed Python and numpy from torch's per-worker seed (derived from the data seed); ignore Ctrl-C/SIGTERM."""
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-    ignore_in_worker(worker_id)

@@ -119,40 +119,23 @@ def _sample_identity(rng: np.random.Generator) -> dict[str, Any]:
     }
 
 
-def _render_video(rng: np.random.Generator, p: dict[str, Any], n: int, size: int) -> tuple[Array, Array]:
-    """Draw n frames of identity p with per-frame jitter; returns images (n, H, W, 3) and face boxes."""
-    x, y = _grid(size)
-    px = 1.0 / size
-
-    def f(lo: float, hi: float) -> Array:
-        return rng.uniform(lo, hi, (n, 1, 1)).astype(np.float32)
-
-    scale = 1.0 + f(-0.04, 0.04)
-    cx, cy = p["cx"] + f(-0.02, 0.02), p["cy"] + f(-0.02, 0.02)
-    rx, ry = p["rx"] * scale, p["ry"] * scale
-
+def _background(p: dict[str, Any], n: int, size: int, x: Array, y: Array) -> Array:
+    """The identity's background for n frames: a two-colour gradient with a smooth texture."""
     t = np.clip((x - 0.5) * np.cos(p["bg_angle"]) + (y - 0.5) * np.sin(p["bg_angle"]) + 0.5, 0, 1)
     up = _hat_matrix((np.arange(size) + 0.5) / size * 4, 5)
     tex = (up @ p["bg_tex"].transpose(2, 0, 1) @ up.T).transpose(1, 2, 0)
     bg = p["bg"][0] + t[..., None] * (p["bg"][1] - p["bg"][0]) + tex
-    img = np.repeat(bg.astype(np.float32), n, axis=0)
+    return np.repeat(bg.astype(np.float32), n, axis=0)
 
-    def paint(cx: Any, cy: Any, rx: Any, ry: Any, colour: Any, angle: Any = 0.0, **kw: Any) -> None:
-        # Only the ellipse's bounding window (over all frames) is computed: most features are tiny.
-        rows, cols = _window(cy, ry, rx, size), _window(cx, rx, ry, size)
-        alpha = kw.get("opacity", 1.0) * _ellipse(x[..., cols], y[:, rows], cx, cy, rx, ry, px, angle)
-        if "within" in kw:
-            alpha *= _ellipse(x[..., cols], y[:, rows], *kw["within"], px)
-        _paint(img[:, rows, cols], alpha, colour)
 
+def _face_and_hair(
+    rng: np.random.Generator, p: dict[str, Any], img: Array, x: Array, y: Array, box: tuple[Array, ...]
+) -> None:
+    """Paint into img the lit face ellipse (light jittered per frame), then the beard and the hair cap."""
+    cx, cy, rx, ry = box
+    n, size = img.shape[0], img.shape[1]
+    px = 1.0 / size
     skin, hair = p["skin"], p["hair"]
-    paint(cx, cy + ry * 1.8, rx * 2.0, ry * 0.95, p["shirt"])
-    paint(cx, cy + ry * 0.9, rx * 0.45, ry * 0.6, skin * 0.78)
-    if p["long_hair"]:
-        paint(cx, cy + ry * 0.15, rx * 1.22, ry * 1.12, hair * 0.85)
-    for s in (-1, 1):
-        paint(cx + s * rx * 0.97, cy, rx * 0.14, ry * 0.17, skin * 0.88)
-
     u, v = (x - cx) / rx, (y - cy) / ry
     nz = np.sqrt(np.clip(1.0 - u**2 - v**2, 0.0, 1.0))
     light = p["light"] + rng.uniform(-0.08, 0.08, (n, 3))
@@ -171,6 +154,39 @@ def _render_video(rng: np.random.Generator, p: dict[str, Any], n: int, size: int
         cap = _ellipse(x, y, cx, cy - ry * 0.12, rx * 1.08, ry * 0.98, px) * np.clip((line - y) / px, 0, 1)
         strands = 1.0 + p["strands"] * np.sin((x - cx) * size * p["strand_freq"] + 3.0 * y)[..., None]
         img += cap[..., None] * (hair * strands - img)
+
+
+def _render_video(rng: np.random.Generator, p: dict[str, Any], n: int, size: int) -> tuple[Array, Array]:
+    """Draw n frames of identity p with per-frame jitter; returns images (n, H, W, 3) and face boxes."""
+    x, y = _grid(size)
+    px = 1.0 / size
+
+    def f(lo: float, hi: float) -> Array:
+        return rng.uniform(lo, hi, (n, 1, 1)).astype(np.float32)
+
+    scale = 1.0 + f(-0.04, 0.04)
+    cx, cy = p["cx"] + f(-0.02, 0.02), p["cy"] + f(-0.02, 0.02)
+    rx, ry = p["rx"] * scale, p["ry"] * scale
+
+    img = _background(p, n, size, x, y)
+
+    def paint(cx: Any, cy: Any, rx: Any, ry: Any, colour: Any, angle: Any = 0.0, **kw: Any) -> None:
+        # Only the ellipse's bounding window (over all frames) is computed: most features are tiny.
+        rows, cols = _window(cy, ry, rx, size), _window(cx, rx, ry, size)
+        alpha = kw.get("opacity", 1.0) * _ellipse(x[..., cols], y[:, rows], cx, cy, rx, ry, px, angle)
+        if "within" in kw:
+            alpha *= _ellipse(x[..., cols], y[:, rows], *kw["within"], px)
+        _paint(img[:, rows, cols], alpha, colour)
+
+    skin, hair = p["skin"], p["hair"]
+    paint(cx, cy + ry * 1.8, rx * 2.0, ry * 0.95, p["shirt"])
+    paint(cx, cy + ry * 0.9, rx * 0.45, ry * 0.6, skin * 0.78)
+    if p["long_hair"]:
+        paint(cx, cy + ry * 0.15, rx * 1.22, ry * 1.12, hair * 0.85)
+    for s in (-1, 1):
+        paint(cx + s * rx * 0.97, cy, rx * 0.14, ry * 0.17, skin * 0.88)
+
+    _face_and_hair(rng, p, img, x, y, (cx, cy, rx, ry))
 
     ex, ey, er = p["eye_dx"] * rx, cy - p["eye_dy"] * ry, p["eye_r"] * rx
     eye_h = er * np.where(rng.uniform(size=(n, 1, 1)) < 0.1, 0.15, f(0.45, 0.6))

@@ -12,12 +12,12 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from deepfake.data.layouts import (
-    VIDEOS,
     celebdf_videos,
     dfdc_videos,
     ffpp_videos,
     folder_videos,
 )
+from deepfake.data.media import VIDEOS
 from deepfake.data.samples import Sample
 from deepfake.errors import DataError
 from deepfake.extraction.masks import ffpp_mask_video

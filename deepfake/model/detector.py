@@ -223,22 +223,7 @@ def get_model(
     is the module path Grad-CAM reads (checked when an explanation is made; None = the family's default).
     """
     name = resolve_architecture(architecture)
-    streams = check_streams(streams, fusion)
-    if not 1 <= frames <= MAX_CLIP_FRAMES:  # a clip's frames are one item: 100000 of them exhaust the host
-        raise ConfigError(
-            f"model.frames must be in [1, {MAX_CLIP_FRAMES}] (got {frames}); 1 is a per-image model, published "
-            "clip models use 8 to 32"
-        )
-    if mask_head and frames > 1:
-        raise ConfigError(
-            f"model.mask_head=true cannot go with a clip model (model.frames={frames}): the blend masks come from "
-            "SBI synthesis of single images; use one of them"
-        )
-    if mask_head and len(streams) > 1 and fusion == "late":
-        raise ConfigError(
-            "model.mask_head=true cannot follow model.fusion=late (several backbones, no single feature "
-            "map); use model.fusion=early or model.mask_head=false"
-        )
+    streams = _check_shape(streams, fusion, frames, mask_head)
     path = Path(weights).expanduser() if weights else None
     if path is not None and not path.is_file():
         raise ConfigError(f"model.weights={weights} does not exist; pass a .safetensors or .pth file")
@@ -266,6 +251,13 @@ def get_model(
         alias=architecture,
     )  # fmt: skip
     model.explain_layer = explain_layer
+    return _finish(model, freeze_backbone, channels_last, compile)
+
+
+def _finish(
+    model: DeepfakeDetector, freeze_backbone: bool, channels_last: bool, compile: bool
+) -> DeepfakeDetector:
+    """Freeze, lay out and compile a built detector as asked, and log what was built."""
     if freeze_backbone:
         model.freeze_backbone()
     if channels_last:
@@ -273,14 +265,34 @@ def get_model(
     if compile:
         # In-place compile keeps state_dict keys free of the `_orig_mod.` prefix.
         model.compile()
-    shown = name if architecture == name else f"{architecture} (timm {name})"
     log.info(
         "model %s: %.2fM parameters, input %dpx",
-        shown,
+        model.display_name,
         sum(p.numel() for p in model.parameters()) / 1e6,
-        size,
+        model.img_size,
     )
     return model
+
+
+def _check_shape(streams: Sequence[str], fusion: str, frames: int, mask_head: bool) -> list[str]:
+    """The streams, checked, and the combinations of frames, streams and mask head that cannot be built."""
+    streams = check_streams(streams, fusion)
+    if not 1 <= frames <= MAX_CLIP_FRAMES:  # a clip's frames are one item: 100000 of them exhaust the host
+        raise ConfigError(
+            f"model.frames must be in [1, {MAX_CLIP_FRAMES}] (got {frames}); 1 is a per-image model, published "
+            "clip models use 8 to 32"
+        )
+    if mask_head and frames > 1:
+        raise ConfigError(
+            f"model.mask_head=true cannot go with a clip model (model.frames={frames}): the blend masks come from "
+            "SBI synthesis of single images; use one of them"
+        )
+    if mask_head and len(streams) > 1 and fusion == "late":
+        raise ConfigError(
+            "model.mask_head=true cannot follow model.fusion=late (several backbones, no single feature "
+            "map); use model.fusion=early or model.mask_head=false"
+        )
+    return streams
 
 
 def _backbone(

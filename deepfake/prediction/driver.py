@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from deepfake.choices import (
@@ -30,9 +31,9 @@ from deepfake.choices import (
     VIDEO_AGGREGATION,
 )
 from deepfake.config import PredictConfig
-from deepfake.data.module import default_num_workers
+from deepfake.data.workers import default_num_workers
 from deepfake.errors import ConfigError, UserError
-from deepfake.evaluation.ensemble import checkpoint_list, clip_length_of, load_ensemble
+from deepfake.evaluation.ensemble import Ensemble, checkpoint_list, clip_length_of, load_ensemble
 from deepfake.evaluation.inference import LoadedDetector, scoring_precision
 from deepfake.evaluation.threshold import checked_val_threshold, reported_threshold
 from deepfake.prediction.explanations import Explainer
@@ -155,12 +156,7 @@ def predict(cfg: DictConfig | Mapping[str, Any]) -> Predictions:
     hw.configure(workers, unit="batch", per="image")  # the first image batches time the thread count
     ensemble.threads = hw.threads
     clip = clip_length_of(loaded)
-    explainer = None
-    if cfg.explain.method != "none":  # grad-cam and the layers checked before any scoring
-        explainer = Explainer(
-            ensemble.members, cfg.explain.method, cfg.explain.layer, cfg.tta, output, cfg.input, hw.device,
-            min(cfg.batch_size, 32), clip,
-        )  # fmt: skip
+    explainer = _explainer(cfg, ensemble, output, hw.device, clip)  # grad-cam checked before any scoring
     crop = crop_settings(loaded[0], cfg.extraction)
     cols = columns(source.carried)
     settings = run_settings(cfg, loaded, crop, precision, cfg.threshold, cols)
@@ -197,6 +193,18 @@ def predict(cfg: DictConfig | Mapping[str, Any]) -> Predictions:
     for line in summary.lines(plan, time.perf_counter() - t0, str(output), cfg.threshold):
         log.info(line)
     return _finish(layout, plan, summary, missing)
+
+
+def _explainer(
+    cfg: DictConfig, ensemble: Ensemble, output: Path, device: torch.device, clip: int
+) -> Explainer | None:
+    """`explain=`'s explainer over the ensemble's members (grad-cam and the layers checked now), or None."""
+    if cfg.explain.method == "none":
+        return None
+    return Explainer(
+        ensemble.members, cfg.explain.method, cfg.explain.layer, cfg.tta, output, cfg.input, device,
+        min(cfg.batch_size, 32), clip,
+    )  # fmt: skip
 
 
 def _finish(layout: Layout, plan: Plan, summary: Summary, missing: int) -> Predictions:

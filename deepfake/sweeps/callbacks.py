@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from deepfake.data.module import default_num_workers
+from deepfake.data.workers import default_num_workers
 from deepfake.sweeps.summarize import render, summarize
 from deepfake.sweeps.sweep_job import is_joblib
 

@@ -1,7 +1,7 @@
 """`python train.py find_lr=true`: the LR range test (Smith 2017, "Cyclical Learning Rates for Training Neural
 Networks"; Lightning's LearningRateFinder, whose defaults and loss smoothing this follows).
 
-The run's own model, data, optimizer, AMP and loop (built by TrainerSetup, as training builds them) train for up to
+The run's own model, data, optimizer, AMP and loop (built by TrainerSetup's builders, as training builds them) train for up to
 `lr_finder.num_steps` optimizer steps while the learning rate grows exponentially from `min_lr` to `max_lr`; the
 sweep stops early once the smoothed loss exceeds `early_stop_threshold` x its best.
 
@@ -33,6 +33,7 @@ from deepfake.errors import UserError
 from deepfake.model.detector import check_pretrained
 from deepfake.runs.fileio import atomic_write
 from deepfake.system import distributed
+from deepfake.training.build import seed_everything
 from deepfake.training.engine import EpochHooks, NonFiniteLossError, TrainState, train_epoch
 from deepfake.training.run_dir import discard_fresh_run_dir, open_run
 from deepfake.training.setup import TrainerSetup
@@ -164,6 +165,19 @@ class LrFinder(TrainerSetup):
 
     def __init__(self, cfg: DictConfig, run_dir: Path, ddp: distributed.DistContext) -> None:
         self.cfg, self.tc, self.run_dir, self.ddp = cfg, cfg.training, run_dir, ddp
+
+    def setup(self) -> None:
+        """Training's own builders, up to the optimizer: the sweep needs no resume and no observers."""
+        log.info("run directory: %s", self.run_dir.resolve())
+        seed_everything(self.cfg.seed)
+        hardware = self._setup_hardware()
+        self.hw, self.device = hardware.hw, hardware.device
+        model = self._setup_model(hardware)
+        data = self._setup_data(hardware, model)
+        self.train_loader, self.num_batches = data.train_loader, data.num_batches
+        model = distributed.wrap(model, self.ddp, self.device, self.cfg.distributed.sync_batchnorm)
+        opt = self._setup_optimization(hardware, model, data)  # makes checkpoints/, which `find_lr` removes
+        self.optimizer, self.step_context, self.loop = opt.optimizer, opt.step_context, opt.loop
 
     def sweep(self) -> Sweep:
         settings = self.cfg.lr_finder
@@ -302,7 +316,7 @@ def find_lr(cfg: Config | DictConfig | dict) -> float:
             if ddp.is_main:
                 with_checkpoints = run_dir / "checkpoints"
                 if with_checkpoints.is_dir() and not any(with_checkpoints.iterdir()):
-                    with_checkpoints.rmdir()  # TrainerSetup makes it; the sweep saves nothing
+                    with_checkpoints.rmdir()  # _setup_optimization makes it; the sweep saves nothing
             suggestion = report(run_dir, record, cfg.training.learning_rate) if ddp.is_main else math.nan
             finder.hw.free_memory()
             return suggestion

@@ -5,7 +5,7 @@ the debug modes' observers `training.debug`).
 Each observer gets three events, in list order: `on_step` after an optimizer update, `on_epoch_end` after
 validation (with an `EpochEnd`), and `on_close` when the loop ends for any reason. An observer sees the run
 through `Run`, the few attributes and methods of the Trainer it may use, so adding one (a tracker such as
-MLflow or W&B, say) is a class here and a line in `Trainer.make_observers` (training/runner.py).
+MLflow or W&B, say) is a class here and a line in `TrainerSetup._setup_observers` (training/setup.py).
 """
 
 from __future__ import annotations

@@ -22,15 +22,18 @@ from omegaconf import DictConfig
 from deepfake.checks.start import Finding, config_findings, dataset_findings, selection_findings
 from deepfake.config import Config, to_config
 from deepfake.data.methods import select_splits
-from deepfake.data.module import DataModule, resolve_num_workers
+from deepfake.data.module import DataModule
+from deepfake.data.samples import Sample
 from deepfake.data.verify import (
     DatasetScan,
+    ImageReport,
     count_table,
     inspect_images,
     scan_dataset,
     scan_manifest,
     size_summary,
 )
+from deepfake.data.workers import resolve_num_workers
 from deepfake.errors import UserError
 from deepfake.system.hardware import HardwareManager, describe, hardware_warnings
 from deepfake.system.precision import Precision
@@ -182,7 +185,20 @@ def _dataset(cfg: DictConfig, report: Report, img_size: int, hw: HardwareManager
     report.extend("dataset", selection_findings(cfg, scan.samples))
     for problem in scan.problems:
         report.add("dataset", "error", problem)
-    for split, samples in scan.samples.items():
+    _report_counts(report, scan.samples)
+    paths = [s.path for samples in scan.samples.values() for s in samples]
+    images = inspect_images(paths, data.num_workers)
+    for issue in images.issues:
+        report.add("dataset", "error", f"{issue.kind} image {issue.path}: {issue.detail}")
+    _report_images(report, images, len(paths), img_size, data.geometry)
+    report.extend("dataset", dataset_findings(scan.samples))
+    data.samples = scan.samples
+    return data
+
+
+def _report_counts(report: Report, splits: dict[str, list[Sample]]) -> None:
+    """Each split's images and videos, per class and per manipulation method."""
+    for split, samples in splits.items():
         table = count_table(samples)
         classes = " | ".join(
             f"{name} {sum(c.values())}"
@@ -191,15 +207,15 @@ def _dataset(cfg: DictConfig, report: Report, img_size: int, hw: HardwareManager
         )
         videos = len({s.video for s in samples})
         report.add("dataset", "info", f"{split}: {len(samples)} images, {videos} videos | {classes}")
-    paths = [s.path for samples in scan.samples.values() for s in samples]
-    images = inspect_images(paths, data.num_workers)
-    for issue in images.issues:
-        report.add("dataset", "error", f"{issue.kind} image {issue.path}: {issue.detail}")
-    rate = len(paths) / max(images.seconds, 1e-9)
+
+
+def _report_images(report: Report, images: ImageReport, n: int, img_size: int, geometry: str) -> None:
+    """The decode rate over the n images, then the 16-bit ones and the ones smaller than the input."""
+    rate = n / max(images.seconds, 1e-9)
     report.add(
         "dataset",
         "info",
-        f"decoded all {len(paths)} images in {images.seconds:.1f}s ({rate:.0f} img/s); {size_summary(images.sizes)}",
+        f"decoded all {n} images in {images.seconds:.1f}s ({rate:.0f} img/s); {size_summary(images.sizes)}",
     )
     if images.wide:
         shown = ", ".join(images.wide[:5]) + (
@@ -217,12 +233,9 @@ def _dataset(cfg: DictConfig, report: Report, img_size: int, hw: HardwareManager
             "dataset",
             "warning",
             f"{small} image(s) are smaller than the {img_size}px input and will be "
-            + ("zero-padded (data.geometry=crop)" if data.geometry == "crop" else "upscaled")
+            + ("zero-padded (data.geometry=crop)" if geometry == "crop" else "upscaled")
             + "; check the images or lower data.img_size",
         )
-    report.extend("dataset", dataset_findings(scan.samples))
-    data.samples = scan.samples
-    return data
 
 
 def _loading(data: DataModule, report: Report) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

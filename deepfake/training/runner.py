@@ -3,7 +3,6 @@ model, loop, observers and checkpoints into one run."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import signal
@@ -15,59 +14,30 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from deepfake.config import Config, to_config
-from deepfake.errors import ConfigError, UserError
+from deepfake.config import Config
 from deepfake.exits import error_message, log_to_files
 from deepfake.extraction.settings import manifest_settings
-from deepfake.model.detector import check_pretrained
 from deepfake.reporting.eval_sets import evaluate_best
-from deepfake.reporting.model_summary import report_summary
-from deepfake.reporting.progress import ProgressTracker, fan_out
 from deepfake.reporting.report import write_end_of_run
-from deepfake.reporting.tensorboard import TensorBoardLogger
-from deepfake.reporting.tensorboard_views import log_run_start
-from deepfake.runs.backup import ProjectBackup, code_version
+from deepfake.runs.backup import code_version
 from deepfake.runs.checkpoint import build_state
 from deepfake.system import distributed
 from deepfake.system.interrupt import GracefulInterrupt, TrainingInterrupted
-from deepfake.tracking.trackers import check_trackers
-from deepfake.training.build import instantiate
-from deepfake.training.calibration import CalibrationObserver
-from deepfake.training.debug import check_verdict, debug_observers, is_debug_run
+from deepfake.training.build import seed_everything
+from deepfake.training.debug import check_verdict, is_debug_run
 from deepfake.training.early_stopping import Best, improved
-from deepfake.training.engine import (
-    EpochHooks,
-    TrainState,
-    predict_split,
-    preview_probs,
-    train_epoch,
-)
+from deepfake.training.engine import EpochHooks, TrainState, train_epoch
 from deepfake.training.memory import OutOfMemory, oom_message
 from deepfake.training.observers import (
-    BackupObserver,
-    CheckpointObserver,
-    EarlyStoppingObserver,
     EpochEnd,
-    MaskObserver,
-    MetricsFileObserver,
-    Observer,
-    ProgressObserver,
-    TensorBoardObserver,
-    TrackerObserver,
-    build_trackers,
 )
 from deepfake.training.resume import (
     Resume,
-    check_train_set,
-    needs_replan,
-    restore_progress,
     restore_rng,
-    restore_training,
     resume_command,
 )
-from deepfake.training.run_dir import discard_fresh_run_dir, open_run
+from deepfake.training.run_dir import open_run
 from deepfake.training.run_files import (
-    adopt_val_predictions,
     log_best,
     log_next_steps,
     val_metrics,
@@ -76,6 +46,8 @@ from deepfake.training.run_files import (
     write_plots,
 )
 from deepfake.training.setup import TrainerSetup
+from deepfake.training.start import checked_training_config
+from deepfake.training.validation import predict_split
 
 log = logging.getLogger("deepfake")
 
@@ -86,24 +58,7 @@ def train(cfg: Config | DictConfig | dict) -> float:
     With `resume` (or `training.auto_resume` and an existing last.pt) the run continues in its own
     directory from the saved state; a signal stops it cleanly (see `deepfake.system.interrupt`).
     """
-    try:
-        cfg = to_config(cfg)
-        if cfg.check:
-            raise ConfigError(
-                "check=true runs the pre-flight check, not training: use `python train.py check=true ...`, "
-                "or deepfake.training.preflight.check(cfg) from Python"
-            )
-        if cfg.find_lr:
-            raise ConfigError(
-                "find_lr=true runs the LR range test, not training: use `python train.py find_lr=true ...`, "
-                "or deepfake.training.lr_finder.find_lr(cfg) from Python"
-            )
-        if not cfg.resume:  # a resumed run's model comes from its checkpoint
-            check_pretrained(cfg.model.architecture, cfg.model.pretrained, cfg.model.weights)
-        check_trackers(cfg.logger)  # a missing package or a misread URI: refused before anything is built
-    except UserError:
-        discard_fresh_run_dir()
-        raise
+    cfg = checked_training_config(cfg)
     ddp = distributed.setup(cfg.hardware.device, cfg.distributed.backend, cfg.distributed.timeout_min)
     handlers: list[logging.Handler] = []
     try:
@@ -125,8 +80,8 @@ def train(cfg: Config | DictConfig | dict) -> float:
 class Trainer(TrainerSetup):
     """One training run, torchtune-recipe style: its parts and progress live on `self`.
 
-    `setup()` builds hardware, model, data and optimizer; `restore()` continues a checkpoint; `fit()` runs the
-    epochs, each closed by `end_epoch()`, which hands an `EpochEnd` to the observers (TensorBoard, early
+    `setup()` builds every part with the `_setup_x()` builders of `deepfake.training.setup` (hardware, model,
+    data, optimisation, the resumed progress, observers) and assigns them all; `fit()` runs the epochs, each closed by `end_epoch()`, which hands an `EpochEnd` to the observers (TensorBoard, early
     stopping, checkpoints, progress, metrics file, backup); `finish(outcome)` writes the plots, scores the
     test sets and returns the best monitored value. `run()` does all of it in that order.
     """
@@ -142,28 +97,50 @@ class Trainer(TrainerSetup):
         self.cfg, self.tc = cfg, cfg.training
         self.run_dir, self.resume, self.overrides, self.ddp = run_dir, resume, overrides, ddp
         self.t_start = time.perf_counter()
-        self.elapsed_before = 0.0  # training time of the processes before this one (resume)
-        self.state = TrainState()
-        self.best = Best()
-        self.final: dict[str, float] = {}  # the last validated epoch's metrics
+        self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        self.extraction = manifest_settings(cfg.data)  # saved in checkpoints: predict.py crops videos alike
         self.stop_reason = "completed"
         self.outcome = "end"  # how the loop ended: end, interrupt, abort or crash (set by fit)
-        self.labels_seen: np.ndarray | None = (
-            None  # the last validation's labels, to explain an undefined metric
-        )
-        self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-        self.observers: list[Observer] = []
-        self.extraction = manifest_settings(cfg.data)  # saved in checkpoints: predict.py crops videos alike
+        self.labels_seen: np.ndarray | None = None  # the last validation's labels: an undefined metric's why
         self.calibration: dict[str, Any] | None = None  # best.pt's fitted temperature, for metrics.json
         # The best epoch's validation (epoch, labels, logits), when this process validated it.
         self.best_logits: tuple[int, np.ndarray, np.ndarray] | None = None
         self.operating_point: dict[str, Any] | None = None  # best.pt's validation threshold, for metrics.json
 
+    def setup(self) -> None:
+        """Build every part (`deepfake.training.setup`), continue `resume`'s checkpoint, and assign them: every
+        attribute the loop uses is set here."""
+        log.info("run directory: %s", self.run_dir.resolve())
+        seed_everything(self.cfg.seed)
+        hardware = self._setup_hardware()
+        self.hw, self.precision, self.device = hardware.hw, hardware.precision, hardware.device
+        model = self._setup_model(hardware)
+        data = self._setup_data(hardware, model)
+        self.data, self.batch_size, self.test_sets = data.data, data.batch_size, data.test_sets
+        self.train_loader, self.num_batches = data.train_loader, data.num_batches
+        self.val_loader, self.val_videos = data.val_loader, data.val_videos
+        self.faithfulness = data.faithfulness
+        self.model = distributed.wrap(model, self.ddp, self.device, self.cfg.distributed.sync_batchnorm)
+        opt = self._setup_optimization(hardware, self.model, data)
+        self.steps_per_epoch = opt.steps_per_epoch
+        self.optimizer, self.scheduler, self.ema = opt.optimizer, opt.scheduler, opt.ema
+        self.backbone, self.step_context, self.loop = opt.backbone, opt.step_context, opt.loop
+        self.early, self.checkpoints = opt.early, opt.checkpoints
+        self.state, progress = self._setup_resume(self.model, hardware, data, opt)
+        self.best, self.final, self.elapsed_before = progress.best, progress.metrics, progress.elapsed_s
+        self.start = (self.state.epoch, self.state.global_step)  # where this process began: `progressed()`
+        parts = self._setup_observers(hardware, self.model, data, opt, self.state)
+        self.trackers, self.tb, self.backup = parts.trackers, parts.tb, parts.backup
+        self.progress, self.on_log, self.sampler = parts.progress, parts.on_log, parts.sampler
+        self.observers = parts.observers
+        self.interrupt = GracefulInterrupt()  # entered by fit: SIGINT/SIGTERM then stop at the next step
+        self.stop = distributed.AgreedStop(
+            self.interrupt, self.ddp, self.device, every=self.tc.log_every_n_steps
+        )
+
     def run(self) -> float:
         try:
             self.setup()
-            self.restore()
-            self.observers = self.make_observers()
             try:
                 best = self.finish(self.fit())
             except BaseException:
@@ -183,91 +160,14 @@ class Trainer(TrainerSetup):
             if loader is not None:
                 loader.close()
 
-    # ----- resume -----
-
-    def restore(self) -> None:
-        """Continue `resume`'s checkpoint: weights, optimizer, schedule, counters, best and top-k."""
-        resume, state = self.resume, self.state
-        if resume is None:
-            return
-        check_train_set(resume, len(self.train_loader.dataset), self.ddp.world_size)
-        restore_training(
-            resume, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-            scaler=self.precision.scaler, ema=self.ema, replan=needs_replan(resume, self.cfg, self.steps_per_epoch),
-        )  # fmt: skip
-        self.hw.threads.load_state_dict(resume.train_state.get("threads"), self.cfg.hardware.num_threads)
-        progress = restore_progress(resume, state, self.early, self.checkpoints)
-        self.best, self.final, self.elapsed_before = progress.best, progress.metrics, progress.elapsed_s
-        if self.ddp.is_main:
-            self.best = self.checkpoints.reconcile_best(self.best, resume.path, resume.train_state)
-            if resume.run_dir is None and self.best.epoch is not None:
-                adopt_val_predictions(resume.path, self.run_dir)
-        log.info(
-            "resuming from %s: epoch %d, batch %d of %d, global step %d",
-            resume.path, state.epoch + 1, state.batch_in_epoch, self.num_batches, state.global_step,
-        )  # fmt: skip
-
-    def make_observers(self) -> list[Observer]:
-        """The loop's observers, in the order they see each event (see `deepfake.training.observers`)."""
-        cfg, tc = self.cfg, self.tc
-        self.trackers = build_trackers(
-            cfg, self.run_dir, self.ddp, self.resume, self.state.global_step, self.hw.describe_device(),
-            self.overrides,
-        )  # fmt: skip
-        # A resumed run hides whatever the killed process logged after its checkpoint (TensorBoard purge).
-        self.tb = TensorBoardLogger(
-            self.run_dir,
-            enabled=cfg.logger.tensorboard is not None and cfg.logging.tensorboard and self.ddp.is_main,
-            purge_step=self.state.global_step + 1 if self.resume else None,
-        )
-        if self.resume is None:
-            model = distributed.local_module(self.model)
-            score = functools.partial(preview_probs, model, precision=self.precision, device=self.device)
-            log_run_start(self.tb, cfg, self.config_yaml, self.train_loader, score)
-        if self.ddp.is_main:
-            model = distributed.local_module(self.model)
-            report_summary(
-                model, self.optimizer, model.img_size, self.run_dir, self.tb, self.state.global_step
-            )
-        self.backup: ProjectBackup = instantiate(
-            cfg.backup, run_dir=self.run_dir, base_path=cfg.base_path, config_yaml=self.config_yaml,
-            overrides=self.overrides, _convert_="all",
-        )  # fmt: skip
-        self.start = (self.state.epoch, self.state.global_step)
-        self.progress = ProgressTracker(
-            tc.num_epochs, self.num_batches, batch_size=self.train_loader.batch_size,
-            mode=cfg.logging.progress, every_n_seconds=cfg.logging.every_n_seconds,
-        )  # fmt: skip
-        self.on_log, on_reading = fan_out(
-            [self.tb, self.trackers], self.progress, lambda: self.state.global_step
-        )
-        self.sampler = self.hw.sampler(on_reading, disk_path=self.run_dir)
-        masks = [MaskObserver(self.tb, distributed.local_module(self.model))] if cfg.model.mask_head else []
-        return [
-            TensorBoardObserver(self.tb),
-            TrackerObserver(self.trackers),
-            *masks,
-            EarlyStoppingObserver(self.early, tc.early_stopping.enabled),
-            CheckpointObserver(self.checkpoints, tc.checkpoint.every_n_steps, self.num_batches),
-            ProgressObserver(self.progress),
-            CalibrationObserver(
-                self.model, self.val_loader, self.precision, self.device, self.checkpoints.best
-            ),
-            MetricsFileObserver(),
-            BackupObserver(self.backup),
-            *debug_observers(cfg, self.run_dir, self.device, self.num_batches),
-        ]
-
     # ----- the loop -----
 
     def fit(self) -> str:
         """Train the remaining epochs; returns the outcome: end, or interrupt (a signal, checkpoint saved)."""
         if self.resume is not None:
             restore_rng(self.resume)  # last: every draw until the checkpoint's step is then replayed
-        interrupt = GracefulInterrupt()
-        self.stop = distributed.AgreedStop(interrupt, self.ddp, self.device, every=self.tc.log_every_n_steps)
         self.outcome = "end"
-        with interrupt:
+        with self.interrupt:
             try:
                 self.progress.start()
                 self.sampler.start()
@@ -436,7 +336,7 @@ class Trainer(TrainerSetup):
             self.elapsed(),
             self.calibration,
             self.operating_point,
-            code_version(self.backup.provenance) if hasattr(self, "backup") else None,
+            code_version(self.backup.provenance),
         )
 
     # ----- the end -----

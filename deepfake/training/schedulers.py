@@ -90,38 +90,66 @@ def create_scheduler(
             ),
             None,
         )
-    warmup = (
-        lr_scheduler.LinearLR(optimizer, start_factor=warmup_start_factor, end_factor=1.0, total_iters=warm)
-        if warm
-        else None
-    )
+    warmup = _warmup(optimizer, warm, warmup_start_factor)
     if name == "plateau":
         plateau = lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=mode, factor=gamma, patience=plateau_patience, min_lr=min_lr
         )
         return LRSchedule(warmup, plateau)
     after = total - warm
-    main: lr_scheduler.LRScheduler
+    main = _decay(
+        optimizer,
+        name,
+        steps_per_epoch,
+        warm,
+        after,
+        min_lr,
+        step_epochs,
+        milestones,
+        gamma,
+        decay_start_epochs,
+    )
+    if warmup is None:
+        return LRSchedule(main, None)
+    return LRSchedule(lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[warm]), None)
+
+
+def _warmup(optimizer: Optimizer, warm: int, start_factor: float) -> lr_scheduler.LinearLR | None:
+    """The linear warmup over `warm` updates, from `start_factor` of each group's rate; none when 0."""
+    if not warm:
+        return None
+    return lr_scheduler.LinearLR(optimizer, start_factor=start_factor, end_factor=1.0, total_iters=warm)
+
+
+def _decay(
+    optimizer: Optimizer,
+    name: str,
+    steps_per_epoch: int,
+    warm: int,
+    after: int,
+    min_lr: float,
+    step_epochs: float,
+    milestones: list[float] | tuple[float, ...],
+    gamma: float,
+    decay_start_epochs: float,
+) -> lr_scheduler.LRScheduler:
+    """The named schedule that runs for the `after` updates once a `warm`-update warmup is over."""
     if name == "cosine":
-        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, after), eta_min=min_lr)
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, after), eta_min=min_lr)
     elif name == "step":
-        main = lr_scheduler.StepLR(
+        return lr_scheduler.StepLR(
             optimizer, step_size=max(1, round(step_epochs * steps_per_epoch)), gamma=gamma
         )
     elif name == "multistep":
         points = sorted(max(1, round(m * steps_per_epoch) - warm) for m in milestones)
-        main = lr_scheduler.MultiStepLR(optimizer, milestones=points, gamma=gamma)
+        return lr_scheduler.MultiStepLR(optimizer, milestones=points, gamma=gamma)
     elif name == "linear":
-        main = lr_scheduler.LambdaLR(
+        return lr_scheduler.LambdaLR(
             optimizer, _LinearDecay(round(decay_start_epochs * steps_per_epoch) - warm, after)
         )
     elif name == "constant":
-        main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    else:
-        raise ValueError(f"unknown scheduler {name!r}")
-    if warmup is None:
-        return LRSchedule(main, None)
-    return LRSchedule(lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[warm]), None)
+        return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    raise ValueError(f"unknown scheduler {name!r}")
 
 
 class _LinearDecay:
