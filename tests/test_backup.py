@@ -210,17 +210,23 @@ def test_drive_preset_from_cli_and_python(compose_cfg: Any, tmp_path: Path, capl
         assert "drive.mount('/content/drive')" in caplog.text
 
 
-def _train_as_nobody(config: Any) -> None:
+def _train_as_nobody(config: Any, said: Path) -> None:
     """Root ignores file modes: drop to an unprivileged user so the read-only mirror really is read-only."""
     torch.set_num_threads(1)
     if os.geteuid() == 0:
         os.setgid(65534)
         os.setuid(65534)
-    train(config)
+    try:
+        train(config)
+    except UserError as e:
+        said.write_text(str(e))
+        os._exit(2)
 
 
 @pytest.mark.slow
-def test_read_only_mirror_warns_and_training_finishes(request: pytest.FixtureRequest) -> None:
+def test_a_read_only_mirror_is_refused_before_training(request: pytest.FixtureRequest) -> None:
+    """A mirror that cannot take a copy is found at the start, not at the first backup (a lost Drive later in
+    the run only warns: test_missing_mirror_warns_then_catches_up_and_restores)."""
     base = Path(tempfile.mkdtemp(prefix="deepfake-ro-"))  # reachable by the unprivileged user
     request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
     base.chmod(0o777)
@@ -231,16 +237,16 @@ def test_read_only_mirror_warns_and_training_finishes(request: pytest.FixtureReq
     config = make_config(
         base, data, **{"training.num_epochs": 1, "backup.mirror": str(mirror), "training.ema.enabled": False}
     )
-    child = multiprocessing.get_context("fork").Process(target=_train_as_nobody, args=(config,))
+    said = base / "said.txt"
+    child = multiprocessing.get_context("fork").Process(target=_train_as_nobody, args=(config, said))
     child.start()
     child.join(300)
-    assert child.exitcode == 0
-    run = run_dir_of(base)
-    assert "cannot write to backup mirror" in (run / "train.log").read_text()
-    assert json.loads((run / "metrics.json").read_text())["stop_reason"] == "completed"
-    (archive,) = (run / "backups").glob("*-end.tar.gz")
-    assert read_archive(archive)["reason"] == "end"
-    assert list(mirror.iterdir()) == []
+    assert child.exitcode == 2
+    assert said.read_text() == (
+        f"backup.mirror {mirror} is not writable (Permission denied); make it writable, or point backup.mirror "
+        "at a writable folder"
+    )
+    assert not list((base / "outputs").glob("*/*/metrics.json")) and list(mirror.iterdir()) == []
 
 
 def test_clean_is_a_dry_run_until_yes(tmp_path: Path, capsys: Any) -> None:

@@ -134,7 +134,9 @@ def masked_test_set(root: Path) -> Path:
             Image.fromarray(square).save(root / f"{k}_mask.png")
             mask = str(root / f"{k}_mask.png")
         rows.append(Sample(str(path), label, f"v{k}", "Deepfakes" if label else "real", "test", "", mask))
-    return write_manifest(rows, root / "masked.csv")  # the set is named after its file: eval/masked.csv/
+    return write_manifest(
+        rows, root / "masked.csv"
+    )  # the set is named by folder and stem: eval/masked_masked/
 
 
 @pytest.mark.slow
@@ -158,7 +160,7 @@ def test_evaluate_explains_each_set_and_scores_it_against_the_manifest_masks(
     overrides = [*base, "eval.explain=hirescam", "model.explain_layer=backbone.layer2", "eval.explain_faces=3",
                  "eval.embeddings=true"]  # fmt: skip
     (report,) = evaluate(compose_cfg(overrides, config_name="evaluate"), overrides).values()
-    out = tmp_path / "eval" / "masked.csv"
+    out = tmp_path / "eval" / "masked_masked"
     scores = json.loads((out / "metrics.json").read_text())["faithfulness"]
     assert scores == report["faithfulness"]
     assert scores["faces"] == scores["fakes_with_mask"] == 3 and scores["method"] == "hirescam"
@@ -172,11 +174,11 @@ def test_evaluate_explains_each_set_and_scores_it_against_the_manifest_masks(
     events = EventAccumulator(str(out))
     events.Reload()
     assert events.Tags()["images"] == ["explain"]
-    (tensors,) = (out / "embeddings").glob("*/masked.csv/tensors.tsv")
+    (tensors,) = (out / "embeddings").glob("*/masked_masked/tensors.tsv")
     assert len(tensors.read_text().splitlines()) == 8 and (out / "embeddings.png").is_file()
     # evaluate.py's report.html shows the grid, the t-SNE picture and the faithfulness scores (issue 29)
     page = parse((tmp_path / "eval" / "report.html").read_text(encoding="utf-8"))
-    assert {"explanations: masked.csv", "embeddings: masked.csv"} <= {i["alt"] for i in page.images}
+    assert {"explanations: masked_masked", "embeddings: masked_masked"} <= {i["alt"] for i in page.images}
     faithful = dict(page.tables["faithfulness-1"])
     assert faithful["method, fakes with a mask"] == "hirescam, 3"
     assert faithful["heat in mask (share of the heat inside the mask)"] == f"{scores['heat_in_mask']:.4f}"

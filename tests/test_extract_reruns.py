@@ -132,8 +132,8 @@ def test_ctrl_c_during_extraction_ends_cleanly(test_videos: VideoSet, tmp_path: 
         assert proc.poll() is None and time.monotonic() < deadline, "the extraction ended or hung"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and stderr.strip() == "interrupted", stderr[-3000:]
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and stderr.strip() == "interrupted", (stdout[-3000:], stderr[-3000:])
     assert csv_rows(part)[0]["status"] == "ok"  # the committed video stays committed
 
 

@@ -117,9 +117,9 @@ def extract_video(
         saved = save_crops(decoded.frames, detections, cfg.faces, tmp, masks)
         crops, with_face = len(saved.files), saved.frames_with_face
         manifest = _manifest_rows(job, saved, writer.masks)
-        pause = float(os.environ.get(PAUSE_ENV, "0"))
-        if pause:
-            time.sleep(pause)
+    pause = float(os.environ.get(PAUSE_ENV, "0"))  # tests: a window to interrupt in before each commit
+    if pause:
+        time.sleep(pause)
     row.update(status=_status(decoded, crops, cfg.frames_per_video), frames_with_face=with_face, faces=crops,
                error=decoded.error)  # fmt: skip
     row["seconds"] = round(seconds + time.perf_counter() - t0, 3)
