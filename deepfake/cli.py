@@ -81,9 +81,10 @@ def leave(code: object = 0) -> NoReturn:
     else:  # sys.exit("message"): printed, status 1
         print(code, file=sys.stderr)
         status = 1
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    # What the interpreter's own exit does first: threading's exit callbacks (concurrent.futures and joblib's
+    # loky stop their executors' manager threads there), then a join of every non-daemon thread. Joining
+    # without the callbacks waited forever on a process pool's manager thread (the joblib launcher).
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()

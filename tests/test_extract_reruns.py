@@ -124,8 +124,11 @@ def test_ctrl_c_during_extraction_ends_cleanly(test_videos: VideoSet, tmp_path: 
         "num_workers=1",
         "frames_per_video=2",
     ]
+    # A terminal's Ctrl-C: default SIGINT in the child, even under a runner started in the background (where the
+    # shell ignores SIGINT and Python, finding it ignored, installs no KeyboardInterrupt handler).
     proc = subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     part = out / "parts/shard-00000-of-00001.videos.csv"
     deadline = time.monotonic() + 240
     while not (part.is_file() and part.read_text().count("\n") >= 2):

@@ -21,7 +21,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from deepfake.data.decode import decode_file, fit
-from deepfake.data.module import default_num_workers
+from deepfake.data.workers import default_num_workers
 from deepfake.evaluation.ensemble import checkpoint_list, clip_length_of, load_ensemble
 from deepfake.evaluation.inference import scoring_precision
 from deepfake.prediction.driver import checked_config
