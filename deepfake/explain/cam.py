@@ -12,7 +12,7 @@ mirrored face mirrored back, and the mean of all those maps at the crops' size.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -23,6 +23,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from deepfake.errors import ConfigError, UserError
 from deepfake.explain.target import CamTarget, cam_target
+from deepfake.model.grad_flags import requires_grad
 
 #: The `explain=` methods (`deepfake.choices.EXPLAIN_METHODS` bar none) and the grad-cam classes behind them.
 CAM_CLASSES = {"gradcam": "GradCAM", "hirescam": "HiResCAM", "gradcam++": "GradCAMPlusPlus"}
@@ -47,18 +48,10 @@ class FramesAsBatch(nn.Module):
         return self.model(x.unflatten(0, (-1, self.frames)))
 
 
-@contextlib.contextmanager
-def inputs_only(model: nn.Module) -> Iterator[None]:
+def inputs_only(model: nn.Module) -> contextlib.AbstractContextManager[None]:
     """Gradients reach the activations through the input alone: no parameter gets a .grad (a training run's
     DDP hooks never fire, frozen parts stay frozen); each parameter's flag comes back as it was."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
+    return requires_grad(model, False)
 
 
 def cam_maps(model: nn.Module, images: torch.Tensor, method: str, target: CamTarget) -> np.ndarray:

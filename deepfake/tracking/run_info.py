@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from deepfake.config.flatten import flatten
 from deepfake.runs.backup import git_commit
 
 
@@ -32,15 +33,6 @@ class RunInfo:
     def params(self) -> dict[str, str]:
         """The config flattened to dotted keys with string values (lists as their YAML-like text)."""
         return {k: str(v) for k, v in flatten(self.config).items()}
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict) and node:
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: node}
 
 
 def run_info(

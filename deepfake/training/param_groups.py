@@ -10,7 +10,6 @@ so the optimizer's layout (and a checkpoint of it) is the same before and after 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
@@ -18,19 +17,12 @@ from torch import nn
 
 from deepfake.errors import ConfigError
 from deepfake.model.fusion import EarlyFusion, LateFusion
+from deepfake.model.grad_flags import requires_grad
 
 
-@contextlib.contextmanager
-def all_trainable(module: nn.Module) -> Iterator[None]:
+def all_trainable(module: nn.Module) -> contextlib.AbstractContextManager[None]:
     """timm's grouping skips parameters without `requires_grad`; inside, a frozen backbone counts too."""
-    saved = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in saved:
-        p.requires_grad_(True)
-    try:
-        yield
-    finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)
+    return requires_grad(module, True)
 
 
 def part_groups(

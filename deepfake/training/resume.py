@@ -27,6 +27,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from deepfake.config import Config, to_config
+from deepfake.config.flatten import flatten
 from deepfake.errors import ConfigError, UserError
 from deepfake.model.detector import resolve_architecture
 from deepfake.runs.checkpoint import load_checkpoint, load_weights, set_rng_state, unwrap
@@ -122,8 +123,8 @@ def override_keys(cfg: DictConfig) -> list[str]:
                 continue
             keys.append(o.package if o.package else o.key_or_group.replace("/", "."))
         return keys
-    defaults = _flatten(OmegaConf.to_container(OmegaConf.structured(Config), resolve=True))
-    given = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    defaults = flatten(OmegaConf.to_container(OmegaConf.structured(Config), resolve=True))
+    given = flatten(OmegaConf.to_container(cfg, resolve=True))
     return [k for k, v in given.items() if k not in defaults or defaults[k] != v]
 
 
@@ -132,15 +133,6 @@ def explicit_overrides(cfg: DictConfig) -> list[str]:
     if HydraConfig.initialized():
         return list(HydraConfig.get().overrides.task)
     return [f"{k}={OmegaConf.select(cfg, k)}" for k in override_keys(cfg)]
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict) and node:
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: node}
 
 
 def resumed_config(resume: Resume, cfg: DictConfig) -> DictConfig:
@@ -169,8 +161,8 @@ def saved_config(resume: Resume) -> DictConfig:
 
 
 def changed_keys(old: DictConfig, new: DictConfig) -> list[tuple[str, tuple[Any, Any]]]:
-    a = _flatten(OmegaConf.to_container(old, resolve=True))
-    b = _flatten(OmegaConf.to_container(new, resolve=True))
+    a = flatten(OmegaConf.to_container(old, resolve=True))
+    b = flatten(OmegaConf.to_container(new, resolve=True))
     skip = {"resume", "training.auto_resume"}
     return [
         (k, (a.get(k), b.get(k))) for k in sorted(set(a) | set(b)) if k not in skip and a.get(k) != b.get(k)
